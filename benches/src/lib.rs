@@ -1,0 +1,1 @@
+//! Benchmarks of rmmap (not built yet).

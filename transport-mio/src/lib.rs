@@ -1,0 +1,1 @@
+//! rmmap over mio (not built yet).

@@ -1,0 +1,1 @@
+//! rmmap over Tokio (not built yet).
