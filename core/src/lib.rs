@@ -1,7 +1,99 @@
 //! rmmap-core: the sans-IO heart of rmmap.
+//!
+//! This crate holds everything rmmap decides, and nothing that touches the
+//! outside world: the wire [`protocol`] (framing, messages, a total decoder),
+//! the [`server`] state machine (sessions, leases, the coherence directory)
+//! and the [`client`] state machine (one connection, mappings, a coherent page
+//! cache, reconnection). There are no sockets, threads, clocks or random
+//! numbers here: bytes and time come in as arguments, bytes, events and
+//! timer deadlines go out. The Tokio and mio adapters, the simulator and the
+//! fuzzers all drive it through the same small API.
+//!
+//! # The drive loop
+//!
+//! Both state machines are driven the same way, and this is the only way:
+//!
+//! 1. **Feed input**: bytes read from a connection (`handle_input`), a
+//!    connection opening or closing, the time passing (`handle_timeout`),
+//!    or an application command (the client's `map`, `read`, `write`, ...).
+//! 2. **Drain output** until there is none: `poll_event` (what to do: send,
+//!    close, connect, an operation completed), `poll_transmit` (bytes to
+//!    write).
+//! 3. **Wait** for more IO or until `poll_timeout`, then go to 1.
+//!
+//! Time is a virtual [`Instant`] the caller supplies; randomness (epochs,
+//! resume tokens, nonces, reconnection jitter) comes from a seed.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use rmmap_core::client::{Client, ClientConfig, Completion, Event, MapOptions};
+//! use rmmap_core::server::{Server, ServerConfig, ServerEvent};
+//! use rmmap_core::store::MemStore;
+//! use rmmap_core::Instant;
+//!
+//! let store = MemStore::new();
+//! store.insert("data.bin", vec![7u8; 8192]);
+//! let mut server = Server::new(ServerConfig::default(), store, [1; 32]).unwrap();
+//! let now = Instant::ZERO;
+//! let mut client = Client::new(ClientConfig::default(), [2; 32], now);
+//! let op = client.map(now, "data.bin", 0, 8192, MapOptions::read_only()).unwrap();
+//!
+//! // A "network": the two byte streams of one connection.
+//! let mut conn = None;
+//! let (mut to_server, mut to_client) = (BytesMut::new(), BytesMut::new());
+//! let mut mapped = None;
+//! for _ in 0..10 {
+//!     // Drain the client: events, then bytes.
+//!     while let Some(ev) = client.poll_event() {
+//!         match ev {
+//!             Event::Connect => {
+//!                 conn = Some(server.handle_connect(now));
+//!                 client.handle_connected(now);
+//!             }
+//!             Event::Completed { op: done, result } if done == op => mapped = Some(result),
+//!             _ => {}
+//!         }
+//!     }
+//!     while let Some(b) = client.poll_transmit() {
+//!         to_server.extend_from_slice(&b);
+//!     }
+//!     // Feed the server, drain it.
+//!     if let Some(c) = conn {
+//!         server.handle_input(now, c, &mut to_server);
+//!         while let Some(ev) = server.poll_event() {
+//!             if let ServerEvent::Transmit(c) = ev {
+//!                 while let Some(b) = server.poll_transmit(c) {
+//!                     to_client.extend_from_slice(&b);
+//!                 }
+//!             }
+//!         }
+//!     }
+//!     // Feed the client.
+//!     client.handle_input(now, &mut to_client);
+//! }
+//! assert!(matches!(mapped, Some(Ok(Completion::Mapped { file_len: 8192, .. }))));
+//! ```
+//!
+//! [`harness::Cluster`](crate::harness) (feature `harness`) runs one server
+//! and many clients this way in virtual time, with hooks to delay, drop,
+//! duplicate and cut.
+//!
+//! # Guarantees
+//!
+//! Per-page linearizability of reads and writes across all clients, durability
+//! of every write completed before `sync` returns, exactly-once application
+//! of requests across reconnections, and no silent loss: `docs/CONSISTENCY.md`
+//! states them and why they hold.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod client;
+#[cfg(any(test, feature = "harness"))]
+pub mod harness;
+pub mod path;
 pub mod protocol;
+pub mod server;
+pub mod store;
 pub mod time;
 
 pub use time::Instant;

@@ -231,6 +231,9 @@ pub mod fetch_flags {
     pub const EXCLUSIVE: u8 = 0x01;
     /// Send page data even where the session already holds the page.
     pub const WANT_DATA: u8 = 0x02;
+    /// Never send page data: the client overwrites every byte of every page
+    /// (exclusive fetches only).
+    pub const OVERWRITE: u8 = 0x04;
 }
 
 /// Obtain pages `[first_page, first_page + count)` in shared or exclusive

@@ -1,0 +1,372 @@
+//! The connection: reconnection with backoff, the handshake, the lease, and
+//! the dispatch of everything the server sends.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rand_core::Rng;
+
+use crate::Instant;
+use crate::auth::{ProofRole, proof, proofs_match};
+use crate::protocol::{
+    Authenticate, ErrorCode, Hello, Message, PROTOCOL_VERSION, Ping, Resume, ResumeStatus, RevId, Welcome,
+    decode_frame,
+};
+
+use super::error::SessionLossReason;
+use super::{Client, Conn, Event, LogEntry, OpError, Params, SessionInfo};
+
+impl Client {
+    /// The connection asked for by [`Event::Connect`] is open.
+    pub fn handle_connected(&mut self, now: Instant) {
+        if !matches!(self.conn, Conn::Connecting { .. }) {
+            return;
+        }
+        self.out.clear();
+        self.conn = Conn::Handshaking { since: now };
+        self.rng.fill_bytes(&mut self.client_nonce);
+        self.server_nonce = None;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            max_frame: self.config.max_frame,
+            client_nonce: self.client_nonce,
+            client_name: Bytes::from(self.config.name.clone().into_bytes()),
+            resume: self.session.as_ref().map(|s| Resume { session: s.id, token: s.token, epoch: s.epoch }),
+        };
+        self.out.push_message(&Message::Hello(hello));
+        if self.config.secret.is_none() {
+            // Pipelined: the server answers it right after its Welcome.
+            self.send_ping(now);
+        }
+    }
+
+    /// The connection asked for by [`Event::Connect`] could not be opened.
+    pub fn handle_connect_failed(&mut self, now: Instant) {
+        if matches!(self.conn, Conn::Connecting { .. }) {
+            self.lost_connection(now, false);
+        }
+        self.pump(now);
+    }
+
+    /// The connection broke or the server closed it.
+    pub fn handle_disconnected(&mut self, now: Instant) {
+        if matches!(self.conn, Conn::Connecting { .. } | Conn::Handshaking { .. } | Conn::Ready) {
+            self.lost_connection(now, false);
+        }
+        self.pump(now);
+    }
+
+    /// Bytes arrived. Whole frames are taken off the front of `buf`.
+    pub fn handle_input(&mut self, now: Instant, buf: &mut BytesMut) {
+        loop {
+            if !matches!(self.conn, Conn::Handshaking { .. } | Conn::Ready) {
+                buf.clear();
+                break;
+            }
+            match decode_frame(buf, self.config.max_frame) {
+                Ok(Some(m)) => self.on_message(now, m),
+                Ok(None) => break,
+                Err(_) => {
+                    buf.clear();
+                    self.lost_connection(now, true);
+                    break;
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Time passed: reconnect, ping, give up on stalled connections.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.conn {
+            Conn::Disconnected { retry_at } if now >= retry_at => {
+                self.conn = Conn::Connecting { since: now };
+                self.events.push_back(Event::Connect);
+            }
+            Conn::Connecting { since } | Conn::Handshaking { since }
+                if now >= since + self.config.handshake_timeout =>
+            {
+                self.lost_connection(now, true);
+            }
+            Conn::Ready => {
+                if let Some((_, sent)) = self.ping {
+                    if now >= sent + self.pong_timeout() {
+                        self.lost_connection(now, true);
+                    }
+                } else if self.next_ping_at.is_some_and(|t| now >= t) {
+                    self.send_ping(now);
+                }
+            }
+            _ => {}
+        }
+        if let (Some(since), Some(limit)) = (self.disconnected_since, self.config.give_up_after)
+            && now >= since + limit
+        {
+            let waited = now - since;
+            let ops: Vec<_> = self.ops.keys().copied().collect();
+            for op in ops {
+                self.complete(op, Err(OpError::Disconnected(waited)));
+            }
+        }
+        self.pump(now);
+    }
+
+    /// When [`Client::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conn = match self.conn {
+            Conn::Disconnected { retry_at } => Some(retry_at),
+            Conn::Connecting { since } | Conn::Handshaking { since } => Some(since + self.config.handshake_timeout),
+            Conn::Ready => match self.ping {
+                Some((_, sent)) => Some(sent + self.pong_timeout()),
+                None => self.next_ping_at,
+            },
+            Conn::Failed => None,
+        };
+        let give_up = match (self.disconnected_since, self.config.give_up_after) {
+            (Some(since), Some(limit)) if !self.ops.is_empty() => Some(since + limit),
+            _ => None,
+        };
+        match (conn, give_up) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn pong_timeout(&self) -> Duration {
+        let lease = self.params.as_ref().map_or(Duration::from_secs(10), |p| p.lease);
+        self.config.pong_timeout.unwrap_or(lease / 2)
+    }
+
+    fn lease_margin(&self, lease: Duration) -> Duration {
+        self.config.lease_margin.unwrap_or(lease / 10).min(lease / 2)
+    }
+
+    pub(crate) fn send_ping(&mut self, now: Instant) {
+        if self.ping.is_some() {
+            return;
+        }
+        self.ping_nonce += 1;
+        self.ping = Some((self.ping_nonce, now));
+        self.next_ping_at = None;
+        self.out.push_message(&Message::Ping(Ping { nonce: self.ping_nonce }));
+    }
+
+    fn schedule_ping(&mut self, now: Instant) {
+        let Some(p) = &self.params else { return };
+        let lease = p.lease;
+        let left = self.lease_until.map_or(Duration::ZERO, |u| u - now);
+        // Renew early; renew often once less than half the lease is left.
+        let every = if left < lease / 2 { lease / 16 } else { lease / 4 };
+        self.next_ping_at = Some(now + every);
+    }
+
+    /// Ends the current connection attempt or connection. `ours`: the
+    /// client decided it (the adapter must be told to close the socket).
+    pub(crate) fn lost_connection(&mut self, now: Instant, ours: bool) {
+        let was_ready = matches!(self.conn, Conn::Ready);
+        if ours {
+            self.events.push_back(Event::Disconnect);
+        }
+        self.out.clear();
+        self.ping = None;
+        self.next_ping_at = None;
+        if self.disconnected_since.is_none() {
+            self.disconnected_since = Some(now);
+        }
+        if was_ready {
+            self.events.push_back(Event::ConnectionLost);
+        }
+        self.schedule_retry(now);
+    }
+
+    fn schedule_retry(&mut self, now: Instant) {
+        let shift = self.attempts.min(20);
+        self.attempts = self.attempts.saturating_add(1);
+        let base = self.config.reconnect_initial.saturating_mul(1u32 << shift).min(self.config.reconnect_max);
+        // Full jitter on the upper half: spreads reconnecting clients apart.
+        let half = base / 2;
+        let jitter = Duration::from_nanos(self.rng.next_u64() % (half.as_nanos() as u64 + 1));
+        self.conn = Conn::Disconnected { retry_at: now + half + jitter };
+    }
+
+    fn fail_for_good(&mut self, now: Instant, reason: String) {
+        self.events.push_back(Event::Disconnect);
+        self.events.push_back(Event::Failed { reason: reason.clone() });
+        self.conn = Conn::Failed;
+        self.failed = Some(reason.clone());
+        let ops: Vec<_> = self.ops.keys().copied().collect();
+        for op in ops {
+            self.complete(op, Err(OpError::Closed(reason.clone())));
+        }
+        let _ = now;
+    }
+
+    fn on_message(&mut self, now: Instant, msg: Message) {
+        let handshaking = matches!(self.conn, Conn::Handshaking { .. });
+        match msg {
+            Message::Challenge(c) if handshaking => {
+                let Some(secret) = self.config.secret.clone() else {
+                    return self.fail_for_good(
+                        now,
+                        "the server requires authentication; give the client a name and a token".into(),
+                    );
+                };
+                self.server_nonce = Some(c.server_nonce);
+                let p = proof(&secret, ProofRole::Client, self.config.name.as_bytes(), &self.client_nonce, &c.server_nonce);
+                self.out.push_message(&Message::Authenticate(Authenticate { proof: p }));
+                self.send_ping(now);
+            }
+            Message::Welcome(w) if handshaking => self.on_welcome(now, w),
+            Message::Error(e) if e.req.0 == 0 => self.on_connection_error(now, e.code, &e.message, handshaking),
+            Message::Goodbye(g) => {
+                if g.code == ErrorCode::ShuttingDown {
+                    self.server_synced_everything();
+                }
+                self.attempts = 0;
+                self.lost_connection(now, true);
+            }
+            Message::Pong(p) if !handshaking => self.on_pong(now, p),
+            m if matches!(self.conn, Conn::Ready) => self.on_reply(now, m),
+            _ => self.lost_connection(now, true),
+        }
+    }
+
+    fn on_connection_error(&mut self, now: Instant, code: ErrorCode, message: &[u8], handshaking: bool) {
+        let text = String::from_utf8_lossy(message).into_owned();
+        match code {
+            ErrorCode::Denied | ErrorCode::UnsupportedVersion if handshaking => {
+                self.fail_for_good(now, format!("{code}: {text}"));
+            }
+            ErrorCode::SessionLost => {
+                // Reconnect at once: the server will say the session expired.
+                self.attempts = 0;
+                self.lost_connection(now, true);
+            }
+            _ => self.lost_connection(now, true),
+        }
+    }
+
+    fn on_welcome(&mut self, now: Instant, w: Welcome) {
+        if w.version != PROTOCOL_VERSION {
+            return self.fail_for_good(now, format!("the server answered with protocol version {}", w.version));
+        }
+        if let Some(secret) = self.config.secret.clone() {
+            let Some(sn) = self.server_nonce else {
+                return self.fail_for_good(
+                    now,
+                    "the server did not authenticate, but this client has a token: refusing to trust it".into(),
+                );
+            };
+            let expected = proof(&secret, ProofRole::Server, self.config.name.as_bytes(), &self.client_nonce, &sn);
+            if !proofs_match(&expected, &w.server_proof) {
+                return self.fail_for_good(now, "the server could not prove that it knows this client's token".into());
+            }
+        }
+        if !w.page_size.is_power_of_two() || w.page_size < 512 || w.lease_ms == 0 || w.max_pages_per_request == 0 {
+            return self.fail_for_good(now, "the server sent impossible parameters".into());
+        }
+        let params = Params {
+            page_size: w.page_size as u64,
+            lease: Duration::from_millis(w.lease_ms as u64),
+            max_pages: w.max_pages_per_request,
+            max_frame: w.max_frame,
+            window: (self.config.max_inflight.min(w.max_inflight).max(1)) as u64,
+        };
+        let asked = self.session.is_some();
+        match w.status {
+            ResumeStatus::Resumed if asked => {}
+            ResumeStatus::Resumed => return self.lost_connection(now, true),
+            ResumeStatus::New | ResumeStatus::Expired | ResumeStatus::ServerRestarted => {
+                if asked {
+                    let reason = if w.status == ResumeStatus::Expired {
+                        SessionLossReason::LeaseExpired
+                    } else {
+                        SessionLossReason::ServerRestarted
+                    };
+                    let page_size_changed =
+                        self.params.as_ref().is_some_and(|p| p.page_size != params.page_size);
+                    self.on_session_lost(now, reason, page_size_changed);
+                }
+            }
+        }
+        self.session = Some(SessionInfo { id: w.session, token: w.token, epoch: w.epoch });
+        self.params = Some(params);
+        self.conn = Conn::Ready;
+        self.attempts = 0;
+        self.disconnected_since = None;
+        let resumed = w.status == ResumeStatus::Resumed;
+        if resumed {
+            self.prune_acks(w.rev_acked);
+            self.resend_log();
+        } else {
+            self.lease_until = None;
+        }
+        self.events.push_back(Event::Connected { resumed });
+        if self.ping.is_none() {
+            self.send_ping(now);
+        }
+        self.wake_all();
+    }
+
+    fn on_pong(&mut self, now: Instant, p: crate::protocol::Pong) {
+        self.prune_acks(p.rev_acked);
+        let Some((nonce, sent)) = self.ping else { return };
+        if nonce != p.nonce {
+            return;
+        }
+        self.ping = None;
+        if p.renewed
+            && let Some(params) = &self.params
+        {
+            let lease = params.lease;
+            let until = sent + lease - self.lease_margin(lease);
+            self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
+            let waiters = std::mem::take(&mut self.lease_waiters);
+            self.woken.extend(waiters);
+        }
+        self.schedule_ping(now);
+    }
+
+    /// Drops recall acknowledgements the server has processed.
+    fn prune_acks(&mut self, acked: RevId) {
+        self.log.retain(|_, e| !matches!(e, LogEntry::RecallAck(rev, _) if *rev <= acked));
+    }
+
+    /// Sends again, in their original order, every request without a reply
+    /// and every recall acknowledgement not yet confirmed.
+    fn resend_log(&mut self) {
+        for e in self.log.values() {
+            match e {
+                LogEntry::Request(r) => {
+                    if let Some(req) = self.requests.get(r) {
+                        self.out.push_message(&req.msg);
+                    }
+                }
+                LogEntry::RecallAck(_, m) => self.out.push_message(m),
+            }
+        }
+    }
+
+    /// A `Goodbye` after a graceful shutdown: the server synced every file.
+    fn server_synced_everything(&mut self) {
+        let dirty: std::collections::BTreeSet<_> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.pages.values().any(|p| p.dirty.is_some() || p.writebacks > 0))
+            .map(|(id, _)| *id)
+            .collect();
+        for m in self.mappings.values_mut() {
+            if m.file.is_none_or(|f| !dirty.contains(&f)) {
+                m.synced_seq = m.write_seq;
+            }
+        }
+    }
+
+    /// Queues a message for the server if connected (requests are also kept
+    /// in the log to be sent again after a resume).
+    pub(crate) fn transmit(&mut self, msg: &Message) {
+        if matches!(self.conn, Conn::Ready) {
+            self.out.push_message(msg);
+        }
+    }
+}

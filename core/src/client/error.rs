@@ -1,0 +1,150 @@
+//! What can go wrong with an application operation.
+
+use std::fmt;
+
+use crate::protocol::ErrorCode;
+
+/// Why a session was lost.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SessionLossReason {
+    /// The server restarted: writes it had not synced may be gone.
+    ServerRestarted,
+    /// The client was out of touch longer than its lease and the server
+    /// ended the session: dirty pages it had not written back are gone.
+    LeaseExpired,
+}
+
+impl fmt::Display for SessionLossReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SessionLossReason::ServerRestarted => "the server restarted",
+            SessionLossReason::LeaseExpired => "the lease ran out while the client was out of touch",
+        })
+    }
+}
+
+/// Why a mapping lost writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LossCause {
+    /// The session was lost.
+    Session(SessionLossReason),
+    /// The server refused or failed a write-back (the message says why).
+    WriteBackFailed(String),
+}
+
+impl fmt::Display for LossCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LossCause::Session(r) => write!(f, "session lost: {r}"),
+            LossCause::WriteBackFailed(m) => write!(f, "a write-back failed: {m}"),
+        }
+    }
+}
+
+/// What a mapping lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostWrites {
+    /// The file.
+    pub path: String,
+    /// Why.
+    pub cause: LossCause,
+    /// Pages written by this client and not yet written back to the server
+    /// (or whose write-back was unconfirmed): their changes are gone.
+    pub dirty_pages: u64,
+    /// The server restarted after writes since the last `sync` of this
+    /// mapping: some of them may be gone.
+    pub unsynced_writes: bool,
+    /// The mapping could not be re-established on the new session.
+    pub remap_error: Option<String>,
+}
+
+impl fmt::Display for LostWrites {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.cause, self.path)?;
+        if self.dirty_pages > 0 {
+            write!(f, "; {} page(s) of writes not yet written back are lost", self.dirty_pages)?;
+        }
+        if self.unsynced_writes {
+            write!(f, "; writes since the last sync may be lost")?;
+        }
+        if let Some(e) = &self.remap_error {
+            write!(f, "; the mapping could not be restored: {e}")?;
+        }
+        write!(f, ". Unmap and map again to continue")
+    }
+}
+
+/// An application operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    /// The server refused the request.
+    #[error("{code}: {message}")]
+    Server {
+        /// Its code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// An offset or length outside the mapping.
+    #[error("{len} bytes at offset {offset} reach past the end of the {mapping_len}-byte mapping")]
+    OutOfRange {
+        /// Requested offset (relative to the mapping).
+        offset: u64,
+        /// Requested length.
+        len: u64,
+        /// The mapping's length.
+        mapping_len: u64,
+    },
+    /// A write or atomic on a read-only mapping.
+    #[error("the mapping is read-only")]
+    ReadOnly,
+    /// An atomic operation on a word that is not 8-byte aligned in the file.
+    #[error("offset {0} is not 8-byte aligned in the file")]
+    Misaligned(u64),
+    /// No such mapping (never mapped, or unmapped).
+    #[error("no such mapping")]
+    UnknownMapping,
+    /// The mapping was unmapped while the operation waited.
+    #[error("the mapping was unmapped")]
+    MappingClosed,
+    /// The mapping lost writes (with its session, or in a failed write-back).
+    #[error("{0}")]
+    SessionLost(LostWrites),
+    /// The operation was in flight when the session was lost: it may or may
+    /// not have happened (at most once).
+    #[error("the session was lost while the operation was in flight; it may or may not have taken effect")]
+    OutcomeUnknown,
+    /// The client has been disconnected for too long.
+    #[error("disconnected from the server for {0:?}; still trying to reconnect")]
+    Disconnected(std::time::Duration),
+    /// The client was closed, or failed for good (bad credentials, version).
+    #[error("the client is closed: {0}")]
+    Closed(String),
+    /// Too many operations are pending.
+    #[error("too many operations pending ({0})")]
+    Busy(usize),
+}
+
+impl OpError {
+    /// One lowercase word for programs and the `rmmap shell`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OpError::Server { code, .. } => code.kind(),
+            OpError::OutOfRange { .. } => "out_of_range",
+            OpError::ReadOnly => "read_only",
+            OpError::Misaligned(_) => "misaligned",
+            OpError::UnknownMapping => "unknown_mapping",
+            OpError::MappingClosed => "unmapped",
+            OpError::SessionLost(_) => "session_lost",
+            OpError::OutcomeUnknown => "outcome_unknown",
+            OpError::Disconnected(_) => "disconnected",
+            OpError::Closed(_) => "closed",
+            OpError::Busy(_) => "busy",
+        }
+    }
+
+    pub(crate) fn server(code: ErrorCode, message: impl Into<String>) -> Self {
+        OpError::Server { code, message: message.into() }
+    }
+}

@@ -1,0 +1,194 @@
+//! When a session cannot be resumed: say exactly what was lost, keep what
+//! can be vouched for, and carry on with everything else.
+
+use std::collections::BTreeMap;
+
+use crate::Instant;
+use crate::protocol::{Message, PageVersion, Revalidate};
+
+use super::cache::{FileId, PageState};
+use super::error::{LossCause, LostWrites, SessionLossReason};
+use super::{Client, Completion, Event, MappingId, MappingStatus, OpError, OpKind, ReqKind};
+
+impl Client {
+    /// The server no longer has our session (`reason`). Dirty pages are gone
+    /// and the mappings they belong to are marked lost; after a restart, so
+    /// are mappings written since their last sync. Clean pages are kept to be
+    /// revalidated by version (unless the server restarted, when versions
+    /// mean nothing). Every other mapping is mapped again and its operations
+    /// continue.
+    pub(crate) fn on_session_lost(&mut self, _now: Instant, reason: SessionLossReason, drop_cache: bool) {
+        let ps = self.params.as_ref().map_or(4096, |p| p.page_size);
+        let mut lost: BTreeMap<MappingId, LostWrites> = BTreeMap::new();
+        let cause = LossCause::Session(reason);
+        let entry = |lost: &mut BTreeMap<MappingId, LostWrites>, id: MappingId, path: &str| {
+            lost.entry(id)
+                .or_insert_with(|| LostWrites {
+                    path: path.to_owned(),
+                    cause: cause.clone(),
+                    dirty_pages: 0,
+                    unsynced_writes: false,
+                    remap_error: None,
+                })
+                .dirty_pages += 0;
+        };
+        // Dirty pages, and pages whose write-back was never confirmed.
+        for (fid, f) in self.files.iter_mut() {
+            for (q, pg) in f.pages.iter_mut() {
+                if pg.dirty.is_none() && pg.writebacks == 0 {
+                    continue;
+                }
+                for (mid, m) in &self.mappings {
+                    let (a, b) = m.pages(ps);
+                    if m.file == Some(*fid) && m.writable && (a..b).contains(q) && !matches!(m.status, MappingStatus::Lost(_)) {
+                        entry(&mut lost, *mid, &m.path);
+                        lost.get_mut(mid).expect("just added").dirty_pages += 1;
+                    }
+                }
+                pg.dirty = None;
+                pg.writebacks = 0;
+                pg.state = PageState::Invalid;
+                if pg.data.is_some() {
+                    self.cached -= 1;
+                }
+                pg.data = super::cache::PageData::None;
+            }
+        }
+        if reason == SessionLossReason::ServerRestarted {
+            for (mid, m) in &self.mappings {
+                if m.write_seq > m.synced_seq && !matches!(m.status, MappingStatus::Lost(_)) {
+                    entry(&mut lost, *mid, &m.path);
+                    lost.get_mut(mid).expect("just added").unsynced_writes = true;
+                }
+            }
+        }
+        // Requests of the old session.
+        let requests = std::mem::take(&mut self.requests);
+        self.log.clear();
+        for (_, r) in requests {
+            match r.kind {
+                ReqKind::Map { mapping, .. } => {
+                    if let Some(m) = self.mappings.get_mut(&mapping) {
+                        m.status = match m.status {
+                            MappingStatus::Reopening { .. } => MappingStatus::Reopening { req: None },
+                            _ => MappingStatus::Opening { req: None },
+                        };
+                    }
+                }
+                ReqKind::Unmap { mapping, op } => {
+                    self.finalize_unmap(mapping);
+                    self.complete(op, Ok(Completion::Unmapped));
+                }
+                ReqKind::Atomic { op } => self.complete(op, Err(OpError::OutcomeUnknown)),
+                ReqKind::Fetch { .. }
+                | ReqKind::WriteBack { .. }
+                | ReqKind::Sync { .. }
+                | ReqKind::Revalidate { .. }
+                | ReqKind::SetLen { .. } => {}
+            }
+        }
+        // Operations forget the requests they waited for and start over.
+        for o in self.ops.values_mut() {
+            match &mut o.kind {
+                OpKind::Sync { snapshot, writebacks, sync_req, .. } => {
+                    *snapshot = None;
+                    writebacks.clear();
+                    *sync_req = None;
+                }
+                OpKind::Unmap { writebacks, req, .. } => {
+                    writebacks.clear();
+                    *req = None;
+                }
+                OpKind::Close { writebacks, .. } => writebacks.clear(),
+                OpKind::SetLen { req, .. } => *req = None,
+                _ => {}
+            }
+        }
+        // The cache: keep clean copies to revalidate, unless versions of
+        // the old epoch mean nothing.
+        let keep = reason == SessionLossReason::LeaseExpired && !drop_cache;
+        for f in self.files.values_mut() {
+            f.handle = None;
+            let mut gone = Vec::new();
+            for (q, pg) in f.pages.iter_mut() {
+                pg.fetch = None;
+                if keep && pg.data.is_some() && pg.state != PageState::Invalid {
+                    pg.state = PageState::Invalid;
+                    pg.stale = true;
+                } else if pg.data.is_some() && !pg.stale {
+                    gone.push(*q);
+                } else if !pg.data.is_some() {
+                    gone.push(*q);
+                } else if !keep {
+                    gone.push(*q);
+                }
+            }
+            for q in gone {
+                if let Some(pg) = f.pages.remove(&q) {
+                    if pg.data.is_some() {
+                        self.cached -= 1;
+                    }
+                    self.woken.extend(pg.waiters);
+                }
+            }
+        }
+        self.by_handle.clear();
+        // Mappings: the lost ones fail, the rest are mapped again.
+        let ids: Vec<MappingId> = self.mappings.keys().copied().collect();
+        for id in ids {
+            if let Some(l) = lost.get(&id) {
+                self.mappings.get_mut(&id).expect("listed").status = MappingStatus::Lost(l.clone());
+                self.fail_mapping_ops(id, OpError::SessionLost(l.clone()));
+                continue;
+            }
+            let m = self.mappings.get_mut(&id).expect("listed");
+            match m.status {
+                MappingStatus::Ready { .. } => m.status = MappingStatus::Reopening { req: None },
+                MappingStatus::Opening { .. } => m.status = MappingStatus::Opening { req: None },
+                MappingStatus::Reopening { .. } => m.status = MappingStatus::Reopening { req: None },
+                MappingStatus::Closing | MappingStatus::Lost(_) => {}
+            }
+        }
+        self.lease_until = None;
+        self.events.push_back(Event::SessionLost { reason, lost: lost.into_iter().collect() });
+        self.wake_all();
+    }
+
+    /// Asks the new session to vouch for the stale copies in a mapping.
+    pub(crate) fn revalidate(&mut self, mapping: MappingId, file: FileId) {
+        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else { return };
+        let m = &self.mappings[&mapping];
+        let Some(wire) = m.wire() else { return };
+        let (a, b) = m.pages(ps);
+        let stale: Vec<(u64, u64)> = self.files[&file]
+            .pages
+            .range(a..b)
+            .filter(|(_, p)| p.stale && p.fetch.is_none())
+            .map(|(q, p)| (*q, p.version))
+            .collect();
+        let per_request = ((self.params.as_ref().expect("set").max_frame as usize).saturating_sub(64) / 16).max(1);
+        for chunk in stale.chunks(per_request) {
+            if !self.request_room() {
+                // No room: drop what cannot be checked now; it is fetched
+                // again on use.
+                let f = self.files.get_mut(&file).expect("present");
+                for (q, _) in chunk {
+                    if let Some(pg) = f.pages.get_mut(q) {
+                        pg.invalidate();
+                        self.cached -= 1;
+                    }
+                }
+                continue;
+            }
+            let pages: Vec<PageVersion> = chunk.iter().map(|(p, v)| PageVersion { page: *p, version: *v }).collect();
+            let req = self.send_request(
+                |req| Message::Revalidate(Revalidate { req, mapping: wire, pages }),
+                ReqKind::Revalidate { file, pages: chunk.to_vec() },
+            );
+            let f = self.files.get_mut(&file).expect("present");
+            for (q, _) in chunk {
+                f.page(*q).fetch = Some(req);
+            }
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Replies to requests, and the revocations the server pushes.
+
+use crate::Instant;
+use crate::protocol::{
+    AtomicDone, ErrorCode, ErrorMsg, Invalidate, InvalidateAck, LenSet, Mapped, Message, PagePatch, Pages, Recall,
+    RecallAck, Revalidated, Unmapped, WriteAck,
+};
+
+use super::cache::{PageData, PageState};
+use super::error::{LossCause, LostWrites};
+use super::{Client, Completion, LogEntry, MappingStatus, OpError, OpKind, ReqKind};
+
+impl Client {
+    pub(crate) fn on_reply(&mut self, now: Instant, msg: Message) {
+        let ok = match msg {
+            Message::Pages(p) => self.on_pages(p),
+            Message::WriteAck(a) => self.on_write_ack(a),
+            Message::Mapped(m) => self.on_mapped(m),
+            Message::Unmapped(u) => self.on_unmapped(u),
+            Message::Synced(s) => self.on_synced(s.req),
+            Message::Revalidated(r) => self.on_revalidated(r),
+            Message::LenSet(l) => self.on_len_set(l),
+            Message::AtomicDone(a) => self.on_atomic_done(a),
+            Message::Error(e) => self.on_request_error(e),
+            Message::Invalidate(i) => self.on_invalidate(i),
+            Message::Recall(r) => self.on_recall(r),
+            _ => false,
+        };
+        if !ok {
+            // The server broke the protocol; a new connection starts clean.
+            self.lost_connection(now, true);
+        }
+    }
+
+    fn on_pages(&mut self, p: Pages) -> bool {
+        let Some(r) = self.requests.get(&p.req) else { return true };
+        let ReqKind::Fetch { file, first, count } = r.kind else { return false };
+        let ps = self.params.as_ref().expect("connected").page_size;
+        let Some(f) = self.files.get(&file) else { return false };
+        if p.first_page != first || p.pages.len() != count as usize || f.handle != Some(p.file) {
+            return false;
+        }
+        if p.pages.iter().any(|g| g.data.as_ref().is_some_and(|d| d.len() as u64 != ps)) {
+            return false;
+        }
+        self.take_request(p.req);
+        let f = self.files.get_mut(&file).expect("checked");
+        let mut woken = Vec::new();
+        for (i, g) in p.pages.into_iter().enumerate() {
+            let q = first + i as u64;
+            let pg = f.page(q);
+            if pg.fetch == Some(p.req) {
+                pg.fetch = None;
+            }
+            match g.data {
+                Some(d) => {
+                    if !pg.data.is_some() {
+                        self.cached += 1;
+                    }
+                    pg.data = PageData::Shared(d);
+                    pg.dirty = None;
+                }
+                None if pg.stale => {
+                    // A copy kept from a lost session is not trusted without
+                    // a revalidation.
+                    pg.data = PageData::None;
+                    self.cached -= 1;
+                }
+                None => {}
+            }
+            pg.stale = false;
+            pg.state = if p.exclusive { PageState::Exclusive } else { PageState::Shared };
+            if !pg.data.is_some() && !p.exclusive {
+                pg.state = PageState::Invalid;
+            }
+            pg.version = g.version;
+            woken.extend(std::mem::take(&mut pg.waiters));
+        }
+        self.woken.extend(woken);
+        true
+    }
+
+    fn on_write_ack(&mut self, a: WriteAck) -> bool {
+        let Some(r) = self.requests.get(&a.req) else { return true };
+        let ReqKind::WriteBack { pages, .. } = &r.kind else { return false };
+        if pages.len() != a.versions.len() {
+            return false;
+        }
+        let Some(r) = self.take_request(a.req) else { return true };
+        let ReqKind::WriteBack { file, pages, op, .. } = r.kind else { return false };
+        if let Some(f) = self.files.get_mut(&file) {
+            for (q, v) in pages.iter().zip(&a.versions) {
+                if let Some(pg) = f.pages.get_mut(q) {
+                    pg.writebacks = pg.writebacks.saturating_sub(1);
+                    if pg.dirty.is_none() {
+                        pg.version = *v;
+                    }
+                    self.woken.extend(pg.waiters.iter().copied());
+                }
+            }
+        }
+        if let Some(op) = op {
+            self.writeback_done(op, a.req, None);
+        }
+        true
+    }
+
+    /// A write-back of `op` finished (`err`: it failed).
+    fn writeback_done(&mut self, op: super::OpId, req: crate::protocol::ReqId, err: Option<OpError>) {
+        let Some(o) = self.ops.get_mut(&op) else { return };
+        match &mut o.kind {
+            OpKind::Sync { writebacks, failed, .. } => {
+                writebacks.remove(&req);
+                if err.is_some() && failed.is_none() {
+                    *failed = err;
+                }
+            }
+            OpKind::Unmap { writebacks, .. } | OpKind::Close { writebacks, .. } => {
+                writebacks.remove(&req);
+            }
+            _ => {}
+        }
+        self.woken.insert(op);
+    }
+
+    fn on_mapped(&mut self, m: Mapped) -> bool {
+        let Some(r) = self.requests.get(&m.req) else { return true };
+        let ReqKind::Map { mapping, op } = r.kind else { return false };
+        self.take_request(m.req);
+        let Some(ms) = self.mappings.get(&mapping) else { return true };
+        let reopening = matches!(ms.status, MappingStatus::Reopening { .. });
+        let old = ms.file;
+        let path = ms.path.clone();
+        let file = match self.by_handle.get(&m.file) {
+            Some(f) => *f,
+            None => {
+                let f = match old {
+                    Some(f) if self.files.get(&f).is_some_and(|s| s.handle.is_none()) => f,
+                    _ => self.new_file(&path),
+                };
+                self.files.get_mut(&f).expect("present").handle = Some(m.file);
+                self.by_handle.insert(m.file, f);
+                f
+            }
+        };
+        let ms = self.mappings.get_mut(&mapping).expect("present");
+        ms.status = MappingStatus::Ready { wire: m.mapping };
+        ms.file = Some(file);
+        ms.file_len = m.file_len;
+        let waiters = std::mem::take(&mut ms.waiters);
+        self.woken.extend(waiters);
+        if let Some(op) = op {
+            self.woken.insert(op);
+        }
+        if reopening {
+            if let Some(old) = old
+                && old != file
+            {
+                self.drop_file_if_unused(old);
+            }
+            self.revalidate(mapping, file);
+        }
+        true
+    }
+
+    fn drop_file_if_unused(&mut self, file: super::cache::FileId) {
+        if self.mappings.values().any(|m| m.file == Some(file)) {
+            return;
+        }
+        if let Some(f) = self.files.remove(&file) {
+            self.cached -= f.pages.values().filter(|p| p.data.is_some()).count();
+            if let Some(h) = f.handle {
+                self.by_handle.remove(&h);
+            }
+        }
+    }
+
+    fn on_unmapped(&mut self, u: Unmapped) -> bool {
+        let Some(r) = self.requests.get(&u.req) else { return true };
+        let ReqKind::Unmap { mapping, op } = r.kind else { return false };
+        self.take_request(u.req);
+        self.finalize_unmap(mapping);
+        self.complete(op, Ok(Completion::Unmapped));
+        true
+    }
+
+    fn on_synced(&mut self, req: crate::protocol::ReqId) -> bool {
+        let Some(r) = self.requests.get(&req) else { return true };
+        let ReqKind::Sync { op } = r.kind else { return false };
+        self.take_request(req);
+        if let Some(o) = self.ops.get_mut(&op)
+            && let OpKind::Sync { done, .. } = &mut o.kind
+        {
+            *done = true;
+            self.woken.insert(op);
+        }
+        true
+    }
+
+    fn on_revalidated(&mut self, r: Revalidated) -> bool {
+        let Some(rq) = self.requests.get(&r.req) else { return true };
+        let ReqKind::Revalidate { pages, .. } = &rq.kind else { return false };
+        if r.count as usize != pages.len() {
+            return false;
+        }
+        let Some(rq) = self.take_request(r.req) else { return true };
+        let ReqKind::Revalidate { file, pages } = rq.kind else { return false };
+        let Some(f) = self.files.get_mut(&file) else { return true };
+        for (i, (q, v)) in pages.iter().enumerate() {
+            let Some(pg) = f.pages.get_mut(q) else { continue };
+            if pg.fetch == Some(r.req) {
+                pg.fetch = None;
+            }
+            if r.is_valid(i) && pg.stale && pg.version == *v && pg.data.is_some() {
+                pg.stale = false;
+                pg.state = PageState::Shared;
+            } else if pg.stale {
+                pg.invalidate();
+                self.cached -= 1;
+            }
+            let w: Vec<_> = pg.waiters.iter().copied().collect();
+            self.woken.extend(w);
+        }
+        true
+    }
+
+    fn on_len_set(&mut self, l: LenSet) -> bool {
+        let Some(r) = self.requests.get(&l.req) else { return true };
+        let ReqKind::SetLen { op } = r.kind else { return false };
+        self.take_request(l.req);
+        self.complete(op, Ok(Completion::LenSet { len: l.len }));
+        true
+    }
+
+    fn on_atomic_done(&mut self, a: AtomicDone) -> bool {
+        let Some(r) = self.requests.get(&a.req) else { return true };
+        let ReqKind::Atomic { op } = r.kind else { return false };
+        self.take_request(a.req);
+        self.complete(op, Ok(Completion::Atomic { previous: a.previous, applied: a.applied }));
+        true
+    }
+
+    fn on_request_error(&mut self, e: ErrorMsg) -> bool {
+        let Some(r) = self.take_request(e.req) else { return true };
+        let message = String::from_utf8_lossy(&e.message).into_owned();
+        let err = OpError::server(e.code, message.clone());
+        match r.kind {
+            ReqKind::Map { mapping, op } => {
+                let reopening = self.mappings.get(&mapping).is_some_and(|m| matches!(m.status, MappingStatus::Reopening { .. }));
+                if reopening {
+                    let m = self.mappings.get_mut(&mapping).expect("present");
+                    let lost = LostWrites {
+                        path: m.path.clone(),
+                        cause: LossCause::Session(super::SessionLossReason::LeaseExpired),
+                        dirty_pages: 0,
+                        unsynced_writes: false,
+                        remap_error: Some(format!("{}: {message}", e.code)),
+                    };
+                    m.status = MappingStatus::Lost(lost.clone());
+                    let w = std::mem::take(&mut m.waiters);
+                    self.woken.extend(w);
+                    self.fail_mapping_ops(mapping, OpError::SessionLost(lost));
+                } else {
+                    if let Some(m) = self.mappings.remove(&mapping) {
+                        self.woken.extend(m.waiters);
+                    }
+                    if let Some(op) = op {
+                        self.complete(op, Err(err));
+                    }
+                }
+            }
+            ReqKind::Unmap { mapping, op } => {
+                self.finalize_unmap(mapping);
+                self.complete(op, Ok(Completion::Unmapped));
+            }
+            ReqKind::Fetch { file, first, count } => {
+                let mut waiters = Vec::new();
+                if let Some(f) = self.files.get_mut(&file) {
+                    for (_, pg) in f.pages.range_mut(first..first + count as u64) {
+                        if pg.fetch == Some(e.req) {
+                            pg.fetch = None;
+                        }
+                        waiters.extend(pg.waiters.iter().copied());
+                    }
+                }
+                if e.code == ErrorCode::Cancelled {
+                    self.woken.extend(waiters);
+                } else {
+                    for w in waiters {
+                        self.complete(w, Err(err.clone()));
+                    }
+                }
+            }
+            ReqKind::WriteBack { file, pages, op, mapping } => {
+                if let Some(f) = self.files.get_mut(&file) {
+                    for q in &pages {
+                        if let Some(pg) = f.pages.get_mut(q) {
+                            pg.writebacks = pg.writebacks.saturating_sub(1);
+                        }
+                    }
+                }
+                let mut distinct = pages.clone();
+                distinct.dedup();
+                self.lose_writes(mapping, LossCause::WriteBackFailed(format!("{}: {message}", e.code)), distinct.len() as u64);
+                if let Some(op) = op {
+                    self.writeback_done(op, e.req, Some(err));
+                }
+            }
+            ReqKind::Sync { op } => {
+                if let Some(o) = self.ops.get_mut(&op)
+                    && let OpKind::Sync { failed, .. } = &mut o.kind
+                {
+                    *failed = Some(err);
+                    self.woken.insert(op);
+                }
+            }
+            ReqKind::Revalidate { file, pages } => {
+                if let Some(f) = self.files.get_mut(&file) {
+                    for (q, _) in pages {
+                        if let Some(pg) = f.pages.get_mut(&q)
+                            && pg.stale
+                        {
+                            pg.invalidate();
+                            pg.fetch = None;
+                            self.cached -= 1;
+                            self.woken.extend(pg.waiters.iter().copied());
+                        }
+                    }
+                }
+            }
+            ReqKind::SetLen { op } | ReqKind::Atomic { op } => self.complete(op, Err(err)),
+        }
+        true
+    }
+
+    /// Marks a mapping as having lost writes: its operations fail from now on.
+    pub(crate) fn lose_writes(&mut self, mapping: super::MappingId, cause: LossCause, pages: u64) {
+        let Some(m) = self.mappings.get_mut(&mapping) else { return };
+        let lost = match &mut m.status {
+            MappingStatus::Lost(l) => {
+                l.dirty_pages += pages;
+                l.clone()
+            }
+            _ => {
+                let l = LostWrites {
+                    path: m.path.clone(),
+                    cause,
+                    dirty_pages: pages,
+                    unsynced_writes: false,
+                    remap_error: None,
+                };
+                if !matches!(m.status, MappingStatus::Closing) {
+                    m.status = MappingStatus::Lost(l.clone());
+                }
+                l
+            }
+        };
+        self.fail_mapping_ops(mapping, OpError::SessionLost(lost));
+    }
+
+    fn on_invalidate(&mut self, i: Invalidate) -> bool {
+        if let Some(&file) = self.by_handle.get(&i.file) {
+            let f = self.files.get_mut(&file).expect("known handle");
+            let end = i.first_page.saturating_add(i.count as u64);
+            let mut woken = Vec::new();
+            for (_, pg) in f.pages.range_mut(i.first_page..end) {
+                if pg.dirty.is_some() || pg.state == PageState::Exclusive {
+                    // The server thinks we share what we own: keep the data
+                    // (the protocol never does this; see docs/CONSISTENCY.md).
+                    continue;
+                }
+                if pg.data.is_some() {
+                    self.cached -= 1;
+                }
+                pg.invalidate();
+                woken.extend(pg.waiters.iter().copied());
+            }
+            self.woken.extend(woken);
+        }
+        self.transmit(&Message::InvalidateAck(InvalidateAck { rev: i.rev }));
+        true
+    }
+
+    fn on_recall(&mut self, r: Recall) -> bool {
+        let mut patches: Vec<PagePatch> = Vec::new();
+        if let Some(&file) = self.by_handle.get(&r.file) {
+            let end = r.first_page.saturating_add(r.count as u64);
+            let pages: Vec<u64> = self.files[&file].pages.range(r.first_page..end).map(|(q, _)| *q).collect();
+            for q in pages {
+                let (state, dirty) = {
+                    let pg = &self.files[&file].pages[&q];
+                    (pg.state, pg.dirty)
+                };
+                if state != PageState::Exclusive {
+                    continue;
+                }
+                if let Some((lo, hi)) = dirty {
+                    let pieces = self.split_dirty(file, q, lo, hi);
+                    let pg = &self.files[&file].pages[&q];
+                    let data = pg.data.as_slice().expect("dirty pages have data");
+                    for (_, _, off, len) in pieces {
+                        patches.push(PagePatch {
+                            page: q,
+                            offset: off,
+                            data: bytes::Bytes::copy_from_slice(&data[off as usize..(off + len) as usize]),
+                        });
+                    }
+                }
+                let pg = self.files.get_mut(&file).expect("known").pages.get_mut(&q).expect("listed");
+                pg.dirty = None;
+                if r.downgrade && pg.data.is_some() {
+                    pg.state = PageState::Shared;
+                    if dirty.is_some() {
+                        // The server bumps the version when it applies our
+                        // data; we do not learn it. 0 never matches.
+                        pg.version = 0;
+                    }
+                    if let PageData::Owned(b) = std::mem::replace(&mut pg.data, PageData::None) {
+                        pg.data = PageData::Shared(b.freeze());
+                    }
+                } else {
+                    if pg.data.is_some() {
+                        self.cached -= 1;
+                    }
+                    pg.invalidate();
+                }
+                let w: Vec<_> = pg.waiters.iter().copied().collect();
+                self.woken.extend(w);
+            }
+        }
+        let ack = Message::RecallAck(RecallAck { rev: r.rev, patches });
+        self.transmit(&ack);
+        if let Message::RecallAck(a) = &ack
+            && !a.patches.is_empty()
+        {
+            self.next_seq += 1;
+            self.log.insert(self.next_seq, LogEntry::RecallAck(r.rev, ack));
+        }
+        true
+    }
+}

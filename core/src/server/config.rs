@@ -1,0 +1,219 @@
+//! Server configuration, limits and access rights.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::path::ExportPath;
+use crate::protocol::HARD_MAX_FRAME;
+
+/// What a session may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rights {
+    /// May map read-write, write, create and set lengths.
+    pub write: bool,
+    /// Confined to this sub-directory of the export root.
+    pub scope: Option<ExportPath>,
+}
+
+impl Rights {
+    /// Everything under the root, read and write.
+    pub fn full() -> Self {
+        Rights { write: true, scope: None }
+    }
+}
+
+/// One client in an [`AccessList`].
+#[derive(Clone, Debug)]
+pub struct ClientEntry {
+    /// The shared secret (both sides hold it in a token file).
+    pub secret: Vec<u8>,
+    /// What the client may do.
+    pub rights: Rights,
+}
+
+/// Who may connect. Without one, anyone may, with full rights (minus
+/// [`ServerConfig::read_only`]).
+#[derive(Clone, Debug, Default)]
+pub struct AccessList {
+    /// Clients by name.
+    pub clients: BTreeMap<String, ClientEntry>,
+}
+
+/// Why an access list could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("access list line {line}: {reason}")]
+pub struct AccessListError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl AccessList {
+    /// Parses the access-list file format: one client per line,
+    /// `NAME SECRET ro|rw [SUBDIR]`, where SECRET is hex (at least 16 bytes);
+    /// blank lines and lines starting with `#` are ignored.
+    pub fn parse(text: &str) -> Result<Self, AccessListError> {
+        let mut clients = BTreeMap::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err = |reason: &str| AccessListError { line: i + 1, reason: reason.to_owned() };
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 3 || f.len() > 4 {
+                return Err(err("expected `NAME SECRET ro|rw [SUBDIR]`"));
+            }
+            let secret = decode_hex(f[1]).ok_or_else(|| err("SECRET is not hex"))?;
+            if secret.len() < 16 {
+                return Err(err("SECRET must be at least 16 bytes (32 hex digits)"));
+            }
+            let write = match f[2] {
+                "rw" => true,
+                "ro" => false,
+                _ => return Err(err("rights must be `ro` or `rw`")),
+            };
+            let scope = match f.get(3) {
+                None => None,
+                Some(s) => Some(
+                    ExportPath::parse(s.trim_end_matches('/').as_bytes())
+                        .map_err(|e| err(&format!("SUBDIR: {e}")))?,
+                ),
+            };
+            if f[0].len() > crate::protocol::MAX_NAME_LEN {
+                return Err(err("NAME is too long"));
+            }
+            if clients.insert(f[0].to_owned(), ClientEntry { secret, rights: Rights { write, scope } }).is_some() {
+                return Err(err("NAME appears twice"));
+            }
+        }
+        Ok(AccessList { clients })
+    }
+}
+
+/// Decodes lowercase or uppercase hex.
+pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Everything a server can be told. `Default` gives the documented defaults.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Page size in bytes, a power of two from 512 to 1 MiB. Default 4096.
+    pub page_size: u32,
+    /// How long a session lives without renewal. Default 10 s.
+    pub lease: Duration,
+    /// Refuse every write and every read-write mapping. Default false.
+    pub read_only: bool,
+    /// Who may connect; `None` lets anyone in. Default `None`.
+    pub access: Option<AccessList>,
+    /// Largest frame accepted from a client after the handshake. Default 2 MiB.
+    pub max_frame: u32,
+    /// Most pages one fetch may ask for. Default 256.
+    pub max_pages_per_request: u32,
+    /// Most requests of one session in flight. Default 1024.
+    pub max_inflight: u32,
+    /// Most mappings per session. Default 4096.
+    pub max_mappings: u32,
+    /// Most sessions at once. Default 4096.
+    pub max_sessions: u32,
+    /// Most pages one session may hold at once. Default 1 Mi pages.
+    pub max_held_pages: u64,
+    /// Most connections still in their handshake. Default 1024.
+    pub max_handshaking: u32,
+    /// A connection must finish its handshake within this. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Stop reading a connection's input while this many bytes wait to be
+    /// sent to it. Default 8 MiB.
+    pub output_soft_limit: usize,
+    /// Close a connection that lets this many bytes pile up. Default 64 MiB.
+    pub output_hard_limit: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            page_size: 4096,
+            lease: Duration::from_secs(10),
+            read_only: false,
+            access: None,
+            max_frame: 2 << 20,
+            max_pages_per_request: 256,
+            max_inflight: 1024,
+            max_mappings: 4096,
+            max_sessions: 4096,
+            max_held_pages: 1 << 20,
+            max_handshaking: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            output_soft_limit: 8 << 20,
+            output_hard_limit: 64 << 20,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid server configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl ServerConfig {
+    /// Checks the values against each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let e = |s: String| Err(ConfigError(s));
+        if !self.page_size.is_power_of_two() || !(512..=1 << 20).contains(&self.page_size) {
+            return e(format!("page size {} is not a power of two from 512 to 1048576", self.page_size));
+        }
+        if self.lease < Duration::from_millis(10) || self.lease > Duration::from_secs(3600) {
+            return e(format!("lease {:?} is outside 10 ms ..= 1 h", self.lease));
+        }
+        if self.max_frame > HARD_MAX_FRAME {
+            return e(format!("max frame {} is over the protocol maximum {HARD_MAX_FRAME}", self.max_frame));
+        }
+        if self.max_pages_per_request == 0 {
+            return e("max pages per request must be at least 1".into());
+        }
+        // A fetch reply and a write-back of a full run must fit in a frame.
+        let need = self.max_pages_per_request as u64 * (self.page_size as u64 + 16) + 4096;
+        if (self.max_frame as u64) < need {
+            return e(format!(
+                "max frame {} cannot hold {} pages of {} bytes (needs {need})",
+                self.max_frame, self.max_pages_per_request, self.page_size
+            ));
+        }
+        if self.max_inflight == 0 || self.max_mappings == 0 || self.max_sessions == 0 {
+            return e("limits must be at least 1".into());
+        }
+        if self.output_soft_limit > self.output_hard_limit {
+            return e("output soft limit is over the hard limit".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        ServerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn access_lists_parse_and_say_what_is_wrong() {
+        let a = AccessList::parse(
+            "# comment\nalice 00112233445566778899aabbccddeeff rw\nbob 00112233445566778899aabbccddeeff ro team/bob/\n",
+        )
+        .unwrap();
+        assert!(a.clients["alice"].rights.write);
+        assert_eq!(a.clients["bob"].rights.scope.as_ref().unwrap().as_str(), "team/bob");
+        let e = AccessList::parse("carol 0011 rw").unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.reason.contains("16 bytes"));
+        assert!(AccessList::parse("d 00112233445566778899aabbccddeeff rw ../up").is_err());
+    }
+}

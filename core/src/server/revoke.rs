@@ -1,0 +1,257 @@
+//! Revocations: invalidations and recalls the server pushes to clients, and
+//! what happens when they are answered or their holder's lease runs out.
+
+use crate::Instant;
+use crate::protocol::{ErrorCode, Invalidate, Message, PagePatch, PageNo, Recall, RevId, SessionId};
+use crate::store::Store;
+
+use super::directory::FileId;
+use super::ops::OpId;
+use super::{Failure, Server, ServerEvent, error_msg};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RevKind {
+    /// Drop a shared copy.
+    Invalidate,
+    /// Give back ownership (and dirty data); keep a shared copy if `downgrade`.
+    Recall { downgrade: bool },
+}
+
+#[derive(Debug)]
+pub(crate) struct Revocation {
+    pub(crate) file: FileId,
+    pub(crate) first: PageNo,
+    pub(crate) count: u32,
+    pub(crate) kind: RevKind,
+    /// The operation waiting for it; `None` for shutdown recalls.
+    pub(crate) op: Option<OpId>,
+}
+
+impl<S: Store> Server<S> {
+    /// Sends revocations, one message per run of consecutive pages with the
+    /// same holder and kind.
+    pub(super) fn send_revocations(
+        &mut self,
+        _now: Instant,
+        op: Option<OpId>,
+        file: FileId,
+        mut wanted: Vec<(SessionId, PageNo, RevKind)>,
+    ) {
+        wanted.sort_by_key(|(s, p, k)| (*s, matches!(k, RevKind::Invalidate), *p));
+        let mut i = 0;
+        while i < wanted.len() {
+            let (target, first, kind) = wanted[i];
+            let mut j = i + 1;
+            while j < wanted.len()
+                && wanted[j].0 == target
+                && wanted[j].2 == kind
+                && wanted[j].1 == first + (j - i) as u64
+                && j - i < u32::MAX as usize
+            {
+                j += 1;
+            }
+            let count = (j - i) as u32;
+            i = j;
+            let Some(s) = self.sessions.get_mut(&target) else { continue };
+            let rev = s.next_rev_id();
+            s.outstanding_revs.insert(rev);
+            let handle = *s.handle_of.get(&file).expect("a holder has a handle for the file");
+            self.revocations.insert((target, rev), Revocation { file, first, count, kind, op });
+            match op {
+                Some(id) => {
+                    if let Some(o) = self.ops.get_mut(&id) {
+                        o.pending_revs += 1;
+                    }
+                }
+                None => self.shutdown_revs += 1,
+            }
+            self.send(target, &revocation_msg(rev, handle, first, count, kind));
+        }
+    }
+
+    /// After a resume: send again everything the session has not answered.
+    pub(super) fn resend_revocations(&mut self, sid: SessionId) {
+        let Some(s) = self.sessions.get(&sid) else { return };
+        let msgs: Vec<Message> = s
+            .outstanding_revs
+            .iter()
+            .filter_map(|rev| {
+                let r = self.revocations.get(&(sid, *rev))?;
+                let h = s.handle_of.get(&r.file)?;
+                Some(revocation_msg(*rev, *h, r.first, r.count, r.kind))
+            })
+            .collect();
+        for m in msgs {
+            self.send(sid, &m);
+        }
+    }
+
+    /// An acknowledgement arrived (`patches` is the dirty data of a recall).
+    pub(super) fn on_revocation_ack(
+        &mut self,
+        now: Instant,
+        sid: SessionId,
+        rev: RevId,
+        patches: &[PagePatch],
+        is_recall: bool,
+    ) -> Result<(), Failure> {
+        let s = &self.sessions[&sid];
+        if rev.0 == 0 || rev.0 > s.next_rev {
+            return Err(Failure::fatal(ErrorCode::Protocol, format!("acknowledgement for revocation {rev}, never sent")));
+        }
+        let Some(r) = self.revocations.get(&(sid, rev)) else {
+            // Answered before (a duplicate after a resume).
+            return Ok(());
+        };
+        if is_recall != matches!(r.kind, RevKind::Recall { .. }) {
+            return Err(Failure::fatal(
+                ErrorCode::Protocol,
+                format!("revocation {rev} acknowledged with the wrong message type"),
+            ));
+        }
+        let (file, first, count) = (r.file, r.first, r.count);
+        for p in patches {
+            let ok = p.page >= first
+                && p.page < first + count as u64
+                && (p.offset as u64).checked_add(p.data.len() as u64).is_some_and(|e| e <= self.config.page_size as u64);
+            if !ok {
+                return Err(Failure::fatal(
+                    ErrorCode::Protocol,
+                    format!("recall {rev} carries data for page {} outside its pages or page bounds", p.page),
+                ));
+            }
+            self.check_patch_rights(sid, file, p)?;
+        }
+        let s = self.sessions.get_mut(&sid).expect("checked");
+        s.rev_acked = s.rev_acked.max(rev);
+        self.complete_revocation(now, sid, rev, patches);
+        Ok(())
+    }
+
+    /// Applies the state change of a revocation that was answered, or whose
+    /// holder is gone, and tells the waiting operation.
+    pub(super) fn complete_revocation(&mut self, _now: Instant, sid: SessionId, rev: RevId, patches: &[PagePatch]) {
+        let Some(r) = self.revocations.remove(&(sid, rev)) else { return };
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.outstanding_revs.remove(&rev);
+        }
+        let ps = self.config.page_size as u64;
+        for page in r.first..r.first + r.count as u64 {
+            let Some(f) = self.files.files.get_mut(&r.file) else { break };
+            let (store, len) = (f.store, f.len);
+            let Some(e) = f.pages.get_mut(&page) else { continue };
+            let mut released = false;
+            match r.kind {
+                RevKind::Invalidate => {
+                    released = e.remove_sharer(sid);
+                }
+                RevKind::Recall { downgrade } => {
+                    if e.owner == Some(sid) {
+                        e.owner = None;
+                        if downgrade {
+                            e.add_sharer(sid);
+                        } else {
+                            released = true;
+                        }
+                        let mut wrote = false;
+                        for p in patches.iter().filter(|p| p.page == page) {
+                            let at = page * ps + p.offset as u64;
+                            let n = (p.data.len() as u64).min(len.saturating_sub(at)) as usize;
+                            if n > 0 && self.store.write(store, at, &p.data[..n]).is_ok() {
+                                wrote = true;
+                            }
+                        }
+                        if wrote {
+                            self.next_version += 1;
+                            let v = self.next_version;
+                            if let Some(e) = self.files.get_mut(r.file).pages.get_mut(&page) {
+                                e.version = v;
+                            }
+                        }
+                    }
+                }
+            }
+            if released && let Some(s) = self.sessions.get_mut(&sid) {
+                s.note_released(r.file, page);
+            }
+            self.files.get_mut(r.file).gc_page(page);
+        }
+        self.maybe_forget_handle(sid, r.file);
+        if let Some(sf) = self.files.remove_if_unused(r.file) {
+            self.store.close(sf);
+        }
+        match r.op {
+            Some(id) => self.revocation_done_for(id),
+            None => self.shutdown_revs -= 1,
+        }
+    }
+
+    /// Recalls every owned page (graceful shutdown).
+    pub(super) fn recall_all_owned(&mut self, now: Instant) {
+        let mut per_file: Vec<(FileId, Vec<(SessionId, PageNo, RevKind)>)> = Vec::new();
+        for (fid, f) in &self.files.files {
+            let w: Vec<_> = f
+                .pages
+                .iter()
+                .filter_map(|(p, e)| e.owner.map(|o| (o, *p, RevKind::Recall { downgrade: true })))
+                .collect();
+            if !w.is_empty() {
+                per_file.push((*fid, w));
+            }
+        }
+        for (fid, w) in per_file {
+            self.send_revocations(now, None, fid, w);
+        }
+    }
+
+    /// Ends a session: everything it held is released (dirty data it never
+    /// wrote back is lost, which its client learns when it tries to resume),
+    /// everything waiting for it proceeds.
+    pub(super) fn end_session(&mut self, now: Instant, sid: SessionId, reason: &str) {
+        let Some(s) = self.sessions.get(&sid) else { return };
+        let revs: Vec<RevId> = s.outstanding_revs.iter().copied().collect();
+        let ops: Vec<OpId> = s.in_progress.values().copied().collect();
+        let conn = s.conn;
+        for rev in revs {
+            self.complete_revocation(now, sid, rev, &[]);
+        }
+        for id in ops {
+            self.cancel_op(id);
+        }
+        let s = self.sessions.remove(&sid).expect("checked");
+        for (file, pages) in &s.held {
+            let f = self.files.get_mut(*file);
+            for p in pages {
+                if let Some(e) = f.pages.get_mut(p) {
+                    e.drop_holder(sid);
+                }
+                f.gc_page(*p);
+            }
+        }
+        let mut files: Vec<FileId> = Vec::new();
+        for m in s.mappings.values() {
+            self.files.get_mut(m.file).remove_mapping_end(m.end());
+            files.push(m.file);
+        }
+        files.sort();
+        files.dedup();
+        for f in files {
+            if let Some(sf) = self.files.remove_if_unused(f) {
+                self.store.close(sf);
+            }
+        }
+        if let Some(c) = conn {
+            let f = Failure::fatal(ErrorCode::SessionLost, format!("the session ended: {reason}"));
+            self.push(c, &error_msg(crate::protocol::ReqId(0), &f));
+            self.close_conn(c);
+        }
+        self.events.push_back(ServerEvent::SessionEnded { session: sid, reason: reason.to_owned() });
+    }
+}
+
+fn revocation_msg(rev: RevId, file: crate::protocol::FileHandle, first: PageNo, count: u32, kind: RevKind) -> Message {
+    match kind {
+        RevKind::Invalidate => Message::Invalidate(Invalidate { rev, file, first_page: first, count }),
+        RevKind::Recall { downgrade } => Message::Recall(Recall { rev, file, first_page: first, count, downgrade }),
+    }
+}

@@ -1,0 +1,230 @@
+//! An in-memory store that can crash.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{FileKey, OpenOptions, OpenedFile, Store, StoreError, StoreFile};
+use crate::path::ExportPath;
+
+/// Files in memory. Clones share the same files, so a test can keep a handle
+/// while a server owns another, then [`crash`](MemStore::crash) it: every
+/// write not followed by a `sync` of its file is lost, and files created but
+/// never synced disappear.
+#[derive(Clone, Debug, Default)]
+pub struct MemStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    names: BTreeMap<String, u64>,
+    files: BTreeMap<u64, MemFile>,
+    handles: BTreeMap<u64, u64>,
+    next_ino: u64,
+    next_handle: u64,
+    read_only: bool,
+}
+
+#[derive(Debug, Default)]
+struct MemFile {
+    current: Vec<u8>,
+    /// `None`: created and never synced, so a crash removes it.
+    durable: Option<Vec<u8>>,
+    writable: bool,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding the lock leaves plain data behind.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds (or replaces) a durable file.
+    pub fn insert(&self, path: &str, data: impl Into<Vec<u8>>) {
+        let mut g = self.lock();
+        let data = data.into();
+        let ino = match g.names.get(path) {
+            Some(&ino) => ino,
+            None => {
+                g.next_ino += 1;
+                let ino = g.next_ino;
+                g.names.insert(path.to_owned(), ino);
+                ino
+            }
+        };
+        g.files.insert(ino, MemFile { current: data.clone(), durable: Some(data), writable: true });
+    }
+
+    /// Makes a file read-only at the store level.
+    pub fn set_writable(&self, path: &str, writable: bool) {
+        let mut g = self.lock();
+        if let Some(&ino) = g.names.get(path)
+            && let Some(f) = g.files.get_mut(&ino)
+        {
+            f.writable = writable;
+        }
+    }
+
+    /// Refuses every write, like a read-only export.
+    pub fn set_read_only(&self, read_only: bool) {
+        self.lock().read_only = read_only;
+    }
+
+    /// The current (possibly unsynced) contents of a file.
+    pub fn contents(&self, path: &str) -> Option<Vec<u8>> {
+        let g = self.lock();
+        let ino = g.names.get(path)?;
+        g.files.get(ino).map(|f| f.current.clone())
+    }
+
+    /// The durable contents of a file: what a crash would leave.
+    pub fn durable_contents(&self, path: &str) -> Option<Vec<u8>> {
+        let g = self.lock();
+        let ino = g.names.get(path)?;
+        g.files.get(ino).and_then(|f| f.durable.clone())
+    }
+
+    /// Simulates a power loss: unsynced writes vanish, open handles are gone.
+    pub fn crash(&self) {
+        let mut g = self.lock();
+        g.handles.clear();
+        let mut gone = Vec::new();
+        for (ino, f) in g.files.iter_mut() {
+            match &f.durable {
+                Some(d) => f.current = d.clone(),
+                None => gone.push(*ino),
+            }
+        }
+        for ino in gone {
+            g.files.remove(&ino);
+            g.names.retain(|_, v| *v != ino);
+        }
+    }
+
+    fn file<'a>(g: &'a mut Inner, file: StoreFile) -> Result<&'a mut MemFile, StoreError> {
+        let ino = *g.handles.get(&file.0).ok_or_else(|| StoreError::Io(format!("stale handle {}", file.0)))?;
+        g.files.get_mut(&ino).ok_or_else(|| StoreError::Io("file vanished".into()))
+    }
+}
+
+impl Store for MemStore {
+    fn open(&mut self, path: &ExportPath, opts: OpenOptions) -> Result<OpenedFile, StoreError> {
+        let mut g = self.lock();
+        let ino = match g.names.get(path.as_str()) {
+            Some(&ino) => ino,
+            None if opts.create => {
+                if g.read_only {
+                    return Err(StoreError::ReadOnly(path.to_string()));
+                }
+                // A path under an existing file would need a directory.
+                if g.names.keys().any(|n| path.as_str().starts_with(&format!("{n}/"))) {
+                    return Err(StoreError::NotAFile(path.to_string()));
+                }
+                g.next_ino += 1;
+                let ino = g.next_ino;
+                g.names.insert(path.to_string(), ino);
+                g.files.insert(ino, MemFile { current: Vec::new(), durable: None, writable: true });
+                ino
+            }
+            None => return Err(StoreError::NotFound(path.to_string())),
+        };
+        let read_only = g.read_only;
+        let f = &g.files[&ino];
+        let len = f.current.len() as u64;
+        let writable = f.writable && !read_only && opts.write;
+        g.next_handle += 1;
+        let h = g.next_handle;
+        g.handles.insert(h, ino);
+        Ok(OpenedFile { file: StoreFile(h), key: FileKey(0, ino), len, writable })
+    }
+
+    fn read(&mut self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
+        let mut g = self.lock();
+        let f = Self::file(&mut g, file)?;
+        let mut out = BytesMut::zeroed(len);
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(f.current.len());
+        let end = start.saturating_add(len).min(f.current.len());
+        out[..end - start].copy_from_slice(&f.current[start..end]);
+        Ok(out.freeze())
+    }
+
+    fn write(&mut self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let read_only = g.read_only;
+        let f = Self::file(&mut g, file)?;
+        if read_only || !f.writable {
+            return Err(StoreError::ReadOnly("file".into()));
+        }
+        let start = usize::try_from(offset).map_err(|_| StoreError::Io("offset too large".into()))?;
+        let end = start + data.len();
+        if f.current.len() < end {
+            f.current.resize(end, 0);
+        }
+        f.current[start..end].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn set_len(&mut self, file: StoreFile, len: u64) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let read_only = g.read_only;
+        let f = Self::file(&mut g, file)?;
+        if read_only || !f.writable {
+            return Err(StoreError::ReadOnly("file".into()));
+        }
+        let len = usize::try_from(len).map_err(|_| StoreError::Io("length too large".into()))?;
+        f.current.resize(len, 0);
+        Ok(())
+    }
+
+    fn sync(&mut self, file: StoreFile) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let f = Self::file(&mut g, file)?;
+        f.durable = Some(f.current.clone());
+        Ok(())
+    }
+
+    fn close(&mut self, file: StoreFile) {
+        self.lock().handles.remove(&file.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> ExportPath {
+        ExportPath::parse(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_crash_keeps_only_what_was_synced() {
+        let mut s = MemStore::new();
+        s.insert("a", b"hello".to_vec());
+        let f = s.open(&p("a"), OpenOptions { write: true, create: false }).unwrap();
+        s.write(f.file, 0, b"J").unwrap();
+        s.sync(f.file).unwrap();
+        s.write(f.file, 1, b"E").unwrap();
+        let n = s.open(&p("new"), OpenOptions { write: true, create: true }).unwrap();
+        s.write(n.file, 0, b"x").unwrap();
+        assert_eq!(s.contents("a").unwrap(), b"JEllo");
+        s.crash();
+        assert_eq!(s.contents("a").unwrap(), b"Jello");
+        assert_eq!(s.contents("new"), None);
+    }
+
+    #[test]
+    fn reads_past_the_end_are_zeros() {
+        let mut s = MemStore::new();
+        s.insert("a", b"ab".to_vec());
+        let f = s.open(&p("a"), OpenOptions::default()).unwrap();
+        assert_eq!(&s.read(f.file, 1, 4).unwrap()[..], b"b\0\0\0");
+        assert_eq!(&s.read(f.file, 100, 2).unwrap()[..], b"\0\0");
+    }
+}
