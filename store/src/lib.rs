@@ -1,1 +1,18 @@
-//! Real file store for rmmap servers: positioned IO confined beneath the export root (not built yet).
+//! The real file store for rmmap servers, and the settings of a server that
+//! exports a directory.
+//!
+//! [`FsStore`] implements the core's [`Store`](rmmap_core::store::Store)
+//! over the files beneath an export root: positioned IO (never whole files
+//! in memory), `fsync` for `sync`, and every path resolved beneath the root
+//! with cap-std so that nothing outside it can be read or written.
+//! [`ServerConfig`] is what both the Tokio and the mio adapters need to start
+//! a server over it.
+
+mod config;
+mod fs;
+
+pub use config::ServerConfig;
+pub use fs::{FsStore, RootError};
+
+#[cfg(test)]
+mod tests;

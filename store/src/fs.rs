@@ -1,0 +1,329 @@
+//! [`FsStore`]: real files under an export root, with positioned IO.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions as CapOpenOptions, OpenOptionsExt};
+use rmmap_core::path::ExportPath;
+use rmmap_core::store::{FileKey, OpenOptions, OpenedFile, Store, StoreError, StoreFile};
+
+/// Why an export root could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RootError {
+    /// The directory could not be opened (missing, not a directory, no
+    /// permission).
+    #[error("cannot open the export root {path}: {source}")]
+    Open {
+        /// The root as given.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+}
+
+/// One open file.
+#[derive(Debug)]
+struct OpenFile {
+    file: std::fs::File,
+    writable: bool,
+    /// The path, for error messages.
+    path: String,
+    /// Created by this store and its directory entry not yet made durable:
+    /// the first `sync` also syncs the parent directory.
+    parent_unsynced: Option<PathBuf>,
+}
+
+/// The files beneath an export root.
+///
+/// Every path is resolved with cap-std beneath a directory handle opened
+/// once, so `..`, absolute paths and symlinks that lead outside the root are
+/// refused by the operating-system-level resolver rather than by string
+/// checks (the core's [`ExportPath`] already refuses the first two; this is
+/// the second fence). Symlinks that stay inside the root are followed.
+///
+/// Reads and writes are positioned (`pread`/`pwrite`), so memory use does
+/// not grow with file size. `sync` is `fsync`.
+///
+/// Creating a file whose parent directories are missing creates them,
+/// beneath the root: a client that may create `a/b/c.bin` may as well have
+/// created `a/b` first, and `rmmap put` to a new path then just works.
+///
+/// The calls block on the file system; the adapters run the server (and so
+/// this store) on a thread where blocking is allowed.
+#[derive(Debug)]
+pub struct FsStore {
+    root: Dir,
+    root_path: PathBuf,
+    read_only: bool,
+    files: BTreeMap<u64, OpenFile>,
+    next: u64,
+}
+
+impl FsStore {
+    /// Opens the export root. With `read_only`, every write, create and
+    /// length change is refused whatever the file permissions say.
+    pub fn open(root: impl AsRef<Path>, read_only: bool) -> Result<Self, RootError> {
+        let root_path = root.as_ref().to_path_buf();
+        let dir = Dir::open_ambient_dir(&root_path, ambient_authority()).map_err(|source| {
+            RootError::Open {
+                path: root_path.clone(),
+                source,
+            }
+        })?;
+        Ok(FsStore {
+            root: dir,
+            root_path,
+            read_only,
+            files: BTreeMap::new(),
+            next: 0,
+        })
+    }
+
+    /// The root as given to [`FsStore::open`].
+    pub fn root(&self) -> &Path {
+        &self.root_path
+    }
+
+    /// Whether the store refuses every write.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Files currently open.
+    pub fn open_files(&self) -> usize {
+        self.files.len()
+    }
+
+    fn options(write: bool) -> CapOpenOptions {
+        let mut o = CapOpenOptions::new();
+        o.read(true).write(write);
+        // Opening a FIFO or a device without O_NONBLOCK could hang the
+        // server; on regular files the flag changes nothing.
+        o.custom_flags(libc::O_NONBLOCK);
+        o
+    }
+
+    /// Opens an existing file, read-write if asked and allowed, else
+    /// read-only. Returns the file and whether it is writable.
+    pub(crate) fn open_existing(
+        &self,
+        path: &str,
+        write: bool,
+    ) -> io::Result<(std::fs::File, bool)> {
+        if write {
+            match self.root.open_with(path, &Self::options(true)) {
+                Ok(f) => return Ok((f.into_std(), true)),
+                Err(e) if is_read_only_error(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let f = self.root.open_with(path, &Self::options(false))?;
+        Ok((f.into_std(), false))
+    }
+
+    /// Creates `path` (and its missing parents). Returns the file and the
+    /// parent directory whose entry must be synced.
+    fn create(&self, path: &str) -> io::Result<(std::fs::File, PathBuf)> {
+        let parent = Path::new(path)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        if !parent.as_os_str().is_empty() {
+            self.root.create_dir_all(&parent)?;
+        }
+        let mut o = Self::options(true);
+        o.create_new(true);
+        let f = self.root.open_with(path, &o)?;
+        Ok((f.into_std(), parent))
+    }
+
+    fn handle(&mut self, file: StoreFile) -> Result<&mut OpenFile, StoreError> {
+        self.files
+            .get_mut(&file.0)
+            .ok_or_else(|| StoreError::Io(format!("stale file handle {}", file.0)))
+    }
+
+    fn writable_handle(&mut self, file: StoreFile) -> Result<&mut OpenFile, StoreError> {
+        let read_only = self.read_only;
+        let f = self.handle(file)?;
+        if read_only {
+            return Err(StoreError::ReadOnly(format!(
+                "{}: the export is read-only",
+                f.path
+            )));
+        }
+        if !f.writable {
+            return Err(StoreError::ReadOnly(format!(
+                "{}: the file is not writable on the server",
+                f.path
+            )));
+        }
+        Ok(f)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        // A plain read-only descriptor: the directory handles cap-std hands
+        // out may not accept fsync.
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let mut o = CapOpenOptions::new();
+        o.read(true);
+        self.root.open_with(dir, &o)?.into_std().sync_all()
+    }
+}
+
+impl Store for FsStore {
+    fn open(&mut self, path: &ExportPath, opts: OpenOptions) -> Result<OpenedFile, StoreError> {
+        let p = path.as_str();
+        let write = opts.write && !self.read_only;
+        let (file, writable, parent_unsynced) = match self.open_existing(p, write) {
+            Ok((f, w)) => (f, w, None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && opts.create => {
+                if self.read_only {
+                    return Err(StoreError::ReadOnly(format!(
+                        "{p}: the export is read-only; cannot create files"
+                    )));
+                }
+                match self.create(p) {
+                    Ok((f, parent)) => (f, true, Some(parent)),
+                    // Someone else created it meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        let (f, w) = self.open_existing(p, write).map_err(|e| map_err(p, e))?;
+                        (f, w, None)
+                    }
+                    Err(e) => return Err(map_err(p, e)),
+                }
+            }
+            Err(e) => return Err(map_err(p, e)),
+        };
+        let meta = file.metadata().map_err(|e| map_err(p, e))?;
+        if !meta.is_file() {
+            return Err(StoreError::NotAFile(p.to_owned()));
+        }
+        self.next += 1;
+        let h = self.next;
+        self.files.insert(
+            h,
+            OpenFile {
+                file,
+                writable,
+                path: p.to_owned(),
+                parent_unsynced,
+            },
+        );
+        Ok(OpenedFile {
+            file: StoreFile(h),
+            key: FileKey(meta.dev(), meta.ino()),
+            len: meta.len(),
+            writable,
+        })
+    }
+
+    fn read(&mut self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
+        let f = self.handle(file)?;
+        let mut buf = BytesMut::zeroed(len);
+        let mut done = 0;
+        while done < len {
+            // Past the largest offset a file can have: zeros.
+            let Some(at) = offset
+                .checked_add(done as u64)
+                .filter(|a| *a <= i64::MAX as u64)
+            else {
+                break;
+            };
+            match f.file.read_at(&mut buf[done..], at) {
+                // End of file: the rest stays zero.
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(map_err(&f.path, e)),
+            }
+        }
+        Ok(buf.freeze())
+    }
+
+    fn write(&mut self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        let f = self.writable_handle(file)?;
+        f.file
+            .write_all_at(data, offset)
+            .map_err(|e| map_err(&f.path, e))
+    }
+
+    fn set_len(&mut self, file: StoreFile, len: u64) -> Result<(), StoreError> {
+        let f = self.writable_handle(file)?;
+        f.file.set_len(len).map_err(|e| map_err(&f.path, e))
+    }
+
+    fn sync(&mut self, file: StoreFile) -> Result<(), StoreError> {
+        let f = self.handle(file)?;
+        f.file.sync_all().map_err(|e| map_err(&f.path, e))?;
+        if let Some(parent) = f.parent_unsynced.take() {
+            let path = f.path.clone();
+            if let Err(e) = self.sync_dir(&parent) {
+                // Try again on the next sync.
+                self.handle(file)?.parent_unsynced = Some(parent);
+                return Err(map_err(&path, e));
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, file: StoreFile) {
+        self.files.remove(&file.0);
+    }
+}
+
+fn is_read_only_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+    ) && !is_escape(e)
+}
+
+/// cap-std reports a path that leads outside the root as a permission error
+/// with this text.
+fn is_escape(e: &io::Error) -> bool {
+    e.raw_os_error().is_none() && e.to_string().contains("outside of the filesystem")
+}
+
+/// Maps an IO error on `path` to what the core can tell the client.
+fn map_err(path: &str, e: io::Error) -> StoreError {
+    use io::ErrorKind as K;
+    if is_escape(&e) {
+        return StoreError::Denied(format!("{path} leads outside the export root"));
+    }
+    match e.kind() {
+        K::NotFound => StoreError::NotFound(path.to_owned()),
+        K::PermissionDenied => {
+            StoreError::Denied(format!("{path}: permission denied on the server"))
+        }
+        K::IsADirectory => StoreError::NotAFile(format!("{path} is a directory")),
+        // A component of the path is a file, not a directory.
+        K::NotADirectory => StoreError::NotAFile(format!(
+            "{path}: a component of the path is not a directory"
+        )),
+        K::ReadOnlyFilesystem => {
+            StoreError::ReadOnly(format!("{path}: the server's file system is read-only"))
+        }
+        _ => match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                StoreError::Denied(format!("{path}: too many levels of symbolic links"))
+            }
+            Some(libc::EXDEV) => {
+                StoreError::Denied(format!("{path} leads outside the export root"))
+            }
+            Some(libc::ENAMETOOLONG) => StoreError::NotFound(format!(
+                "{path}: the name is too long for the server's file system"
+            )),
+            _ => StoreError::Io(format!("{path}: {e}")),
+        },
+    }
+}
