@@ -23,8 +23,15 @@ pub enum ProofRole {
 }
 
 /// Computes a proof.
-pub fn proof(secret: &[u8], role: ProofRole, name: &[u8], client_nonce: &Nonce, server_nonce: &Nonce) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
+pub fn proof(
+    secret: &[u8],
+    role: ProofRole,
+    name: &[u8],
+    client_nonce: &Nonce,
+    server_nonce: &Nonce,
+) -> [u8; 32] {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(match role {
         ProofRole::Client => b"rmmap/1 client",
         ProofRole::Server => b"rmmap/1 server",
@@ -48,7 +55,10 @@ mod tests {
     #[test]
     fn proofs_depend_on_every_input() {
         let base = proof(b"s", ProofRole::Client, b"n", &[1; 16], &[2; 16]);
-        assert!(proofs_match(&base, &proof(b"s", ProofRole::Client, b"n", &[1; 16], &[2; 16])));
+        assert!(proofs_match(
+            &base,
+            &proof(b"s", ProofRole::Client, b"n", &[1; 16], &[2; 16])
+        ));
         for other in [
             proof(b"t", ProofRole::Client, b"n", &[1; 16], &[2; 16]),
             proof(b"s", ProofRole::Server, b"n", &[1; 16], &[2; 16]),

@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::Instant;
-use crate::client::{Client, ClientConfig, Completion, Event, MapOptions, MappingId, OpError, OpId};
+use crate::client::{
+    Client, ClientConfig, Completion, Event, MapOptions, MappingId, OpError, OpId,
+};
 use crate::protocol::{Message, check_frame, decode_body};
 use crate::server::{ConnId, InputStatus, Server, ServerConfig, ServerEvent};
 use crate::store::MemStore;
@@ -54,11 +56,20 @@ struct Pipe {
 
 impl Pipe {
     fn new() -> Self {
-        Pipe { framer: BytesMut::new(), queue: VecDeque::new(), held: false, inbox: BytesMut::new() }
+        Pipe {
+            framer: BytesMut::new(),
+            queue: VecDeque::new(),
+            held: false,
+            inbox: BytesMut::new(),
+        }
     }
 
     fn next_time(&self) -> Option<Instant> {
-        if self.held { None } else { self.queue.front().map(|(t, _)| *t) }
+        if self.held {
+            None
+        } else {
+            self.queue.front().map(|(t, _)| *t)
+        }
     }
 }
 
@@ -114,12 +125,23 @@ fn seed_bytes(seed: u64, salt: u64) -> [u8; 32] {
 impl Cluster {
     /// A server over `store` and `clients` clients with default settings.
     pub fn new(server_config: ServerConfig, store: MemStore, clients: usize, seed: u64) -> Self {
-        Self::with_clients(server_config, store, vec![ClientConfig::default(); clients], seed)
+        Self::with_clients(
+            server_config,
+            store,
+            vec![ClientConfig::default(); clients],
+            seed,
+        )
     }
 
     /// A server and one client per configuration.
-    pub fn with_clients(server_config: ServerConfig, store: MemStore, clients: Vec<ClientConfig>, seed: u64) -> Self {
-        let server = Server::new(server_config.clone(), store.clone(), seed_bytes(seed, 0)).expect("valid config");
+    pub fn with_clients(
+        server_config: ServerConfig,
+        store: MemStore,
+        clients: Vec<ClientConfig>,
+        seed: u64,
+    ) -> Self {
+        let server = Server::new(server_config.clone(), store.clone(), seed_bytes(seed, 0))
+            .expect("valid config");
         let now = Instant::ZERO;
         let nodes = clients
             .into_iter()
@@ -246,7 +268,9 @@ impl Cluster {
     fn send(&mut self, i: usize, dir: Direction, chunk: Bytes) {
         let now = self.now;
         let latency = self.nodes[i].latency;
-        let Some(link) = self.nodes[i].link.as_mut() else { return };
+        let Some(link) = self.nodes[i].link.as_mut() else {
+            return;
+        };
         let pipe = match dir {
             Direction::ToServer => &mut link.to_server,
             Direction::ToClient => &mut link.to_client,
@@ -328,8 +352,12 @@ impl Cluster {
             self.store.crash();
         }
         self.restarts += 1;
-        self.server = Server::new(self.server_config.clone(), self.store.clone(), seed_bytes(self.seed, 1 + self.restarts))
-            .expect("valid config");
+        self.server = Server::new(
+            self.server_config.clone(),
+            self.store.clone(),
+            seed_bytes(self.seed, 1 + self.restarts),
+        )
+        .expect("valid config");
         self.by_conn.clear();
         self.flush();
     }
@@ -358,7 +386,9 @@ impl Cluster {
     /// Processes everything due at the next event time (at most `limit`).
     /// Returns false when nothing is left to do before `limit`.
     pub fn step(&mut self, limit: Instant) -> bool {
-        let Some(t) = self.next_event_time() else { return false };
+        let Some(t) = self.next_event_time() else {
+            return false;
+        };
         if t > limit {
             return false;
         }
@@ -366,8 +396,7 @@ impl Cluster {
         let now = self.now;
         // Deliveries, in client order, each direction in stream order.
         for i in 0..self.nodes.len() {
-            loop {
-                let Some(link) = self.nodes[i].link.as_mut() else { break };
+            while let Some(link) = self.nodes[i].link.as_mut() {
                 let due_s = link.to_server.next_time().is_some_and(|x| x <= now);
                 let due_c = link.to_client.next_time().is_some_and(|x| x <= now);
                 if !due_s && !due_c {
@@ -432,7 +461,11 @@ impl Cluster {
     }
 
     /// Runs until `done` holds or `within` virtual time passes; says which.
-    pub fn run_until(&mut self, within: Duration, mut done: impl FnMut(&mut Cluster) -> bool) -> bool {
+    pub fn run_until(
+        &mut self,
+        within: Duration,
+        mut done: impl FnMut(&mut Cluster) -> bool,
+    ) -> bool {
         let until = self.now + within;
         loop {
             if done(self) {
@@ -446,7 +479,13 @@ impl Cluster {
     }
 
     /// Runs until operation `op` of client `i` completes (at most `within`).
-    pub fn wait(&mut self, i: usize, op: OpId, within: Duration) -> Option<Result<Completion, OpError>> {
+    pub fn wait(
+        &mut self,
+        i: usize,
+        op: OpId,
+        within: Duration,
+    ) -> Option<Result<Completion, OpError>> {
+        self.flush();
         self.run_until(within, |c| c.nodes[i].completions.contains_key(&op));
         self.nodes[i].completions.remove(&op)
     }
@@ -456,14 +495,23 @@ impl Cluster {
         self.flush();
         match self.wait(i, op, Duration::from_secs(600)) {
             Some(r) => r,
-            None => panic!("operation {op:?} of client {i} did not complete within 600 s of virtual time"),
+            None => panic!(
+                "operation {op:?} of client {i} did not complete within 600 s of virtual time"
+            ),
         }
     }
 
     // ---- blocking helpers for tests ----
 
     /// Maps and waits.
-    pub fn map(&mut self, i: usize, path: &str, offset: u64, len: u64, opts: MapOptions) -> Result<MappingId, OpError> {
+    pub fn map(
+        &mut self,
+        i: usize,
+        path: &str,
+        offset: u64,
+        len: u64,
+        opts: MapOptions,
+    ) -> Result<MappingId, OpError> {
         let op = self.nodes[i].client.map(self.now, path, offset, len, opts);
         match self.finish(i, op)? {
             Completion::Mapped { mapping, .. } => Ok(mapping),
@@ -472,7 +520,13 @@ impl Cluster {
     }
 
     /// Reads and waits.
-    pub fn read(&mut self, i: usize, m: MappingId, offset: u64, len: u64) -> Result<Bytes, OpError> {
+    pub fn read(
+        &mut self,
+        i: usize,
+        m: MappingId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, OpError> {
         let op = self.nodes[i].client.read(self.now, m, offset, len);
         match self.finish(i, op)? {
             Completion::Read(b) => Ok(b),
@@ -481,8 +535,16 @@ impl Cluster {
     }
 
     /// Writes and waits.
-    pub fn write(&mut self, i: usize, m: MappingId, offset: u64, data: &[u8]) -> Result<(), OpError> {
-        let op = self.nodes[i].client.write(self.now, m, offset, Bytes::copy_from_slice(data));
+    pub fn write(
+        &mut self,
+        i: usize,
+        m: MappingId,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), OpError> {
+        let op = self.nodes[i]
+            .client
+            .write(self.now, m, offset, Bytes::copy_from_slice(data));
         self.finish(i, op).map(|_| ())
     }
 
@@ -499,7 +561,13 @@ impl Cluster {
     }
 
     /// Runs an atomic operation and waits.
-    pub fn atomic(&mut self, i: usize, m: MappingId, offset: u64, aop: crate::protocol::AtomicOp) -> Result<(u64, bool), OpError> {
+    pub fn atomic(
+        &mut self,
+        i: usize,
+        m: MappingId,
+        offset: u64,
+        aop: crate::protocol::AtomicOp,
+    ) -> Result<(u64, bool), OpError> {
         let op = self.nodes[i].client.atomic(self.now, m, offset, aop);
         match self.finish(i, op)? {
             Completion::Atomic { previous, applied } => Ok((previous, applied)),
@@ -509,7 +577,9 @@ impl Cluster {
 
     /// Waits until every client is connected.
     pub fn settle(&mut self) {
-        let ok = self.run_until(Duration::from_secs(60), |c| c.nodes.iter().all(|n| n.client.is_connected()));
+        let ok = self.run_until(Duration::from_secs(60), |c| {
+            c.nodes.iter().all(|n| n.client.is_connected())
+        });
         assert!(ok, "clients did not connect within 60 s of virtual time");
     }
 }

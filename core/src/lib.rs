@@ -88,6 +88,8 @@
 
 pub mod auth;
 pub mod client;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 #[cfg(any(test, feature = "harness"))]
 pub mod harness;
 pub mod path;

@@ -102,7 +102,10 @@ mod tests {
     #[test]
     fn plain_relative_paths_are_accepted() {
         assert_eq!(ExportPath::parse(b"a").unwrap().as_str(), "a");
-        assert_eq!(ExportPath::parse(b"dir/file.bin").unwrap().as_str(), "dir/file.bin");
+        assert_eq!(
+            ExportPath::parse(b"dir/file.bin").unwrap().as_str(),
+            "dir/file.bin"
+        );
         assert_eq!(ExportPath::parse(b"..a/b..").unwrap().as_str(), "..a/b..");
     }
 
@@ -110,13 +113,19 @@ mod tests {
     fn escapes_and_odd_forms_are_refused_with_a_reason() {
         assert_eq!(ExportPath::parse(b""), Err(PathError::Empty));
         assert_eq!(ExportPath::parse(b"../x"), Err(PathError::ParentComponent));
-        assert_eq!(ExportPath::parse(b"a/../../x"), Err(PathError::ParentComponent));
+        assert_eq!(
+            ExportPath::parse(b"a/../../x"),
+            Err(PathError::ParentComponent)
+        );
         assert_eq!(ExportPath::parse(b"/etc/passwd"), Err(PathError::Absolute));
         assert_eq!(ExportPath::parse(b"a\0b"), Err(PathError::Nul));
         assert_eq!(ExportPath::parse(b"a//b"), Err(PathError::NotNormal));
         assert_eq!(ExportPath::parse(b"a/./b"), Err(PathError::NotNormal));
         assert_eq!(ExportPath::parse(b"a/"), Err(PathError::NotNormal));
         assert_eq!(ExportPath::parse(&[0xff, 0xfe]), Err(PathError::NotUtf8));
-        assert_eq!(ExportPath::parse(&vec![b'a'; 10_000]), Err(PathError::TooLong(10_000)));
+        assert_eq!(
+            ExportPath::parse(&vec![b'a'; 10_000]),
+            Err(PathError::TooLong(10_000))
+        );
     }
 }

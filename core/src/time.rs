@@ -83,7 +83,10 @@ mod tests {
         let t = Instant::from_nanos(10);
         assert_eq!(t - Duration::from_nanos(20), Instant::ZERO);
         assert_eq!(Instant::ZERO - t, Duration::ZERO);
-        assert_eq!(Instant::from_nanos(u64::MAX) + Duration::from_secs(1), Instant::from_nanos(u64::MAX));
+        assert_eq!(
+            Instant::from_nanos(u64::MAX) + Duration::from_secs(1),
+            Instant::from_nanos(u64::MAX)
+        );
         assert_eq!(t + Duration::from_nanos(5) - t, Duration::from_nanos(5));
     }
 }

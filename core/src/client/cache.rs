@@ -58,7 +58,6 @@ impl PageData {
             _ => unreachable!("made owned above"),
         }
     }
-
 }
 
 #[derive(Debug)]
@@ -107,7 +106,10 @@ impl Page {
 
     /// Whether the entry can be dropped without losing anything.
     pub(crate) fn evictable(&self) -> bool {
-        self.dirty.is_none() && self.fetch.is_none() && self.writebacks == 0 && self.waiters.is_empty()
+        self.dirty.is_none()
+            && self.fetch.is_none()
+            && self.writebacks == 0
+            && self.waiters.is_empty()
     }
 
     pub(crate) fn invalidate(&mut self) {

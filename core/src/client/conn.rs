@@ -9,8 +9,8 @@ use rand_core::Rng;
 use crate::Instant;
 use crate::auth::{ProofRole, proof, proofs_match};
 use crate::protocol::{
-    Authenticate, ErrorCode, Hello, Message, PROTOCOL_VERSION, Ping, Resume, ResumeStatus, RevId, Welcome,
-    decode_frame,
+    Authenticate, ErrorCode, Hello, Message, PROTOCOL_VERSION, Ping, Resume, ResumeStatus, RevId,
+    Welcome, decode_frame,
 };
 
 use super::error::SessionLossReason;
@@ -31,7 +31,11 @@ impl Client {
             max_frame: self.config.max_frame,
             client_nonce: self.client_nonce,
             client_name: Bytes::from(self.config.name.clone().into_bytes()),
-            resume: self.session.as_ref().map(|s| Resume { session: s.id, token: s.token, epoch: s.epoch }),
+            resume: self.session.as_ref().map(|s| Resume {
+                session: s.id,
+                token: s.token,
+                epoch: s.epoch,
+            }),
         };
         self.out.push_message(&Message::Hello(hello));
         if self.config.secret.is_none() {
@@ -50,7 +54,10 @@ impl Client {
 
     /// The connection broke or the server closed it.
     pub fn handle_disconnected(&mut self, now: Instant) {
-        if matches!(self.conn, Conn::Connecting { .. } | Conn::Handshaking { .. } | Conn::Ready) {
+        if matches!(
+            self.conn,
+            Conn::Connecting { .. } | Conn::Handshaking { .. } | Conn::Ready
+        ) {
             self.lost_connection(now, false);
         }
         self.pump(now);
@@ -115,7 +122,9 @@ impl Client {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conn = match self.conn {
             Conn::Disconnected { retry_at } => Some(retry_at),
-            Conn::Connecting { since } | Conn::Handshaking { since } => Some(since + self.config.handshake_timeout),
+            Conn::Connecting { since } | Conn::Handshaking { since } => {
+                Some(since + self.config.handshake_timeout)
+            }
             Conn::Ready => match self.ping {
                 Some((_, sent)) => Some(sent + self.pong_timeout()),
                 None => self.next_ping_at,
@@ -133,12 +142,18 @@ impl Client {
     }
 
     fn pong_timeout(&self) -> Duration {
-        let lease = self.params.as_ref().map_or(Duration::from_secs(10), |p| p.lease);
+        let lease = self
+            .params
+            .as_ref()
+            .map_or(Duration::from_secs(10), |p| p.lease);
         self.config.pong_timeout.unwrap_or(lease / 2)
     }
 
     fn lease_margin(&self, lease: Duration) -> Duration {
-        self.config.lease_margin.unwrap_or(lease / 10).min(lease / 2)
+        self.config
+            .lease_margin
+            .unwrap_or(lease / 10)
+            .min(lease / 2)
     }
 
     pub(crate) fn send_ping(&mut self, now: Instant) {
@@ -148,7 +163,9 @@ impl Client {
         self.ping_nonce += 1;
         self.ping = Some((self.ping_nonce, now));
         self.next_ping_at = None;
-        self.out.push_message(&Message::Ping(Ping { nonce: self.ping_nonce }));
+        self.out.push_message(&Message::Ping(Ping {
+            nonce: self.ping_nonce,
+        }));
     }
 
     fn schedule_ping(&mut self, now: Instant) {
@@ -156,7 +173,11 @@ impl Client {
         let lease = p.lease;
         let left = self.lease_until.map_or(Duration::ZERO, |u| u - now);
         // Renew early; renew often once less than half the lease is left.
-        let every = if left < lease / 2 { lease / 16 } else { lease / 4 };
+        let every = if left < lease / 2 {
+            lease / 16
+        } else {
+            lease / 4
+        };
         self.next_ping_at = Some(now + every);
     }
 
@@ -182,16 +203,24 @@ impl Client {
     fn schedule_retry(&mut self, now: Instant) {
         let shift = self.attempts.min(20);
         self.attempts = self.attempts.saturating_add(1);
-        let base = self.config.reconnect_initial.saturating_mul(1u32 << shift).min(self.config.reconnect_max);
+        let base = self
+            .config
+            .reconnect_initial
+            .saturating_mul(1u32 << shift)
+            .min(self.config.reconnect_max);
         // Full jitter on the upper half: spreads reconnecting clients apart.
         let half = base / 2;
         let jitter = Duration::from_nanos(self.rng.next_u64() % (half.as_nanos() as u64 + 1));
-        self.conn = Conn::Disconnected { retry_at: now + half + jitter };
+        self.conn = Conn::Disconnected {
+            retry_at: now + half + jitter,
+        };
     }
 
     fn fail_for_good(&mut self, now: Instant, reason: String) {
         self.events.push_back(Event::Disconnect);
-        self.events.push_back(Event::Failed { reason: reason.clone() });
+        self.events.push_back(Event::Failed {
+            reason: reason.clone(),
+        });
         self.conn = Conn::Failed;
         self.failed = Some(reason.clone());
         let ops: Vec<_> = self.ops.keys().copied().collect();
@@ -208,16 +237,26 @@ impl Client {
                 let Some(secret) = self.config.secret.clone() else {
                     return self.fail_for_good(
                         now,
-                        "the server requires authentication; give the client a name and a token".into(),
+                        "the server requires authentication; give the client a name and a token"
+                            .into(),
                     );
                 };
                 self.server_nonce = Some(c.server_nonce);
-                let p = proof(&secret, ProofRole::Client, self.config.name.as_bytes(), &self.client_nonce, &c.server_nonce);
-                self.out.push_message(&Message::Authenticate(Authenticate { proof: p }));
+                let p = proof(
+                    &secret,
+                    ProofRole::Client,
+                    self.config.name.as_bytes(),
+                    &self.client_nonce,
+                    &c.server_nonce,
+                );
+                self.out
+                    .push_message(&Message::Authenticate(Authenticate { proof: p }));
                 self.send_ping(now);
             }
             Message::Welcome(w) if handshaking => self.on_welcome(now, w),
-            Message::Error(e) if e.req.0 == 0 => self.on_connection_error(now, e.code, &e.message, handshaking),
+            Message::Error(e) if e.req.0 == 0 => {
+                self.on_connection_error(now, e.code, &e.message, handshaking)
+            }
             Message::Goodbye(g) => {
                 if g.code == ErrorCode::ShuttingDown {
                     self.server_synced_everything();
@@ -231,7 +270,13 @@ impl Client {
         }
     }
 
-    fn on_connection_error(&mut self, now: Instant, code: ErrorCode, message: &[u8], handshaking: bool) {
+    fn on_connection_error(
+        &mut self,
+        now: Instant,
+        code: ErrorCode,
+        message: &[u8],
+        handshaking: bool,
+    ) {
         let text = String::from_utf8_lossy(message).into_owned();
         match code {
             ErrorCode::Denied | ErrorCode::UnsupportedVersion if handshaking => {
@@ -248,7 +293,10 @@ impl Client {
 
     fn on_welcome(&mut self, now: Instant, w: Welcome) {
         if w.version != PROTOCOL_VERSION {
-            return self.fail_for_good(now, format!("the server answered with protocol version {}", w.version));
+            return self.fail_for_good(
+                now,
+                format!("the server answered with protocol version {}", w.version),
+            );
         }
         if let Some(secret) = self.config.secret.clone() {
             let Some(sn) = self.server_nonce else {
@@ -257,12 +305,25 @@ impl Client {
                     "the server did not authenticate, but this client has a token: refusing to trust it".into(),
                 );
             };
-            let expected = proof(&secret, ProofRole::Server, self.config.name.as_bytes(), &self.client_nonce, &sn);
+            let expected = proof(
+                &secret,
+                ProofRole::Server,
+                self.config.name.as_bytes(),
+                &self.client_nonce,
+                &sn,
+            );
             if !proofs_match(&expected, &w.server_proof) {
-                return self.fail_for_good(now, "the server could not prove that it knows this client's token".into());
+                return self.fail_for_good(
+                    now,
+                    "the server could not prove that it knows this client's token".into(),
+                );
             }
         }
-        if !w.page_size.is_power_of_two() || w.page_size < 512 || w.lease_ms == 0 || w.max_pages_per_request == 0 {
+        if !w.page_size.is_power_of_two()
+            || w.page_size < 512
+            || w.lease_ms == 0
+            || w.max_pages_per_request == 0
+        {
             return self.fail_for_good(now, "the server sent impossible parameters".into());
         }
         let params = Params {
@@ -283,13 +344,19 @@ impl Client {
                     } else {
                         SessionLossReason::ServerRestarted
                     };
-                    let page_size_changed =
-                        self.params.as_ref().is_some_and(|p| p.page_size != params.page_size);
+                    let page_size_changed = self
+                        .params
+                        .as_ref()
+                        .is_some_and(|p| p.page_size != params.page_size);
                     self.on_session_lost(now, reason, page_size_changed);
                 }
             }
         }
-        self.session = Some(SessionInfo { id: w.session, token: w.token, epoch: w.epoch });
+        self.session = Some(SessionInfo {
+            id: w.session,
+            token: w.token,
+            epoch: w.epoch,
+        });
         self.params = Some(params);
         self.conn = Conn::Ready;
         self.attempts = 0;
@@ -310,7 +377,9 @@ impl Client {
 
     fn on_pong(&mut self, now: Instant, p: crate::protocol::Pong) {
         self.prune_acks(p.rev_acked);
-        let Some((nonce, sent)) = self.ping else { return };
+        let Some((nonce, sent)) = self.ping else {
+            return;
+        };
         if nonce != p.nonce {
             return;
         }
@@ -329,7 +398,8 @@ impl Client {
 
     /// Drops recall acknowledgements the server has processed.
     fn prune_acks(&mut self, acked: RevId) {
-        self.log.retain(|_, e| !matches!(e, LogEntry::RecallAck(rev, _) if *rev <= acked));
+        self.log
+            .retain(|_, e| !matches!(e, LogEntry::RecallAck(rev, _) if *rev <= acked));
     }
 
     /// Sends again, in their original order, every request without a reply
@@ -352,7 +422,11 @@ impl Client {
         let dirty: std::collections::BTreeSet<_> = self
             .files
             .iter()
-            .filter(|(_, f)| f.pages.values().any(|p| p.dirty.is_some() || p.writebacks > 0))
+            .filter(|(_, f)| {
+                f.pages
+                    .values()
+                    .any(|p| p.dirty.is_some() || p.writebacks > 0)
+            })
             .map(|(id, _)| *id)
             .collect();
         for m in self.mappings.values_mut() {

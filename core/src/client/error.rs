@@ -18,7 +18,9 @@ impl fmt::Display for SessionLossReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SessionLossReason::ServerRestarted => "the server restarted",
-            SessionLossReason::LeaseExpired => "the lease ran out while the client was out of touch",
+            SessionLossReason::LeaseExpired => {
+                "the lease ran out while the client was out of touch"
+            }
         })
     }
 }
@@ -62,7 +64,11 @@ impl fmt::Display for LostWrites {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.cause, self.path)?;
         if self.dirty_pages > 0 {
-            write!(f, "; {} page(s) of writes not yet written back are lost", self.dirty_pages)?;
+            write!(
+                f,
+                "; {} page(s) of writes not yet written back are lost",
+                self.dirty_pages
+            )?;
         }
         if self.unsynced_writes {
             write!(f, "; writes since the last sync may be lost")?;
@@ -113,7 +119,9 @@ pub enum OpError {
     SessionLost(LostWrites),
     /// The operation was in flight when the session was lost: it may or may
     /// not have happened (at most once).
-    #[error("the session was lost while the operation was in flight; it may or may not have taken effect")]
+    #[error(
+        "the session was lost while the operation was in flight; it may or may not have taken effect"
+    )]
     OutcomeUnknown,
     /// The client has been disconnected for too long.
     #[error("disconnected from the server for {0:?}; still trying to reconnect")]
@@ -145,6 +153,9 @@ impl OpError {
     }
 
     pub(crate) fn server(code: ErrorCode, message: impl Into<String>) -> Self {
-        OpError::Server { code, message: message.into() }
+        OpError::Server {
+            code,
+            message: message.into(),
+        }
     }
 }

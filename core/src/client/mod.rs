@@ -32,7 +32,9 @@ pub use config::ClientConfig;
 pub use error::{LossCause, LostWrites, OpError, SessionLossReason};
 
 use crate::Instant;
-use crate::protocol::{AtomicOp, ChunkQueue, FileHandle, Message, PageNo, ReqId, ResumeToken, SessionId, Version};
+use crate::protocol::{
+    AtomicOp, ChunkQueue, FileHandle, Message, PageNo, ReqId, ResumeToken, SessionId, Version,
+};
 
 use cache::{FileId, FileState};
 
@@ -65,12 +67,18 @@ pub struct MapOptions {
 impl MapOptions {
     /// Read-only, no create.
     pub fn read_only() -> Self {
-        MapOptions { access: Access::ReadOnly, create: false }
+        MapOptions {
+            access: Access::ReadOnly,
+            create: false,
+        }
     }
 
     /// Read-write, no create.
     pub fn read_write() -> Self {
-        MapOptions { access: Access::ReadWrite, create: false }
+        MapOptions {
+            access: Access::ReadWrite,
+            create: false,
+        }
     }
 }
 
@@ -189,10 +197,16 @@ pub(crate) enum Conn {
 #[derive(Clone, Debug)]
 pub(crate) enum MappingStatus {
     /// A `Map` request is (or will be) in flight.
-    Opening { req: Option<ReqId> },
-    Ready { wire: crate::protocol::WireMappingId },
+    Opening {
+        req: Option<ReqId>,
+    },
+    Ready {
+        wire: crate::protocol::WireMappingId,
+    },
     /// Mapped again after a lost session.
-    Reopening { req: Option<ReqId> },
+    Reopening {
+        req: Option<ReqId>,
+    },
     Lost(LostWrites),
     Closing,
 }
@@ -291,15 +305,39 @@ pub(crate) struct Op {
 
 #[derive(Debug)]
 pub(crate) enum ReqKind {
-    Map { mapping: MappingId, op: Option<OpId> },
-    Unmap { mapping: MappingId, op: OpId },
-    Fetch { file: FileId, first: PageNo, count: u32 },
+    Map {
+        mapping: MappingId,
+        op: Option<OpId>,
+    },
+    Unmap {
+        mapping: MappingId,
+        op: OpId,
+    },
+    Fetch {
+        file: FileId,
+        first: PageNo,
+        count: u32,
+    },
     /// `pages[i]` is the page of patch `i`.
-    WriteBack { file: FileId, pages: Vec<PageNo>, op: Option<OpId>, mapping: MappingId },
-    Sync { op: OpId },
-    Revalidate { file: FileId, pages: Vec<(PageNo, Version)> },
-    SetLen { op: OpId },
-    Atomic { op: OpId },
+    WriteBack {
+        file: FileId,
+        pages: Vec<PageNo>,
+        op: Option<OpId>,
+        mapping: MappingId,
+    },
+    Sync {
+        op: OpId,
+    },
+    Revalidate {
+        file: FileId,
+        pages: Vec<(PageNo, Version)>,
+    },
+    SetLen {
+        op: OpId,
+    },
+    Atomic {
+        op: OpId,
+    },
 }
 
 #[derive(Debug)]
@@ -480,10 +518,19 @@ impl Client {
         Ok(id)
     }
 
-    fn check_range(&self, mapping: MappingId, offset: u64, len: u64) -> Result<&MappingState, OpError> {
+    fn check_range(
+        &self,
+        mapping: MappingId,
+        offset: u64,
+        len: u64,
+    ) -> Result<&MappingState, OpError> {
         let m = self.mappings.get(&mapping).ok_or(OpError::UnknownMapping)?;
         if offset.checked_add(len).is_none_or(|e| e > m.len) {
-            return Err(OpError::OutOfRange { offset, len, mapping_len: m.len });
+            return Err(OpError::OutOfRange {
+                offset,
+                len,
+                mapping_len: m.len,
+            });
         }
         if let MappingStatus::Lost(l) = &m.status {
             return Err(OpError::SessionLost(l.clone()));
@@ -496,7 +543,14 @@ impl Client {
 
     /// Maps `[offset, offset + len)` of the file at `path` (relative to the
     /// export root).
-    pub fn map(&mut self, now: Instant, path: &str, offset: u64, len: u64, opts: MapOptions) -> Result<OpId, OpError> {
+    pub fn map(
+        &mut self,
+        now: Instant,
+        path: &str,
+        offset: u64,
+        len: u64,
+        opts: MapOptions,
+    ) -> Result<OpId, OpError> {
         if self.ops.len() >= self.config.max_pending_ops {
             return Err(OpError::Busy(self.ops.len()));
         }
@@ -529,26 +583,50 @@ impl Client {
     }
 
     /// Reads `len` bytes at `offset` of the mapping.
-    pub fn read(&mut self, now: Instant, mapping: MappingId, offset: u64, len: u64) -> Result<OpId, OpError> {
+    pub fn read(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        len: u64,
+    ) -> Result<OpId, OpError> {
         let m = self.check_range(mapping, offset, len)?;
         let start = m.offset + offset;
         let sequential = m.last_read_end == start;
         if let Some(m) = self.mappings.get_mut(&mapping) {
             m.last_read_end = start + len;
         }
-        let r = self.admit(OpKind::Read { mapping, start, len, pos: 0, buf: None, sequential });
+        let r = self.admit(OpKind::Read {
+            mapping,
+            start,
+            len,
+            pos: 0,
+            buf: None,
+            sequential,
+        });
         self.pump(now);
         r
     }
 
     /// Writes `data` at `offset` of the mapping.
-    pub fn write(&mut self, now: Instant, mapping: MappingId, offset: u64, data: Bytes) -> Result<OpId, OpError> {
+    pub fn write(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<OpId, OpError> {
         let m = self.check_range(mapping, offset, data.len() as u64)?;
         if !m.writable {
             return Err(OpError::ReadOnly);
         }
         let start = m.offset + offset;
-        let r = self.admit(OpKind::Write { mapping, start, data, pos: 0 });
+        let r = self.admit(OpKind::Write {
+            mapping,
+            start,
+            data,
+            pos: 0,
+        });
         self.pump(now);
         r
     }
@@ -580,21 +658,42 @@ impl Client {
             return Err(OpError::MappingClosed);
         }
         self.fail_mapping_ops(mapping, OpError::MappingClosed);
-        let r = self.admit(OpKind::Unmap { mapping, writebacks: BTreeSet::new(), req: None });
+        let r = self.admit(OpKind::Unmap {
+            mapping,
+            writebacks: BTreeSet::new(),
+            req: None,
+        });
         self.pump(now);
         r
     }
 
     /// Sets the length of the file at `path`; with `create`, creates it.
-    pub fn set_len(&mut self, now: Instant, path: &str, len: u64, create: bool) -> Result<OpId, OpError> {
-        let r = self.admit(OpKind::SetLen { path: path.to_owned(), len, create, req: None });
+    pub fn set_len(
+        &mut self,
+        now: Instant,
+        path: &str,
+        len: u64,
+        create: bool,
+    ) -> Result<OpId, OpError> {
+        let r = self.admit(OpKind::SetLen {
+            path: path.to_owned(),
+            len,
+            create,
+            req: None,
+        });
         self.pump(now);
         r
     }
 
     /// Runs an atomic operation at the server on the 64-bit little-endian
     /// word at `offset` of the mapping (8-byte aligned in the file).
-    pub fn atomic(&mut self, now: Instant, mapping: MappingId, offset: u64, op: AtomicOp) -> Result<OpId, OpError> {
+    pub fn atomic(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        op: AtomicOp,
+    ) -> Result<OpId, OpError> {
         let m = self.check_range(mapping, offset, 8)?;
         if !m.writable {
             return Err(OpError::ReadOnly);
@@ -603,14 +702,22 @@ impl Client {
         if abs % 8 != 0 {
             return Err(OpError::Misaligned(abs));
         }
-        let r = self.admit(OpKind::Atomic { mapping, offset: abs, op, req: None });
+        let r = self.admit(OpKind::Atomic {
+            mapping,
+            offset: abs,
+            op,
+            req: None,
+        });
         self.pump(now);
         r
     }
 
     /// Writes back everything dirty, says goodbye and ends the session.
     pub fn close(&mut self, now: Instant) -> Result<OpId, OpError> {
-        let r = self.admit(OpKind::Close { writebacks: BTreeSet::new(), bye_sent: false });
+        let r = self.admit(OpKind::Close {
+            writebacks: BTreeSet::new(),
+            bye_sent: false,
+        });
         self.pump(now);
         r
     }
@@ -618,11 +725,21 @@ impl Client {
     /// Serves a read from the cache without creating an operation:
     /// `Ok(true)` when `buf` was filled, `Ok(false)` when the data is not
     /// all cached (or the lease needs renewing): use [`Client::read`].
-    pub fn try_read(&mut self, now: Instant, mapping: MappingId, offset: u64, buf: &mut [u8]) -> Result<bool, OpError> {
+    pub fn try_read(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<bool, OpError> {
         let m = self.check_range(mapping, offset, buf.len() as u64)?;
-        let (Some(file), Some(_)) = (m.file, m.wire()) else { return Ok(false) };
+        let (Some(file), Some(_)) = (m.file, m.wire()) else {
+            return Ok(false);
+        };
         let start = m.offset + offset;
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else { return Ok(false) };
+        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+            return Ok(false);
+        };
         if !self.lease_valid(now) {
             return Ok(false);
         }
@@ -632,7 +749,9 @@ impl Client {
             let abs = start + pos as u64;
             let (p, inp) = (abs / ps, (abs % ps) as usize);
             let n = (ps as usize - inp).min(buf.len() - pos);
-            let Some(page) = f.pages.get(&p) else { return Ok(false) };
+            let Some(page) = f.pages.get(&p) else {
+                return Ok(false);
+            };
             if !page.readable() {
                 return Ok(false);
             }
@@ -646,14 +765,24 @@ impl Client {
 
     /// Serves a write from the cache: `Ok(true)` when every page it touches
     /// is held exclusively (and the lease is valid) and the write is done.
-    pub fn try_write(&mut self, now: Instant, mapping: MappingId, offset: u64, data: &[u8]) -> Result<bool, OpError> {
+    pub fn try_write(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<bool, OpError> {
         let m = self.check_range(mapping, offset, data.len() as u64)?;
         if !m.writable {
             return Err(OpError::ReadOnly);
         }
-        let (Some(file), Some(_)) = (m.file, m.wire()) else { return Ok(false) };
+        let (Some(file), Some(_)) = (m.file, m.wire()) else {
+            return Ok(false);
+        };
         let start = m.offset + offset;
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else { return Ok(false) };
+        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+            return Ok(false);
+        };
         if !self.lease_valid(now) {
             return Ok(false);
         }
@@ -670,7 +799,13 @@ impl Client {
     }
 
     /// Copies `data` into exclusively held pages (checked by the caller).
-    pub(crate) fn apply_write(&mut self, mapping: MappingId, file: FileId, start: u64, data: &[u8]) {
+    pub(crate) fn apply_write(
+        &mut self,
+        mapping: MappingId,
+        file: FileId,
+        start: u64,
+        data: &[u8],
+    ) {
         let ps = self.params.as_ref().expect("connected").page_size;
         let f = self.files.get_mut(&file).expect("mapped file");
         let mut pos = 0usize;
@@ -746,7 +881,13 @@ impl Client {
         self.next_file += 1;
         let id = FileId(self.next_file);
         let _ = path;
-        self.files.insert(id, FileState { handle: None, pages: BTreeMap::new() });
+        self.files.insert(
+            id,
+            FileState {
+                handle: None,
+                pages: BTreeMap::new(),
+            },
+        );
         id
     }
 }

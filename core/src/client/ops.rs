@@ -11,13 +11,14 @@ use bytes::{Bytes, BytesMut};
 
 use crate::Instant;
 use crate::protocol::{
-    Fetch, Map, Message, PagePatch, PageNo, ReqId, Release, SetLen, Sync, Unmap, WireMappingId, WriteBack,
-    fetch_flags, map_flags,
+    Fetch, Map, Message, PageNo, PagePatch, Release, ReqId, SetLen, Sync, Unmap, WireMappingId,
+    WriteBack, fetch_flags, map_flags,
 };
 
 use super::cache::{FileId, PageState};
 use super::{
-    Client, Completion, Conn, LogEntry, MappingId, MappingStatus, OpError, OpId, OpKind, ReqKind, Request,
+    Client, Completion, Conn, LogEntry, MappingId, MappingStatus, OpError, OpId, OpKind, ReqKind,
+    Request,
 };
 
 /// What a step of an operation came to.
@@ -35,31 +36,70 @@ enum Need {
 
 impl Client {
     pub(crate) fn step(&mut self, now: Instant, id: OpId) {
-        let Some(op) = self.ops.remove(&id) else { return };
+        let Some(op) = self.ops.remove(&id) else {
+            return;
+        };
         let r = if self.gave_up(now) && !matches!(op.kind, OpKind::Close { .. }) {
             let since = self.disconnected_since.expect("gave up while disconnected");
             Step::Done(Err(OpError::Disconnected(now - since)))
         } else {
             match op.kind {
                 OpKind::Map { mapping } => self.step_map(id, mapping),
-                OpKind::Read { mapping, start, len, pos, buf, sequential } => {
-                    self.step_read(now, id, mapping, start, len, pos, buf, sequential)
-                }
-                OpKind::Write { mapping, start, data, pos } => self.step_write(now, id, mapping, start, data, pos),
-                OpKind::Sync { mapping, snapshot, upto, writebacks, sync_req, done, failed } => {
-                    self.step_sync(id, mapping, snapshot, upto, writebacks, sync_req, done, failed)
-                }
-                OpKind::Unmap { mapping, writebacks, req } => self.step_unmap(id, mapping, writebacks, req),
-                OpKind::SetLen { path, len, create, req } => self.step_set_len(id, path, len, create, req),
-                OpKind::Atomic { mapping, offset, op, req } => self.step_atomic(id, mapping, offset, op, req),
-                OpKind::Close { writebacks, bye_sent } => self.step_close(id, writebacks, bye_sent),
+                OpKind::Read {
+                    mapping,
+                    start,
+                    len,
+                    pos,
+                    buf,
+                    sequential,
+                } => self.step_read(now, id, mapping, start, len, pos, buf, sequential),
+                OpKind::Write {
+                    mapping,
+                    start,
+                    data,
+                    pos,
+                } => self.step_write(now, id, mapping, start, data, pos),
+                OpKind::Sync {
+                    mapping,
+                    snapshot,
+                    upto,
+                    writebacks,
+                    sync_req,
+                    done,
+                    failed,
+                } => self.step_sync(
+                    id, mapping, snapshot, upto, writebacks, sync_req, done, failed,
+                ),
+                OpKind::Unmap {
+                    mapping,
+                    writebacks,
+                    req,
+                } => self.step_unmap(id, mapping, writebacks, req),
+                OpKind::SetLen {
+                    path,
+                    len,
+                    create,
+                    req,
+                } => self.step_set_len(id, path, len, create, req),
+                OpKind::Atomic {
+                    mapping,
+                    offset,
+                    op,
+                    req,
+                } => self.step_atomic(id, mapping, offset, op, req),
+                OpKind::Close {
+                    writebacks,
+                    bye_sent,
+                } => self.step_close(id, writebacks, bye_sent),
             }
         };
         match r {
             Step::Pending(kind) => {
                 self.ops.insert(id, super::Op { kind });
             }
-            Step::Done(result) => self.events.push_back(super::Event::Completed { op: id, result }),
+            Step::Done(result) => self
+                .events
+                .push_back(super::Event::Completed { op: id, result }),
         }
     }
 
@@ -72,15 +112,23 @@ impl Client {
     /// Whether a new request may be sent now: a session exists and the
     /// oldest unanswered request is within the window.
     pub(crate) fn request_room(&self) -> bool {
-        let (Some(p), Some(_)) = (&self.params, &self.session) else { return false };
+        let (Some(p), Some(_)) = (&self.params, &self.session) else {
+            return false;
+        };
         if matches!(self.conn, Conn::Failed) {
             return false;
         }
-        self.requests.first_key_value().is_none_or(|(oldest, _)| self.next_req - oldest.0 < p.window)
+        self.requests
+            .first_key_value()
+            .is_none_or(|(oldest, _)| self.next_req - oldest.0 < p.window)
     }
 
     /// Numbers, logs and (when connected) sends a request.
-    pub(crate) fn send_request(&mut self, build: impl FnOnce(ReqId) -> Message, kind: ReqKind) -> ReqId {
+    pub(crate) fn send_request(
+        &mut self,
+        build: impl FnOnce(ReqId) -> Message,
+        kind: ReqKind,
+    ) -> ReqId {
         let req = ReqId(self.next_req);
         self.next_req += 1;
         let msg = build(req);
@@ -103,10 +151,19 @@ impl Client {
 
     /// The mapping's wire id and file, or why the op cannot use it now
     /// (`Ok(None)`: wait; the op is registered as a waiter).
-    fn ready_mapping(&mut self, id: OpId, mapping: MappingId) -> Result<Option<(WireMappingId, FileId)>, OpError> {
-        let m = self.mappings.get_mut(&mapping).ok_or(OpError::UnknownMapping)?;
+    fn ready_mapping(
+        &mut self,
+        id: OpId,
+        mapping: MappingId,
+    ) -> Result<Option<(WireMappingId, FileId)>, OpError> {
+        let m = self
+            .mappings
+            .get_mut(&mapping)
+            .ok_or(OpError::UnknownMapping)?;
         match &m.status {
-            MappingStatus::Ready { wire } => Ok(Some((*wire, m.file.expect("ready mappings have a file")))),
+            MappingStatus::Ready { wire } => {
+                Ok(Some((*wire, m.file.expect("ready mappings have a file"))))
+            }
             MappingStatus::Lost(l) => Err(OpError::SessionLost(l.clone())),
             MappingStatus::Closing => Err(OpError::MappingClosed),
             MappingStatus::Opening { .. } | MappingStatus::Reopening { .. } => {
@@ -127,6 +184,7 @@ impl Client {
 
     /// Asks for the pages from `from` up to `limit` (exclusive) that need
     /// `need`, in one fetch. `write` is the byte range a write will overwrite.
+    #[allow(clippy::too_many_arguments)]
     fn request_pages(
         &mut self,
         id: Option<OpId>,
@@ -139,7 +197,11 @@ impl Client {
     ) {
         let ps = self.params.as_ref().expect("mapped").page_size;
         let max = self.params.as_ref().expect("mapped").max_pages as u64;
-        if self.files[&file].pages.get(&from).is_some_and(|p| p.fetch.is_some()) {
+        if self.files[&file]
+            .pages
+            .get(&from)
+            .is_some_and(|p| p.fetch.is_some())
+        {
             return;
         }
         if !self.request_room() {
@@ -164,17 +226,25 @@ impl Client {
             if pg.is_some_and(|p| p.state == PageState::Exclusive) && full {
                 return None;
             }
-            Some(Need::Exclusive { want_data: !readable && !full, overwrite: !readable && full })
+            Some(Need::Exclusive {
+                want_data: !readable && !full,
+                overwrite: !readable && full,
+            })
         };
         let f = &self.files[&file];
-        let Some(first_need) = need_of(f, from) else { return };
+        let Some(first_need) = need_of(f, from) else {
+            return;
+        };
         let mut count = 1u64;
         while from + count < limit && count < max && need_of(f, from + count) == Some(first_need) {
             count += 1;
         }
         let flags = match first_need {
             Need::Shared => fetch_flags::WANT_DATA,
-            Need::Exclusive { want_data, overwrite } => {
+            Need::Exclusive {
+                want_data,
+                overwrite,
+            } => {
                 fetch_flags::EXCLUSIVE
                     | if want_data { fetch_flags::WANT_DATA } else { 0 }
                     | if overwrite { fetch_flags::OVERWRITE } else { 0 }
@@ -182,8 +252,20 @@ impl Client {
         };
         let count32 = count as u32;
         let req = self.send_request(
-            |req| Message::Fetch(Fetch { req, mapping: wire, first_page: from, count: count32, flags }),
-            ReqKind::Fetch { file, first: from, count: count32 },
+            |req| {
+                Message::Fetch(Fetch {
+                    req,
+                    mapping: wire,
+                    first_page: from,
+                    count: count32,
+                    flags,
+                })
+            },
+            ReqKind::Fetch {
+                file,
+                first: from,
+                count: count32,
+            },
         );
         let f = self.files.get_mut(&file).expect("mapped");
         for q in from..from + count {
@@ -201,7 +283,10 @@ impl Client {
         let mut p = m.readahead_to.max(from);
         while p < limit && self.request_room() {
             let f = &self.files[&file];
-            let busy = f.pages.get(&p).is_some_and(|pg| pg.fetch.is_some() || pg.readable());
+            let busy = f
+                .pages
+                .get(&p)
+                .is_some_and(|pg| pg.fetch.is_some() || pg.readable());
             if busy {
                 p += 1;
                 continue;
@@ -222,11 +307,18 @@ impl Client {
             return Step::Done(Err(OpError::UnknownMapping));
         };
         match &m.status {
-            MappingStatus::Ready { .. } => Step::Done(Ok(Completion::Mapped { mapping, file_len: m.file_len })),
+            MappingStatus::Ready { .. } => Step::Done(Ok(Completion::Mapped {
+                mapping,
+                file_len: m.file_len,
+            })),
             MappingStatus::Lost(l) => Step::Done(Err(OpError::SessionLost(l.clone()))),
             MappingStatus::Closing => Step::Done(Err(OpError::MappingClosed)),
             MappingStatus::Opening { req: Some(_) } | MappingStatus::Reopening { req: Some(_) } => {
-                self.mappings.get_mut(&mapping).expect("present").waiters.insert(id);
+                self.mappings
+                    .get_mut(&mapping)
+                    .expect("present")
+                    .waiters
+                    .insert(id);
                 Step::Pending(OpKind::Map { mapping })
             }
             MappingStatus::Opening { req: None } | MappingStatus::Reopening { req: None } => {
@@ -239,7 +331,11 @@ impl Client {
                     return Step::Pending(OpKind::Map { mapping });
                 }
                 self.send_map(mapping, Some(id));
-                self.mappings.get_mut(&mapping).expect("present").waiters.insert(id);
+                self.mappings
+                    .get_mut(&mapping)
+                    .expect("present")
+                    .waiters
+                    .insert(id);
                 Step::Pending(OpKind::Map { mapping })
             }
         }
@@ -254,7 +350,15 @@ impl Client {
         }
         let (offset, len, path) = (m.offset, m.len, Bytes::from(m.path.clone().into_bytes()));
         let req = self.send_request(
-            |req| Message::Map(Map { req, flags, offset, len, path }),
+            |req| {
+                Message::Map(Map {
+                    req,
+                    flags,
+                    offset,
+                    len,
+                    path,
+                })
+            },
             ReqKind::Map { mapping, op },
         );
         let m = self.mappings.get_mut(&mapping).expect("present");
@@ -293,7 +397,14 @@ impl Client {
         mut buf: Option<BytesMut>,
         sequential: bool,
     ) -> Step {
-        let pending = |pos, buf| OpKind::Read { mapping, start, len, pos, buf, sequential };
+        let pending = |pos, buf| OpKind::Read {
+            mapping,
+            start,
+            len,
+            pos,
+            buf,
+            sequential,
+        };
         let (wire, file) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
             Ok(None) => return Step::Pending(pending(pos, buf)),
@@ -336,13 +447,30 @@ impl Client {
                 }
             }
         }
-        Step::Done(Ok(Completion::Read(buf.map(|b| b.freeze()).unwrap_or_default())))
+        Step::Done(Ok(Completion::Read(
+            buf.map(|b| b.freeze()).unwrap_or_default(),
+        )))
     }
 
-    fn step_write(&mut self, now: Instant, id: OpId, mapping: MappingId, start: u64, data: Bytes, mut pos: u64) -> Step {
+    fn step_write(
+        &mut self,
+        now: Instant,
+        id: OpId,
+        mapping: MappingId,
+        start: u64,
+        data: Bytes,
+        mut pos: u64,
+    ) -> Step {
         let (wire, file) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
-            Ok(None) => return Step::Pending(OpKind::Write { mapping, start, data, pos }),
+            Ok(None) => {
+                return Step::Pending(OpKind::Write {
+                    mapping,
+                    start,
+                    data,
+                    pos,
+                });
+            }
             Ok(Some(x)) => x,
         };
         let ps = self.params.as_ref().expect("mapped").page_size;
@@ -351,7 +479,12 @@ impl Client {
         while pos < len {
             if !self.lease_valid(now) {
                 self.wait_lease(now, id);
-                return Step::Pending(OpKind::Write { mapping, start, data, pos });
+                return Step::Pending(OpKind::Write {
+                    mapping,
+                    start,
+                    data,
+                    pos,
+                });
             }
             let abs = start + pos;
             let (p, inp) = (abs / ps, abs % ps);
@@ -365,8 +498,21 @@ impl Client {
                 continue;
             }
             pg.waiters.insert(id);
-            self.request_pages(Some(id), wire, file, p, end_page, true, Some((abs, start + len)));
-            return Step::Pending(OpKind::Write { mapping, start, data, pos });
+            self.request_pages(
+                Some(id),
+                wire,
+                file,
+                p,
+                end_page,
+                true,
+                Some((abs, start + len)),
+            );
+            return Step::Pending(OpKind::Write {
+                mapping,
+                start,
+                data,
+                pos,
+            });
         }
         Step::Done(Ok(Completion::Written))
     }
@@ -381,10 +527,13 @@ impl Client {
         writebacks: &mut BTreeSet<ReqId>,
     ) -> bool {
         let ps = self.params.as_ref().expect("mapped").page_size;
-        let budget = (self.params.as_ref().expect("mapped").max_frame as usize / 2).max(ps as usize + 64);
+        let budget =
+            (self.params.as_ref().expect("mapped").max_frame as usize / 2).max(ps as usize + 64);
         // Batches per mapping: patches must lie inside the mapping they name.
-        let mut batches: std::collections::BTreeMap<MappingId, (WireMappingId, Vec<PagePatch>, usize)> =
-            Default::default();
+        let mut batches: std::collections::BTreeMap<
+            MappingId,
+            (WireMappingId, Vec<PagePatch>, usize),
+        > = Default::default();
         let mut complete = true;
         let mut i = 0;
         while i < pages.len() {
@@ -398,7 +547,13 @@ impl Client {
                 continue;
             };
             let pieces = self.split_dirty(file, p, lo, hi);
-            let pg = self.files.get_mut(&file).expect("mapped").pages.get_mut(&p).expect("present");
+            let pg = self
+                .files
+                .get_mut(&file)
+                .expect("mapped")
+                .pages
+                .get_mut(&p)
+                .expect("present");
             let data = pg.data.as_slice().expect("dirty pages have data");
             for (m, wire, off, len) in &pieces {
                 let patch = PagePatch {
@@ -413,8 +568,11 @@ impl Client {
             pg.dirty = None;
             i += 1;
             // Emit full batches.
-            let full: Vec<MappingId> =
-                batches.iter().filter(|(_, b)| b.2 >= budget || b.1.len() >= 4096).map(|(m, _)| *m).collect();
+            let full: Vec<MappingId> = batches
+                .iter()
+                .filter(|(_, b)| b.2 >= budget || b.1.len() >= 4096)
+                .map(|(m, _)| *m)
+                .collect();
             for m in full {
                 if !self.request_room() {
                     complete = false;
@@ -461,14 +619,31 @@ impl Client {
             f.page(*p).writebacks += 1;
         }
         self.send_request(
-            |req| Message::WriteBack(WriteBack { req, mapping: wire, patches }),
-            ReqKind::WriteBack { file, pages, op, mapping },
+            |req| {
+                Message::WriteBack(WriteBack {
+                    req,
+                    mapping: wire,
+                    patches,
+                })
+            },
+            ReqKind::WriteBack {
+                file,
+                pages,
+                op,
+                mapping,
+            },
         )
     }
 
     /// Splits the dirty bytes `[lo, hi)` of a page into pieces that each lie
     /// inside one ready read-write mapping: `(mapping, wire, offset, len)`.
-    pub(crate) fn split_dirty(&self, file: FileId, page: PageNo, lo: u32, hi: u32) -> Vec<(MappingId, WireMappingId, u32, u32)> {
+    pub(crate) fn split_dirty(
+        &self,
+        file: FileId,
+        page: PageNo,
+        lo: u32,
+        hi: u32,
+    ) -> Vec<(MappingId, WireMappingId, u32, u32)> {
         let ps = self.params.as_ref().expect("mapped").page_size;
         let base = page * ps;
         let (mut x, end) = (base + lo as u64, base + hi as u64);
@@ -478,7 +653,9 @@ impl Client {
                 .mappings
                 .iter()
                 .filter_map(|(id, m)| match m.status {
-                    MappingStatus::Ready { wire } if m.file == Some(file) && m.writable && m.offset <= x && x < m.end() => {
+                    MappingStatus::Ready { wire }
+                        if m.file == Some(file) && m.writable && m.offset <= x && x < m.end() =>
+                    {
                         Some((*id, wire, m.end()))
                     }
                     _ => None,
@@ -496,7 +673,9 @@ impl Client {
                     let next = self
                         .mappings
                         .values()
-                        .filter(|m| m.file == Some(file) && m.writable && m.offset > x && m.offset < end)
+                        .filter(|m| {
+                            m.file == Some(file) && m.writable && m.offset > x && m.offset < end
+                        })
                         .map(|m| m.offset)
                         .min();
                     match next {
@@ -510,7 +689,12 @@ impl Client {
     }
 
     fn dirty_pages_in(&self, file: FileId, from: PageNo, to: PageNo) -> Vec<PageNo> {
-        self.files[&file].pages.range(from..to).filter(|(_, p)| p.dirty.is_some()).map(|(q, _)| *q).collect()
+        self.files[&file]
+            .pages
+            .range(from..to)
+            .filter(|(_, p)| p.dirty.is_some())
+            .map(|(q, _)| *q)
+            .collect()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -537,13 +721,23 @@ impl Client {
         let (wire, file) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
             Ok(None) => {
-                return Step::Pending(OpKind::Sync { mapping, snapshot, upto, writebacks, sync_req, done, failed: None });
+                return Step::Pending(OpKind::Sync {
+                    mapping,
+                    snapshot,
+                    upto,
+                    writebacks,
+                    sync_req,
+                    done,
+                    failed: None,
+                });
             }
             Ok(Some(x)) => x,
         };
         let ps = self.params.as_ref().expect("mapped").page_size;
         let (a, b) = self.mappings[&mapping].pages(ps);
-        let pages = snapshot.get_or_insert_with(|| self.dirty_pages_in(file, a, b)).clone();
+        let pages = snapshot
+            .get_or_insert_with(|| self.dirty_pages_in(file, a, b))
+            .clone();
         let flushed = self.flush_pages(Some(id), file, &pages, &mut writebacks);
         if flushed && writebacks.is_empty() && sync_req.is_none() {
             if self.request_room() {
@@ -555,10 +749,24 @@ impl Client {
                 self.window_waiters.insert(id);
             }
         }
-        Step::Pending(OpKind::Sync { mapping, snapshot, upto, writebacks, sync_req, done, failed: None })
+        Step::Pending(OpKind::Sync {
+            mapping,
+            snapshot,
+            upto,
+            writebacks,
+            sync_req,
+            done,
+            failed: None,
+        })
     }
 
-    fn step_unmap(&mut self, id: OpId, mapping: MappingId, mut writebacks: BTreeSet<ReqId>, req: Option<ReqId>) -> Step {
+    fn step_unmap(
+        &mut self,
+        id: OpId,
+        mapping: MappingId,
+        mut writebacks: BTreeSet<ReqId>,
+        req: Option<ReqId>,
+    ) -> Step {
         let Some(m) = self.mappings.get(&mapping) else {
             return Step::Done(Ok(Completion::Unmapped));
         };
@@ -568,39 +776,69 @@ impl Client {
                 Step::Done(Ok(Completion::Unmapped))
             }
             MappingStatus::Opening { .. } | MappingStatus::Reopening { .. } => {
-                self.mappings.get_mut(&mapping).expect("present").waiters.insert(id);
-                Step::Pending(OpKind::Unmap { mapping, writebacks, req })
+                self.mappings
+                    .get_mut(&mapping)
+                    .expect("present")
+                    .waiters
+                    .insert(id);
+                Step::Pending(OpKind::Unmap {
+                    mapping,
+                    writebacks,
+                    req,
+                })
             }
-            MappingStatus::Closing => Step::Pending(OpKind::Unmap { mapping, writebacks, req }),
+            MappingStatus::Closing => Step::Pending(OpKind::Unmap {
+                mapping,
+                writebacks,
+                req,
+            }),
             MappingStatus::Ready { wire } => {
                 let file = m.file.expect("ready");
                 let ps = self.params.as_ref().expect("mapped").page_size;
                 let (a, b) = m.pages(ps);
                 let pages = self.dirty_pages_in(file, a, b);
-                if !self.flush_pages(Some(id), file, &pages, &mut writebacks) || !writebacks.is_empty() {
-                    return Step::Pending(OpKind::Unmap { mapping, writebacks, req });
+                if !self.flush_pages(Some(id), file, &pages, &mut writebacks)
+                    || !writebacks.is_empty()
+                {
+                    return Step::Pending(OpKind::Unmap {
+                        mapping,
+                        writebacks,
+                        req,
+                    });
                 }
                 if !self.request_room() {
                     self.window_waiters.insert(id);
-                    return Step::Pending(OpKind::Unmap { mapping, writebacks, req });
+                    return Step::Pending(OpKind::Unmap {
+                        mapping,
+                        writebacks,
+                        req,
+                    });
                 }
                 let r = self.send_request(
                     |req| Message::Unmap(Unmap { req, mapping: wire }),
                     ReqKind::Unmap { mapping, op: id },
                 );
                 self.mappings.get_mut(&mapping).expect("present").status = MappingStatus::Closing;
-                Step::Pending(OpKind::Unmap { mapping, writebacks, req: Some(r) })
+                Step::Pending(OpKind::Unmap {
+                    mapping,
+                    writebacks,
+                    req: Some(r),
+                })
             }
         }
     }
 
     /// Forgets a mapping and the cached pages no other mapping covers.
     pub(crate) fn finalize_unmap(&mut self, mapping: MappingId) {
-        let Some(m) = self.mappings.remove(&mapping) else { return };
+        let Some(m) = self.mappings.remove(&mapping) else {
+            return;
+        };
         let waiters: Vec<OpId> = m.waiters.iter().copied().collect();
         self.woken.extend(waiters);
         let Some(file) = m.file else { return };
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else { return };
+        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+            return;
+        };
         let (a, b) = m.pages(ps);
         let others: Vec<(u64, u64)> = self
             .mappings
@@ -632,7 +870,14 @@ impl Client {
         }
     }
 
-    fn step_set_len(&mut self, id: OpId, path: String, len: u64, create: bool, req: Option<ReqId>) -> Step {
+    fn step_set_len(
+        &mut self,
+        id: OpId,
+        path: String,
+        len: u64,
+        create: bool,
+        req: Option<ReqId>,
+    ) -> Step {
         if req.is_none() {
             if !self.request_room() {
                 if self.params.is_none() {
@@ -640,16 +885,38 @@ impl Client {
                 } else {
                     self.window_waiters.insert(id);
                 }
-                return Step::Pending(OpKind::SetLen { path, len, create, req });
+                return Step::Pending(OpKind::SetLen {
+                    path,
+                    len,
+                    create,
+                    req,
+                });
             }
             let p = Bytes::from(path.clone().into_bytes());
             let r = self.send_request(
-                |req| Message::SetLen(SetLen { req, create, len, path: p }),
+                |req| {
+                    Message::SetLen(SetLen {
+                        req,
+                        create,
+                        len,
+                        path: p,
+                    })
+                },
                 ReqKind::SetLen { op: id },
             );
-            return Step::Pending(OpKind::SetLen { path, len, create, req: Some(r) });
+            return Step::Pending(OpKind::SetLen {
+                path,
+                len,
+                create,
+                req: Some(r),
+            });
         }
-        Step::Pending(OpKind::SetLen { path, len, create, req })
+        Step::Pending(OpKind::SetLen {
+            path,
+            len,
+            create,
+            req,
+        })
     }
 
     fn step_atomic(
@@ -661,22 +928,51 @@ impl Client {
         req: Option<ReqId>,
     ) -> Step {
         if req.is_some() {
-            return Step::Pending(OpKind::Atomic { mapping, offset, op, req });
+            return Step::Pending(OpKind::Atomic {
+                mapping,
+                offset,
+                op,
+                req,
+            });
         }
         let (wire, _) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
-            Ok(None) => return Step::Pending(OpKind::Atomic { mapping, offset, op, req }),
+            Ok(None) => {
+                return Step::Pending(OpKind::Atomic {
+                    mapping,
+                    offset,
+                    op,
+                    req,
+                });
+            }
             Ok(Some(x)) => x,
         };
         if !self.request_room() {
             self.window_waiters.insert(id);
-            return Step::Pending(OpKind::Atomic { mapping, offset, op, req });
+            return Step::Pending(OpKind::Atomic {
+                mapping,
+                offset,
+                op,
+                req,
+            });
         }
         let r = self.send_request(
-            |req| Message::Atomic(crate::protocol::Atomic { req, mapping: wire, offset, op }),
+            |req| {
+                Message::Atomic(crate::protocol::Atomic {
+                    req,
+                    mapping: wire,
+                    offset,
+                    op,
+                })
+            },
             ReqKind::Atomic { op: id },
         );
-        Step::Pending(OpKind::Atomic { mapping, offset, op, req: Some(r) })
+        Step::Pending(OpKind::Atomic {
+            mapping,
+            offset,
+            op,
+            req: Some(r),
+        })
     }
 
     fn step_close(&mut self, id: OpId, mut writebacks: BTreeSet<ReqId>, bye_sent: bool) -> Step {
@@ -692,7 +988,10 @@ impl Client {
                 return Step::Done(Ok(Completion::Closed));
             }
             self.session_waiters.insert(id);
-            return Step::Pending(OpKind::Close { writebacks, bye_sent });
+            return Step::Pending(OpKind::Close {
+                writebacks,
+                bye_sent,
+            });
         }
         let files: Vec<FileId> = self.files.keys().copied().collect();
         let mut all = true;
@@ -701,7 +1000,10 @@ impl Client {
             all &= self.flush_pages(Some(id), f, &pages, &mut writebacks);
         }
         if !all || !writebacks.is_empty() {
-            return Step::Pending(OpKind::Close { writebacks, bye_sent });
+            return Step::Pending(OpKind::Close {
+                writebacks,
+                bye_sent,
+            });
         }
         self.out.push_message(&Message::Bye);
         self.conn = Conn::Failed;
@@ -748,14 +1050,20 @@ impl Client {
             }
         }
         for (fid, pages) in released {
-            let Some(h) = self.files[&fid].handle else { continue };
+            let Some(h) = self.files[&fid].handle else {
+                continue;
+            };
             let mut i = 0;
             while i < pages.len() {
                 let mut j = i + 1;
                 while j < pages.len() && pages[j] == pages[j - 1] + 1 {
                     j += 1;
                 }
-                let msg = Message::Release(Release { file: h, first_page: pages[i], count: (j - i) as u32 });
+                let msg = Message::Release(Release {
+                    file: h,
+                    first_page: pages[i],
+                    count: (j - i) as u32,
+                });
                 self.transmit(&msg);
                 i = j;
             }
@@ -775,4 +1083,3 @@ impl Client {
         }
     }
 }
-

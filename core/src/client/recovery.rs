@@ -17,7 +17,12 @@ impl Client {
     /// revalidated by version (unless the server restarted, when versions
     /// mean nothing). Every other mapping is mapped again and its operations
     /// continue.
-    pub(crate) fn on_session_lost(&mut self, _now: Instant, reason: SessionLossReason, drop_cache: bool) {
+    pub(crate) fn on_session_lost(
+        &mut self,
+        _now: Instant,
+        reason: SessionLossReason,
+        drop_cache: bool,
+    ) {
         let ps = self.params.as_ref().map_or(4096, |p| p.page_size);
         let mut lost: BTreeMap<MappingId, LostWrites> = BTreeMap::new();
         let cause = LossCause::Session(reason);
@@ -40,7 +45,11 @@ impl Client {
                 }
                 for (mid, m) in &self.mappings {
                     let (a, b) = m.pages(ps);
-                    if m.file == Some(*fid) && m.writable && (a..b).contains(q) && !matches!(m.status, MappingStatus::Lost(_)) {
+                    if m.file == Some(*fid)
+                        && m.writable
+                        && (a..b).contains(q)
+                        && !matches!(m.status, MappingStatus::Lost(_))
+                    {
                         entry(&mut lost, *mid, &m.path);
                         lost.get_mut(mid).expect("just added").dirty_pages += 1;
                     }
@@ -70,7 +79,9 @@ impl Client {
                 ReqKind::Map { mapping, .. } => {
                     if let Some(m) = self.mappings.get_mut(&mapping) {
                         m.status = match m.status {
-                            MappingStatus::Reopening { .. } => MappingStatus::Reopening { req: None },
+                            MappingStatus::Reopening { .. } => {
+                                MappingStatus::Reopening { req: None }
+                            }
                             _ => MappingStatus::Opening { req: None },
                         };
                     }
@@ -90,12 +101,19 @@ impl Client {
         // Operations forget the requests they waited for and start over.
         for o in self.ops.values_mut() {
             match &mut o.kind {
-                OpKind::Sync { snapshot, writebacks, sync_req, .. } => {
+                OpKind::Sync {
+                    snapshot,
+                    writebacks,
+                    sync_req,
+                    ..
+                } => {
                     *snapshot = None;
                     writebacks.clear();
                     *sync_req = None;
                 }
-                OpKind::Unmap { writebacks, req, .. } => {
+                OpKind::Unmap {
+                    writebacks, req, ..
+                } => {
                     writebacks.clear();
                     *req = None;
                 }
@@ -112,14 +130,12 @@ impl Client {
             let mut gone = Vec::new();
             for (q, pg) in f.pages.iter_mut() {
                 pg.fetch = None;
-                if keep && pg.data.is_some() && pg.state != PageState::Invalid {
+                // Valid copies, and copies already waiting for revalidation
+                // since an earlier loss, are kept when versions still count.
+                if keep && pg.data.is_some() && (pg.state != PageState::Invalid || pg.stale) {
                     pg.state = PageState::Invalid;
                     pg.stale = true;
-                } else if pg.data.is_some() && !pg.stale {
-                    gone.push(*q);
-                } else if !pg.data.is_some() {
-                    gone.push(*q);
-                } else if !keep {
+                } else {
                     gone.push(*q);
                 }
             }
@@ -145,18 +161,25 @@ impl Client {
             match m.status {
                 MappingStatus::Ready { .. } => m.status = MappingStatus::Reopening { req: None },
                 MappingStatus::Opening { .. } => m.status = MappingStatus::Opening { req: None },
-                MappingStatus::Reopening { .. } => m.status = MappingStatus::Reopening { req: None },
+                MappingStatus::Reopening { .. } => {
+                    m.status = MappingStatus::Reopening { req: None }
+                }
                 MappingStatus::Closing | MappingStatus::Lost(_) => {}
             }
         }
         self.lease_until = None;
-        self.events.push_back(Event::SessionLost { reason, lost: lost.into_iter().collect() });
+        self.events.push_back(Event::SessionLost {
+            reason,
+            lost: lost.into_iter().collect(),
+        });
         self.wake_all();
     }
 
     /// Asks the new session to vouch for the stale copies in a mapping.
     pub(crate) fn revalidate(&mut self, mapping: MappingId, file: FileId) {
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else { return };
+        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+            return;
+        };
         let m = &self.mappings[&mapping];
         let Some(wire) = m.wire() else { return };
         let (a, b) = m.pages(ps);
@@ -166,7 +189,9 @@ impl Client {
             .filter(|(_, p)| p.stale && p.fetch.is_none())
             .map(|(q, p)| (*q, p.version))
             .collect();
-        let per_request = ((self.params.as_ref().expect("set").max_frame as usize).saturating_sub(64) / 16).max(1);
+        let per_request =
+            ((self.params.as_ref().expect("set").max_frame as usize).saturating_sub(64) / 16)
+                .max(1);
         for chunk in stale.chunks(per_request) {
             if !self.request_room() {
                 // No room: drop what cannot be checked now; it is fetched
@@ -180,10 +205,25 @@ impl Client {
                 }
                 continue;
             }
-            let pages: Vec<PageVersion> = chunk.iter().map(|(p, v)| PageVersion { page: *p, version: *v }).collect();
+            let pages: Vec<PageVersion> = chunk
+                .iter()
+                .map(|(p, v)| PageVersion {
+                    page: *p,
+                    version: *v,
+                })
+                .collect();
             let req = self.send_request(
-                |req| Message::Revalidate(Revalidate { req, mapping: wire, pages }),
-                ReqKind::Revalidate { file, pages: chunk.to_vec() },
+                |req| {
+                    Message::Revalidate(Revalidate {
+                        req,
+                        mapping: wire,
+                        pages,
+                    })
+                },
+                ReqKind::Revalidate {
+                    file,
+                    pages: chunk.to_vec(),
+                },
             );
             let f = self.files.get_mut(&file).expect("present");
             for (q, _) in chunk {

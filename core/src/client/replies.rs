@@ -2,8 +2,8 @@
 
 use crate::Instant;
 use crate::protocol::{
-    AtomicDone, ErrorCode, ErrorMsg, Invalidate, InvalidateAck, LenSet, Mapped, Message, PagePatch, Pages, Recall,
-    RecallAck, Revalidated, Unmapped, WriteAck,
+    AtomicDone, ErrorCode, ErrorMsg, Invalidate, InvalidateAck, LenSet, Mapped, Message, PagePatch,
+    Pages, Recall, RecallAck, Revalidated, Unmapped, WriteAck,
 };
 
 use super::cache::{PageData, PageState};
@@ -33,14 +33,23 @@ impl Client {
     }
 
     fn on_pages(&mut self, p: Pages) -> bool {
-        let Some(r) = self.requests.get(&p.req) else { return true };
-        let ReqKind::Fetch { file, first, count } = r.kind else { return false };
+        let Some(r) = self.requests.get(&p.req) else {
+            return true;
+        };
+        let ReqKind::Fetch { file, first, count } = r.kind else {
+            return false;
+        };
         let ps = self.params.as_ref().expect("connected").page_size;
-        let Some(f) = self.files.get(&file) else { return false };
+        let Some(f) = self.files.get(&file) else {
+            return false;
+        };
         if p.first_page != first || p.pages.len() != count as usize || f.handle != Some(p.file) {
             return false;
         }
-        if p.pages.iter().any(|g| g.data.as_ref().is_some_and(|d| d.len() as u64 != ps)) {
+        if p.pages
+            .iter()
+            .any(|g| g.data.as_ref().is_some_and(|d| d.len() as u64 != ps))
+        {
             return false;
         }
         self.take_request(p.req);
@@ -69,7 +78,11 @@ impl Client {
                 None => {}
             }
             pg.stale = false;
-            pg.state = if p.exclusive { PageState::Exclusive } else { PageState::Shared };
+            pg.state = if p.exclusive {
+                PageState::Exclusive
+            } else {
+                PageState::Shared
+            };
             if !pg.data.is_some() && !p.exclusive {
                 pg.state = PageState::Invalid;
             }
@@ -81,13 +94,24 @@ impl Client {
     }
 
     fn on_write_ack(&mut self, a: WriteAck) -> bool {
-        let Some(r) = self.requests.get(&a.req) else { return true };
-        let ReqKind::WriteBack { pages, .. } = &r.kind else { return false };
+        let Some(r) = self.requests.get(&a.req) else {
+            return true;
+        };
+        let ReqKind::WriteBack { pages, .. } = &r.kind else {
+            return false;
+        };
         if pages.len() != a.versions.len() {
             return false;
         }
-        let Some(r) = self.take_request(a.req) else { return true };
-        let ReqKind::WriteBack { file, pages, op, .. } = r.kind else { return false };
+        let Some(r) = self.take_request(a.req) else {
+            return true;
+        };
+        let ReqKind::WriteBack {
+            file, pages, op, ..
+        } = r.kind
+        else {
+            return false;
+        };
         if let Some(f) = self.files.get_mut(&file) {
             for (q, v) in pages.iter().zip(&a.versions) {
                 if let Some(pg) = f.pages.get_mut(q) {
@@ -106,10 +130,19 @@ impl Client {
     }
 
     /// A write-back of `op` finished (`err`: it failed).
-    fn writeback_done(&mut self, op: super::OpId, req: crate::protocol::ReqId, err: Option<OpError>) {
-        let Some(o) = self.ops.get_mut(&op) else { return };
+    fn writeback_done(
+        &mut self,
+        op: super::OpId,
+        req: crate::protocol::ReqId,
+        err: Option<OpError>,
+    ) {
+        let Some(o) = self.ops.get_mut(&op) else {
+            return;
+        };
         match &mut o.kind {
-            OpKind::Sync { writebacks, failed, .. } => {
+            OpKind::Sync {
+                writebacks, failed, ..
+            } => {
                 writebacks.remove(&req);
                 if err.is_some() && failed.is_none() {
                     *failed = err;
@@ -124,10 +157,16 @@ impl Client {
     }
 
     fn on_mapped(&mut self, m: Mapped) -> bool {
-        let Some(r) = self.requests.get(&m.req) else { return true };
-        let ReqKind::Map { mapping, op } = r.kind else { return false };
+        let Some(r) = self.requests.get(&m.req) else {
+            return true;
+        };
+        let ReqKind::Map { mapping, op } = r.kind else {
+            return false;
+        };
         self.take_request(m.req);
-        let Some(ms) = self.mappings.get(&mapping) else { return true };
+        let Some(ms) = self.mappings.get(&mapping) else {
+            return true;
+        };
         let reopening = matches!(ms.status, MappingStatus::Reopening { .. });
         let old = ms.file;
         let path = ms.path.clone();
@@ -176,8 +215,12 @@ impl Client {
     }
 
     fn on_unmapped(&mut self, u: Unmapped) -> bool {
-        let Some(r) = self.requests.get(&u.req) else { return true };
-        let ReqKind::Unmap { mapping, op } = r.kind else { return false };
+        let Some(r) = self.requests.get(&u.req) else {
+            return true;
+        };
+        let ReqKind::Unmap { mapping, op } = r.kind else {
+            return false;
+        };
         self.take_request(u.req);
         self.finalize_unmap(mapping);
         self.complete(op, Ok(Completion::Unmapped));
@@ -185,8 +228,12 @@ impl Client {
     }
 
     fn on_synced(&mut self, req: crate::protocol::ReqId) -> bool {
-        let Some(r) = self.requests.get(&req) else { return true };
-        let ReqKind::Sync { op } = r.kind else { return false };
+        let Some(r) = self.requests.get(&req) else {
+            return true;
+        };
+        let ReqKind::Sync { op } = r.kind else {
+            return false;
+        };
         self.take_request(req);
         if let Some(o) = self.ops.get_mut(&op)
             && let OpKind::Sync { done, .. } = &mut o.kind
@@ -198,16 +245,28 @@ impl Client {
     }
 
     fn on_revalidated(&mut self, r: Revalidated) -> bool {
-        let Some(rq) = self.requests.get(&r.req) else { return true };
-        let ReqKind::Revalidate { pages, .. } = &rq.kind else { return false };
+        let Some(rq) = self.requests.get(&r.req) else {
+            return true;
+        };
+        let ReqKind::Revalidate { pages, .. } = &rq.kind else {
+            return false;
+        };
         if r.count as usize != pages.len() {
             return false;
         }
-        let Some(rq) = self.take_request(r.req) else { return true };
-        let ReqKind::Revalidate { file, pages } = rq.kind else { return false };
-        let Some(f) = self.files.get_mut(&file) else { return true };
+        let Some(rq) = self.take_request(r.req) else {
+            return true;
+        };
+        let ReqKind::Revalidate { file, pages } = rq.kind else {
+            return false;
+        };
+        let Some(f) = self.files.get_mut(&file) else {
+            return true;
+        };
         for (i, (q, v)) in pages.iter().enumerate() {
-            let Some(pg) = f.pages.get_mut(q) else { continue };
+            let Some(pg) = f.pages.get_mut(q) else {
+                continue;
+            };
             if pg.fetch == Some(r.req) {
                 pg.fetch = None;
             }
@@ -225,28 +284,47 @@ impl Client {
     }
 
     fn on_len_set(&mut self, l: LenSet) -> bool {
-        let Some(r) = self.requests.get(&l.req) else { return true };
-        let ReqKind::SetLen { op } = r.kind else { return false };
+        let Some(r) = self.requests.get(&l.req) else {
+            return true;
+        };
+        let ReqKind::SetLen { op } = r.kind else {
+            return false;
+        };
         self.take_request(l.req);
         self.complete(op, Ok(Completion::LenSet { len: l.len }));
         true
     }
 
     fn on_atomic_done(&mut self, a: AtomicDone) -> bool {
-        let Some(r) = self.requests.get(&a.req) else { return true };
-        let ReqKind::Atomic { op } = r.kind else { return false };
+        let Some(r) = self.requests.get(&a.req) else {
+            return true;
+        };
+        let ReqKind::Atomic { op } = r.kind else {
+            return false;
+        };
         self.take_request(a.req);
-        self.complete(op, Ok(Completion::Atomic { previous: a.previous, applied: a.applied }));
+        self.complete(
+            op,
+            Ok(Completion::Atomic {
+                previous: a.previous,
+                applied: a.applied,
+            }),
+        );
         true
     }
 
     fn on_request_error(&mut self, e: ErrorMsg) -> bool {
-        let Some(r) = self.take_request(e.req) else { return true };
+        let Some(r) = self.take_request(e.req) else {
+            return true;
+        };
         let message = String::from_utf8_lossy(&e.message).into_owned();
         let err = OpError::server(e.code, message.clone());
         match r.kind {
             ReqKind::Map { mapping, op } => {
-                let reopening = self.mappings.get(&mapping).is_some_and(|m| matches!(m.status, MappingStatus::Reopening { .. }));
+                let reopening = self
+                    .mappings
+                    .get(&mapping)
+                    .is_some_and(|m| matches!(m.status, MappingStatus::Reopening { .. }));
                 if reopening {
                     let m = self.mappings.get_mut(&mapping).expect("present");
                     let lost = LostWrites {
@@ -291,7 +369,12 @@ impl Client {
                     }
                 }
             }
-            ReqKind::WriteBack { file, pages, op, mapping } => {
+            ReqKind::WriteBack {
+                file,
+                pages,
+                op,
+                mapping,
+            } => {
                 if let Some(f) = self.files.get_mut(&file) {
                     for q in &pages {
                         if let Some(pg) = f.pages.get_mut(q) {
@@ -301,7 +384,11 @@ impl Client {
                 }
                 let mut distinct = pages.clone();
                 distinct.dedup();
-                self.lose_writes(mapping, LossCause::WriteBackFailed(format!("{}: {message}", e.code)), distinct.len() as u64);
+                self.lose_writes(
+                    mapping,
+                    LossCause::WriteBackFailed(format!("{}: {message}", e.code)),
+                    distinct.len() as u64,
+                );
                 if let Some(op) = op {
                     self.writeback_done(op, e.req, Some(err));
                 }
@@ -335,7 +422,9 @@ impl Client {
 
     /// Marks a mapping as having lost writes: its operations fail from now on.
     pub(crate) fn lose_writes(&mut self, mapping: super::MappingId, cause: LossCause, pages: u64) {
-        let Some(m) = self.mappings.get_mut(&mapping) else { return };
+        let Some(m) = self.mappings.get_mut(&mapping) else {
+            return;
+        };
         let lost = match &mut m.status {
             MappingStatus::Lost(l) => {
                 l.dirty_pages += pages;
@@ -385,7 +474,11 @@ impl Client {
         let mut patches: Vec<PagePatch> = Vec::new();
         if let Some(&file) = self.by_handle.get(&r.file) {
             let end = r.first_page.saturating_add(r.count as u64);
-            let pages: Vec<u64> = self.files[&file].pages.range(r.first_page..end).map(|(q, _)| *q).collect();
+            let pages: Vec<u64> = self.files[&file]
+                .pages
+                .range(r.first_page..end)
+                .map(|(q, _)| *q)
+                .collect();
             for q in pages {
                 let (state, dirty) = {
                     let pg = &self.files[&file].pages[&q];
@@ -402,11 +495,19 @@ impl Client {
                         patches.push(PagePatch {
                             page: q,
                             offset: off,
-                            data: bytes::Bytes::copy_from_slice(&data[off as usize..(off + len) as usize]),
+                            data: bytes::Bytes::copy_from_slice(
+                                &data[off as usize..(off + len) as usize],
+                            ),
                         });
                     }
                 }
-                let pg = self.files.get_mut(&file).expect("known").pages.get_mut(&q).expect("listed");
+                let pg = self
+                    .files
+                    .get_mut(&file)
+                    .expect("known")
+                    .pages
+                    .get_mut(&q)
+                    .expect("listed");
                 pg.dirty = None;
                 if r.downgrade && pg.data.is_some() {
                     pg.state = PageState::Shared;
@@ -428,13 +529,17 @@ impl Client {
                 self.woken.extend(w);
             }
         }
-        let ack = Message::RecallAck(RecallAck { rev: r.rev, patches });
+        let ack = Message::RecallAck(RecallAck {
+            rev: r.rev,
+            patches,
+        });
         self.transmit(&ack);
         if let Message::RecallAck(a) = &ack
             && !a.patches.is_empty()
         {
             self.next_seq += 1;
-            self.log.insert(self.next_seq, LogEntry::RecallAck(r.rev, ack));
+            self.log
+                .insert(self.next_seq, LogEntry::RecallAck(r.rev, ack));
         }
         true
     }

@@ -67,10 +67,17 @@ pub fn check_frame(buf: &[u8], max_frame: u32) -> Result<Option<usize>, DecodeEr
         return Err(DecodeError::Empty);
     }
     if len > max_frame {
-        return Err(DecodeError::FrameTooLarge { len, max: max_frame });
+        return Err(DecodeError::FrameTooLarge {
+            len,
+            max: max_frame,
+        });
     }
     let total = 4 + len as usize;
-    if buf.len() < total { Ok(None) } else { Ok(Some(total)) }
+    if buf.len() < total {
+        Ok(None)
+    } else {
+        Ok(Some(total))
+    }
 }
 
 /// Takes one frame off the front of `buf`.
@@ -92,7 +99,11 @@ pub fn decode_body(frame: Bytes) -> Result<Message, DecodeError> {
         return Err(DecodeError::Empty);
     };
     let name = kind_name(kind).ok_or(DecodeError::UnknownType(kind))?;
-    let mut r = Reader { frame: &frame, pos: 1, name };
+    let mut r = Reader {
+        frame: &frame,
+        pos: 1,
+        name,
+    };
     let msg = r.message(kind)?;
     if r.pos != frame.len() {
         return Err(r.bad("trailing bytes after the message"));
@@ -149,7 +160,10 @@ type Res<T> = Result<T, DecodeError>;
 
 impl Reader<'_> {
     fn bad(&self, reason: &'static str) -> DecodeError {
-        DecodeError::Malformed { message: self.name, reason }
+        DecodeError::Malformed {
+            message: self.name,
+            reason,
+        }
     }
 
     fn rest(&self) -> &[u8] {
@@ -257,9 +271,17 @@ impl Reader<'_> {
                 } else {
                     None
                 };
-                Message::Hello(Hello { version, max_frame, client_nonce, client_name, resume })
+                Message::Hello(Hello {
+                    version,
+                    max_frame,
+                    client_nonce,
+                    client_name,
+                    resume,
+                })
             }
-            AUTHENTICATE => Message::Authenticate(Authenticate { proof: self.array()? }),
+            AUTHENTICATE => Message::Authenticate(Authenticate {
+                proof: self.array()?,
+            }),
             PING => Message::Ping(Ping { nonce: self.u64()? }),
             BYE => Message::Bye,
             MAP => Message::Map(Map {
@@ -269,7 +291,10 @@ impl Reader<'_> {
                 len: self.u64()?,
                 path: self.str16()?,
             }),
-            UNMAP => Message::Unmap(Unmap { req: ReqId(self.u64()?), mapping: WireMappingId(self.u32()?) }),
+            UNMAP => Message::Unmap(Unmap {
+                req: ReqId(self.u64()?),
+                mapping: WireMappingId(self.u32()?),
+            }),
             FETCH => Message::Fetch(Fetch {
                 req: ReqId(self.u64()?),
                 mapping: WireMappingId(self.u32()?),
@@ -282,7 +307,10 @@ impl Reader<'_> {
                 mapping: WireMappingId(self.u32()?),
                 patches: self.patches()?,
             }),
-            SYNC => Message::Sync(Sync { req: ReqId(self.u64()?), mapping: WireMappingId(self.u32()?) }),
+            SYNC => Message::Sync(Sync {
+                req: ReqId(self.u64()?),
+                mapping: WireMappingId(self.u32()?),
+            }),
             RELEASE => Message::Release(Release {
                 file: FileHandle(self.u32()?),
                 first_page: self.u64()?,
@@ -295,9 +323,16 @@ impl Reader<'_> {
                 self.check_count(count, 16)?;
                 let mut pages = Vec::with_capacity(count);
                 for _ in 0..count {
-                    pages.push(PageVersion { page: self.u64()?, version: self.u64()? });
+                    pages.push(PageVersion {
+                        page: self.u64()?,
+                        version: self.u64()?,
+                    });
                 }
-                Message::Revalidate(Revalidate { req, mapping, pages })
+                Message::Revalidate(Revalidate {
+                    req,
+                    mapping,
+                    pages,
+                })
             }
             SET_LEN => Message::SetLen(SetLen {
                 req: ReqId(self.u64()?),
@@ -316,18 +351,32 @@ impl Reader<'_> {
                     (1, 0) => AtomicOp::FetchAdd(a),
                     (2, 0) => AtomicOp::Swap(a),
                     (3, expected) => AtomicOp::CompareExchange { expected, new: a },
-                    (1 | 2, _) => return Err(self.bad("unused operand of fetch-add or swap is not zero")),
+                    (1 | 2, _) => {
+                        return Err(self.bad("unused operand of fetch-add or swap is not zero"));
+                    }
                     _ => return Err(self.bad("unknown atomic operation")),
                 };
-                Message::Atomic(Atomic { req, mapping, offset, op })
+                Message::Atomic(Atomic {
+                    req,
+                    mapping,
+                    offset,
+                    op,
+                })
             }
-            INVALIDATE_ACK => Message::InvalidateAck(InvalidateAck { rev: RevId(self.u64()?) }),
-            RECALL_ACK => Message::RecallAck(RecallAck { rev: RevId(self.u64()?), patches: self.patches()? }),
-            CHALLENGE => Message::Challenge(Challenge { server_nonce: self.array()? }),
+            INVALIDATE_ACK => Message::InvalidateAck(InvalidateAck {
+                rev: RevId(self.u64()?),
+            }),
+            RECALL_ACK => Message::RecallAck(RecallAck {
+                rev: RevId(self.u64()?),
+                patches: self.patches()?,
+            }),
+            CHALLENGE => Message::Challenge(Challenge {
+                server_nonce: self.array()?,
+            }),
             WELCOME => {
                 let version = self.u16()?;
-                let status =
-                    ResumeStatus::from_u8(self.u8()?).ok_or_else(|| self.bad("unknown resume status"))?;
+                let status = ResumeStatus::from_u8(self.u8()?)
+                    .ok_or_else(|| self.bad("unknown resume status"))?;
                 Message::Welcome(Welcome {
                     version,
                     status,
@@ -345,8 +394,15 @@ impl Reader<'_> {
                     server_proof: self.array()?,
                 })
             }
-            PONG => Message::Pong(Pong { nonce: self.u64()?, renewed: self.flag()?, rev_acked: RevId(self.u64()?) }),
-            GOODBYE => Message::Goodbye(Goodbye { code: ErrorCode::from_u16(self.u16()?), message: self.str16()? }),
+            PONG => Message::Pong(Pong {
+                nonce: self.u64()?,
+                renewed: self.flag()?,
+                rev_acked: RevId(self.u64()?),
+            }),
+            GOODBYE => Message::Goodbye(Goodbye {
+                code: ErrorCode::from_u16(self.u16()?),
+                message: self.str16()?,
+            }),
             ERROR => Message::Error(ErrorMsg {
                 req: ReqId(self.u64()?),
                 code: ErrorCode::from_u16(self.u16()?),
@@ -359,7 +415,9 @@ impl Reader<'_> {
                 file: FileHandle(self.u32()?),
                 file_len: self.u64()?,
             }),
-            UNMAPPED => Message::Unmapped(Unmapped { req: ReqId(self.u64()?) }),
+            UNMAPPED => Message::Unmapped(Unmapped {
+                req: ReqId(self.u64()?),
+            }),
             PAGES => {
                 let req = ReqId(self.u64()?);
                 let file = FileHandle(self.u32()?);
@@ -381,10 +439,20 @@ impl Reader<'_> {
                 }
                 let mut pages = Vec::with_capacity(count);
                 for (version, has) in heads {
-                    let data = if has { Some(self.bytes(page_len)?) } else { None };
+                    let data = if has {
+                        Some(self.bytes(page_len)?)
+                    } else {
+                        None
+                    };
                     pages.push(PageGrant { version, data });
                 }
-                Message::Pages(Pages { req, file, first_page, exclusive, pages })
+                Message::Pages(Pages {
+                    req,
+                    file,
+                    first_page,
+                    exclusive,
+                    pages,
+                })
             }
             WRITE_ACK => {
                 let req = ReqId(self.u64()?);
@@ -396,14 +464,19 @@ impl Reader<'_> {
                 }
                 Message::WriteAck(WriteAck { req, versions })
             }
-            SYNCED => Message::Synced(Synced { req: ReqId(self.u64()?) }),
+            SYNCED => Message::Synced(Synced {
+                req: ReqId(self.u64()?),
+            }),
             REVALIDATED => {
                 let req = ReqId(self.u64()?);
                 let count = self.u32()?;
                 let valid = self.bytes(count.div_ceil(8) as usize)?;
                 Message::Revalidated(Revalidated { req, count, valid })
             }
-            LEN_SET => Message::LenSet(LenSet { req: ReqId(self.u64()?), len: self.u64()? }),
+            LEN_SET => Message::LenSet(LenSet {
+                req: ReqId(self.u64()?),
+                len: self.u64()?,
+            }),
             ATOMIC_DONE => Message::AtomicDone(AtomicDone {
                 req: ReqId(self.u64()?),
                 previous: self.u64()?,

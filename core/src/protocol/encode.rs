@@ -349,7 +349,10 @@ fn write_body(msg: &Message, out: &mut impl Out) {
                 out.u64(p.version);
                 out.u8(p.data.is_some() as u8);
             }
-            let page_len = m.pages.iter().find_map(|p| p.data.as_ref().map(|d| d.len()));
+            let page_len = m
+                .pages
+                .iter()
+                .find_map(|p| p.data.as_ref().map(|d| d.len()));
             out.u32(page_len.unwrap_or(0) as u32);
             for p in &m.pages {
                 if let Some(d) = &p.data {

@@ -525,7 +525,9 @@ pub struct Revalidated {
 impl Revalidated {
     /// Whether entry `i` of the request was current.
     pub fn is_valid(&self, i: usize) -> bool {
-        self.valid.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+        self.valid
+            .get(i / 8)
+            .is_some_and(|b| b & (1 << (i % 8)) != 0)
     }
 }
 

@@ -9,12 +9,19 @@ fn bytes_upto(n: usize) -> impl Strategy<Value = Bytes> {
 
 fn code() -> impl Strategy<Value = ErrorCode> {
     // Unknown codes that collide with known ones would decode as the known one.
-    prop_oneof![(1u16..=23).prop_map(ErrorCode::from_u16), (1000u16..).prop_map(ErrorCode::Unknown)]
+    prop_oneof![
+        (1u16..=23).prop_map(ErrorCode::from_u16),
+        (1000u16..).prop_map(ErrorCode::Unknown)
+    ]
 }
 
 fn patches() -> impl Strategy<Value = Vec<PagePatch>> {
     proptest::collection::vec(
-        (any::<u64>(), any::<u32>(), bytes_upto(600)).prop_map(|(page, offset, data)| PagePatch { page, offset, data }),
+        (any::<u64>(), any::<u32>(), bytes_upto(600)).prop_map(|(page, offset, data)| PagePatch {
+            page,
+            offset,
+            data,
+        }),
         0..4,
     )
 }
@@ -37,65 +44,121 @@ fn client_message() -> impl Strategy<Value = Message> {
             bytes_upto(40),
             proptest::option::of((any::<u64>(), any::<[u8; 16]>(), any::<u64>()))
         )
-            .prop_map(|(version, max_frame, client_nonce, client_name, r)| Message::Hello(Hello {
-                version,
-                max_frame,
-                client_nonce,
-                client_name,
-                resume: r.map(|(s, token, epoch)| Resume { session: SessionId(s), token, epoch }),
-            })),
+            .prop_map(
+                |(version, max_frame, client_nonce, client_name, r)| Message::Hello(Hello {
+                    version,
+                    max_frame,
+                    client_nonce,
+                    client_name,
+                    resume: r.map(|(s, token, epoch)| Resume {
+                        session: SessionId(s),
+                        token,
+                        epoch
+                    }),
+                })
+            ),
         any::<[u8; 32]>().prop_map(|proof| Message::Authenticate(Authenticate { proof })),
         any::<u64>().prop_map(|nonce| Message::Ping(Ping { nonce })),
         Just(Message::Bye),
-        (any::<u64>(), any::<u8>(), any::<u64>(), any::<u64>(), bytes_upto(100)).prop_map(
-            |(r, flags, offset, len, path)| Message::Map(Map { req: ReqId(r), flags, offset, len, path })
-        ),
-        (any::<u64>(), any::<u32>())
-            .prop_map(|(r, m)| Message::Unmap(Unmap { req: ReqId(r), mapping: WireMappingId(m) })),
-        (any::<u64>(), any::<u32>(), any::<u64>(), any::<u32>(), any::<u8>()).prop_map(
-            |(r, m, first_page, count, flags)| Message::Fetch(Fetch {
+        (
+            any::<u64>(),
+            any::<u8>(),
+            any::<u64>(),
+            any::<u64>(),
+            bytes_upto(100)
+        )
+            .prop_map(|(r, flags, offset, len, path)| Message::Map(Map {
+                req: ReqId(r),
+                flags,
+                offset,
+                len,
+                path
+            })),
+        (any::<u64>(), any::<u32>()).prop_map(|(r, m)| Message::Unmap(Unmap {
+            req: ReqId(r),
+            mapping: WireMappingId(m)
+        })),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u8>()
+        )
+            .prop_map(|(r, m, first_page, count, flags)| Message::Fetch(Fetch {
                 req: ReqId(r),
                 mapping: WireMappingId(m),
                 first_page,
                 count,
                 flags
-            })
-        ),
-        (any::<u64>(), any::<u32>(), patches()).prop_map(|(r, m, patches)| Message::WriteBack(WriteBack {
-            req: ReqId(r),
-            mapping: WireMappingId(m),
-            patches
-        })),
-        (any::<u64>(), any::<u32>())
-            .prop_map(|(r, m)| Message::Sync(Sync { req: ReqId(r), mapping: WireMappingId(m) })),
-        (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(f, first_page, count)| Message::Release(
-            Release { file: FileHandle(f), first_page, count }
-        )),
-        (any::<u64>(), any::<u32>(), proptest::collection::vec((any::<u64>(), any::<u64>()), 0..5)).prop_map(
-            |(r, m, v)| Message::Revalidate(Revalidate {
+            })),
+        (any::<u64>(), any::<u32>(), patches()).prop_map(|(r, m, patches)| Message::WriteBack(
+            WriteBack {
                 req: ReqId(r),
                 mapping: WireMappingId(m),
-                pages: v.into_iter().map(|(page, version)| PageVersion { page, version }).collect()
+                patches
+            }
+        )),
+        (any::<u64>(), any::<u32>()).prop_map(|(r, m)| Message::Sync(Sync {
+            req: ReqId(r),
+            mapping: WireMappingId(m)
+        })),
+        (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(f, first_page, count)| {
+            Message::Release(Release {
+                file: FileHandle(f),
+                first_page,
+                count,
             })
-        ),
-        (any::<u64>(), any::<bool>(), any::<u64>(), bytes_upto(50)).prop_map(|(r, create, len, path)| {
-            Message::SetLen(SetLen { req: ReqId(r), create, len, path })
         }),
-        (any::<u64>(), any::<u32>(), any::<u64>(), any::<u8>(), any::<u64>(), any::<u64>()).prop_map(
-            |(r, m, offset, op, a, b)| Message::Atomic(Atomic {
+        (
+            any::<u64>(),
+            any::<u32>(),
+            proptest::collection::vec((any::<u64>(), any::<u64>()), 0..5)
+        )
+            .prop_map(|(r, m, v)| Message::Revalidate(Revalidate {
+                req: ReqId(r),
+                mapping: WireMappingId(m),
+                pages: v
+                    .into_iter()
+                    .map(|(page, version)| PageVersion { page, version })
+                    .collect()
+            })),
+        (any::<u64>(), any::<bool>(), any::<u64>(), bytes_upto(50)).prop_map(
+            |(r, create, len, path)| {
+                Message::SetLen(SetLen {
+                    req: ReqId(r),
+                    create,
+                    len,
+                    path,
+                })
+            }
+        ),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u8>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(r, m, offset, op, a, b)| Message::Atomic(Atomic {
                 req: ReqId(r),
                 mapping: WireMappingId(m),
                 offset,
                 op: match op % 3 {
                     0 => AtomicOp::FetchAdd(a),
                     1 => AtomicOp::Swap(a),
-                    _ => AtomicOp::CompareExchange { expected: b, new: a },
+                    _ => AtomicOp::CompareExchange {
+                        expected: b,
+                        new: a
+                    },
                 }
-            })
-        ),
+            })),
         any::<u64>().prop_map(|r| Message::InvalidateAck(InvalidateAck { rev: RevId(r) })),
-        (any::<u64>(), patches())
-            .prop_map(|(r, patches)| Message::RecallAck(RecallAck { rev: RevId(r), patches })),
+        (any::<u64>(), patches()).prop_map(|(r, patches)| Message::RecallAck(RecallAck {
+            rev: RevId(r),
+            patches
+        })),
     ]
 }
 
@@ -103,8 +166,24 @@ fn server_message() -> impl Strategy<Value = Message> {
     prop_oneof![
         any::<[u8; 16]>().prop_map(|server_nonce| Message::Challenge(Challenge { server_nonce })),
         (
-            (any::<u16>(), status(), any::<u64>(), any::<[u8; 16]>(), any::<u64>(), any::<u32>(), any::<u32>()),
-            (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>(), any::<u8>(), any::<u64>(), any::<[u8; 32]>())
+            (
+                any::<u16>(),
+                status(),
+                any::<u64>(),
+                any::<[u8; 16]>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<u32>()
+            ),
+            (
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<u8>(),
+                any::<u64>(),
+                any::<[u8; 32]>()
+            )
         )
             .prop_map(|(a, b)| Message::Welcome(Welcome {
                 version: a.0,
@@ -122,14 +201,32 @@ fn server_message() -> impl Strategy<Value = Message> {
                 rev_acked: RevId(b.5),
                 server_proof: b.6,
             })),
-        (any::<u64>(), any::<bool>(), any::<u64>())
-            .prop_map(|(nonce, renewed, r)| Message::Pong(Pong { nonce, renewed, rev_acked: RevId(r) })),
-        (code(), bytes_upto(80)).prop_map(|(code, message)| Message::Goodbye(Goodbye { code, message })),
-        (any::<u64>(), code(), any::<bool>(), bytes_upto(80)).prop_map(|(r, code, fatal, message)| {
-            Message::Error(ErrorMsg { req: ReqId(r), code, fatal, message })
-        }),
+        (any::<u64>(), any::<bool>(), any::<u64>()).prop_map(|(nonce, renewed, r)| Message::Pong(
+            Pong {
+                nonce,
+                renewed,
+                rev_acked: RevId(r)
+            }
+        )),
+        (code(), bytes_upto(80))
+            .prop_map(|(code, message)| Message::Goodbye(Goodbye { code, message })),
+        (any::<u64>(), code(), any::<bool>(), bytes_upto(80)).prop_map(
+            |(r, code, fatal, message)| {
+                Message::Error(ErrorMsg {
+                    req: ReqId(r),
+                    code,
+                    fatal,
+                    message,
+                })
+            }
+        ),
         (any::<u64>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(|(r, m, f, file_len)| {
-            Message::Mapped(Mapped { req: ReqId(r), mapping: WireMappingId(m), file: FileHandle(f), file_len })
+            Message::Mapped(Mapped {
+                req: ReqId(r),
+                mapping: WireMappingId(m),
+                file: FileHandle(f),
+                file_len,
+            })
         }),
         any::<u64>().prop_map(|r| Message::Unmapped(Unmapped { req: ReqId(r) })),
         (
@@ -140,43 +237,81 @@ fn server_message() -> impl Strategy<Value = Message> {
             0usize..700,
             proptest::collection::vec((any::<u64>(), any::<bool>(), any::<u8>()), 0..5)
         )
-            .prop_map(|(r, f, first_page, exclusive, page_len, pages)| Message::Pages(Pages {
+            .prop_map(
+                |(r, f, first_page, exclusive, page_len, pages)| Message::Pages(Pages {
+                    req: ReqId(r),
+                    file: FileHandle(f),
+                    first_page,
+                    exclusive,
+                    pages: pages
+                        .into_iter()
+                        .map(|(version, has, fill)| PageGrant {
+                            version,
+                            data: has.then(|| Bytes::from(vec![fill; page_len]))
+                        })
+                        .collect()
+                })
+            ),
+        (any::<u64>(), proptest::collection::vec(any::<u64>(), 0..6)).prop_map(|(r, versions)| {
+            Message::WriteAck(WriteAck {
                 req: ReqId(r),
-                file: FileHandle(f),
-                first_page,
-                exclusive,
-                pages: pages
-                    .into_iter()
-                    .map(|(version, has, fill)| PageGrant {
-                        version,
-                        data: has.then(|| Bytes::from(vec![fill; page_len]))
-                    })
-                    .collect()
-            })),
-        (any::<u64>(), proptest::collection::vec(any::<u64>(), 0..6))
-            .prop_map(|(r, versions)| Message::WriteAck(WriteAck { req: ReqId(r), versions })),
-        any::<u64>().prop_map(|r| Message::Synced(Synced { req: ReqId(r) })),
-        (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..5), 0u32..8).prop_map(|(r, bits, unused)| {
-            // `count` entries need exactly ceil(count / 8) bytes of bitmap.
-            let count = if bits.is_empty() { 0 } else { bits.len() as u32 * 8 - unused };
-            Message::Revalidated(Revalidated { req: ReqId(r), count, valid: Bytes::from(bits) })
-        }),
-        (any::<u64>(), any::<u64>()).prop_map(|(r, len)| Message::LenSet(LenSet { req: ReqId(r), len })),
-        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(r, previous, applied)| {
-            Message::AtomicDone(AtomicDone { req: ReqId(r), previous, applied })
-        }),
-        (any::<u64>(), any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(r, f, first_page, count)| {
-            Message::Invalidate(Invalidate { rev: RevId(r), file: FileHandle(f), first_page, count })
-        }),
-        (any::<u64>(), any::<u32>(), any::<u64>(), any::<u32>(), any::<bool>()).prop_map(
-            |(r, f, first_page, count, downgrade)| Message::Recall(Recall {
-                rev: RevId(r),
-                file: FileHandle(f),
-                first_page,
-                count,
-                downgrade
+                versions,
             })
+        }),
+        any::<u64>().prop_map(|r| Message::Synced(Synced { req: ReqId(r) })),
+        (
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..5),
+            0u32..8
+        )
+            .prop_map(|(r, bits, unused)| {
+                // `count` entries need exactly ceil(count / 8) bytes of bitmap.
+                let count = if bits.is_empty() {
+                    0
+                } else {
+                    bits.len() as u32 * 8 - unused
+                };
+                Message::Revalidated(Revalidated {
+                    req: ReqId(r),
+                    count,
+                    valid: Bytes::from(bits),
+                })
+            }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(r, len)| Message::LenSet(LenSet { req: ReqId(r), len })),
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(r, previous, applied)| {
+            Message::AtomicDone(AtomicDone {
+                req: ReqId(r),
+                previous,
+                applied,
+            })
+        }),
+        (any::<u64>(), any::<u32>(), any::<u64>(), any::<u32>()).prop_map(
+            |(r, f, first_page, count)| {
+                Message::Invalidate(Invalidate {
+                    rev: RevId(r),
+                    file: FileHandle(f),
+                    first_page,
+                    count,
+                })
+            }
         ),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<bool>()
+        )
+            .prop_map(
+                |(r, f, first_page, count, downgrade)| Message::Recall(Recall {
+                    rev: RevId(r),
+                    file: FileHandle(f),
+                    first_page,
+                    count,
+                    downgrade
+                })
+            ),
     ]
 }
 
@@ -263,19 +398,27 @@ fn a_length_prefix_over_the_limit_is_refused_before_reading_the_body() {
     let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0x01][..]);
     assert_eq!(
         decode_frame(&mut buf, HARD_MAX_FRAME),
-        Err(DecodeError::FrameTooLarge { len: u32::MAX, max: HARD_MAX_FRAME })
+        Err(DecodeError::FrameTooLarge {
+            len: u32::MAX,
+            max: HARD_MAX_FRAME
+        })
     );
 }
 
 #[test]
 fn unknown_types_and_empty_frames_are_errors() {
-    assert_eq!(decode_one(&[0, 0, 0, 1, 0x7f]), Err(DecodeError::UnknownType(0x7f)));
+    assert_eq!(
+        decode_one(&[0, 0, 0, 1, 0x7f]),
+        Err(DecodeError::UnknownType(0x7f))
+    );
     assert_eq!(decode_one(&[0, 0, 0, 0]), Err(DecodeError::Empty));
 }
 
 #[test]
 fn trailing_bytes_are_malformed() {
-    let mut b = Message::Synced(Synced { req: ReqId(7) }).to_bytes().to_vec();
+    let mut b = Message::Synced(Synced { req: ReqId(7) })
+        .to_bytes()
+        .to_vec();
     b.push(0);
     let len = (b.len() - 4) as u32;
     b[..4].copy_from_slice(&len.to_be_bytes());
@@ -290,13 +433,21 @@ fn page_data_is_not_copied_on_decode() {
         file: FileHandle(1),
         first_page: 0,
         exclusive: false,
-        pages: vec![PageGrant { version: 1, data: Some(page) }],
+        pages: vec![PageGrant {
+            version: 1,
+            data: Some(page),
+        }],
     });
     let wire = m.to_bytes();
     let mut buf = BytesMut::from(&wire[..]);
     let buf_base = buf.as_ptr() as usize;
-    let Some(Message::Pages(p)) = decode_frame(&mut buf, HARD_MAX_FRAME).unwrap() else { panic!() };
+    let Some(Message::Pages(p)) = decode_frame(&mut buf, HARD_MAX_FRAME).unwrap() else {
+        panic!()
+    };
     let data = p.pages[0].data.as_ref().unwrap();
     let at = data.as_ptr() as usize;
-    assert!(at >= buf_base && at < buf_base + wire.len(), "page data points into the receive buffer");
+    assert!(
+        at >= buf_base && at < buf_base + wire.len(),
+        "page data points into the receive buffer"
+    );
 }

@@ -18,7 +18,10 @@ pub struct Rights {
 impl Rights {
     /// Everything under the root, read and write.
     pub fn full() -> Self {
-        Rights { write: true, scope: None }
+        Rights {
+            write: true,
+            scope: None,
+        }
     }
 }
 
@@ -60,7 +63,10 @@ impl AccessList {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let err = |reason: &str| AccessListError { line: i + 1, reason: reason.to_owned() };
+            let err = |reason: &str| AccessListError {
+                line: i + 1,
+                reason: reason.to_owned(),
+            };
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 3 || f.len() > 4 {
                 return Err(err("expected `NAME SECRET ro|rw [SUBDIR]`"));
@@ -84,7 +90,16 @@ impl AccessList {
             if f[0].len() > crate::protocol::MAX_NAME_LEN {
                 return Err(err("NAME is too long"));
             }
-            if clients.insert(f[0].to_owned(), ClientEntry { secret, rights: Rights { write, scope } }).is_some() {
+            if clients
+                .insert(
+                    f[0].to_owned(),
+                    ClientEntry {
+                        secret,
+                        rights: Rights { write, scope },
+                    },
+                )
+                .is_some()
+            {
                 return Err(err("NAME appears twice"));
             }
         }
@@ -97,7 +112,10 @@ pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Everything a server can be told. `Default` gives the documented defaults.
@@ -165,13 +183,19 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let e = |s: String| Err(ConfigError(s));
         if !self.page_size.is_power_of_two() || !(512..=1 << 20).contains(&self.page_size) {
-            return e(format!("page size {} is not a power of two from 512 to 1048576", self.page_size));
+            return e(format!(
+                "page size {} is not a power of two from 512 to 1048576",
+                self.page_size
+            ));
         }
         if self.lease < Duration::from_millis(10) || self.lease > Duration::from_secs(3600) {
             return e(format!("lease {:?} is outside 10 ms ..= 1 h", self.lease));
         }
         if self.max_frame > HARD_MAX_FRAME {
-            return e(format!("max frame {} is over the protocol maximum {HARD_MAX_FRAME}", self.max_frame));
+            return e(format!(
+                "max frame {} is over the protocol maximum {HARD_MAX_FRAME}",
+                self.max_frame
+            ));
         }
         if self.max_pages_per_request == 0 {
             return e("max pages per request must be at least 1".into());
@@ -210,7 +234,10 @@ mod tests {
         )
         .unwrap();
         assert!(a.clients["alice"].rights.write);
-        assert_eq!(a.clients["bob"].rights.scope.as_ref().unwrap().as_str(), "team/bob");
+        assert_eq!(
+            a.clients["bob"].rights.scope.as_ref().unwrap().as_str(),
+            "team/bob"
+        );
         let e = AccessList::parse("carol 0011 rw").unwrap_err();
         assert_eq!(e.line, 1);
         assert!(e.reason.contains("16 bytes"));

@@ -34,7 +34,13 @@ pub(crate) struct PageEntry {
 
 impl PageEntry {
     pub(crate) fn new(version: Version) -> Self {
-        PageEntry { version, owner: None, sharers: Vec::new(), lock: None, queue: VecDeque::new() }
+        PageEntry {
+            version,
+            owner: None,
+            sharers: Vec::new(),
+            lock: None,
+            queue: VecDeque::new(),
+        }
     }
 
     pub(crate) fn holds(&self, s: SessionId) -> bool {
@@ -68,7 +74,10 @@ impl PageEntry {
     }
 
     fn is_idle(&self) -> bool {
-        self.owner.is_none() && self.sharers.is_empty() && self.lock.is_none() && self.queue.is_empty()
+        self.owner.is_none()
+            && self.sharers.is_empty()
+            && self.lock.is_none()
+            && self.queue.is_empty()
     }
 }
 
@@ -92,12 +101,16 @@ pub(crate) struct FileEntry {
 
 impl FileEntry {
     pub(crate) fn version_of(&self, page: PageNo) -> Version {
-        self.pages.get(&page).map_or(self.base_version, |e| e.version)
+        self.pages
+            .get(&page)
+            .map_or(self.base_version, |e| e.version)
     }
 
     pub(crate) fn entry(&mut self, page: PageNo) -> &mut PageEntry {
         let base = self.base_version;
-        self.pages.entry(page).or_insert_with(|| PageEntry::new(base))
+        self.pages
+            .entry(page)
+            .or_insert_with(|| PageEntry::new(base))
     }
 
     /// Drops the entry of `page` if nothing refers to it any more.
@@ -147,7 +160,9 @@ impl FileTable {
     }
 
     pub(crate) fn get_mut(&mut self, id: FileId) -> &mut FileEntry {
-        self.files.get_mut(&id).expect("file ids held by sessions and ops stay open")
+        self.files
+            .get_mut(&id)
+            .expect("file ids held by sessions and ops stay open")
     }
 
     pub(crate) fn find(&self, key: FileKey) -> Option<FileId> {

@@ -4,8 +4,8 @@
 use crate::Instant;
 use crate::auth::{ProofRole, proof, proofs_match};
 use crate::protocol::{
-    Authenticate, Challenge, ErrorCode, Hello, MAX_NAME_LEN, Message, PROTOCOL_VERSION, ResumeStatus, SessionId,
-    Welcome,
+    Authenticate, Challenge, ErrorCode, Hello, MAX_NAME_LEN, Message, PROTOCOL_VERSION,
+    ResumeStatus, SessionId, Welcome,
 };
 use crate::store::Store;
 
@@ -22,56 +22,102 @@ impl<S: Store> Server<S> {
         if hello.version != PROTOCOL_VERSION {
             let f = Failure::fatal(
                 ErrorCode::UnsupportedVersion,
-                format!("this server speaks protocol version {PROTOCOL_VERSION}; the client speaks {}", hello.version),
+                format!(
+                    "this server speaks protocol version {PROTOCOL_VERSION}; the client speaks {}",
+                    hello.version
+                ),
             );
             return self.fail_conn(conn, f);
         }
         if hello.client_name.len() > MAX_NAME_LEN {
-            return self.fail_conn(conn, Failure::fatal(ErrorCode::Malformed, "client name longer than 256 bytes"));
+            return self.fail_conn(
+                conn,
+                Failure::fatal(ErrorCode::Malformed, "client name longer than 256 bytes"),
+            );
         }
         if self.shutdown.is_some() {
-            return self.fail_conn(conn, Failure::fatal(ErrorCode::ShuttingDown, "the server is shutting down"));
+            return self.fail_conn(
+                conn,
+                Failure::fatal(ErrorCode::ShuttingDown, "the server is shutting down"),
+            );
         }
         if self.config.access.is_some() {
             let mut server_nonce = [0u8; 16];
             rand_core::Rng::fill_bytes(&mut self.rng, &mut server_nonce);
             self.push(conn, &Message::Challenge(Challenge { server_nonce }));
             if let Some(c) = self.conns.get_mut(&conn) {
-                c.state = ConnState::AwaitAuth { hello, server_nonce };
+                c.state = ConnState::AwaitAuth {
+                    hello,
+                    server_nonce,
+                };
             }
         } else {
-            let rights = Rights { write: !self.config.read_only, scope: None };
+            let rights = Rights {
+                write: !self.config.read_only,
+                scope: None,
+            };
             self.establish(now, conn, hello, rights, [0; 32]);
         }
     }
 
     pub(super) fn on_authenticate(&mut self, now: Instant, conn: ConnId, auth: Authenticate) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
-        let ConnState::AwaitAuth { hello, server_nonce } = std::mem::replace(&mut c.state, ConnState::AwaitHello)
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let ConnState::AwaitAuth {
+            hello,
+            server_nonce,
+        } = std::mem::replace(&mut c.state, ConnState::AwaitHello)
         else {
             return;
         };
         let name = String::from_utf8_lossy(&hello.client_name).into_owned();
-        let entry = self.config.access.as_ref().and_then(|a| a.clients.get(&name)).cloned();
+        let entry = self
+            .config
+            .access
+            .as_ref()
+            .and_then(|a| a.clients.get(&name))
+            .cloned();
         let secret = entry.as_ref().map_or(DUMMY_SECRET, |e| &e.secret[..]);
-        let expected = proof(secret, ProofRole::Client, &hello.client_name, &hello.client_nonce, &server_nonce);
+        let expected = proof(
+            secret,
+            ProofRole::Client,
+            &hello.client_name,
+            &hello.client_nonce,
+            &server_nonce,
+        );
         let ok = proofs_match(&expected, &auth.proof);
         match entry {
             Some(e) if ok => {
                 let mut rights = e.rights.clone();
                 rights.write &= !self.config.read_only;
-                let server_proof =
-                    proof(&e.secret, ProofRole::Server, &hello.client_name, &hello.client_nonce, &server_nonce);
+                let server_proof = proof(
+                    &e.secret,
+                    ProofRole::Server,
+                    &hello.client_name,
+                    &hello.client_nonce,
+                    &server_nonce,
+                );
                 self.establish(now, conn, hello, rights, server_proof);
             }
             _ => self.fail_conn(
                 conn,
-                Failure::fatal(ErrorCode::Denied, format!("authentication failed for client {name:?}")),
+                Failure::fatal(
+                    ErrorCode::Denied,
+                    format!("authentication failed for client {name:?}"),
+                ),
             ),
         }
     }
 
-    fn establish(&mut self, now: Instant, conn: ConnId, hello: Hello, rights: Rights, server_proof: [u8; 32]) {
+    fn establish(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        hello: Hello,
+        rights: Rights,
+        server_proof: [u8; 32],
+    ) {
         let name = String::from_utf8_lossy(&hello.client_name).into_owned();
         let mut status = ResumeStatus::New;
         let mut sid = None;
@@ -82,10 +128,15 @@ impl<S: Store> Server<S> {
                 match self.sessions.get(&r.session) {
                     Some(s) if s.doomed => status = ResumeStatus::Expired,
                     Some(s) => {
-                        if !crate::auth::proofs_match(&pad(&s.token), &pad(&r.token)) || s.name != name {
+                        if !crate::auth::proofs_match(&pad(&s.token), &pad(&r.token))
+                            || s.name != name
+                        {
                             return self.fail_conn(
                                 conn,
-                                Failure::fatal(ErrorCode::Denied, "the resume token does not match the session"),
+                                Failure::fatal(
+                                    ErrorCode::Denied,
+                                    "the resume token does not match the session",
+                                ),
                             );
                         }
                         status = ResumeStatus::Resumed;
@@ -119,9 +170,13 @@ impl<S: Store> Server<S> {
                 let sid = SessionId(self.next_session);
                 let token = self.new_token();
                 let expiry = now + self.config.lease;
-                self.sessions.insert(sid, Session::new(sid, token, name.clone(), rights, expiry));
+                self.sessions
+                    .insert(sid, Session::new(sid, token, name.clone(), rights, expiry));
                 self.timers.insert((expiry, Timer::Lease(sid)));
-                self.events.push_back(ServerEvent::SessionStarted { session: sid, client: name });
+                self.events.push_back(ServerEvent::SessionStarted {
+                    session: sid,
+                    client: name,
+                });
                 sid
             }
         };

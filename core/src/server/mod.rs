@@ -27,11 +27,14 @@ use bytes::{Bytes, BytesMut};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-pub use config::{AccessList, AccessListError, ClientEntry, ConfigError, Rights, ServerConfig, decode_hex};
+pub use config::{
+    AccessList, AccessListError, ClientEntry, ConfigError, Rights, ServerConfig, decode_hex,
+};
 
 use crate::Instant;
 use crate::protocol::{
-    ChunkQueue, ErrorCode, ErrorMsg, HANDSHAKE_MAX_FRAME, Message, Nonce, ReqId, RevId, SessionId, decode_frame,
+    ChunkQueue, ErrorCode, ErrorMsg, HANDSHAKE_MAX_FRAME, Message, Nonce, ReqId, RevId, SessionId,
+    decode_frame,
 };
 use crate::store::Store;
 
@@ -102,7 +105,10 @@ pub enum ServerBug {
 #[derive(Debug)]
 enum ConnState {
     AwaitHello,
-    AwaitAuth { hello: crate::protocol::Hello, server_nonce: Nonce },
+    AwaitAuth {
+        hello: crate::protocol::Hello,
+        server_nonce: Nonce,
+    },
     Established(SessionId),
     Closing,
 }
@@ -170,11 +176,19 @@ pub(crate) struct Failure {
 
 impl Failure {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Failure { code, message: message.into(), fatal: false }
+        Failure {
+            code,
+            message: message.into(),
+            fatal: false,
+        }
     }
 
     pub(crate) fn fatal(code: ErrorCode, message: impl Into<String>) -> Self {
-        Failure { code, message: message.into(), fatal: true }
+        Failure {
+            code,
+            message: message.into(),
+            fatal: true,
+        }
     }
 }
 
@@ -249,11 +263,25 @@ impl<S: Store> Server<S> {
     pub fn handle_connect(&mut self, now: Instant) -> ConnId {
         self.next_conn += 1;
         let id = ConnId(self.next_conn);
-        self.conns.insert(id, Connection { state: ConnState::AwaitHello, out: ChunkQueue::new(), notified: false });
+        self.conns.insert(
+            id,
+            Connection {
+                state: ConnState::AwaitHello,
+                out: ChunkQueue::new(),
+                notified: false,
+            },
+        );
         self.handshaking += 1;
-        self.timers.insert((now + self.config.handshake_timeout, Timer::Handshake(id)));
+        self.timers
+            .insert((now + self.config.handshake_timeout, Timer::Handshake(id)));
         if self.handshaking > self.config.max_handshaking {
-            self.fail_conn(id, Failure::fatal(ErrorCode::Busy, "too many connections are in their handshake; try again"));
+            self.fail_conn(
+                id,
+                Failure::fatal(
+                    ErrorCode::Busy,
+                    "too many connections are in their handshake; try again",
+                ),
+            );
         }
         id
     }
@@ -262,7 +290,9 @@ impl<S: Store> Server<S> {
     /// `buf`; a partial frame stays there for the next call.
     pub fn handle_input(&mut self, now: Instant, conn: ConnId, buf: &mut BytesMut) -> InputStatus {
         let status = loop {
-            let Some(c) = self.conns.get(&conn) else { break InputStatus::Closing };
+            let Some(c) = self.conns.get(&conn) else {
+                break InputStatus::Closing;
+            };
             let max = match c.state {
                 ConnState::Closing => break InputStatus::Closing,
                 ConnState::Established(_) => self.config.max_frame,
@@ -316,13 +346,21 @@ impl<S: Store> Server<S> {
             match timer {
                 Timer::Handshake(c) => {
                     if let Some(conn) = self.conns.get(&c)
-                        && matches!(conn.state, ConnState::AwaitHello | ConnState::AwaitAuth { .. })
+                        && matches!(
+                            conn.state,
+                            ConnState::AwaitHello | ConnState::AwaitAuth { .. }
+                        )
                     {
-                        self.fail_conn(c, Failure::fatal(ErrorCode::Timeout, "the handshake took too long"));
+                        self.fail_conn(
+                            c,
+                            Failure::fatal(ErrorCode::Timeout, "the handshake took too long"),
+                        );
                     }
                 }
                 Timer::Lease(sid) => {
-                    let Some(s) = self.sessions.get(&sid) else { continue };
+                    let Some(s) = self.sessions.get(&sid) else {
+                        continue;
+                    };
                     if s.lease_expiry <= now {
                         self.end_session(now, sid, "its lease ran out");
                     } else {
@@ -380,7 +418,12 @@ impl<S: Store> Server<S> {
         if sd.done || self.shutdown_revs > 0 {
             return;
         }
-        if self.files.files.values().any(|f| f.pages.values().any(|p| p.owner.is_some())) {
+        if self
+            .files
+            .files
+            .values()
+            .any(|f| f.pages.values().any(|p| p.owner.is_some()))
+        {
             // Ownership granted while the first round of recalls ran.
             self.recall_all_owned(now);
             if self.shutdown_revs > 0 {
@@ -401,10 +444,13 @@ impl<S: Store> Server<S> {
         };
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for c in conns {
-            self.push(c, &Message::Goodbye(crate::protocol::Goodbye {
-                code: ErrorCode::ShuttingDown,
-                message: Bytes::from(message.clone()),
-            }));
+            self.push(
+                c,
+                &Message::Goodbye(crate::protocol::Goodbye {
+                    code: ErrorCode::ShuttingDown,
+                    message: Bytes::from(message.clone()),
+                }),
+            );
             self.close_conn(c);
         }
         if let Some(sd) = &mut self.shutdown {
@@ -416,7 +462,9 @@ impl<S: Store> Server<S> {
     // ---- output helpers ----
 
     fn push(&mut self, conn: ConnId, msg: &Message) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         if matches!(c.state, ConnState::Closing) {
             return;
         }
@@ -464,12 +512,18 @@ impl<S: Store> Server<S> {
     /// its connection; a protocol violation also dooms the session.
     fn fail_conn(&mut self, conn: ConnId, f: Failure) {
         self.push(conn, &error_msg(ReqId(0), &f));
-        if f.code == ErrorCode::Protocol || f.code == ErrorCode::Malformed || f.code == ErrorCode::FrameTooLarge {
-            if let Some(Connection { state: ConnState::Established(sid), .. }) = self.conns.get(&conn)
-                && let Some(s) = self.sessions.get_mut(sid)
-            {
-                s.doomed = true;
-            }
+        let violation = matches!(
+            f.code,
+            ErrorCode::Protocol | ErrorCode::Malformed | ErrorCode::FrameTooLarge
+        );
+        if violation
+            && let Some(Connection {
+                state: ConnState::Established(sid),
+                ..
+            }) = self.conns.get(&conn)
+            && let Some(s) = self.sessions.get_mut(sid)
+        {
+            s.doomed = true;
         }
         self.close_conn(conn);
     }
@@ -485,14 +539,20 @@ impl<S: Store> Server<S> {
                 Message::Hello(h) => self.on_hello(now, conn, h),
                 other => self.fail_conn(
                     conn,
-                    Failure::fatal(ErrorCode::Protocol, format!("expected Hello, got {}", other.name())),
+                    Failure::fatal(
+                        ErrorCode::Protocol,
+                        format!("expected Hello, got {}", other.name()),
+                    ),
                 ),
             },
             ConnState::AwaitAuth { .. } => match msg {
                 Message::Authenticate(a) => self.on_authenticate(now, conn, a),
                 other => self.fail_conn(
                     conn,
-                    Failure::fatal(ErrorCode::Protocol, format!("expected Authenticate, got {}", other.name())),
+                    Failure::fatal(
+                        ErrorCode::Protocol,
+                        format!("expected Authenticate, got {}", other.name()),
+                    ),
                 ),
             },
             &ConnState::Established(sid) => {
@@ -522,27 +582,41 @@ impl<S: Store> Server<S> {
         for (fid, f) in &self.files.files {
             for (p, e) in &f.pages {
                 if e.owner.is_some() && !e.sharers.is_empty() {
-                    return Err(format!("file {fid:?} page {p}: owner {:?} beside sharers {:?}", e.owner, e.sharers));
+                    return Err(format!(
+                        "file {fid:?} page {p}: owner {:?} beside sharers {:?}",
+                        e.owner, e.sharers
+                    ));
                 }
                 if e.version > self.next_version {
-                    return Err(format!("file {fid:?} page {p}: version {} was never issued", e.version));
+                    return Err(format!(
+                        "file {fid:?} page {p}: version {} was never issued",
+                        e.version
+                    ));
                 }
                 for h in e.owner.iter().chain(e.sharers.iter()) {
                     let Some(s) = self.sessions.get(h) else {
-                        return Err(format!("file {fid:?} page {p}: holder {h:?} is not a live session"));
+                        return Err(format!(
+                            "file {fid:?} page {p}: holder {h:?} is not a live session"
+                        ));
                     };
                     if !s.held.get(fid).is_some_and(|set| set.contains(p)) {
-                        return Err(format!("file {fid:?} page {p}: {h:?} holds it but does not know"));
+                        return Err(format!(
+                            "file {fid:?} page {p}: {h:?} holds it but does not know"
+                        ));
                     }
                     if !s.covers(*fid, *p, ps) {
-                        return Err(format!("file {fid:?} page {p}: {h:?} holds it without a mapping"));
+                        return Err(format!(
+                            "file {fid:?} page {p}: {h:?} holds it without a mapping"
+                        ));
                     }
                     *counted.entry(*h).or_default() += 1;
                 }
                 if let Some(l) = e.lock
                     && !self.ops.contains_key(&l)
                 {
-                    return Err(format!("file {fid:?} page {p}: locked by finished op {l:?}"));
+                    return Err(format!(
+                        "file {fid:?} page {p}: locked by finished op {l:?}"
+                    ));
                 }
                 if let Some(q) = e.queue.iter().find(|q| !self.ops.contains_key(q)) {
                     return Err(format!("file {fid:?} page {p}: finished op {q:?} in queue"));
@@ -552,7 +626,10 @@ impl<S: Store> Server<S> {
         for (sid, s) in &self.sessions {
             let n = counted.get(sid).copied().unwrap_or(0);
             if n != s.held_count {
-                return Err(format!("{sid:?} counts {} held pages, the directory {n}", s.held_count));
+                return Err(format!(
+                    "{sid:?} counts {} held pages, the directory {n}",
+                    s.held_count
+                ));
             }
         }
         Ok(())
@@ -565,5 +642,10 @@ pub(crate) fn error_msg(req: ReqId, f: &Failure) -> Message {
         end -= 1;
     }
     let message = Bytes::copy_from_slice(&f.message.as_bytes()[..end]);
-    Message::Error(ErrorMsg { req, code: f.code, fatal: f.fatal, message })
+    Message::Error(ErrorMsg {
+        req,
+        code: f.code,
+        fatal: f.fatal,
+        message,
+    })
 }

@@ -11,7 +11,8 @@ use bytes::Bytes;
 
 use crate::Instant;
 use crate::protocol::{
-    AtomicDone, AtomicOp, ErrorCode, LenSet, Message, PageGrant, PageNo, Pages, ReqId, SessionId, WireMappingId,
+    AtomicDone, AtomicOp, ErrorCode, LenSet, Message, PageGrant, PageNo, Pages, ReqId, SessionId,
+    WireMappingId,
 };
 use crate::store::Store;
 
@@ -25,9 +26,18 @@ pub(crate) struct OpId(pub(crate) u64);
 
 #[derive(Clone, Debug)]
 pub(crate) enum OpKind {
-    Fetch { exclusive: bool, want_data: bool, overwrite: bool },
-    Atomic { offset: u64, op: AtomicOp },
-    Shrink { len: u64 },
+    Fetch {
+        exclusive: bool,
+        want_data: bool,
+        overwrite: bool,
+    },
+    Atomic {
+        offset: u64,
+        op: AtomicOp,
+    },
+    Shrink {
+        len: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -129,7 +139,9 @@ impl<S: Store> Server<S> {
     /// Cancels an op whose session or mapping went away: it stops waiting,
     /// and unlocks once its revocations are answered.
     pub(super) fn cancel_op(&mut self, id: OpId) {
-        let Some(op) = self.ops.get_mut(&id) else { return };
+        let Some(op) = self.ops.get_mut(&id) else {
+            return;
+        };
         op.cancelled = true;
         if let Some(p) = op.queued_on.take() {
             let file = op.file;
@@ -151,7 +163,9 @@ impl<S: Store> Server<S> {
 
     /// Unlocks the op's pages, wakes whoever waits for them and forgets it.
     fn release_op(&mut self, id: OpId) {
-        let Some(op) = self.ops.remove(&id) else { return };
+        let Some(op) = self.ops.remove(&id) else {
+            return;
+        };
         if let Some(s) = self.sessions.get_mut(&op.session)
             && s.in_progress.get(&op.req) == Some(&id)
         {
@@ -188,7 +202,11 @@ impl<S: Store> Server<S> {
         }
         let (sid, req) = (op.session, op.req);
         let result = match op.kind.clone() {
-            OpKind::Fetch { exclusive, want_data, overwrite } => self.grant(id, exclusive, want_data, overwrite),
+            OpKind::Fetch {
+                exclusive,
+                want_data,
+                overwrite,
+            } => self.grant(id, exclusive, want_data, overwrite),
             OpKind::Atomic { offset, op: aop } => self.run_atomic(id, offset, aop),
             OpKind::Shrink { len } => self.run_shrink(id, len),
         };
@@ -208,13 +226,20 @@ impl<S: Store> Server<S> {
         let _ = now;
     }
 
-    fn grant(&mut self, id: OpId, exclusive: bool, want_data: bool, overwrite: bool) -> Result<(Message, bool), Failure> {
+    fn grant(
+        &mut self,
+        id: OpId,
+        exclusive: bool,
+        want_data: bool,
+        overwrite: bool,
+    ) -> Result<(Message, bool), Failure> {
         let op = &self.ops[&id];
         let (sid, file, first, end, req) = (op.session, op.file, op.first, op.end, op.req);
         let ps = self.config.page_size as u64;
         let f = self.files.get(file);
-        let needs: Vec<bool> =
-            (first..end).map(|p| !overwrite && (want_data || f.pages.get(&p).is_none_or(|e| !e.holds(sid)))).collect();
+        let needs: Vec<bool> = (first..end)
+            .map(|p| !overwrite && (want_data || f.pages.get(&p).is_none_or(|e| !e.holds(sid))))
+            .collect();
         let data = if needs.iter().any(|n| *n) {
             let count = (end - first) as usize;
             Some(
@@ -243,22 +268,42 @@ impl<S: Store> Server<S> {
                 (Some(all), true) => Some(all.slice(i * ps as usize..(i + 1) * ps as usize)),
                 _ => None,
             };
-            pages.push(PageGrant { version: e.version, data: d });
+            pages.push(PageGrant {
+                version: e.version,
+                data: d,
+            });
         }
         let s = self.sessions.get_mut(&sid).expect("checked by finish");
         for p in first..end {
             s.note_held(file, p);
         }
-        Ok((Message::Pages(Pages { req, file: handle, first_page: first, exclusive, pages }), false))
+        Ok((
+            Message::Pages(Pages {
+                req,
+                file: handle,
+                first_page: first,
+                exclusive,
+                pages,
+            }),
+            false,
+        ))
     }
 
-    fn run_atomic(&mut self, id: OpId, offset: u64, aop: AtomicOp) -> Result<(Message, bool), Failure> {
+    fn run_atomic(
+        &mut self,
+        id: OpId,
+        offset: u64,
+        aop: AtomicOp,
+    ) -> Result<(Message, bool), Failure> {
         let op = &self.ops[&id];
         let (file, req, page) = (op.file, op.req, op.first);
         let f = self.files.get(file);
-        let io = |e: crate::store::StoreError| Failure::new(ErrorCode::Io, format!("atomic on {}: {e}", f.path));
+        let io = |e: crate::store::StoreError| {
+            Failure::new(ErrorCode::Io, format!("atomic on {}: {e}", f.path))
+        };
         let word = self.store.read(f.store, offset, 8).map_err(io)?;
-        let previous = u64::from_le_bytes(word[..8].try_into().expect("store reads exactly 8 bytes"));
+        let previous =
+            u64::from_le_bytes(word[..8].try_into().expect("store reads exactly 8 bytes"));
         let (new, applied) = match aop {
             AtomicOp::FetchAdd(v) => (previous.wrapping_add(v), true),
             AtomicOp::Swap(v) => (v, true),
@@ -279,7 +324,14 @@ impl<S: Store> Server<S> {
             let v = self.bump_version();
             self.files.get_mut(file).entry(page).version = v;
         }
-        Ok((Message::AtomicDone(AtomicDone { req, previous, applied }), true))
+        Ok((
+            Message::AtomicDone(AtomicDone {
+                req,
+                previous,
+                applied,
+            }),
+            true,
+        ))
     }
 
     fn run_shrink(&mut self, id: OpId, len: u64) -> Result<(Message, bool), Failure> {
@@ -309,14 +361,18 @@ fn needed_revocations(
     out: &mut Vec<(SessionId, PageNo, RevKind)>,
 ) {
     match kind {
-        OpKind::Fetch { exclusive: false, .. } => {
+        OpKind::Fetch {
+            exclusive: false, ..
+        } => {
             if let Some(o) = e.owner
                 && o != session
             {
                 out.push((o, page, RevKind::Recall { downgrade: true }));
             }
         }
-        OpKind::Fetch { exclusive: true, .. } => {
+        OpKind::Fetch {
+            exclusive: true, ..
+        } => {
             if bug != ServerBug::SkipInvalidation {
                 for &x in &e.sharers {
                     if x != session {

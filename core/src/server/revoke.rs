@@ -2,12 +2,17 @@
 //! what happens when they are answered or their holder's lease runs out.
 
 use crate::Instant;
-use crate::protocol::{ErrorCode, Invalidate, Message, PagePatch, PageNo, Recall, RevId, SessionId};
+use crate::protocol::{
+    ErrorCode, Invalidate, Message, PageNo, PagePatch, Recall, RevId, SessionId,
+};
 use crate::store::Store;
 
 use super::directory::FileId;
 use super::ops::OpId;
 use super::{Failure, Server, ServerEvent, error_msg};
+
+/// Revocations an operation needs: `(holder, page, kind)`.
+pub(crate) type Wanted = Vec<(SessionId, PageNo, RevKind)>;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RevKind {
@@ -52,11 +57,25 @@ impl<S: Store> Server<S> {
             }
             let count = (j - i) as u32;
             i = j;
-            let Some(s) = self.sessions.get_mut(&target) else { continue };
+            let Some(s) = self.sessions.get_mut(&target) else {
+                continue;
+            };
             let rev = s.next_rev_id();
             s.outstanding_revs.insert(rev);
-            let handle = *s.handle_of.get(&file).expect("a holder has a handle for the file");
-            self.revocations.insert((target, rev), Revocation { file, first, count, kind, op });
+            let handle = *s
+                .handle_of
+                .get(&file)
+                .expect("a holder has a handle for the file");
+            self.revocations.insert(
+                (target, rev),
+                Revocation {
+                    file,
+                    first,
+                    count,
+                    kind,
+                    op,
+                },
+            );
             match op {
                 Some(id) => {
                     if let Some(o) = self.ops.get_mut(&id) {
@@ -71,7 +90,9 @@ impl<S: Store> Server<S> {
 
     /// After a resume: send again everything the session has not answered.
     pub(super) fn resend_revocations(&mut self, sid: SessionId) {
-        let Some(s) = self.sessions.get(&sid) else { return };
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
         let msgs: Vec<Message> = s
             .outstanding_revs
             .iter()
@@ -97,7 +118,10 @@ impl<S: Store> Server<S> {
     ) -> Result<(), Failure> {
         let s = &self.sessions[&sid];
         if rev.0 == 0 || rev.0 > s.next_rev {
-            return Err(Failure::fatal(ErrorCode::Protocol, format!("acknowledgement for revocation {rev}, never sent")));
+            return Err(Failure::fatal(
+                ErrorCode::Protocol,
+                format!("acknowledgement for revocation {rev}, never sent"),
+            ));
         }
         let Some(r) = self.revocations.get(&(sid, rev)) else {
             // Answered before (a duplicate after a resume).
@@ -113,11 +137,16 @@ impl<S: Store> Server<S> {
         for p in patches {
             let ok = p.page >= first
                 && p.page < first + count as u64
-                && (p.offset as u64).checked_add(p.data.len() as u64).is_some_and(|e| e <= self.config.page_size as u64);
+                && (p.offset as u64)
+                    .checked_add(p.data.len() as u64)
+                    .is_some_and(|e| e <= self.config.page_size as u64);
             if !ok {
                 return Err(Failure::fatal(
                     ErrorCode::Protocol,
-                    format!("recall {rev} carries data for page {} outside its pages or page bounds", p.page),
+                    format!(
+                        "recall {rev} carries data for page {} outside its pages or page bounds",
+                        p.page
+                    ),
                 ));
             }
             self.check_patch_rights(sid, file, p)?;
@@ -130,16 +159,28 @@ impl<S: Store> Server<S> {
 
     /// Applies the state change of a revocation that was answered, or whose
     /// holder is gone, and tells the waiting operation.
-    pub(super) fn complete_revocation(&mut self, _now: Instant, sid: SessionId, rev: RevId, patches: &[PagePatch]) {
-        let Some(r) = self.revocations.remove(&(sid, rev)) else { return };
+    pub(super) fn complete_revocation(
+        &mut self,
+        _now: Instant,
+        sid: SessionId,
+        rev: RevId,
+        patches: &[PagePatch],
+    ) {
+        let Some(r) = self.revocations.remove(&(sid, rev)) else {
+            return;
+        };
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.outstanding_revs.remove(&rev);
         }
         let ps = self.config.page_size as u64;
         for page in r.first..r.first + r.count as u64 {
-            let Some(f) = self.files.files.get_mut(&r.file) else { break };
+            let Some(f) = self.files.files.get_mut(&r.file) else {
+                break;
+            };
             let (store, len) = (f.store, f.len);
-            let Some(e) = f.pages.get_mut(&page) else { continue };
+            let Some(e) = f.pages.get_mut(&page) else {
+                continue;
+            };
             let mut released = false;
             match r.kind {
                 RevKind::Invalidate => {
@@ -188,12 +229,15 @@ impl<S: Store> Server<S> {
 
     /// Recalls every owned page (graceful shutdown).
     pub(super) fn recall_all_owned(&mut self, now: Instant) {
-        let mut per_file: Vec<(FileId, Vec<(SessionId, PageNo, RevKind)>)> = Vec::new();
+        let mut per_file: Vec<(FileId, Wanted)> = Vec::new();
         for (fid, f) in &self.files.files {
             let w: Vec<_> = f
                 .pages
                 .iter()
-                .filter_map(|(p, e)| e.owner.map(|o| (o, *p, RevKind::Recall { downgrade: true })))
+                .filter_map(|(p, e)| {
+                    e.owner
+                        .map(|o| (o, *p, RevKind::Recall { downgrade: true }))
+                })
                 .collect();
             if !w.is_empty() {
                 per_file.push((*fid, w));
@@ -208,7 +252,9 @@ impl<S: Store> Server<S> {
     /// wrote back is lost, which its client learns when it tries to resume),
     /// everything waiting for it proceeds.
     pub(super) fn end_session(&mut self, now: Instant, sid: SessionId, reason: &str) {
-        let Some(s) = self.sessions.get(&sid) else { return };
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
         let revs: Vec<RevId> = s.outstanding_revs.iter().copied().collect();
         let ops: Vec<OpId> = s.in_progress.values().copied().collect();
         let conn = s.conn;
@@ -241,17 +287,40 @@ impl<S: Store> Server<S> {
             }
         }
         if let Some(c) = conn {
-            let f = Failure::fatal(ErrorCode::SessionLost, format!("the session ended: {reason}"));
+            let f = Failure::fatal(
+                ErrorCode::SessionLost,
+                format!("the session ended: {reason}"),
+            );
             self.push(c, &error_msg(crate::protocol::ReqId(0), &f));
             self.close_conn(c);
         }
-        self.events.push_back(ServerEvent::SessionEnded { session: sid, reason: reason.to_owned() });
+        self.events.push_back(ServerEvent::SessionEnded {
+            session: sid,
+            reason: reason.to_owned(),
+        });
     }
 }
 
-fn revocation_msg(rev: RevId, file: crate::protocol::FileHandle, first: PageNo, count: u32, kind: RevKind) -> Message {
+fn revocation_msg(
+    rev: RevId,
+    file: crate::protocol::FileHandle,
+    first: PageNo,
+    count: u32,
+    kind: RevKind,
+) -> Message {
     match kind {
-        RevKind::Invalidate => Message::Invalidate(Invalidate { rev, file, first_page: first, count }),
-        RevKind::Recall { downgrade } => Message::Recall(Recall { rev, file, first_page: first, count, downgrade }),
+        RevKind::Invalidate => Message::Invalidate(Invalidate {
+            rev,
+            file,
+            first_page: first,
+            count,
+        }),
+        RevKind::Recall { downgrade } => Message::Recall(Recall {
+            rev,
+            file,
+            first_page: first,
+            count,
+            downgrade,
+        }),
     }
 }

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::Instant;
-use crate::protocol::{FileHandle, Message, PageNo, ReqId, ResumeToken, RevId, SessionId, WireMappingId};
+use crate::protocol::{
+    FileHandle, Message, PageNo, ReqId, ResumeToken, RevId, SessionId, WireMappingId,
+};
 
 use super::ConnId;
 use super::config::Rights;
@@ -66,7 +68,13 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(id: SessionId, token: ResumeToken, name: String, rights: Rights, lease_expiry: Instant) -> Self {
+    pub(crate) fn new(
+        id: SessionId,
+        token: ResumeToken,
+        name: String,
+        rights: Rights,
+        lease_expiry: Instant,
+    ) -> Self {
         Session {
             id,
             token,

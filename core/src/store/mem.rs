@@ -59,7 +59,14 @@ impl MemStore {
                 ino
             }
         };
-        g.files.insert(ino, MemFile { current: data.clone(), durable: Some(data), writable: true });
+        g.files.insert(
+            ino,
+            MemFile {
+                current: data.clone(),
+                durable: Some(data),
+                writable: true,
+            },
+        );
     }
 
     /// Makes a file read-only at the store level.
@@ -108,9 +115,14 @@ impl MemStore {
         }
     }
 
-    fn file<'a>(g: &'a mut Inner, file: StoreFile) -> Result<&'a mut MemFile, StoreError> {
-        let ino = *g.handles.get(&file.0).ok_or_else(|| StoreError::Io(format!("stale handle {}", file.0)))?;
-        g.files.get_mut(&ino).ok_or_else(|| StoreError::Io("file vanished".into()))
+    fn file(g: &mut Inner, file: StoreFile) -> Result<&mut MemFile, StoreError> {
+        let ino = *g
+            .handles
+            .get(&file.0)
+            .ok_or_else(|| StoreError::Io(format!("stale handle {}", file.0)))?;
+        g.files
+            .get_mut(&ino)
+            .ok_or_else(|| StoreError::Io("file vanished".into()))
     }
 }
 
@@ -124,13 +136,23 @@ impl Store for MemStore {
                     return Err(StoreError::ReadOnly(path.to_string()));
                 }
                 // A path under an existing file would need a directory.
-                if g.names.keys().any(|n| path.as_str().starts_with(&format!("{n}/"))) {
+                if g.names
+                    .keys()
+                    .any(|n| path.as_str().starts_with(&format!("{n}/")))
+                {
                     return Err(StoreError::NotAFile(path.to_string()));
                 }
                 g.next_ino += 1;
                 let ino = g.next_ino;
                 g.names.insert(path.to_string(), ino);
-                g.files.insert(ino, MemFile { current: Vec::new(), durable: None, writable: true });
+                g.files.insert(
+                    ino,
+                    MemFile {
+                        current: Vec::new(),
+                        durable: None,
+                        writable: true,
+                    },
+                );
                 ino
             }
             None => return Err(StoreError::NotFound(path.to_string())),
@@ -142,14 +164,21 @@ impl Store for MemStore {
         g.next_handle += 1;
         let h = g.next_handle;
         g.handles.insert(h, ino);
-        Ok(OpenedFile { file: StoreFile(h), key: FileKey(0, ino), len, writable })
+        Ok(OpenedFile {
+            file: StoreFile(h),
+            key: FileKey(0, ino),
+            len,
+            writable,
+        })
     }
 
     fn read(&mut self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
         let mut g = self.lock();
         let f = Self::file(&mut g, file)?;
         let mut out = BytesMut::zeroed(len);
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(f.current.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(f.current.len());
         let end = start.saturating_add(len).min(f.current.len());
         out[..end - start].copy_from_slice(&f.current[start..end]);
         Ok(out.freeze())
@@ -162,7 +191,8 @@ impl Store for MemStore {
         if read_only || !f.writable {
             return Err(StoreError::ReadOnly("file".into()));
         }
-        let start = usize::try_from(offset).map_err(|_| StoreError::Io("offset too large".into()))?;
+        let start =
+            usize::try_from(offset).map_err(|_| StoreError::Io("offset too large".into()))?;
         let end = start + data.len();
         if f.current.len() < end {
             f.current.resize(end, 0);
@@ -207,11 +237,27 @@ mod tests {
     fn a_crash_keeps_only_what_was_synced() {
         let mut s = MemStore::new();
         s.insert("a", b"hello".to_vec());
-        let f = s.open(&p("a"), OpenOptions { write: true, create: false }).unwrap();
+        let f = s
+            .open(
+                &p("a"),
+                OpenOptions {
+                    write: true,
+                    create: false,
+                },
+            )
+            .unwrap();
         s.write(f.file, 0, b"J").unwrap();
         s.sync(f.file).unwrap();
         s.write(f.file, 1, b"E").unwrap();
-        let n = s.open(&p("new"), OpenOptions { write: true, create: true }).unwrap();
+        let n = s
+            .open(
+                &p("new"),
+                OpenOptions {
+                    write: true,
+                    create: true,
+                },
+            )
+            .unwrap();
         s.write(n.file, 0, b"x").unwrap();
         assert_eq!(s.contents("a").unwrap(), b"JEllo");
         s.crash();

@@ -1,0 +1,120 @@
+//! Coherence on the in-memory cluster: every read sees the latest completed
+//! write, invalidations precede writes, recalls return dirty data first.
+
+use std::time::Duration;
+
+use rmmap_core::client::MapOptions;
+use rmmap_core::harness::{Cluster, Direction, Verdict};
+use rmmap_core::protocol::Message;
+use rmmap_core::server::ServerConfig;
+use rmmap_core::store::MemStore;
+
+const PAGE: u64 = 4096;
+
+fn cluster(clients: usize, pages: u64) -> (Cluster, MemStore) {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; (pages * PAGE) as usize]);
+    let mut c = Cluster::new(ServerConfig::default(), store.clone(), clients, 7);
+    c.settle();
+    (c, store)
+}
+
+#[test]
+fn two_clients_alternating_1000_times_always_read_the_latest_write() {
+    let (mut c, _) = cluster(2, 1);
+    let m = [
+        c.map(0, "f", 0, PAGE, MapOptions::read_write()).unwrap(),
+        c.map(1, "f", 0, PAGE, MapOptions::read_write()).unwrap(),
+    ];
+    for round in 0u64..1000 {
+        let (w, r) = ((round % 2) as usize, ((round + 1) % 2) as usize);
+        let value = (round + 1).to_le_bytes();
+        let at = (round * 8) % (PAGE - 8);
+        c.write(w, m[w], at, &value).unwrap();
+        assert_eq!(
+            &c.read(r, m[r], at, 8).unwrap()[..],
+            &value,
+            "round {round}"
+        );
+        assert_eq!(
+            &c.read(w, m[w], at, 8).unwrap()[..],
+            &value,
+            "round {round} (own write)"
+        );
+    }
+}
+
+#[test]
+fn a_readers_copy_is_invalidated_before_the_writers_write_completes() {
+    let (mut c, _) = cluster(2, 1);
+    let reader = c.map(0, "f", 0, PAGE, MapOptions::read_only()).unwrap();
+    let writer = c.map(1, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    assert_eq!(&c.read(0, reader, 0, 4).unwrap()[..], &[0; 4]);
+    // Hold the reader's acknowledgements back: the write must not complete.
+    c.set_hook(Box::new(|i, d, m| match (i, d, m) {
+        (0, Direction::ToServer, Message::InvalidateAck(_)) => {
+            Verdict::Delay(Duration::from_millis(200))
+        }
+        _ => Verdict::Deliver,
+    }));
+    let now = c.now;
+    let op = c.nodes[1]
+        .client
+        .write(now, writer, 0, bytes::Bytes::from_static(b"new!"))
+        .unwrap();
+    c.flush();
+    c.run_for(Duration::from_millis(100));
+    assert!(
+        !c.nodes[1].completions.contains_key(&op),
+        "the write completed while a shared copy was unanswered"
+    );
+    // The reader already dropped its copy: a read now must fetch and wait.
+    let mut buf = [0u8; 4];
+    let now = c.now;
+    assert!(
+        !c.nodes[0]
+            .client
+            .try_read(now, reader, 0, &mut buf)
+            .unwrap(),
+        "stale copy still served"
+    );
+    let done = c
+        .wait(1, op, Duration::from_secs(5))
+        .expect("write completes once acknowledged");
+    assert!(done.is_ok());
+    c.clear_hook();
+    assert_eq!(&c.read(0, reader, 0, 4).unwrap()[..], b"new!");
+}
+
+#[test]
+fn a_recall_returns_dirty_data_before_another_client_reads() {
+    let (mut c, store) = cluster(2, 2);
+    let a = c
+        .map(0, "f", 0, 2 * PAGE, MapOptions::read_write())
+        .unwrap();
+    let b = c.map(1, "f", 0, 2 * PAGE, MapOptions::read_only()).unwrap();
+    c.write(0, a, PAGE - 2, b"dirty").unwrap();
+    // The server has not seen the data yet: it lives in client 0's cache.
+    assert_eq!(
+        &store.contents("f").unwrap()[(PAGE - 2) as usize..(PAGE + 3) as usize],
+        &[0; 5]
+    );
+    let recalls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let seen = recalls.clone();
+    c.set_hook(Box::new(move |_, d, m| {
+        if let (Direction::ToServer, Message::RecallAck(r)) = (d, m) {
+            seen.set(seen.get() + r.patches.len());
+        }
+        Verdict::Deliver
+    }));
+    assert_eq!(&c.read(1, b, PAGE - 2, 5).unwrap()[..], b"dirty");
+    assert_eq!(
+        recalls.get(),
+        2,
+        "both dirty pages came back from the owner with their data"
+    );
+    assert_eq!(
+        &store.contents("f").unwrap()[(PAGE - 2) as usize..(PAGE + 3) as usize],
+        b"dirty"
+    );
+}
