@@ -46,6 +46,19 @@ pub struct OpId(pub u64);
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MappingId(pub u64);
 
+/// A cached page, as a cross-client checker sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedPage {
+    /// The file's path (as given to `map`, of some mapping of the file).
+    pub path: String,
+    /// The page number in the file.
+    pub page: u64,
+    /// Held exclusively (else shared).
+    pub exclusive: bool,
+    /// Has bytes not yet written back.
+    pub dirty: bool,
+}
+
 /// Read-only or read-write.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -480,6 +493,37 @@ impl Client {
     /// Pages in the cache.
     pub fn cached_pages(&self) -> usize {
         self.cached
+    }
+
+    /// The pages reads or writes may be served from (not Invalid), in (path,
+    /// page) order: for checkers that compare caches across clients.
+    pub fn cached_page_view(&self) -> Vec<CachedPage> {
+        let mut out = Vec::new();
+        for (fid, f) in &self.files {
+            let path = self
+                .mappings
+                .values()
+                .find(|m| m.file == Some(*fid))
+                .map_or_else(String::new, |m| m.path.clone());
+            for (q, p) in &f.pages {
+                if p.state == cache::PageState::Invalid || (p.state == cache::PageState::Shared && !p.data.is_some()) {
+                    continue;
+                }
+                out.push(CachedPage {
+                    path: path.clone(),
+                    page: *q,
+                    exclusive: p.state == cache::PageState::Exclusive,
+                    dirty: p.dirty.is_some(),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.path, a.page).cmp(&(&b.path, b.page)));
+        out
+    }
+
+    /// Whether the client would serve reads from its cache at `now`.
+    pub fn lease_valid_at(&self, now: Instant) -> bool {
+        self.lease_valid(now)
     }
 
     /// Operations not yet completed.
