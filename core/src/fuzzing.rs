@@ -225,13 +225,10 @@ pub fn server_message(u: &mut Unstructured<'_>) -> Result<Message> {
             file_len: u.arbitrary()?,
         }),
         6 => Message::Unmapped(Unmapped { req: req(u)? }),
-        7 => Message::Pages(pages(
-            u,
-            req(u)?,
-            FileHandle(u.arbitrary()?),
-            u.arbitrary()?,
-            None,
-        )?),
+        7 => {
+            let (req, file, first_page) = (req(u)?, FileHandle(u.arbitrary()?), u.arbitrary()?);
+            Message::Pages(pages(u, req, file, first_page, None)?)
+        }
         8 => Message::WriteAck(WriteAck {
             req: req(u)?,
             versions: (0..count(u)?)
@@ -239,7 +236,10 @@ pub fn server_message(u: &mut Unstructured<'_>) -> Result<Message> {
                 .collect::<Result<_>>()?,
         }),
         9 => Message::Synced(Synced { req: req(u)? }),
-        10 => revalidated(u, req(u)?, None)?,
+        10 => {
+            let req = req(u)?;
+            revalidated(u, req, None)?
+        }
         11 => Message::LenSet(LenSet {
             req: req(u)?,
             len: u.arbitrary()?,

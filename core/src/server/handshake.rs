@@ -41,6 +41,16 @@ impl<S: Store> Server<S> {
                 Failure::fatal(ErrorCode::ShuttingDown, "the server is shutting down"),
             );
         }
+        if self.pages_fitting(hello.max_frame) == 0 {
+            let f = Failure::fatal(
+                ErrorCode::Protocol,
+                format!(
+                    "the client accepts frames of {} bytes; one page of {} bytes does not fit",
+                    hello.max_frame, self.config.page_size
+                ),
+            );
+            return self.fail_conn(conn, f);
+        }
         if self.config.access.is_some() {
             let mut server_nonce = [0u8; 16];
             rand_core::Rng::fill_bytes(&mut self.rng, &mut server_nonce);
@@ -186,8 +196,12 @@ impl<S: Store> Server<S> {
             }
             c.state = ConnState::Established(sid);
         }
+        let max_pages = self
+            .pages_fitting(hello.max_frame)
+            .min(self.config.max_pages_per_request);
         let s = self.sessions.get_mut(&sid).expect("just found or made");
         s.conn = Some(conn);
+        s.max_pages = max_pages;
         if s.may_renew() {
             s.lease_expiry = s.lease_expiry.max(now + self.config.lease);
         }
@@ -200,7 +214,7 @@ impl<S: Store> Server<S> {
             page_size: self.config.page_size,
             lease_ms: u32::try_from(self.config.lease.as_millis()).unwrap_or(u32::MAX),
             max_frame: self.config.max_frame,
-            max_pages_per_request: self.config.max_pages_per_request,
+            max_pages_per_request: max_pages,
             max_inflight: self.config.max_inflight,
             max_mappings: self.config.max_mappings,
             rights: s.rights.write as u8,
@@ -211,6 +225,14 @@ impl<S: Store> Server<S> {
         if status == ResumeStatus::Resumed {
             self.resend_revocations(sid);
         }
+    }
+}
+
+impl<S: Store> Server<S> {
+    /// How many pages fit in one `Pages` reply of at most `max_frame` bytes.
+    fn pages_fitting(&self, max_frame: u32) -> u32 {
+        let per_page = self.config.page_size as u64 + 9;
+        (max_frame.saturating_sub(64) as u64 / per_page).min(u32::MAX as u64) as u32
     }
 }
 

@@ -15,8 +15,10 @@
 
 mod config;
 mod directory;
+mod files;
 mod handshake;
 mod ops;
+mod pages;
 mod requests;
 mod revoke;
 mod session;

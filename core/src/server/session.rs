@@ -65,6 +65,9 @@ pub(crate) struct Session {
     pub(crate) next_rev: u64,
     pub(crate) rev_acked: RevId,
     pub(crate) outstanding_revs: BTreeSet<RevId>,
+    /// Most pages per fetch: the server's limit, lowered so that a reply fits
+    /// in the frames the client accepts.
+    pub(crate) max_pages: u32,
 }
 
 impl Session {
@@ -96,6 +99,7 @@ impl Session {
             next_rev: 0,
             rev_acked: RevId(0),
             outstanding_revs: BTreeSet::new(),
+            max_pages: 1,
         }
     }
 

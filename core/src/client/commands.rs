@@ -1,0 +1,340 @@
+//! Application commands: each returns an [`OpId`] that completes as an
+//! [`Event::Completed`](super::Event::Completed), or, for the `try_` fast
+//! paths, is served from the cache on the spot.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+
+use crate::Instant;
+use crate::protocol::AtomicOp;
+
+use super::cache::{self, FileId};
+use super::{
+    Access, Client, MapOptions, MappingId, MappingState, MappingStatus, Op, OpError, OpId, OpKind,
+};
+
+impl Client {
+    fn admit(&mut self, kind: OpKind) -> Result<OpId, OpError> {
+        if let Some(f) = &self.failed {
+            return Err(OpError::Closed(f.clone()));
+        }
+        if self.ops.len() >= self.config.max_pending_ops {
+            return Err(OpError::Busy(self.ops.len()));
+        }
+        self.next_op += 1;
+        let id = OpId(self.next_op);
+        self.ops.insert(id, Op { kind });
+        self.woken.insert(id);
+        Ok(id)
+    }
+
+    fn check_range(
+        &self,
+        mapping: MappingId,
+        offset: u64,
+        len: u64,
+    ) -> Result<&MappingState, OpError> {
+        let m = self.mappings.get(&mapping).ok_or(OpError::UnknownMapping)?;
+        if offset.checked_add(len).is_none_or(|e| e > m.len) {
+            return Err(OpError::OutOfRange {
+                offset,
+                len,
+                mapping_len: m.len,
+            });
+        }
+        if let MappingStatus::Lost(l) = &m.status {
+            return Err(OpError::SessionLost(l.clone()));
+        }
+        if matches!(m.status, MappingStatus::Closing) {
+            return Err(OpError::MappingClosed);
+        }
+        Ok(m)
+    }
+
+    /// Maps `[offset, offset + len)` of the file at `path` (relative to the
+    /// export root).
+    pub fn map(
+        &mut self,
+        now: Instant,
+        path: &str,
+        offset: u64,
+        len: u64,
+        opts: MapOptions,
+    ) -> Result<OpId, OpError> {
+        if self.ops.len() >= self.config.max_pending_ops {
+            return Err(OpError::Busy(self.ops.len()));
+        }
+        self.next_mapping += 1;
+        let mapping = MappingId(self.next_mapping);
+        self.mappings.insert(
+            mapping,
+            MappingState {
+                path: path.to_owned(),
+                offset,
+                len,
+                writable: opts.access == Access::ReadWrite,
+                create: opts.create,
+                status: MappingStatus::Opening { req: None },
+                file: None,
+                write_seq: 0,
+                synced_seq: 0,
+                waiters: BTreeSet::new(),
+                last_read_end: u64::MAX,
+                readahead_to: 0,
+                file_len: 0,
+            },
+        );
+        let r = self.admit(OpKind::Map { mapping });
+        if r.is_err() {
+            self.mappings.remove(&mapping);
+        }
+        self.pump(now);
+        r
+    }
+
+    /// Reads `len` bytes at `offset` of the mapping.
+    pub fn read(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        len: u64,
+    ) -> Result<OpId, OpError> {
+        let m = self.check_range(mapping, offset, len)?;
+        let start = m.offset + offset;
+        let sequential = m.last_read_end == start;
+        if let Some(m) = self.mappings.get_mut(&mapping) {
+            m.last_read_end = start + len;
+        }
+        let r = self.admit(OpKind::Read {
+            mapping,
+            start,
+            len,
+            pos: 0,
+            buf: None,
+            sequential,
+        });
+        self.pump(now);
+        r
+    }
+
+    /// Writes `data` at `offset` of the mapping.
+    pub fn write(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<OpId, OpError> {
+        let m = self.check_range(mapping, offset, data.len() as u64)?;
+        if !m.writable {
+            return Err(OpError::ReadOnly);
+        }
+        let start = m.offset + offset;
+        let r = self.admit(OpKind::Write {
+            mapping,
+            start,
+            data,
+            pos: 0,
+        });
+        self.pump(now);
+        r
+    }
+
+    /// Makes every write completed so far on this mapping durable.
+    pub fn sync(&mut self, now: Instant, mapping: MappingId) -> Result<OpId, OpError> {
+        let m = self.check_range(mapping, 0, 0)?;
+        let upto = m.write_seq;
+        let r = self.admit(OpKind::Sync {
+            mapping,
+            snapshot: None,
+            upto,
+            writebacks: BTreeSet::new(),
+            sync_req: None,
+            done: false,
+            failed: None,
+        });
+        self.pump(now);
+        r
+    }
+
+    /// Writes back the mapping's dirty pages and ends it. Operations still
+    /// waiting on it fail with [`OpError::MappingClosed`].
+    pub fn unmap(&mut self, now: Instant, mapping: MappingId) -> Result<OpId, OpError> {
+        if !self.mappings.contains_key(&mapping) {
+            return Err(OpError::UnknownMapping);
+        }
+        if matches!(self.mappings[&mapping].status, MappingStatus::Closing) {
+            return Err(OpError::MappingClosed);
+        }
+        self.fail_mapping_ops(mapping, OpError::MappingClosed);
+        let r = self.admit(OpKind::Unmap {
+            mapping,
+            writebacks: BTreeSet::new(),
+            req: None,
+        });
+        self.pump(now);
+        r
+    }
+
+    /// Sets the length of the file at `path`; with `create`, creates it.
+    pub fn set_len(
+        &mut self,
+        now: Instant,
+        path: &str,
+        len: u64,
+        create: bool,
+    ) -> Result<OpId, OpError> {
+        let r = self.admit(OpKind::SetLen {
+            path: path.to_owned(),
+            len,
+            create,
+            req: None,
+        });
+        self.pump(now);
+        r
+    }
+
+    /// Runs an atomic operation at the server on the 64-bit little-endian
+    /// word at `offset` of the mapping (8-byte aligned in the file).
+    pub fn atomic(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        op: AtomicOp,
+    ) -> Result<OpId, OpError> {
+        let m = self.check_range(mapping, offset, 8)?;
+        if !m.writable {
+            return Err(OpError::ReadOnly);
+        }
+        let abs = m.offset + offset;
+        if abs % 8 != 0 {
+            return Err(OpError::Misaligned(abs));
+        }
+        let r = self.admit(OpKind::Atomic {
+            mapping,
+            offset: abs,
+            op,
+            req: None,
+        });
+        self.pump(now);
+        r
+    }
+
+    /// Writes back everything dirty, says goodbye and ends the session.
+    pub fn close(&mut self, now: Instant) -> Result<OpId, OpError> {
+        let r = self.admit(OpKind::Close {
+            writebacks: BTreeSet::new(),
+            bye_sent: false,
+        });
+        self.pump(now);
+        r
+    }
+
+    /// Serves a read from the cache without creating an operation:
+    /// `Ok(true)` when `buf` was filled, `Ok(false)` when the data is not
+    /// all cached (or the lease needs renewing): use [`Client::read`].
+    pub fn try_read(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<bool, OpError> {
+        let m = self.check_range(mapping, offset, buf.len() as u64)?;
+        let (Some(file), Some(_)) = (m.file, m.wire()) else {
+            return Ok(false);
+        };
+        let start = m.offset + offset;
+        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+            return Ok(false);
+        };
+        if !self.lease_valid(now) {
+            return Ok(false);
+        }
+        let f = &self.files[&file];
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            let abs = start + pos as u64;
+            let (p, inp) = (abs / ps, (abs % ps) as usize);
+            let n = (ps as usize - inp).min(buf.len() - pos);
+            let Some(page) = f.pages.get(&p) else {
+                return Ok(false);
+            };
+            if !page.readable() {
+                return Ok(false);
+            }
+            let d = page.data.as_slice().expect("readable pages have data");
+            buf[pos..pos + n].copy_from_slice(&d[inp..inp + n]);
+            pos += n;
+        }
+        self.tick += 1;
+        Ok(true)
+    }
+
+    /// Serves a write from the cache: `Ok(true)` when every page it touches
+    /// is held exclusively (and the lease is valid) and the write is done.
+    pub fn try_write(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<bool, OpError> {
+        let m = self.check_range(mapping, offset, data.len() as u64)?;
+        if !m.writable {
+            return Err(OpError::ReadOnly);
+        }
+        let (Some(file), Some(_)) = (m.file, m.wire()) else {
+            return Ok(false);
+        };
+        let start = m.offset + offset;
+        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+            return Ok(false);
+        };
+        if !self.lease_valid(now) {
+            return Ok(false);
+        }
+        let f = &self.files[&file];
+        let (first, last) = (start / ps, (start + data.len() as u64).div_ceil(ps));
+        for p in first..last {
+            match f.pages.get(&p) {
+                Some(pg) if pg.state == cache::PageState::Exclusive && pg.data.is_some() => {}
+                _ => return Ok(false),
+            }
+        }
+        self.apply_write(mapping, file, start, data);
+        Ok(true)
+    }
+
+    /// Copies `data` into exclusively held pages (checked by the caller).
+    pub(crate) fn apply_write(
+        &mut self,
+        mapping: MappingId,
+        file: FileId,
+        start: u64,
+        data: &[u8],
+    ) {
+        let ps = self.params.as_ref().expect("connected").page_size;
+        let f = self.files.get_mut(&file).expect("mapped file");
+        let mut pos = 0usize;
+        while pos < data.len() {
+            let abs = start + pos as u64;
+            let (p, inp) = (abs / ps, (abs % ps) as usize);
+            let n = (ps as usize - inp).min(data.len() - pos);
+            let page = f.pages.get_mut(&p).expect("checked exclusive");
+            let had = page.data.is_some();
+            page.data.make_mut(ps as usize)[inp..inp + n].copy_from_slice(&data[pos..pos + n]);
+            if !had {
+                self.cached += 1;
+            }
+            page.mark_dirty(inp as u32, (inp + n) as u32);
+            pos += n;
+        }
+        let m = self.mappings.get_mut(&mapping).expect("checked");
+        m.write_seq += 1;
+        self.tick += 1;
+    }
+}

@@ -1,0 +1,261 @@
+//! Write-back of dirty pages, split along read-write mappings, and the
+//! cache's size limit (eviction).
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+
+use crate::Instant;
+use crate::protocol::{Message, PageNo, PagePatch, Release, ReqId, WireMappingId, WriteBack};
+
+use super::cache::{FileId, PageState};
+use super::{Client, MappingId, MappingStatus, OpId, ReqKind};
+
+impl Client {
+    /// Sends write-backs for `pages` that are still dirty. Returns false if
+    /// the request window filled up first (the op waits for room).
+    pub(crate) fn flush_pages(
+        &mut self,
+        id: Option<OpId>,
+        file: FileId,
+        pages: &[PageNo],
+        writebacks: &mut BTreeSet<ReqId>,
+    ) -> bool {
+        let ps = self.params.as_ref().expect("mapped").page_size;
+        let budget =
+            (self.params.as_ref().expect("mapped").max_frame as usize / 2).max(ps as usize + 64);
+        // Batches per mapping: patches must lie inside the mapping they name.
+        let mut batches: std::collections::BTreeMap<
+            MappingId,
+            (WireMappingId, Vec<PagePatch>, usize),
+        > = Default::default();
+        let mut complete = true;
+        let mut i = 0;
+        while i < pages.len() {
+            let p = pages[i];
+            let Some(pg) = self.files[&file].pages.get(&p) else {
+                i += 1;
+                continue;
+            };
+            let Some((lo, hi)) = pg.dirty else {
+                i += 1;
+                continue;
+            };
+            let pieces = self.split_dirty(file, p, lo, hi);
+            let pg = self
+                .files
+                .get_mut(&file)
+                .expect("mapped")
+                .pages
+                .get_mut(&p)
+                .expect("present");
+            let data = pg.data.as_slice().expect("dirty pages have data");
+            for (m, wire, off, len) in &pieces {
+                let patch = PagePatch {
+                    page: p,
+                    offset: *off,
+                    data: Bytes::copy_from_slice(&data[*off as usize..(*off + *len) as usize]),
+                };
+                let e = batches.entry(*m).or_insert_with(|| (*wire, Vec::new(), 0));
+                e.2 += patch.data.len() + 16;
+                e.1.push(patch);
+            }
+            pg.dirty = None;
+            i += 1;
+            // Emit full batches.
+            let full: Vec<MappingId> = batches
+                .iter()
+                .filter(|(_, b)| b.2 >= budget || b.1.len() >= 4096)
+                .map(|(m, _)| *m)
+                .collect();
+            for m in full {
+                if !self.request_room() {
+                    complete = false;
+                    break;
+                }
+                let (wire, patches, _) = batches.remove(&m).expect("listed");
+                writebacks.insert(self.send_write_back(id, file, m, wire, patches));
+            }
+            if !complete {
+                break;
+            }
+        }
+        for (m, (wire, patches, _)) in std::mem::take(&mut batches) {
+            if !self.request_room() {
+                // Put the data back as dirty; it goes out when there is room.
+                complete = false;
+                let f = self.files.get_mut(&file).expect("mapped");
+                for pt in patches {
+                    let pg = f.page(pt.page);
+                    pg.mark_dirty(pt.offset, pt.offset + pt.data.len() as u32);
+                }
+                let _ = m;
+                continue;
+            }
+            writebacks.insert(self.send_write_back(id, file, m, wire, patches));
+        }
+        if !complete && let Some(id) = id {
+            self.window_waiters.insert(id);
+        }
+        complete
+    }
+
+    fn send_write_back(
+        &mut self,
+        op: Option<OpId>,
+        file: FileId,
+        mapping: MappingId,
+        wire: WireMappingId,
+        patches: Vec<PagePatch>,
+    ) -> ReqId {
+        let pages: Vec<PageNo> = patches.iter().map(|p| p.page).collect();
+        let f = self.files.get_mut(&file).expect("mapped");
+        for p in &pages {
+            f.page(*p).writebacks += 1;
+        }
+        self.send_request(
+            |req| {
+                Message::WriteBack(WriteBack {
+                    req,
+                    mapping: wire,
+                    patches,
+                })
+            },
+            ReqKind::WriteBack {
+                file,
+                pages,
+                op,
+                mapping,
+            },
+        )
+    }
+
+    /// Splits the dirty bytes `[lo, hi)` of a page into pieces that each lie
+    /// inside one ready read-write mapping: `(mapping, wire, offset, len)`.
+    pub(crate) fn split_dirty(
+        &self,
+        file: FileId,
+        page: PageNo,
+        lo: u32,
+        hi: u32,
+    ) -> Vec<(MappingId, WireMappingId, u32, u32)> {
+        let ps = self.params.as_ref().expect("mapped").page_size;
+        let base = page * ps;
+        let (mut x, end) = (base + lo as u64, base + hi as u64);
+        let mut out = Vec::new();
+        while x < end {
+            let best = self
+                .mappings
+                .iter()
+                .filter_map(|(id, m)| match m.status {
+                    MappingStatus::Ready { wire }
+                        if m.file == Some(file) && m.writable && m.offset <= x && x < m.end() =>
+                    {
+                        Some((*id, wire, m.end()))
+                    }
+                    _ => None,
+                })
+                .max_by_key(|(_, _, e)| *e);
+            match best {
+                Some((id, wire, e)) => {
+                    let to = e.min(end);
+                    out.push((id, wire, (x - base) as u32, (to - x) as u32));
+                    x = to;
+                }
+                None => {
+                    // Not covered by a writable mapping: cannot have been
+                    // written through this client; skip to the next one.
+                    let next = self
+                        .mappings
+                        .values()
+                        .filter(|m| {
+                            m.file == Some(file) && m.writable && m.offset > x && m.offset < end
+                        })
+                        .map(|m| m.offset)
+                        .min();
+                    match next {
+                        Some(n) => x = n,
+                        None => break,
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub(crate) fn dirty_pages_in(&self, file: FileId, from: PageNo, to: PageNo) -> Vec<PageNo> {
+        self.files[&file]
+            .pages
+            .range(from..to)
+            .filter(|(_, p)| p.dirty.is_some())
+            .map(|(q, _)| *q)
+            .collect()
+    }
+
+    /// Keeps the cache under its limit: releases the least recently used
+    /// clean pages to the server, writes back dirty ones first.
+    pub(crate) fn evict(&mut self, _now: Instant) {
+        let limit = self.config.max_cached_pages;
+        if self.cached <= limit {
+            return;
+        }
+        let want = self.cached - limit + limit / 16 + 1;
+        let mut cands: Vec<(u64, FileId, PageNo)> = Vec::new();
+        let mut dirty: Vec<(u64, FileId, PageNo)> = Vec::new();
+        for (fid, f) in &self.files {
+            for (q, p) in &f.pages {
+                if !p.data.is_some() {
+                    continue;
+                }
+                if p.evictable() {
+                    cands.push((p.touched, *fid, *q));
+                } else if p.dirty.is_some() && p.writebacks == 0 {
+                    dirty.push((p.touched, *fid, *q));
+                }
+            }
+        }
+        cands.sort();
+        cands.truncate(want);
+        let mut released: std::collections::BTreeMap<FileId, Vec<PageNo>> = Default::default();
+        for (_, fid, q) in &cands {
+            let f = self.files.get_mut(fid).expect("listed");
+            let pg = f.pages.remove(q).expect("listed");
+            self.cached -= 1;
+            if pg.state != PageState::Invalid && !pg.stale {
+                released.entry(*fid).or_default().push(*q);
+            }
+        }
+        for (fid, pages) in released {
+            let Some(h) = self.files[&fid].handle else {
+                continue;
+            };
+            let mut i = 0;
+            while i < pages.len() {
+                let mut j = i + 1;
+                while j < pages.len() && pages[j] == pages[j - 1] + 1 {
+                    j += 1;
+                }
+                let msg = Message::Release(Release {
+                    file: h,
+                    first_page: pages[i],
+                    count: (j - i) as u32,
+                });
+                self.transmit(&msg);
+                i = j;
+            }
+        }
+        if cands.len() < want && !dirty.is_empty() {
+            dirty.sort();
+            dirty.truncate(want - cands.len());
+            let mut by_file: std::collections::BTreeMap<FileId, Vec<PageNo>> = Default::default();
+            for (_, f, q) in dirty {
+                by_file.entry(f).or_default().push(q);
+            }
+            for (f, mut pages) in by_file {
+                pages.sort();
+                let mut sink = BTreeSet::new();
+                self.flush_pages(None, f, &pages, &mut sink);
+            }
+        }
+    }
+}

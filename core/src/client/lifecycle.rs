@@ -1,0 +1,338 @@
+//! Operations on whole mappings and files: sync, unmap, set length,
+//! atomics, close.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+
+use crate::protocol::{Message, PageNo, ReqId, SetLen, Sync, Unmap};
+
+use super::cache::FileId;
+use super::ops::Step;
+use super::{Client, Completion, Conn, MappingId, MappingStatus, OpError, OpId, OpKind, ReqKind};
+
+impl Client {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn step_sync(
+        &mut self,
+        id: OpId,
+        mapping: MappingId,
+        mut snapshot: Option<Vec<PageNo>>,
+        upto: u64,
+        mut writebacks: BTreeSet<ReqId>,
+        mut sync_req: Option<ReqId>,
+        done: bool,
+        failed: Option<OpError>,
+    ) -> Step {
+        if let Some(e) = failed {
+            return Step::Done(Err(e));
+        }
+        if done {
+            if let Some(m) = self.mappings.get_mut(&mapping) {
+                m.synced_seq = m.synced_seq.max(upto);
+            }
+            return Step::Done(Ok(Completion::Synced));
+        }
+        let (wire, file) = match self.ready_mapping(id, mapping) {
+            Err(e) => return Step::Done(Err(e)),
+            Ok(None) => {
+                return Step::Pending(OpKind::Sync {
+                    mapping,
+                    snapshot,
+                    upto,
+                    writebacks,
+                    sync_req,
+                    done,
+                    failed: None,
+                });
+            }
+            Ok(Some(x)) => x,
+        };
+        let ps = self.params.as_ref().expect("mapped").page_size;
+        let (a, b) = self.mappings[&mapping].pages(ps);
+        let pages = snapshot
+            .get_or_insert_with(|| self.dirty_pages_in(file, a, b))
+            .clone();
+        let flushed = self.flush_pages(Some(id), file, &pages, &mut writebacks);
+        if flushed && writebacks.is_empty() && sync_req.is_none() {
+            if self.request_room() {
+                sync_req = Some(self.send_request(
+                    |req| Message::Sync(Sync { req, mapping: wire }),
+                    ReqKind::Sync { op: id },
+                ));
+            } else {
+                self.window_waiters.insert(id);
+            }
+        }
+        Step::Pending(OpKind::Sync {
+            mapping,
+            snapshot,
+            upto,
+            writebacks,
+            sync_req,
+            done,
+            failed: None,
+        })
+    }
+
+    pub(crate) fn step_unmap(
+        &mut self,
+        id: OpId,
+        mapping: MappingId,
+        mut writebacks: BTreeSet<ReqId>,
+        req: Option<ReqId>,
+    ) -> Step {
+        let Some(m) = self.mappings.get(&mapping) else {
+            return Step::Done(Ok(Completion::Unmapped));
+        };
+        match m.status.clone() {
+            MappingStatus::Lost(_) => {
+                self.finalize_unmap(mapping);
+                Step::Done(Ok(Completion::Unmapped))
+            }
+            MappingStatus::Opening { .. } | MappingStatus::Reopening { .. } => {
+                self.mappings
+                    .get_mut(&mapping)
+                    .expect("present")
+                    .waiters
+                    .insert(id);
+                Step::Pending(OpKind::Unmap {
+                    mapping,
+                    writebacks,
+                    req,
+                })
+            }
+            MappingStatus::Closing => Step::Pending(OpKind::Unmap {
+                mapping,
+                writebacks,
+                req,
+            }),
+            MappingStatus::Ready { wire } => {
+                let file = m.file.expect("ready");
+                let ps = self.params.as_ref().expect("mapped").page_size;
+                let (a, b) = m.pages(ps);
+                let pages = self.dirty_pages_in(file, a, b);
+                if !self.flush_pages(Some(id), file, &pages, &mut writebacks)
+                    || !writebacks.is_empty()
+                {
+                    return Step::Pending(OpKind::Unmap {
+                        mapping,
+                        writebacks,
+                        req,
+                    });
+                }
+                if !self.request_room() {
+                    self.window_waiters.insert(id);
+                    return Step::Pending(OpKind::Unmap {
+                        mapping,
+                        writebacks,
+                        req,
+                    });
+                }
+                let r = self.send_request(
+                    |req| Message::Unmap(Unmap { req, mapping: wire }),
+                    ReqKind::Unmap { mapping, op: id },
+                );
+                self.mappings.get_mut(&mapping).expect("present").status = MappingStatus::Closing;
+                Step::Pending(OpKind::Unmap {
+                    mapping,
+                    writebacks,
+                    req: Some(r),
+                })
+            }
+        }
+    }
+
+    /// Forgets a mapping and the cached pages no other mapping covers.
+    pub(crate) fn finalize_unmap(&mut self, mapping: MappingId) {
+        let Some(m) = self.mappings.remove(&mapping) else {
+            return;
+        };
+        let waiters: Vec<OpId> = m.waiters.iter().copied().collect();
+        self.woken.extend(waiters);
+        let Some(file) = m.file else { return };
+        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+            return;
+        };
+        let (a, b) = m.pages(ps);
+        let others: Vec<(u64, u64)> = self
+            .mappings
+            .values()
+            .filter(|o| o.file == Some(file))
+            .map(|o| o.pages(ps))
+            .collect();
+        let f = self.files.get_mut(&file).expect("mapped");
+        let doomed: Vec<PageNo> = f
+            .pages
+            .range(a..b)
+            .filter(|(q, _)| !others.iter().any(|(x, y)| (*x..*y).contains(*q)))
+            .map(|(q, _)| *q)
+            .collect();
+        for q in doomed {
+            if let Some(pg) = f.pages.remove(&q) {
+                if pg.data.is_some() {
+                    self.cached -= 1;
+                }
+                self.woken.extend(pg.waiters);
+            }
+        }
+        if others.is_empty() {
+            let f = self.files.remove(&file).expect("mapped");
+            self.cached -= f.pages.values().filter(|p| p.data.is_some()).count();
+            if let Some(h) = f.handle {
+                self.by_handle.remove(&h);
+            }
+        }
+    }
+
+    pub(crate) fn step_set_len(
+        &mut self,
+        id: OpId,
+        path: String,
+        len: u64,
+        create: bool,
+        req: Option<ReqId>,
+    ) -> Step {
+        if req.is_none() {
+            if !self.request_room() {
+                if self.params.is_none() {
+                    self.session_waiters.insert(id);
+                } else {
+                    self.window_waiters.insert(id);
+                }
+                return Step::Pending(OpKind::SetLen {
+                    path,
+                    len,
+                    create,
+                    req,
+                });
+            }
+            let p = Bytes::from(path.clone().into_bytes());
+            let r = self.send_request(
+                |req| {
+                    Message::SetLen(SetLen {
+                        req,
+                        create,
+                        len,
+                        path: p,
+                    })
+                },
+                ReqKind::SetLen { op: id },
+            );
+            return Step::Pending(OpKind::SetLen {
+                path,
+                len,
+                create,
+                req: Some(r),
+            });
+        }
+        Step::Pending(OpKind::SetLen {
+            path,
+            len,
+            create,
+            req,
+        })
+    }
+
+    pub(crate) fn step_atomic(
+        &mut self,
+        id: OpId,
+        mapping: MappingId,
+        offset: u64,
+        op: crate::protocol::AtomicOp,
+        req: Option<ReqId>,
+    ) -> Step {
+        if req.is_some() {
+            return Step::Pending(OpKind::Atomic {
+                mapping,
+                offset,
+                op,
+                req,
+            });
+        }
+        let (wire, _) = match self.ready_mapping(id, mapping) {
+            Err(e) => return Step::Done(Err(e)),
+            Ok(None) => {
+                return Step::Pending(OpKind::Atomic {
+                    mapping,
+                    offset,
+                    op,
+                    req,
+                });
+            }
+            Ok(Some(x)) => x,
+        };
+        if !self.request_room() {
+            self.window_waiters.insert(id);
+            return Step::Pending(OpKind::Atomic {
+                mapping,
+                offset,
+                op,
+                req,
+            });
+        }
+        let r = self.send_request(
+            |req| {
+                Message::Atomic(crate::protocol::Atomic {
+                    req,
+                    mapping: wire,
+                    offset,
+                    op,
+                })
+            },
+            ReqKind::Atomic { op: id },
+        );
+        Step::Pending(OpKind::Atomic {
+            mapping,
+            offset,
+            op,
+            req: Some(r),
+        })
+    }
+
+    pub(crate) fn step_close(
+        &mut self,
+        id: OpId,
+        mut writebacks: BTreeSet<ReqId>,
+        bye_sent: bool,
+    ) -> Step {
+        if bye_sent {
+            return Step::Done(Ok(Completion::Closed));
+        }
+        if self.params.is_none() || !matches!(self.conn, Conn::Ready) {
+            // Nothing to flush without a session; wait for one otherwise.
+            if self.session.is_none() {
+                self.conn = Conn::Failed;
+                self.failed = Some("closed".into());
+                self.events.push_back(super::Event::Disconnect);
+                return Step::Done(Ok(Completion::Closed));
+            }
+            self.session_waiters.insert(id);
+            return Step::Pending(OpKind::Close {
+                writebacks,
+                bye_sent,
+            });
+        }
+        let files: Vec<FileId> = self.files.keys().copied().collect();
+        let mut all = true;
+        for f in files {
+            let pages = self.dirty_pages_in(f, 0, PageNo::MAX);
+            all &= self.flush_pages(Some(id), f, &pages, &mut writebacks);
+        }
+        if !all || !writebacks.is_empty() {
+            return Step::Pending(OpKind::Close {
+                writebacks,
+                bye_sent,
+            });
+        }
+        self.out.push_message(&Message::Bye);
+        self.conn = Conn::Failed;
+        self.failed = Some("the client was closed".into());
+        self.events.push_back(super::Event::Disconnect);
+        let others: Vec<OpId> = self.ops.keys().copied().collect();
+        for o in others {
+            self.complete(o, Err(OpError::Closed("the client was closed".into())));
+        }
+        Step::Done(Ok(Completion::Closed))
+    }
+}

@@ -1,0 +1,200 @@
+//! The client's internal bookkeeping: session, connection, mappings,
+//! operations in progress, requests in flight.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::Instant;
+use crate::protocol::{AtomicOp, Message, PageNo, ReqId, ResumeToken, SessionId, Version};
+
+use super::cache::FileId;
+use super::{LostWrites, MappingId, OpError, OpId};
+
+#[derive(Clone, Debug)]
+pub(crate) struct SessionInfo {
+    pub(crate) id: SessionId,
+    pub(crate) token: ResumeToken,
+    pub(crate) epoch: u64,
+}
+
+/// Limits and sizes learned from the server's `Welcome`.
+#[derive(Clone, Debug)]
+pub(crate) struct Params {
+    pub(crate) page_size: u64,
+    pub(crate) lease: Duration,
+    pub(crate) max_pages: u32,
+    pub(crate) max_frame: u32,
+    pub(crate) window: u64,
+}
+
+#[derive(Debug)]
+pub(crate) enum Conn {
+    Disconnected { retry_at: Instant },
+    Connecting { since: Instant },
+    Handshaking { since: Instant },
+    Ready,
+    Failed,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum MappingStatus {
+    /// A `Map` request is (or will be) in flight.
+    Opening {
+        req: Option<ReqId>,
+    },
+    Ready {
+        wire: crate::protocol::WireMappingId,
+    },
+    /// Mapped again after a lost session.
+    Reopening {
+        req: Option<ReqId>,
+    },
+    Lost(LostWrites),
+    Closing,
+}
+
+#[derive(Debug)]
+pub(crate) struct MappingState {
+    pub(crate) path: String,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+    pub(crate) writable: bool,
+    pub(crate) create: bool,
+    pub(crate) status: MappingStatus,
+    pub(crate) file: Option<FileId>,
+    pub(crate) write_seq: u64,
+    pub(crate) synced_seq: u64,
+    pub(crate) waiters: BTreeSet<OpId>,
+    /// Where the last read ended, to spot sequential readers.
+    pub(crate) last_read_end: u64,
+    /// Read-ahead has been asked for up to this page.
+    pub(crate) readahead_to: PageNo,
+    pub(crate) file_len: u64,
+}
+
+impl MappingState {
+    pub(crate) fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+
+    pub(crate) fn pages(&self, ps: u64) -> (PageNo, PageNo) {
+        (self.offset / ps, self.end().div_ceil(ps))
+    }
+
+    pub(crate) fn wire(&self) -> Option<crate::protocol::WireMappingId> {
+        match self.status {
+            MappingStatus::Ready { wire } => Some(wire),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum OpKind {
+    Map {
+        mapping: MappingId,
+    },
+    Read {
+        mapping: MappingId,
+        start: u64,
+        len: u64,
+        pos: u64,
+        buf: Option<BytesMut>,
+        sequential: bool,
+    },
+    Write {
+        mapping: MappingId,
+        start: u64,
+        data: Bytes,
+        pos: u64,
+    },
+    Sync {
+        mapping: MappingId,
+        snapshot: Option<Vec<PageNo>>,
+        upto: u64,
+        writebacks: BTreeSet<ReqId>,
+        sync_req: Option<ReqId>,
+        done: bool,
+        failed: Option<OpError>,
+    },
+    Unmap {
+        mapping: MappingId,
+        writebacks: BTreeSet<ReqId>,
+        req: Option<ReqId>,
+    },
+    SetLen {
+        path: String,
+        len: u64,
+        create: bool,
+        req: Option<ReqId>,
+    },
+    Atomic {
+        mapping: MappingId,
+        offset: u64,
+        op: AtomicOp,
+        req: Option<ReqId>,
+    },
+    Close {
+        writebacks: BTreeSet<ReqId>,
+        bye_sent: bool,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Op {
+    pub(crate) kind: OpKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum ReqKind {
+    Map {
+        mapping: MappingId,
+        op: Option<OpId>,
+    },
+    Unmap {
+        mapping: MappingId,
+        op: OpId,
+    },
+    Fetch {
+        file: FileId,
+        first: PageNo,
+        count: u32,
+    },
+    /// `pages[i]` is the page of patch `i`.
+    WriteBack {
+        file: FileId,
+        pages: Vec<PageNo>,
+        op: Option<OpId>,
+        mapping: MappingId,
+    },
+    Sync {
+        op: OpId,
+    },
+    Revalidate {
+        file: FileId,
+        pages: Vec<(PageNo, Version)>,
+    },
+    SetLen {
+        op: OpId,
+    },
+    Atomic {
+        op: OpId,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) seq: u64,
+    pub(crate) msg: Message,
+    pub(crate) kind: ReqKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum LogEntry {
+    Request(ReqId),
+    /// A recall acknowledgement carrying dirty data: kept until the server
+    /// confirms it (`rev_acked`), sent again after a resume.
+    RecallAck(crate::protocol::RevId, Message),
+}

@@ -1,0 +1,317 @@
+//! Requests about pages: fetch, write-back, sync, release, revalidate,
+//! atomic operations.
+
+use bytes::Bytes;
+
+use crate::Instant;
+use crate::protocol::{
+    Atomic, ErrorCode, Fetch, Message, PagePatch, Release, Revalidate, Revalidated, SessionId,
+    Sync, Synced, WriteAck, WriteBack, fetch_flags,
+};
+use crate::store::Store;
+
+use super::directory::FileId;
+use super::ops::{Op, OpKind};
+use super::requests::{Outcome, store_failure};
+use super::session::MappingEntry;
+use super::{Failure, Server};
+
+impl<S: Store> Server<S> {
+    pub(super) fn do_fetch(&mut self, now: Instant, sid: SessionId, f: Fetch) -> Outcome {
+        let m = self.mapping(sid, f.mapping)?;
+        if f.flags & !(fetch_flags::EXCLUSIVE | fetch_flags::WANT_DATA | fetch_flags::OVERWRITE)
+            != 0
+        {
+            return Err(Failure::new(
+                ErrorCode::Protocol,
+                format!("unknown fetch flags 0x{:02x}", f.flags),
+            ));
+        }
+        let exclusive = f.flags & fetch_flags::EXCLUSIVE != 0;
+        let want_data = f.flags & fetch_flags::WANT_DATA != 0;
+        let overwrite = f.flags & fetch_flags::OVERWRITE != 0;
+        if overwrite && (!exclusive || want_data) {
+            return Err(Failure::new(
+                ErrorCode::Protocol,
+                "OVERWRITE needs EXCLUSIVE and excludes WANT_DATA",
+            ));
+        }
+        if exclusive && !m.writable {
+            return Err(Failure::new(
+                ErrorCode::ReadOnly,
+                format!("mapping {} is read-only", f.mapping),
+            ));
+        }
+        if exclusive && self.shutdown.is_some() {
+            return Err(Failure::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; no new write ownership",
+            ));
+        }
+        let max = self.sessions[&sid].max_pages;
+        if f.count == 0 || f.count > max {
+            return Err(Failure::new(
+                ErrorCode::OutOfRange,
+                format!("a fetch asks for 1 to {max} pages, not {}", f.count),
+            ));
+        }
+        let (a, b) = m.pages(self.config.page_size as u64);
+        let end = f.first_page.saturating_add(f.count as u64);
+        if f.first_page < a || end > b {
+            return Err(Failure::new(
+                ErrorCode::OutOfRange,
+                format!(
+                    "pages {}..{end} are outside mapping {} (pages {a}..{b})",
+                    f.first_page, f.mapping
+                ),
+            ));
+        }
+        let s = &self.sessions[&sid];
+        if s.held_count + f.count as u64 > self.config.max_held_pages {
+            return Err(Failure::new(
+                ErrorCode::TooManyPages,
+                format!(
+                    "the session holds {} pages; the limit is {}",
+                    s.held_count, self.config.max_held_pages
+                ),
+            ));
+        }
+        self.start_op(
+            now,
+            Op {
+                session: sid,
+                req: f.req,
+                mapping: Some(f.mapping),
+                file: m.file,
+                first: f.first_page,
+                end,
+                next: f.first_page,
+                pending_revs: 0,
+                kind: OpKind::Fetch {
+                    exclusive,
+                    want_data,
+                    overwrite,
+                },
+                cancelled: false,
+                queued_on: None,
+            },
+        );
+        Ok(None)
+    }
+
+    fn check_patch(
+        &self,
+        m: &MappingEntry,
+        mapping: crate::protocol::WireMappingId,
+        p: &PagePatch,
+    ) -> Result<(), Failure> {
+        let ps = self.config.page_size as u64;
+        let fits = (p.offset as u64)
+            .checked_add(p.data.len() as u64)
+            .is_some_and(|e| e <= ps);
+        if !fits
+            || !m.contains_bytes(
+                p.page.saturating_mul(ps).saturating_add(p.offset as u64),
+                p.data.len() as u64,
+            )
+        {
+            return Err(Failure::new(
+                ErrorCode::OutOfRange,
+                format!(
+                    "{} bytes at offset {} of page {} are outside mapping {mapping}",
+                    p.data.len(),
+                    p.offset,
+                    p.page
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Dirty data in a recall must lie in a read-write mapping of the session.
+    pub(super) fn check_patch_rights(
+        &self,
+        sid: SessionId,
+        file: FileId,
+        p: &PagePatch,
+    ) -> Result<(), Failure> {
+        let ps = self.config.page_size as u64;
+        let start = p.page.saturating_mul(ps).saturating_add(p.offset as u64);
+        let ok = self.sessions[&sid]
+            .mappings
+            .values()
+            .any(|m| m.file == file && m.writable && m.contains_bytes(start, p.data.len() as u64));
+        if ok {
+            Ok(())
+        } else {
+            Err(Failure::fatal(
+                ErrorCode::Protocol,
+                format!(
+                    "recalled data for page {} lies outside every read-write mapping",
+                    p.page
+                ),
+            ))
+        }
+    }
+
+    pub(super) fn do_write_back(&mut self, sid: SessionId, w: WriteBack) -> Outcome {
+        let m = self.mapping(sid, w.mapping)?;
+        if !m.writable {
+            return Err(Failure::new(
+                ErrorCode::ReadOnly,
+                format!("mapping {} is read-only", w.mapping),
+            ));
+        }
+        let ps = self.config.page_size as u64;
+        let f = self.files.get(m.file);
+        for p in &w.patches {
+            self.check_patch(&m, w.mapping, p)?;
+            if f.pages.get(&p.page).is_none_or(|e| e.owner != Some(sid)) {
+                return Err(Failure::new(
+                    ErrorCode::NotOwner,
+                    format!(
+                        "page {} of {} is not owned by this session; write back only pages you own",
+                        p.page, f.path
+                    ),
+                ));
+            }
+        }
+        let (store, path) = (f.store, f.path.clone());
+        let mut versions = Vec::with_capacity(w.patches.len());
+        for p in &w.patches {
+            self.store
+                .write(store, p.page * ps + p.offset as u64, &p.data)
+                .map_err(|e| store_failure(&path, e))?;
+            let v = self.bump_version();
+            self.files.get_mut(m.file).entry(p.page).version = v;
+            versions.push(v);
+        }
+        Ok(Some((
+            Message::WriteAck(WriteAck {
+                req: w.req,
+                versions,
+            }),
+            true,
+        )))
+    }
+
+    pub(super) fn do_sync(&mut self, sid: SessionId, s: Sync) -> Outcome {
+        let m = self.mapping(sid, s.mapping)?;
+        let f = self.files.get(m.file);
+        let (store, path) = (f.store, f.path.clone());
+        self.store
+            .sync(store)
+            .map_err(|e| store_failure(&path, e))?;
+        Ok(Some((Message::Synced(Synced { req: s.req }), false)))
+    }
+
+    pub(super) fn on_release(&mut self, sid: SessionId, r: &Release) {
+        let s = &self.sessions[&sid];
+        let Some(&file) = s.handles.get(&r.file) else {
+            return;
+        };
+        let end = r.first_page.saturating_add(r.count as u64);
+        let pages: Vec<u64> = s
+            .held
+            .get(&file)
+            .map(|set| set.range(r.first_page..end).copied().collect())
+            .unwrap_or_default();
+        for p in pages {
+            let f = self.files.get_mut(file);
+            if let Some(e) = f.pages.get_mut(&p) {
+                e.drop_holder(sid);
+            }
+            f.gc_page(p);
+            self.sessions
+                .get_mut(&sid)
+                .expect("live")
+                .note_released(file, p);
+        }
+    }
+
+    pub(super) fn do_revalidate(&mut self, sid: SessionId, r: Revalidate) -> Outcome {
+        let m = self.mapping(sid, r.mapping)?;
+        let (a, b) = m.pages(self.config.page_size as u64);
+        if let Some(p) = r.pages.iter().find(|p| p.page < a || p.page >= b) {
+            return Err(Failure::new(
+                ErrorCode::OutOfRange,
+                format!(
+                    "page {} is outside mapping {} (pages {a}..{b})",
+                    p.page, r.mapping
+                ),
+            ));
+        }
+        let s = &self.sessions[&sid];
+        if s.held_count + r.pages.len() as u64 > self.config.max_held_pages {
+            return Err(Failure::new(
+                ErrorCode::TooManyPages,
+                "revalidating these pages would pass the held-page limit",
+            ));
+        }
+        let mut valid = vec![0u8; r.pages.len().div_ceil(8)];
+        for (i, pv) in r.pages.iter().enumerate() {
+            let f = self.files.get_mut(m.file);
+            let current = f.version_of(pv.page);
+            let busy = f.pages.get(&pv.page).is_some_and(|e| {
+                e.lock.is_some() || !e.queue.is_empty() || e.owner.is_some_and(|o| o != sid)
+            });
+            if !busy && current == pv.version {
+                f.entry(pv.page).add_sharer(sid);
+                self.sessions
+                    .get_mut(&sid)
+                    .expect("live")
+                    .note_held(m.file, pv.page);
+                valid[i / 8] |= 1 << (i % 8);
+            }
+        }
+        let reply = Revalidated {
+            req: r.req,
+            count: r.pages.len() as u32,
+            valid: Bytes::from(valid),
+        };
+        Ok(Some((Message::Revalidated(reply), false)))
+    }
+
+    pub(super) fn do_atomic(&mut self, now: Instant, sid: SessionId, a: Atomic) -> Outcome {
+        let m = self.mapping(sid, a.mapping)?;
+        if !m.writable {
+            return Err(Failure::new(
+                ErrorCode::ReadOnly,
+                format!("mapping {} is read-only", a.mapping),
+            ));
+        }
+        if a.offset % 8 != 0 {
+            return Err(Failure::new(
+                ErrorCode::Misaligned,
+                format!("offset {} is not a multiple of 8", a.offset),
+            ));
+        }
+        if !m.contains_bytes(a.offset, 8) {
+            return Err(Failure::new(
+                ErrorCode::OutOfRange,
+                format!("the word at {} is outside mapping {}", a.offset, a.mapping),
+            ));
+        }
+        let page = a.offset / self.config.page_size as u64;
+        self.start_op(
+            now,
+            Op {
+                session: sid,
+                req: a.req,
+                mapping: Some(a.mapping),
+                file: m.file,
+                first: page,
+                end: page + 1,
+                next: page,
+                pending_revs: 0,
+                kind: OpKind::Atomic {
+                    offset: a.offset,
+                    op: a.op,
+                },
+                cancelled: false,
+                queued_on: None,
+            },
+        );
+        Ok(None)
+    }
+}
