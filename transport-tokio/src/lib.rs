@@ -1,1 +1,41 @@
-//! rmmap over Tokio (not built yet).
+//! rmmap over Tokio: a client library and a server, thin adapters over
+//! [`rmmap_core`].
+//!
+//! * [`Client::connect`] opens one connection that carries every mapping;
+//!   [`Client::map`] returns a [`Mapping`] to read, write and sync. Cache
+//!   hits are served on the caller's thread; everything else goes through a
+//!   background driver task that runs the core's drive loop. Reconnection and
+//!   session resumption are automatic.
+//! * [`Server::bind`] exports a directory ([`ServerConfig`]) until a
+//!   graceful [`Server::shutdown`].
+//! * Sockets are pluggable ([`Connector`], [`Listener`]) and only
+//!   `tokio::time` is read, so the same code runs over a simulated network.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use rmmap_tokio::{Access, Client, ClientConfig, Server, ServerConfig};
+//!
+//! let server = Server::bind("127.0.0.1:0", ServerConfig::new("/srv/export")).await?;
+//! let addr = server.local_addr().to_string();
+//! let client = Client::connect(&addr, ClientConfig::default()).await?;
+//! let m = client.map("data.bin", 0..8192, Access::ReadWrite).await?;
+//! m.write(100, b"hello").await?;
+//! let mut buf = [0u8; 5];
+//! m.read(100, &mut buf).await?;
+//! m.sync().await?;
+//! client.close().await?;
+//! server.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod clock;
+mod net;
+mod server;
+
+pub use client::{Access, Client, ClientConfig, ClientEvent, ConnectError, Mapping};
+pub use net::{Connector, Listener, TcpConnector};
+pub use rmmap_core::client::{LostWrites, MapOptions, MappingId, OpError, SessionLossReason};
+pub use rmmap_core::protocol::AtomicOp;
+pub use rmmap_store::ServerConfig;
+pub use server::{ServeError, ServeOptions, Server};

@@ -1,0 +1,278 @@
+//! The task that owns the core: it feeds the core what the connection tasks
+//! report and the time, and hands out what the core wants sent.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rmmap_core::server::{ConnId, InputStatus, Server, ServerEvent};
+use rmmap_core::store::Store;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+
+use crate::clock::Clock;
+
+/// A writer gets at most this many bytes per batch; the rest waits in the
+/// core's queue, where its output limits count it.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Whether a connection's reader should read.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) enum ReadState {
+    Reading,
+    /// The core has too much output queued for it.
+    Paused,
+    /// The connection is closing.
+    Closed,
+}
+
+/// What the connection tasks tell the core.
+pub(super) enum ToCore {
+    /// A new connection; the reply names it.
+    Open {
+        writer: mpsc::Sender<Vec<Bytes>>,
+        ctl: watch::Sender<ReadState>,
+        reply: oneshot::Sender<ConnId>,
+    },
+    /// Bytes read from a connection.
+    Input(ConnId, BytesMut),
+    /// A connection's writer finished its batch.
+    Drained(ConnId),
+    /// A connection broke or its peer closed it.
+    Gone(ConnId),
+}
+
+struct Slot {
+    writer: mpsc::Sender<Vec<Bytes>>,
+    writer_busy: bool,
+    ctl: watch::Sender<ReadState>,
+    /// Bytes read but not yet taken by the core (a partial frame, or input
+    /// held back while paused).
+    inbox: BytesMut,
+    paused: bool,
+    /// The core asked to close: flush, then disconnect.
+    closing: bool,
+}
+
+pub(super) struct CoreTask<S> {
+    server: Server<S>,
+    clock: Clock,
+    inbox: mpsc::Receiver<ToCore>,
+    accept: AbortHandle,
+    conns: BTreeMap<ConnId, Slot>,
+    shutdown_timeout: Duration,
+    shutdown_complete: bool,
+}
+
+impl<S: Store> CoreTask<S> {
+    pub(super) fn new(
+        server: Server<S>,
+        clock: Clock,
+        inbox: mpsc::Receiver<ToCore>,
+        accept: AbortHandle,
+        shutdown_timeout: Duration,
+    ) -> Self {
+        CoreTask {
+            server,
+            clock,
+            inbox,
+            accept,
+            conns: BTreeMap::new(),
+            shutdown_timeout,
+            shutdown_complete: false,
+        }
+    }
+
+    /// Runs until a graceful shutdown (asked for on `shutdown`, or by
+    /// dropping its sender) completes or times out; reports which.
+    pub(super) async fn run(
+        mut self,
+        mut shutdown: oneshot::Receiver<()>,
+        done: oneshot::Sender<bool>,
+    ) {
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let clean = loop {
+            self.drain_events();
+            if deadline.is_some() && self.shutdown_complete && self.conns.is_empty() {
+                break true;
+            }
+            let core_timer = self.server.poll_timeout().map(|t| self.clock.deadline(t));
+            let timer = match (core_timer, deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let sleep = async {
+                match timer {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = self.inbox.recv() => match msg {
+                    Some(m) => self.on_message(m),
+                    // Nobody can reach us any more.
+                    None => deadline = deadline.or_else(|| Some(self.begin_shutdown())),
+                },
+                _ = &mut shutdown, if deadline.is_none() => deadline = Some(self.begin_shutdown()),
+                _ = sleep => {
+                    let now = self.clock.now();
+                    self.server.handle_timeout(now);
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        self.drain_events();
+                        break self.shutdown_complete && self.conns.is_empty();
+                    }
+                }
+            }
+        };
+        if !clean {
+            tracing::warn!(
+                open = self.conns.len(),
+                complete = self.shutdown_complete,
+                "shutdown timed out"
+            );
+        }
+        self.accept.abort();
+        // Dropping the slots closes every remaining connection.
+        self.conns.clear();
+        let _ = done.send(clean);
+    }
+
+    fn begin_shutdown(&mut self) -> tokio::time::Instant {
+        tracing::info!("shutting down");
+        self.accept.abort();
+        self.server.begin_shutdown(self.clock.now());
+        tokio::time::Instant::now() + self.shutdown_timeout
+    }
+
+    fn on_message(&mut self, msg: ToCore) {
+        let now = self.clock.now();
+        match msg {
+            ToCore::Open { writer, ctl, reply } => {
+                let conn = self.server.handle_connect(now);
+                let slot = Slot {
+                    writer,
+                    writer_busy: false,
+                    ctl,
+                    inbox: BytesMut::new(),
+                    paused: false,
+                    closing: false,
+                };
+                self.conns.insert(conn, slot);
+                if reply.send(conn).is_err() {
+                    self.gone(conn);
+                }
+            }
+            ToCore::Input(conn, bytes) => {
+                let Some(slot) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                if slot.inbox.is_empty() {
+                    slot.inbox = bytes;
+                } else {
+                    slot.inbox.extend_from_slice(&bytes);
+                }
+                if !slot.paused && !slot.closing {
+                    self.feed_input(conn);
+                }
+            }
+            ToCore::Drained(conn) => {
+                let Some(slot) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                slot.writer_busy = false;
+                self.feed_writer(conn);
+                if self.conns.get(&conn).is_some_and(|s| s.paused) {
+                    self.feed_input(conn);
+                }
+            }
+            ToCore::Gone(conn) => self.gone(conn),
+        }
+    }
+
+    /// Gives the core the connection's buffered input and acts on its answer.
+    fn feed_input(&mut self, conn: ConnId) {
+        let now = self.clock.now();
+        let Some(slot) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let status = self.server.handle_input(now, conn, &mut slot.inbox);
+        let state = match status {
+            InputStatus::Consumed => ReadState::Reading,
+            InputStatus::Paused => ReadState::Paused,
+            InputStatus::Closing => ReadState::Closed,
+        };
+        slot.paused = status == InputStatus::Paused;
+        slot.ctl.send_if_modified(|s| {
+            let changed = *s != state;
+            *s = state;
+            changed
+        });
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(ev) = self.server.poll_event() {
+            match ev {
+                ServerEvent::Transmit(conn) => self.feed_writer(conn),
+                ServerEvent::Close(conn) => match self.conns.get_mut(&conn) {
+                    Some(slot) => {
+                        slot.closing = true;
+                        let _ = slot.ctl.send(ReadState::Closed);
+                        self.feed_writer(conn);
+                    }
+                    None => self.server.handle_disconnect(self.clock.now(), conn),
+                },
+                ServerEvent::SessionStarted { session, client } => {
+                    tracing::info!(?session, %client, "session started");
+                }
+                ServerEvent::SessionEnded { session, reason } => {
+                    tracing::info!(?session, %reason, "session ended");
+                }
+                ServerEvent::ShutdownComplete => {
+                    tracing::info!("every dirty page recalled and every file synced");
+                    self.shutdown_complete = true;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Hands the connection's writer its next batch if it is idle; finishes
+    /// a close once everything is written.
+    fn feed_writer(&mut self, conn: ConnId) {
+        let Some(slot) = self.conns.get_mut(&conn) else {
+            // A connection already gone: discard what was queued for it.
+            while self.server.poll_transmit(conn).is_some() {}
+            return;
+        };
+        if slot.writer_busy {
+            return;
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while bytes < BATCH_BYTES {
+            let Some(b) = self.server.poll_transmit(conn) else {
+                break;
+            };
+            bytes += b.len();
+            batch.push(b);
+        }
+        if !batch.is_empty() {
+            // Capacity 1 and never more than one batch out: this cannot be full.
+            if slot.writer.try_send(batch).is_ok() {
+                slot.writer_busy = true;
+            } else {
+                self.gone(conn);
+            }
+        } else if slot.closing {
+            self.gone(conn);
+        }
+    }
+
+    /// Forgets the connection (its tasks end as their channels close) and
+    /// tells the core.
+    fn gone(&mut self, conn: ConnId) {
+        if self.conns.remove(&conn).is_some() {
+            self.server.handle_disconnect(self.clock.now(), conn);
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The server: an accept loop, a reader and a writer task per connection,
+//! and one task that owns the core.
+//!
+//! # Where the core runs
+//!
+//! The core [`rmmap_core::server::Server`] makes every decision and calls
+//! the [`Store`] synchronously from inside them: with [`FsStore`](rmmap_store::FsStore)
+//! those are blocking `pread`/`pwrite`/`fsync` calls. So by default
+//! ([`ServeOptions::dedicated_thread`]) the task that owns the core runs on
+//! its own OS thread with a single-threaded Tokio runtime: a slow disk
+//! stalls only the core (which must wait for the store anyway), never the
+//! runtime's workers, which keep accepting, reading and writing sockets.
+//! There is no lock around the core and no hand-off per call, unlike
+//! `block_in_place` or `spawn_blocking`. Under a simulated network (turmoil)
+//! everything must run on the simulation's runtime, so the core task can
+//! instead be spawned there.
+//!
+//! Connection tasks talk to the core over one bounded channel (bytes read,
+//! writer drained, connection gone); the core hands each writer at most one
+//! batch at a time, so unsent bytes stay in the core's queue, where its
+//! output limits and [`InputStatus::Paused`](rmmap_core::server::InputStatus)
+//! see them. A paused connection's reader stops reading until its output
+//! drains.
+
+mod conn;
+mod core_task;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rmmap_core::server::ConfigError;
+use rmmap_core::store::Store;
+use rmmap_store::{RootError, ServerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::{Clock, random_seed};
+use crate::net::Listener;
+
+/// How the server runs (as opposed to what it serves).
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Run the core on its own OS thread (see the module docs). Default
+    /// true; a simulation sets it to false.
+    pub dedicated_thread: bool,
+    /// A graceful shutdown gives up after this long. Default 10 s.
+    pub shutdown_timeout: Duration,
+    /// Most open connections; further ones wait to be accepted. Default 4096.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            dedicated_thread: true,
+            shutdown_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Why the server could not start, or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The export root could not be opened.
+    #[error(transparent)]
+    Root(#[from] RootError),
+    /// The settings do not work together.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No random seed, or no thread for the core.
+    #[error("cannot start the server: {0}")]
+    Start(io::Error),
+    /// The graceful shutdown did not finish in time: some clients may not
+    /// have written back their dirty pages.
+    #[error("the graceful shutdown did not finish within {0:?}")]
+    ShutdownTimedOut(Duration),
+    /// The core task ended unexpectedly (it panicked).
+    #[error("the server's core task stopped unexpectedly")]
+    Crashed,
+}
+
+/// A running server. Dropping it starts a graceful shutdown in the
+/// background; [`Server::shutdown`] waits for it.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    done: oneshot::Receiver<bool>,
+    shutdown_timeout: Duration,
+}
+
+impl Server {
+    /// Listens on `addr` (`host:port`; port 0 picks a free one) over TCP and
+    /// serves the directory `config.root`. Must be called within a Tokio
+    /// runtime.
+    pub async fn bind(addr: &str, config: ServerConfig) -> Result<Server, ServeError> {
+        let store = config.open_store()?;
+        config.core.validate()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        Self::serve(listener, config.core, store, ServeOptions::default())
+    }
+
+    /// Serves `store` to connections from any [`Listener`]. Must be called
+    /// within a Tokio runtime: the connection tasks are spawned on it.
+    pub fn serve<L, S>(
+        listener: L,
+        config: rmmap_core::server::ServerConfig,
+        store: S,
+        options: ServeOptions,
+    ) -> Result<Server, ServeError>
+    where
+        L: Listener,
+        S: Store + Send + 'static,
+    {
+        let local_addr = listener.local_addr().map_err(ServeError::Start)?;
+        let seed = random_seed().map_err(ServeError::Start)?;
+        let core = rmmap_core::server::Server::new(config, store, seed)?;
+        let clock = Clock::new();
+        let (to_core, from_conns) = mpsc::channel(1024);
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let accept = tokio::spawn(conn::accept_loop(
+            listener,
+            to_core,
+            options.max_connections,
+        ));
+        let task = core_task::CoreTask::new(
+            core,
+            clock,
+            from_conns,
+            accept.abort_handle(),
+            options.shutdown_timeout,
+        );
+        let run = task.run(shutdown_rx, done_tx);
+        if options.dedicated_thread {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(ServeError::Start)?;
+            std::thread::Builder::new()
+                .name("rmmap-core".into())
+                .spawn(move || rt.block_on(run))
+                .map_err(ServeError::Start)?;
+        } else {
+            tokio::spawn(run);
+        }
+        tracing::info!(%local_addr, "serving");
+        Ok(Server {
+            local_addr,
+            shutdown: Some(shutdown_tx),
+            done: done_rx,
+            shutdown_timeout: options.shutdown_timeout,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Shuts down gracefully: stops accepting, recalls every dirty page,
+    /// syncs every file, says goodbye to every client, then stops.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match (&mut self.done).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ServeError::ShutdownTimedOut(self.shutdown_timeout)),
+            Err(_) => Err(ServeError::Crashed),
+        }
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), ServeError> {
+        signal.await;
+        self.shutdown().await
+    }
+}

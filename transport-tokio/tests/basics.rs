@@ -1,0 +1,76 @@
+//! Basic operations over real loopback TCP: map, read, write, sync, unmap,
+//! create and set_len, atomics, close.
+
+mod common;
+
+use common::{TestServer, within};
+use rmmap_tokio::{Access, AtomicOp, MapOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_see_each_others_writes_and_sync_reaches_the_disk() {
+    within(20, async {
+        let ts = TestServer::start(|c| c).await;
+        ts.put("f", &vec![0u8; 3 * 4096]);
+        let a = ts.client().await;
+        let b = ts.client().await;
+        let ma = a.map("f", 0..3 * 4096, Access::ReadWrite).await.unwrap();
+        let mb = b.map("f", 0..3 * 4096, Access::ReadWrite).await.unwrap();
+        assert_eq!(ma.len(), 3 * 4096);
+        assert_eq!(&mb.read_bytes(4090, 10).await.unwrap()[..], &[0u8; 10]);
+        ma.write(4090, b"helloworld").await.unwrap();
+        assert_eq!(&mb.read_bytes(4090, 10).await.unwrap()[..], b"helloworld");
+        mb.write(4095, b"X").await.unwrap();
+        let mut buf = [0u8; 10];
+        ma.read(4090, &mut buf).await.unwrap();
+        assert_eq!(&buf, b"helloXorld");
+        ma.sync().await.unwrap();
+        assert_eq!(&ts.get("f")[4090..4100], b"helloXorld");
+        ma.unmap().await.unwrap();
+        mb.unmap().await.unwrap();
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_set_len_and_atomics() {
+    within(20, async {
+        let ts = TestServer::start(|c| c).await;
+        let c = ts.client().await;
+        assert_eq!(c.set_len("new/dir/file", 100, true).await.unwrap(), 100);
+        assert_eq!(ts.get("new/dir/file").len(), 100);
+        let m = c
+            .map_with(
+                "made",
+                0..16,
+                MapOptions {
+                    access: Access::ReadWrite,
+                    create: true,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(m.atomic(8, AtomicOp::FetchAdd(5)).await.unwrap(), (0, true));
+        assert_eq!(m.atomic(8, AtomicOp::FetchAdd(5)).await.unwrap(), (5, true));
+        assert_eq!(
+            m.atomic(
+                8,
+                AtomicOp::CompareExchange {
+                    expected: 1,
+                    new: 2
+                }
+            )
+            .await
+            .unwrap(),
+            (10, false)
+        );
+        m.sync().await.unwrap();
+        assert_eq!(ts.get("made")[8..16], 10u64.to_le_bytes());
+        drop(m);
+        c.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
