@@ -140,8 +140,13 @@ impl Cluster {
         clients: Vec<ClientConfig>,
         seed: u64,
     ) -> Self {
-        let server = Server::new(server_config.clone(), store.clone(), seed_bytes(seed, 0))
-            .expect("valid config");
+        // The first server is the first ever to serve this store: no client of
+        // an earlier run can hold a lease, so it needs no grace period.
+        let first = ServerConfig {
+            restart_grace: Some(Duration::ZERO),
+            ..server_config.clone()
+        };
+        let server = Server::new(first, store.clone(), seed_bytes(seed, 0)).expect("valid config");
         let now = Instant::ZERO;
         let nodes = clients
             .into_iter()

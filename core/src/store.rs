@@ -8,7 +8,7 @@
 
 mod mem;
 
-pub use mem::MemStore;
+pub use mem::{MEM_STORE_MAX_FILE, MemStore};
 
 use bytes::Bytes;
 

@@ -399,7 +399,7 @@ impl Client {
     /// Drops recall acknowledgements the server has processed.
     fn prune_acks(&mut self, acked: RevId) {
         self.log
-            .retain(|_, e| !matches!(e, LogEntry::RecallAck(rev, _) if *rev <= acked));
+            .retain(|_, e| !matches!(e, LogEntry::RecallAck(rev, _, _) if *rev <= acked));
     }
 
     /// Sends again, in their original order, every request without a reply
@@ -412,7 +412,7 @@ impl Client {
                         self.out.push_message(&req.msg);
                     }
                 }
-                LogEntry::RecallAck(_, m) => self.out.push_message(m),
+                LogEntry::RecallAck(_, _, m) => self.out.push_message(m),
             }
         }
     }

@@ -40,6 +40,10 @@ use crate::protocol::{ChunkQueue, FileHandle, ReqId};
 use cache::{FileId, FileState};
 pub(crate) use state::*;
 
+/// A version no server ever issues: marks a copy that must not be
+/// revalidated.
+pub(crate) const VERSION_UNKNOWN: crate::protocol::Version = u64::MAX;
+
 /// An application operation, numbered by the client.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpId(pub u64);

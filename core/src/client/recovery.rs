@@ -63,6 +63,28 @@ impl Client {
                 pg.data = super::cache::PageData::None;
             }
         }
+        // Dirty data handed back in recall acknowledgements the server never
+        // confirmed: it may not have arrived.
+        for e in self.log.values() {
+            let super::LogEntry::RecallAck(_, fid, Message::RecallAck(ack)) = e else {
+                continue;
+            };
+            let mut pages: Vec<u64> = ack.patches.iter().map(|p| p.page).collect();
+            pages.dedup();
+            for q in pages {
+                for (mid, m) in &self.mappings {
+                    let (a, b) = m.pages(ps);
+                    if m.file == Some(*fid)
+                        && m.writable
+                        && (a..b).contains(&q)
+                        && !matches!(m.status, MappingStatus::Lost(_))
+                    {
+                        entry(&mut lost, *mid, &m.path);
+                        lost.get_mut(mid).expect("just added").dirty_pages += 1;
+                    }
+                }
+            }
+        }
         if reason == SessionLossReason::ServerRestarted {
             for (mid, m) in &self.mappings {
                 if m.write_seq > m.synced_seq && !matches!(m.status, MappingStatus::Lost(_)) {

@@ -62,6 +62,11 @@ impl Client {
                 pg.fetch = None;
             }
             match g.data {
+                // A page we own and already have contents for (filled by a
+                // full overwrite while this fetch was in flight) is newer than
+                // the server's copy: keep ours.
+                Some(_) if p.exclusive && pg.state == PageState::Exclusive && pg.data.is_some() => {
+                }
                 Some(d) => {
                     if !pg.data.is_some() {
                         self.cached += 1;
@@ -303,6 +308,15 @@ impl Client {
             return false;
         };
         self.take_request(a.req);
+        // An applied atomic is a write of its mapping: not durable until synced.
+        if a.applied
+            && let Some(super::Op {
+                kind: OpKind::Atomic { mapping, .. },
+            }) = self.ops.get(&op)
+            && let Some(m) = self.mappings.get_mut(mapping)
+        {
+            m.write_seq += 1;
+        }
         self.complete(
             op,
             Ok(Completion::Atomic {
@@ -513,8 +527,9 @@ impl Client {
                     pg.state = PageState::Shared;
                     if dirty.is_some() {
                         // The server bumps the version when it applies our
-                        // data; we do not learn it. 0 never matches.
-                        pg.version = 0;
+                        // data; we do not learn it: this copy can never be
+                        // revalidated.
+                        pg.version = super::VERSION_UNKNOWN;
                     }
                     if let PageData::Owned(b) = std::mem::replace(&mut pg.data, PageData::None) {
                         pg.data = PageData::Shared(b.freeze());
@@ -538,8 +553,13 @@ impl Client {
             && !a.patches.is_empty()
         {
             self.next_seq += 1;
+            let file = self
+                .by_handle
+                .get(&r.file)
+                .copied()
+                .expect("patches only come from known files");
             self.log
-                .insert(self.next_seq, LogEntry::RecallAck(r.rev, ack));
+                .insert(self.next_seq, LogEntry::RecallAck(r.rev, file, ack));
         }
         true
     }

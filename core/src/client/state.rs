@@ -196,5 +196,5 @@ pub(crate) enum LogEntry {
     Request(ReqId),
     /// A recall acknowledgement carrying dirty data: kept until the server
     /// confirms it (`rev_acked`), sent again after a resume.
-    RecallAck(crate::protocol::RevId, Message),
+    RecallAck(crate::protocol::RevId, FileId, Message),
 }

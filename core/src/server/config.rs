@@ -125,6 +125,13 @@ pub struct ServerConfig {
     pub page_size: u32,
     /// How long a session lives without renewal. Default 10 s.
     pub lease: Duration,
+    /// After it starts, the server grants no write ownership (and runs no
+    /// atomic or shrinking operation) for this long, so that clients of a
+    /// previous run, which may still trust their leases and serve reads from
+    /// their caches, have stopped before anyone writes. `None`: one lease.
+    /// Only set it to zero when no previous server can have served this
+    /// export (a fresh directory). Default `None`.
+    pub restart_grace: Option<Duration>,
     /// Refuse every write and every read-write mapping. Default false.
     pub read_only: bool,
     /// Who may connect; `None` lets anyone in. Default `None`.
@@ -157,6 +164,7 @@ impl Default for ServerConfig {
         ServerConfig {
             page_size: 4096,
             lease: Duration::from_secs(10),
+            restart_grace: None,
             read_only: false,
             access: None,
             max_frame: 2 << 20,

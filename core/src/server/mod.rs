@@ -126,6 +126,7 @@ struct Connection {
 enum Timer {
     Handshake(ConnId),
     Lease(SessionId),
+    GraceEnds,
 }
 
 #[derive(Debug)]
@@ -154,6 +155,11 @@ pub struct Server<S> {
     timers: BTreeSet<(Instant, Timer)>,
     events: VecDeque<ServerEvent>,
     shutdown: Option<Shutdown>,
+    /// The end of the restart grace period, fixed at the first instant the
+    /// server is given.
+    grace_until: Option<Instant>,
+    /// Operations that need write ownership, waiting for the grace period.
+    grace_waiting: Vec<OpId>,
     bug: ServerBug,
 }
 
@@ -221,6 +227,8 @@ impl<S: Store> Server<S> {
             timers: BTreeSet::new(),
             events: VecDeque::new(),
             shutdown: None,
+            grace_until: None,
+            grace_waiting: Vec::new(),
             bug: ServerBug::None,
         })
     }
@@ -261,8 +269,25 @@ impl<S: Store> Server<S> {
         self.bug = bug;
     }
 
+    /// Starts the restart grace period at the first instant the server
+    /// sees. Adapters should call [`Server::handle_timeout`] once when they
+    /// start, so that it begins then.
+    fn note_time(&mut self, now: Instant) {
+        if self.grace_until.is_none() {
+            let until = now + self.config.restart_grace.unwrap_or(self.config.lease);
+            self.grace_until = Some(until);
+            self.timers.insert((until, Timer::GraceEnds));
+        }
+    }
+
+    /// Whether the restart grace period is running.
+    pub fn in_grace(&self, now: Instant) -> bool {
+        self.grace_until.is_none_or(|g| now < g)
+    }
+
     /// A new connection was accepted.
     pub fn handle_connect(&mut self, now: Instant) -> ConnId {
+        self.note_time(now);
         self.next_conn += 1;
         let id = ConnId(self.next_conn);
         self.conns.insert(
@@ -291,6 +316,7 @@ impl<S: Store> Server<S> {
     /// Bytes arrived on `conn`. Whole frames are taken off the front of
     /// `buf`; a partial frame stays there for the next call.
     pub fn handle_input(&mut self, now: Instant, conn: ConnId, buf: &mut BytesMut) -> InputStatus {
+        self.note_time(now);
         let status = loop {
             let Some(c) = self.conns.get(&conn) else {
                 break InputStatus::Closing;
@@ -340,6 +366,7 @@ impl<S: Store> Server<S> {
 
     /// Time passed: leases run out, handshakes time out.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.note_time(now);
         while let Some(&(at, timer)) = self.timers.first() {
             if at > now {
                 break;
@@ -358,6 +385,10 @@ impl<S: Store> Server<S> {
                             Failure::fatal(ErrorCode::Timeout, "the handshake took too long"),
                         );
                     }
+                }
+                Timer::GraceEnds => {
+                    let waiting = std::mem::take(&mut self.grace_waiting);
+                    self.ready.extend(waiting);
                 }
                 Timer::Lease(sid) => {
                     let Some(s) = self.sessions.get(&sid) else {

@@ -68,8 +68,20 @@ impl<S: Store> Server<S> {
         if let Some(s) = self.sessions.get_mut(&op.session) {
             s.in_progress.insert(op.req, id);
         }
+        let exclusive = matches!(
+            op.kind,
+            OpKind::Fetch {
+                exclusive: true,
+                ..
+            } | OpKind::Atomic { .. }
+                | OpKind::Shrink { .. }
+        );
         self.ops.insert(id, op);
-        self.advance(now, id);
+        if exclusive && self.in_grace(now) {
+            self.grace_waiting.push(id);
+        } else {
+            self.advance(now, id);
+        }
         id
     }
 

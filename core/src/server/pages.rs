@@ -253,7 +253,9 @@ impl<S: Store> Server<S> {
             let f = self.files.get_mut(m.file);
             let current = f.version_of(pv.page);
             let busy = f.pages.get(&pv.page).is_some_and(|e| {
-                e.lock.is_some() || !e.queue.is_empty() || e.owner.is_some_and(|o| o != sid)
+                // An owner (even this session, which has no business asking)
+                // makes the page not revalidatable.
+                e.lock.is_some() || !e.queue.is_empty() || e.owner.is_some()
             });
             if !busy && current == pv.version {
                 f.entry(pv.page).add_sharer(sid);

@@ -17,7 +17,10 @@ pub struct MemStore {
     inner: Arc<Mutex<Inner>>,
 }
 
-#[derive(Debug, Default)]
+/// Files in a [`MemStore`] are at most this long by default (1 GiB).
+pub const MEM_STORE_MAX_FILE: u64 = 1 << 30;
+
+#[derive(Debug)]
 struct Inner {
     names: BTreeMap<String, u64>,
     files: BTreeMap<u64, MemFile>,
@@ -25,6 +28,21 @@ struct Inner {
     next_ino: u64,
     next_handle: u64,
     read_only: bool,
+    max_file: u64,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            names: BTreeMap::new(),
+            files: BTreeMap::new(),
+            handles: BTreeMap::new(),
+            next_ino: 0,
+            next_handle: 0,
+            read_only: false,
+            max_file: MEM_STORE_MAX_FILE,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +97,12 @@ impl MemStore {
         }
     }
 
+    /// Sets the largest file length the store accepts (writes or lengths past
+    /// it fail with an I/O error instead of allocating).
+    pub fn set_max_file_len(&self, max: u64) {
+        self.lock().max_file = max;
+    }
+
     /// Refuses every write, like a read-only export.
     pub fn set_read_only(&self, read_only: bool) {
         self.lock().read_only = read_only;
@@ -124,6 +148,12 @@ impl MemStore {
             .get_mut(&ino)
             .ok_or_else(|| StoreError::Io("file vanished".into()))
     }
+}
+
+fn too_long(max: u64) -> StoreError {
+    StoreError::Io(format!(
+        "the in-memory store holds files of at most {max} bytes"
+    ))
 }
 
 impl Store for MemStore {
@@ -186,14 +216,16 @@ impl Store for MemStore {
 
     fn write(&mut self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         let mut g = self.lock();
-        let read_only = g.read_only;
+        let (read_only, max) = (g.read_only, g.max_file);
         let f = Self::file(&mut g, file)?;
         if read_only || !f.writable {
             return Err(StoreError::ReadOnly("file".into()));
         }
-        let start =
-            usize::try_from(offset).map_err(|_| StoreError::Io("offset too large".into()))?;
-        let end = start + data.len();
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= max)
+            .ok_or_else(|| too_long(max))?;
+        let (start, end) = (offset as usize, end as usize);
         if f.current.len() < end {
             f.current.resize(end, 0);
         }
@@ -203,13 +235,15 @@ impl Store for MemStore {
 
     fn set_len(&mut self, file: StoreFile, len: u64) -> Result<(), StoreError> {
         let mut g = self.lock();
-        let read_only = g.read_only;
+        let (read_only, max) = (g.read_only, g.max_file);
         let f = Self::file(&mut g, file)?;
         if read_only || !f.writable {
             return Err(StoreError::ReadOnly("file".into()));
         }
-        let len = usize::try_from(len).map_err(|_| StoreError::Io("length too large".into()))?;
-        f.current.resize(len, 0);
+        if len > max {
+            return Err(too_long(max));
+        }
+        f.current.resize(len as usize, 0);
         Ok(())
     }
 

@@ -1,0 +1,189 @@
+//! Regression tests for bugs found by the simulator and the fuzzer (see the
+//! commit that added each).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rmmap_core::client::{Event, MapOptions, SessionLossReason};
+use rmmap_core::harness::{Cluster, Direction, Verdict};
+use rmmap_core::protocol::{AtomicOp, Message};
+use rmmap_core::server::ServerConfig;
+use rmmap_core::store::MemStore;
+
+const PAGE: u64 = 512;
+
+fn config(lease_ms: u64) -> ServerConfig {
+    ServerConfig {
+        page_size: PAGE as u32,
+        max_frame: 1 << 20,
+        lease: Duration::from_millis(lease_ms),
+        ..ServerConfig::default()
+    }
+}
+
+fn lost_events(
+    c: &Cluster,
+    i: usize,
+) -> Vec<(
+    SessionLossReason,
+    Vec<(
+        rmmap_core::client::MappingId,
+        rmmap_core::client::LostWrites,
+    )>,
+)> {
+    c.nodes[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SessionLost { reason, lost } => Some((*reason, lost.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// sim-3: a page filled by a full overwrite while a data fetch of the same
+/// page was in flight kept the fetched (older) bytes.
+#[test]
+fn a_full_page_write_during_a_fetch_of_that_page_is_kept() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; (4 * PAGE) as usize]);
+    let mut c = Cluster::new(config(2000), store, 1, 290);
+    c.settle();
+    let m = c
+        .map(0, "f", 0, 4 * PAGE, MapOptions::read_write())
+        .unwrap();
+    let now = c.now;
+    let partial = c.nodes[0]
+        .client
+        .write(now, m, 2 * PAGE - 8, Bytes::from(vec![1u8; 16]))
+        .unwrap();
+    let full = c.nodes[0]
+        .client
+        .write(now, m, 2 * PAGE, Bytes::from(vec![2u8; PAGE as usize]))
+        .unwrap();
+    assert!(c.wait(0, partial, Duration::from_secs(5)).unwrap().is_ok());
+    assert!(c.wait(0, full, Duration::from_secs(5)).unwrap().is_ok());
+    let got = c.read(0, m, 2 * PAGE - 8, PAGE + 8).unwrap();
+    // Both writes are concurrent: page 2 is either all 2s, or 1s then 2s.
+    let tail = &got[16..];
+    assert!(
+        tail.iter().all(|b| *b == 2),
+        "the full-page write was lost: {:?}",
+        &got[..24]
+    );
+    assert!(got[..8].iter().all(|b| *b == 1));
+}
+
+/// sim-4: a restarted server granted write ownership while clients of the
+/// previous run could still trust their leases.
+#[test]
+fn after_a_restart_writes_wait_one_lease_but_reads_do_not() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; PAGE as usize]);
+    let mut c = Cluster::new(config(1000), store, 2, 310);
+    c.settle();
+    let a = c.map(0, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    let b = c.map(1, "f", 0, PAGE, MapOptions::read_only()).unwrap();
+    c.write(0, a, 0, b"v1").unwrap();
+    c.sync(0, a).unwrap();
+    c.restart_server(false);
+    let restarted = c.now;
+    c.settle();
+    assert_eq!(&c.read(1, b, 0, 2).unwrap()[..], b"v1");
+    assert!(
+        c.now - restarted < Duration::from_millis(900),
+        "reads are not held by the grace period"
+    );
+    // Client 0 learned of the restart (it reconnected), so its write needs
+    // ownership from the new server, which waits out the grace period.
+    c.write(0, a, 0, b"v2").unwrap();
+    assert!(
+        c.now - restarted >= Duration::from_millis(1000),
+        "a write completed within the grace period"
+    );
+    assert_eq!(&c.read(1, b, 0, 2).unwrap()[..], b"v2");
+    assert!(c.server.check_invariants().is_ok());
+}
+
+/// sim-1: dirty data carried by a recall acknowledgement the server never
+/// confirmed was lost at session expiry without telling the client, and
+/// the client's copy later revalidated as current.
+#[test]
+fn data_in_an_unconfirmed_recall_ack_is_reported_lost_and_never_revalidated() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; PAGE as usize]);
+    let mut c = Cluster::new(config(1000), store, 2, 529);
+    c.settle();
+    let a = c.map(0, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    let b = c.map(1, "f", 0, PAGE, MapOptions::read_only()).unwrap();
+    c.write(0, a, 0, b"mine").unwrap();
+    // The recall acknowledgement carrying "mine" is lost with the connection,
+    // and client 0 stays away until its session has expired.
+    let mut armed = true;
+    c.set_hook(Box::new(move |i, d, m| {
+        if armed
+            && i == 0
+            && d == Direction::ToServer
+            && matches!(m, Message::RecallAck(r) if !r.patches.is_empty())
+        {
+            armed = false;
+            return Verdict::DropAndCut;
+        }
+        Verdict::Deliver
+    }));
+    c.nodes[0].unreachable = true;
+    let now = c.now;
+    let read = c.nodes[1].client.read(now, b, 0, 4).unwrap();
+    let got = c.wait(1, read, Duration::from_secs(10)).unwrap().unwrap();
+    assert_eq!(
+        got,
+        rmmap_core::client::Completion::Read(Bytes::from_static(&[0; 4]))
+    );
+    c.nodes[0].unreachable = false;
+    assert!(c.run_until(Duration::from_secs(30), |c| {
+        c.nodes[0].client.is_connected()
+    }));
+    let lost = lost_events(&c, 0);
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].0, SessionLossReason::LeaseExpired);
+    assert_eq!(
+        lost[0].1.len(),
+        1,
+        "the mapping whose data was in the lost acknowledgement is named"
+    );
+    assert_eq!(lost[0].1[0].0, a);
+    // Its later reads fail instead of showing data nobody else has.
+    assert_eq!(c.read(0, a, 0, 4).unwrap_err().kind(), "session_lost");
+    // A fresh mapping of the file sees what the server has.
+    let fresh = c.map(0, "f", 0, PAGE, MapOptions::read_only()).unwrap();
+    assert_eq!(&c.read(0, fresh, 0, 4).unwrap()[..], &[0; 4]);
+}
+
+/// sim-2: an applied atomic was not counted as a write needing a sync, so a
+/// server crash lost it silently.
+#[test]
+fn an_unsynced_atomic_is_reported_lost_by_a_server_crash() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; PAGE as usize]);
+    let mut c = Cluster::new(config(1000), store, 1, 694);
+    c.settle();
+    let m = c.map(0, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    c.atomic(
+        0,
+        m,
+        8,
+        AtomicOp::CompareExchange {
+            expected: 0,
+            new: 7,
+        },
+    )
+    .unwrap();
+    c.restart_server(true);
+    assert!(c.run_until(Duration::from_secs(30), |c| {
+        c.nodes[0].client.is_connected()
+    }));
+    let lost = lost_events(&c, 0);
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].1.len(), 1);
+    assert!(lost[0].1[0].1.unsynced_writes);
+}
