@@ -1,1 +1,162 @@
-//! Deterministic simulation of rmmap (not built yet).
+//! rmmap-sim: deterministic simulation of rmmap, and a checker for what it
+//! promises.
+//!
+//! # The core level
+//!
+//! [`run_seed`] drives one server and N clients of `rmmap-core` through the
+//! in-memory cluster harness (`rmmap_core::harness::Cluster`), which runs
+//! them through the same drive loop as the adapters, in virtual time.
+//! Everything derives from one `u64` seed: which operation each client
+//! issues (reads, writes — some crossing a page boundary, some covering a
+//! whole page — syncs, atomic swaps and compare-exchanges on a few cells of
+//! two small files), which connection is cut, which direction of which link
+//! is held (one-way partitions, some longer than the lease, re-applied to
+//! every new connection while they last), unreachable periods, link latency
+//! changes, per-frame delays, duplicates and drops, server restarts (with and
+//! without losing unsynced data) and client crashes (a client vanishes with
+//! whatever dirty pages it has), and how far virtual time advances. The
+//! lease is short (1.5 s) so leases run out within a run.
+//!
+//! After the fault phase, faults stop and every live client must reconnect
+//! and finish every pending operation within a bound (liveness). Then every
+//! live client syncs and reads every cell, and the history is checked.
+//!
+//! # The network level
+//!
+//! The turmoil-based simulation of the real `rmmap-tokio` client and server
+//! belongs in a `turmoil` module here. TODO(turmoil): it waits for
+//! `rmmap-tokio` to offer a Client and Server over pluggable
+//! Connector/Listener traits.
+//!
+//! # The consistency model checked
+//!
+//! Every written 8-byte word is unique ([`history::encode_value`]), so a
+//! read names the write it saw. The history is projected onto *cells* (the
+//! words the workload uses) and cut into *segments* at server restarts.
+//! Real-time order is a single sequence over every invocation and
+//! completion.
+//!
+//! Outcomes: a read or write that completed without error is **ok**; a write
+//! or atomic that failed (any error: `OutcomeUnknown`, `SessionLost`,
+//! `Disconnected`, `MappingClosed`, ...) or never completed is **unknown** —
+//! it may or may not have taken effect, at most once, at any point after its
+//! invocation. Failed reads carry no information and are ignored.
+//!
+//! Writes that may vanish: a write completes in the client's cache. It may
+//! later be lost in exactly these ways, which the model allows:
+//! * **lease loss**: the client's session ended while the write's page was
+//!   dirty; allowed only when the client was told (a `SessionLost` event with
+//!   reason `LeaseExpired` naming the write's mapping), or the client
+//!   crashed. Such a write is *possibly lost* unless a sync of the same file
+//!   by the same client and incarnation began after it and completed OK
+//!   before the loss. A possibly-lost write is optional in the
+//!   linearization; reads by the same client in the same incarnation that
+//!   returned its value saw the client's private cache and are left out of
+//!   the linearizability check (they still count for read-your-writes);
+//! * **server restart**: the cells start the next segment with what the disk
+//!   holds after the restart (read from the store).
+//!
+//! The checks, per (cell, segment):
+//! * **linearizability** ([`checker::linear`]): a Wing-Gong/Lowe search with
+//!   memoization for an order of the ok operations (plus any subset of the
+//!   unknown and possibly-lost ones) that respects real time and register
+//!   semantics (write, read, swap returning the previous value,
+//!   compare-exchange returning the previous value and whether it applied),
+//!   starting from the segment's initial value. An operation that straddles
+//!   a restart counts as unknown in each segment it touches, except an ok
+//!   atomic, which ran at the server of the segment it completed in. P-
+//!   compositionality makes per-cell checks sound for the per-page
+//!   guarantee;
+//! * **read-your-writes**: a client's read that begins after its own ok
+//!   write completed (across reconnections, and within the incarnation for a
+//!   possibly-lost write) never returns a value whose write completed before
+//!   that write began;
+//! * **monotonic reads** (per client) and **stale reads** (across clients):
+//!   after a read saw the value of write W, no read that begins later returns
+//!   a value whose write completed before W began (a value that was
+//!   overwritten never comes back: no write is applied twice);
+//! * **phantom values**: every value read was written, before the read
+//!   ended.
+//!
+//! At every restart, per cell, with `d` the value on disk afterwards:
+//! * **durability**: no ok write (or atomic) that was followed by an ok sync
+//!   of its file by the same client in the same incarnation, completed before
+//!   the restart, is older-than-`d`-lost: `d` is never a value whose write
+//!   completed before that write began;
+//! * **no silent loss**: an ok write of the segment that ended, whose value
+//!   was lost this way, belongs to a client that was told: a `SessionLost`
+//!   event naming its mapping, an operation on the mapping failing with
+//!   `session_lost`, or the client crashed.
+//!
+//! After every step: the server's `check_invariants()` (one owner or many
+//! sharers per page, bookkeeping agrees), and across client caches
+//! (`Client::cached_page_view`): no page is held exclusively by one client
+//! while another client that still trusts its lease (`lease_valid_at`)
+//! holds a readable copy, and no two clients hold it exclusively.
+//!
+//! Liveness: after faults stop, every live client is connected, every
+//! mapping ready and every operation finished within
+//! [`SimConfig::liveness_bound`].
+//!
+//! # Replay
+//!
+//! A failing seed is replayed with `cargo run -p rmmap-sim --release --
+//! --seed N`; the same seed gives the same trace ([`SeedReport::trace_hash`]).
+//! Seeds that once failed are kept in `tests/regressions.rs`.
+
+pub mod checker;
+pub mod config;
+pub mod history;
+pub mod rng;
+mod sim;
+pub mod trace;
+pub mod workload;
+
+pub use checker::Violation;
+pub use config::{InjectedBug, SimConfig};
+pub use sim::{SeedReport, Stats, run_seed};
+
+/// Runs a seed, catching panics of the core as a violation.
+pub fn run_seed_guarded(seed: u64, cfg: &SimConfig) -> SeedReport {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_seed(seed, cfg))) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            SeedReport {
+                seed,
+                violations: vec![Violation::new("panic", None, msg, Vec::new())],
+                ops_checked: 0,
+                trace_hash: 0,
+                trace: Vec::new(),
+                history: history::History::default(),
+                stats: Stats::default(),
+            }
+        }
+    }
+}
+
+/// The command that replays a seed.
+pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
+    let mut s = format!("cargo run -p rmmap-sim --release -- --seed {seed}");
+    if cfg.clients != SimConfig::default().clients {
+        s.push_str(&format!(" --clients {}", cfg.clients));
+    }
+    if cfg.steps != SimConfig::default().steps {
+        s.push_str(&format!(" --steps {}", cfg.steps));
+    }
+    if !cfg.faults {
+        s.push_str(" --no-faults");
+    }
+    if let Some(b) = cfg.bug {
+        s = s.replace("--release", "--release --features bug-injection");
+        s.push_str(match b {
+            InjectedBug::SkipInvalidation => " --bug skip-invalidation",
+            InjectedBug::ClientIgnoresLease => " --bug client-ignores-lease",
+        });
+    }
+    s
+}

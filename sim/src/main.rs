@@ -1,0 +1,162 @@
+//! `rmmap-sim`: run seeds of the core-level simulation.
+//!
+//! `--seed N` runs one seed and prints its trace on failure (`--trace`
+//! always); `--seeds N [--start S]` runs many and reports seeds per second
+//! and operations checked.
+
+use std::process::ExitCode;
+use std::time::Instant as WallClock;
+
+use clap::Parser;
+use rmmap_sim::{InjectedBug, SeedReport, SimConfig, replay_command, run_seed_guarded};
+
+#[derive(Parser, Debug)]
+#[command(about = "Deterministic simulation of rmmap: runs seeds and checks consistency")]
+struct Args {
+    /// Run this one seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run this many seeds.
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// First seed of `--seeds`.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Clients per run.
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Steps of the fault phase per run.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Print the trace of `--seed` even when it passes.
+    #[arg(long)]
+    trace: bool,
+    /// Inject a protocol bug (needs `--features bug-injection`):
+    /// skip-invalidation or client-ignores-lease.
+    #[arg(long)]
+    bug: Option<String>,
+    /// Stop at the first failing seed.
+    #[arg(long)]
+    fail_fast: bool,
+    /// Run without faults (a clean network, no restarts or crashes).
+    #[arg(long)]
+    no_faults: bool,
+}
+
+fn config(args: &Args) -> Result<SimConfig, String> {
+    let mut cfg = SimConfig::default();
+    if let Some(c) = args.clients {
+        cfg.clients = c.max(1);
+    }
+    if let Some(s) = args.steps {
+        cfg.steps = s;
+    }
+    cfg.faults = !args.no_faults;
+    cfg.bug = match args.bug.as_deref() {
+        None => None,
+        Some("skip-invalidation") => Some(InjectedBug::SkipInvalidation),
+        Some("client-ignores-lease") => Some(InjectedBug::ClientIgnoresLease),
+        Some(other) => {
+            return Err(format!(
+                "unknown bug {other:?}: skip-invalidation or client-ignores-lease"
+            ));
+        }
+    };
+    if cfg.bug.is_some() && !cfg!(feature = "bug-injection") {
+        return Err(
+            "--bug needs the feature: cargo run -p rmmap-sim --release --features bug-injection"
+                .into(),
+        );
+    }
+    Ok(cfg)
+}
+
+fn print_failure(r: &SeedReport, cfg: &SimConfig) {
+    println!(
+        "seed {} FAILED with {} violation(s):",
+        r.seed,
+        r.violations.len()
+    );
+    for v in r.violations.iter().take(5) {
+        println!("  {v}");
+    }
+    println!("replay: {}", replay_command(r.seed, cfg));
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut cfg = match config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(seed) = args.seed {
+        cfg.keep_trace = true;
+        let r = run_seed_guarded(seed, &cfg);
+        let failed = !r.violations.is_empty();
+        if failed || args.trace {
+            for l in &r.trace {
+                println!("{l}");
+            }
+        }
+        println!(
+            "seed {seed}: {} operations checked, trace hash {:016x}, {:?}",
+            r.ops_checked, r.trace_hash, r.stats
+        );
+        if failed {
+            print_failure(&r, &cfg);
+            return ExitCode::FAILURE;
+        }
+        println!("seed {seed} passed");
+        return ExitCode::SUCCESS;
+    }
+    let n = args.seeds.unwrap_or(100);
+    let started = WallClock::now();
+    let (mut ops, mut failed) = (0u64, Vec::new());
+    let mut stats = rmmap_sim::Stats::default();
+    for seed in args.start..args.start + n {
+        let r = run_seed_guarded(seed, &cfg);
+        ops += r.ops_checked;
+        stats.restarts += r.stats.restarts;
+        stats.sessions_lost += r.stats.sessions_lost;
+        stats.long_partitions += r.stats.long_partitions;
+        stats.client_crashes += r.stats.client_crashes;
+        stats.cuts += r.stats.cuts;
+        stats.frames_cut += r.stats.frames_cut;
+        if !r.violations.is_empty() {
+            print_failure(&r, &cfg);
+            failed.push(seed);
+            if args.fail_fast {
+                break;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{n} seeds from {} in {secs:.1} s: {:.1} seeds/s, {ops} operations checked ({:.0}/s); \
+         faults: {} cuts, {} frame drops, {} partitions longer than the lease, {} server restarts, \
+         {} client crashes, {} sessions lost; {} failing seed(s){}",
+        args.start,
+        n as f64 / secs,
+        ops as f64 / secs,
+        stats.cuts,
+        stats.frames_cut,
+        stats.long_partitions,
+        stats.restarts,
+        stats.client_crashes,
+        stats.sessions_lost,
+        failed.len(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(": {failed:?}")
+        }
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

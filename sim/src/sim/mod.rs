@@ -1,0 +1,512 @@
+//! The core-level simulator: one server and N clients of `rmmap-core` in the
+//! in-memory cluster harness, driven by one seed.
+//!
+//! A run has three phases:
+//! 1. **Faults**: each step issues an operation on a random client, injects
+//!    a fault, or advances virtual time.
+//! 2. **Liveness**: faults stop; every live client must reconnect and every
+//!    pending operation finish within [`SimConfig::liveness_bound`].
+//! 3. **Read-back**: every live client syncs and reads every cell, so lost
+//!    writes show up in the history; then the checker runs.
+
+mod caches;
+mod drive;
+mod faults;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use rmmap_core::client::{ClientConfig, MappingId, OpId};
+use rmmap_core::harness::{Cluster, Direction};
+use rmmap_core::server::ServerConfig;
+use rmmap_core::store::MemStore;
+
+use crate::checker::{self, Violation};
+use crate::config::SimConfig;
+use crate::history::{Cell, History};
+use crate::rng::SimRng;
+use crate::trace::Trace;
+use crate::workload::Layout;
+
+use faults::{FrameFaults, Partition, partition_length};
+
+/// What happened in a run, in numbers.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Operations issued (reads, writes, syncs, atomics).
+    pub ops: u64,
+    /// Connections cut by the simulator.
+    pub cuts: u64,
+    /// Partitions (one-way holds and unreachable periods).
+    pub partitions: u64,
+    /// Partitions longer than the lease.
+    pub long_partitions: u64,
+    /// Server restarts (with and without losing unsynced data).
+    pub restarts: u64,
+    /// Client crashes.
+    pub client_crashes: u64,
+    /// `SessionLost` events.
+    pub sessions_lost: u64,
+    /// `Connected` events.
+    pub connects: u64,
+    /// Frames delayed, duplicated, or dropped with their connection.
+    pub frames_delayed: u64,
+    /// Frames duplicated.
+    pub frames_duplicated: u64,
+    /// Frames dropped with a cut.
+    pub frames_cut: u64,
+    /// Virtual time simulated.
+    pub virtual_time: Duration,
+}
+
+/// The result of one seed.
+#[derive(Clone, Debug)]
+pub struct SeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// Everything the checker found (empty: the run is consistent).
+    pub violations: Vec<Violation>,
+    /// Operation outcomes the checker looked at.
+    pub ops_checked: u64,
+    /// Hash of the trace: equal for equal seeds.
+    pub trace_hash: u64,
+    /// The trace text (when [`SimConfig::keep_trace`]).
+    pub trace: Vec<String>,
+    /// The history.
+    pub history: History,
+    /// Counts.
+    pub stats: Stats,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum SlotState {
+    /// Not mapped: map at the next chance.
+    Idle,
+    Opening,
+    Ready,
+    /// Lost writes: unmap at the next chance.
+    Lost,
+    Unmapping,
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    state: SlotState,
+    mapping: Option<MappingId>,
+}
+
+#[derive(Clone, Debug)]
+struct ClientModel {
+    crashed: bool,
+    incarnation: u32,
+    slots: Vec<Slot>,
+    next_seq: u64,
+    outstanding: usize,
+    last_seen: BTreeMap<Cell, u64>,
+}
+
+#[derive(Clone, Debug)]
+enum Pending {
+    Op(usize),
+    Map(usize),
+    Unmap(usize),
+}
+
+struct Sim<'a> {
+    cfg: &'a SimConfig,
+    layout: Layout,
+    rng: SimRng,
+    cluster: Cluster,
+    frames: Rc<RefCell<FrameFaults>>,
+    parts: Vec<Partition>,
+    clients: Vec<ClientModel>,
+    history: History,
+    seq: u64,
+    trace: Trace,
+    pending: BTreeMap<(usize, OpId), Pending>,
+    violations: Vec<Violation>,
+    segment: u32,
+    stats: Stats,
+    steps: u64,
+}
+
+/// Runs one seed and checks its history.
+pub fn run_seed(seed: u64, cfg: &SimConfig) -> SeedReport {
+    let mut sim = Sim::new(seed, cfg);
+    sim.fault_phase();
+    sim.liveness_phase();
+    sim.read_back_phase();
+    sim.finish(seed)
+}
+
+impl<'a> Sim<'a> {
+    fn new(seed: u64, cfg: &'a SimConfig) -> Self {
+        let layout = Layout {
+            page_size: cfg.page_size as u64,
+            pages: cfg.files.clone(),
+        };
+        let store = MemStore::new();
+        for f in 0..layout.pages.len() {
+            store.insert(&Layout::path(f), vec![0u8; layout.len(f) as usize]);
+        }
+        let server = ServerConfig {
+            page_size: cfg.page_size,
+            lease: cfg.lease,
+            ..ServerConfig::default()
+        };
+        let client = ClientConfig {
+            reconnect_max: Duration::from_secs(2),
+            ..ClientConfig::default()
+        };
+        let mut cluster = Cluster::with_clients(server, store, vec![client; cfg.clients], seed);
+        // Checked by the simulator after every step, as a violation, not a panic.
+        cluster.check_invariants = false;
+        let frames = FrameFaults::new(SimRng::new(seed, 2));
+        cluster.set_hook(FrameFaults::hook(&frames));
+        frames.borrow_mut().frames_traced = cfg.keep_trace;
+        let model = ClientModel {
+            crashed: false,
+            incarnation: 0,
+            slots: vec![
+                Slot {
+                    state: SlotState::Idle,
+                    mapping: None
+                };
+                layout.pages.len()
+            ],
+            next_seq: 0,
+            outstanding: 0,
+            last_seen: BTreeMap::new(),
+        };
+        let history = History {
+            cells: layout.cells(),
+            ..History::default()
+        };
+        let mut sim = Sim {
+            cfg,
+            layout,
+            rng: SimRng::new(seed, 1),
+            cluster,
+            frames,
+            parts: vec![Partition::default(); cfg.clients],
+            clients: vec![model; cfg.clients],
+            history,
+            seq: 0,
+            trace: Trace::new(cfg.keep_trace),
+            pending: BTreeMap::new(),
+            violations: Vec::new(),
+            segment: 0,
+            stats: Stats::default(),
+            steps: 0,
+        };
+        sim.inject_bugs();
+        sim.trace.line(format!(
+            "seed {seed} clients {} steps {} lease {:?}",
+            cfg.clients, cfg.steps, cfg.lease
+        ));
+        sim.after_step();
+        sim
+    }
+
+    #[cfg(feature = "bug-injection")]
+    fn inject_bugs(&mut self) {
+        use crate::config::InjectedBug;
+        match self.cfg.bug {
+            Some(InjectedBug::SkipInvalidation) => self
+                .cluster
+                .server
+                .inject_bug(rmmap_core::server::ServerBug::SkipInvalidation),
+            Some(InjectedBug::ClientIgnoresLease) => {
+                for n in &mut self.cluster.nodes {
+                    n.client
+                        .inject_bug(rmmap_core::client::ClientBug::IgnoreLease);
+                }
+            }
+            None => {}
+        }
+    }
+
+    #[cfg(not(feature = "bug-injection"))]
+    fn inject_bugs(&mut self) {
+        assert!(
+            self.cfg.bug.is_none(),
+            "bugs can only be injected with the feature `bug-injection`"
+        );
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.clients.len())
+            .filter(|i| !self.clients[*i].crashed)
+            .collect()
+    }
+
+    fn pick_live(&mut self) -> Option<usize> {
+        let live = self.live();
+        (!live.is_empty()).then(|| live[self.rng.below(live.len() as u64) as usize])
+    }
+
+    fn fault_phase(&mut self) {
+        for _ in 0..self.cfg.steps {
+            if self.cfg.faults && self.rng.chance(90) {
+                self.inject_fault();
+            }
+            if self.rng.chance(600) {
+                if let Some(i) = self.pick_live() {
+                    self.issue(i);
+                }
+            } else {
+                let dt = match self.rng.below(100) {
+                    0..=69 => self.rng.micros(0, 20_000),
+                    70..=89 => self.rng.micros(20_000, 300_000),
+                    90..=97 => self.rng.micros(300_000, 1_500_000),
+                    _ => self.rng.micros(1_500_000, 4_000_000),
+                };
+                self.advance(dt);
+            }
+        }
+    }
+
+    fn inject_fault(&mut self) {
+        let Some(i) = self.pick_live() else { return };
+        let now = self.cluster.now;
+        match self.rng.below(100) {
+            0..=24 => {
+                self.trace.line(format!("{now:?} fault cut c{i}"));
+                self.stats.cuts += 1;
+                self.cluster.cut(i);
+                self.after_step();
+            }
+            25..=49 => {
+                let d = partition_length(&mut self.rng, self.cfg.lease);
+                let dir = if self.rng.chance(500) {
+                    Direction::ToClient
+                } else {
+                    Direction::ToServer
+                };
+                self.trace
+                    .line(format!("{now:?} fault hold c{i} {dir:?} for {d:?}"));
+                self.count_partition(d);
+                match dir {
+                    Direction::ToClient => self.parts[i].to_client_until = Some(now + d),
+                    Direction::ToServer => self.parts[i].to_server_until = Some(now + d),
+                }
+                self.after_step();
+            }
+            50..=59 => {
+                let d = partition_length(&mut self.rng, self.cfg.lease);
+                self.trace
+                    .line(format!("{now:?} fault unreachable c{i} for {d:?}"));
+                self.count_partition(d);
+                self.parts[i].unreachable_until = Some(now + d);
+                self.cluster.cut(i);
+                self.after_step();
+            }
+            60..=74 => {
+                let lat = [50, 1_000, 20_000, 150_000][self.rng.below(4) as usize];
+                self.trace
+                    .line(format!("{now:?} fault latency c{i} {lat}us"));
+                self.cluster.nodes[i].latency = Duration::from_micros(lat);
+            }
+            75..=86 => {
+                let mut f = self.frames.borrow_mut();
+                let on = self.rng.chance(600);
+                f.delay_pm = if on { self.rng.below(60) } else { 0 };
+                f.duplicate_pm = if on { self.rng.below(8) } else { 0 };
+                f.cut_pm = if on { self.rng.below(8) } else { 0 };
+                let line = format!(
+                    "{now:?} fault frames delay {} dup {} cut (per mille)",
+                    f.delay_pm, f.duplicate_pm
+                );
+                drop(f);
+                self.trace.line(line);
+            }
+            87..=94 => {
+                if self.stats.restarts < 2 {
+                    let crash = self.rng.chance(700);
+                    self.restart_server(crash);
+                }
+            }
+            _ => {
+                if self.stats.client_crashes == 0 && self.live().len() > 2 {
+                    self.crash_client(i);
+                }
+            }
+        }
+    }
+
+    fn count_partition(&mut self, d: Duration) {
+        self.stats.partitions += 1;
+        if d > self.cfg.lease {
+            self.stats.long_partitions += 1;
+        }
+    }
+
+    fn restart_server(&mut self, crash: bool) {
+        let now = self.cluster.now;
+        self.trace
+            .line(format!("{now:?} fault restart server crash={crash}"));
+        self.stats.restarts += 1;
+        self.cluster.restart_server(crash);
+        self.segment += 1;
+        let mut disk = BTreeMap::new();
+        for c in &self.history.cells {
+            let bytes = self
+                .cluster
+                .store
+                .contents(&Layout::path(c.file))
+                .unwrap_or_default();
+            let at = c.offset as usize;
+            let v = bytes
+                .get(at..at + 8)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+            disk.insert(*c, v);
+        }
+        let seq = self.next_seq();
+        self.history.restarts.push(crate::history::Restart {
+            seq,
+            at: now,
+            crash,
+            disk,
+        });
+        self.inject_bugs();
+        self.after_step();
+    }
+
+    fn crash_client(&mut self, i: usize) {
+        let now = self.cluster.now;
+        self.trace.line(format!("{now:?} fault crash c{i}"));
+        self.stats.client_crashes += 1;
+        let seq = self.next_seq();
+        let inc = self.clients[i].incarnation;
+        self.history.ended.entry((i, inc)).or_default().crashed = true;
+        self.history
+            .ended
+            .get_mut(&(i, inc))
+            .expect("just added")
+            .seq = seq;
+        self.clients[i].crashed = true;
+        self.parts[i].crashed = true;
+        // Its pending operations stay pending for ever: nobody learns how they ended.
+        self.pending.retain(|(c, _), _| *c != i);
+        self.cluster.nodes[i].unreachable = true;
+        self.cluster.cut(i);
+        self.after_step();
+    }
+
+    fn liveness_phase(&mut self) {
+        let now = self.cluster.now;
+        self.trace.line(format!("{now:?} heal"));
+        for (i, p) in self.parts.iter_mut().enumerate() {
+            p.clear();
+            self.cluster.nodes[i].latency = Duration::from_micros(50);
+        }
+        {
+            let mut f = self.frames.borrow_mut();
+            f.delay_pm = 0;
+            f.duplicate_pm = 0;
+            f.cut_pm = 0;
+        }
+        self.after_step();
+        self.settle("after the faults stopped");
+    }
+
+    /// Runs until every live client is connected with every mapping ready
+    /// and nothing pending, or the liveness bound passes (a violation).
+    fn settle(&mut self, when: &str) -> bool {
+        let deadline = self.cluster.now + self.cfg.liveness_bound;
+        while self.cluster.now < deadline {
+            if self.quiet() {
+                return true;
+            }
+            self.advance(Duration::from_millis(50));
+        }
+        if self.quiet() {
+            return true;
+        }
+        let mut detail = format!("not settled {:?} {when}:", self.cfg.liveness_bound);
+        for i in self.live() {
+            let n = &self.cluster.nodes[i];
+            detail.push_str(&format!(
+                " c{i}: connected={} pending_ops={} slots={:?};",
+                n.client.is_connected(),
+                n.client.pending_ops(),
+                self.clients[i]
+                    .slots
+                    .iter()
+                    .map(|s| &s.state)
+                    .collect::<Vec<_>>()
+            ));
+        }
+        self.violations
+            .push(Violation::new("liveness", None, detail, Vec::new()));
+        false
+    }
+
+    fn quiet(&self) -> bool {
+        self.live().into_iter().all(|i| {
+            self.cluster.nodes[i].client.is_connected()
+                && self.clients[i].outstanding == 0
+                && self.clients[i]
+                    .slots
+                    .iter()
+                    .all(|s| s.state == SlotState::Ready)
+                && !self.pending.keys().any(|(c, _)| *c == i)
+        })
+    }
+
+    fn read_back_phase(&mut self) {
+        if !self.violations.iter().all(|v| v.check != "liveness") {
+            return;
+        }
+        for i in self.live() {
+            for f in 0..self.layout.pages.len() {
+                self.issue_planned(i, crate::workload::Planned::Sync { file: f });
+            }
+        }
+        if !self.settle("waiting for the final syncs") {
+            return;
+        }
+        for i in self.live() {
+            for f in 0..self.layout.pages.len() {
+                let len = self.layout.len(f);
+                self.issue_planned(
+                    i,
+                    crate::workload::Planned::Read {
+                        file: f,
+                        offset: 0,
+                        len,
+                    },
+                );
+            }
+        }
+        self.settle("waiting for the final reads");
+    }
+
+    fn finish(mut self, seed: u64) -> SeedReport {
+        self.stats.virtual_time = self.cluster.now - rmmap_core::Instant::ZERO;
+        {
+            let f = self.frames.borrow();
+            self.stats.frames_delayed = f.delayed;
+            self.stats.frames_duplicated = f.duplicated;
+            self.stats.frames_cut = f.cut;
+        }
+        let (mut found, ops_checked) = checker::check(&self.history);
+        self.violations.append(&mut found);
+        self.trace.line(format!(
+            "end {:?} violations {}",
+            self.cluster.now,
+            self.violations.len()
+        ));
+        SeedReport {
+            seed,
+            violations: self.violations,
+            ops_checked,
+            trace_hash: self.trace.hash(),
+            trace: self.trace.lines().to_vec(),
+            history: self.history,
+            stats: self.stats,
+        }
+    }
+}

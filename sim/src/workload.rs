@@ -1,0 +1,175 @@
+//! The workload: which words of which files are read and written, and the
+//! random choice of the next operation.
+//!
+//! Each page has three cells, the words at 0, 8 and `page_size - 8`. Reads
+//! and writes cover one cell, the two cells at the start of a page, the last
+//! cell of a page and the first of the next (crossing a page boundary), a
+//! whole page (a whole-page write takes the "overwrite" path that fetches no
+//! data), or (reads only) the whole file.
+
+use bytes::Bytes;
+
+use crate::history::{Cell, encode_value};
+use crate::rng::SimRng;
+
+/// The files and their cells.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// Page size.
+    pub page_size: u64,
+    /// Pages per file.
+    pub pages: Vec<u64>,
+}
+
+/// An operation about to be issued.
+#[derive(Clone, Debug)]
+pub enum Planned {
+    /// Read `len` bytes at `offset`.
+    Read {
+        /// File index.
+        file: usize,
+        /// Byte offset.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// Write `data` at `offset`.
+    Write {
+        /// File index.
+        file: usize,
+        /// Byte offset.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+        /// The cells written and their values.
+        cells: Vec<(Cell, u64)>,
+    },
+    /// Sync the file's mapping.
+    Sync {
+        /// File index.
+        file: usize,
+    },
+    /// Atomic swap.
+    Swap {
+        /// The word.
+        cell: Cell,
+        /// New value.
+        new: u64,
+    },
+    /// Atomic compare-exchange.
+    Cas {
+        /// The word.
+        cell: Cell,
+        /// Expected.
+        expected: u64,
+        /// New value.
+        new: u64,
+    },
+}
+
+impl Layout {
+    /// The path of file `i`.
+    pub fn path(i: usize) -> String {
+        format!("f{i}")
+    }
+
+    /// Length in bytes of file `i`.
+    pub fn len(&self, file: usize) -> u64 {
+        self.pages[file] * self.page_size
+    }
+
+    /// Cell offsets within a page.
+    fn in_page(&self) -> [u64; 3] {
+        [0, 8, self.page_size - 8]
+    }
+
+    /// Every cell, in order.
+    pub fn cells(&self) -> Vec<Cell> {
+        let mut out = Vec::new();
+        for (file, &n) in self.pages.iter().enumerate() {
+            for p in 0..n {
+                for o in self.in_page() {
+                    out.push(Cell {
+                        file,
+                        offset: p * self.page_size + o,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The cells inside `[offset, offset + len)` of `file`.
+    pub fn cells_in(&self, file: usize, offset: u64, len: u64) -> Vec<Cell> {
+        self.cells()
+            .into_iter()
+            .filter(|c| c.file == file && c.offset >= offset && c.offset + 8 <= offset + len)
+            .collect()
+    }
+
+    /// A byte range of `file`: `(offset, len)`.
+    fn range(&self, rng: &mut SimRng, file: usize, whole_file: bool) -> (u64, u64) {
+        let ps = self.page_size;
+        let pages = self.pages[file];
+        let p = rng.below(pages);
+        match rng.below(if whole_file { 6 } else { 5 }) {
+            0 | 1 => (p * ps + self.in_page()[rng.below(3) as usize], 8),
+            2 => (p * ps, 16),
+            3 if p + 1 < pages => (p * ps + ps - 8, 16),
+            3 => (p * ps + ps - 8, 8),
+            4 => (p * ps, ps),
+            _ => (0, pages * ps),
+        }
+    }
+
+    /// Chooses the next operation of `client` on one of `files` (the files
+    /// it has a ready mapping of). `seq` numbers the client's operations;
+    /// `last_seen` gives the last value it saw of a cell (for
+    /// compare-exchange).
+    pub fn plan(
+        &self,
+        rng: &mut SimRng,
+        client: usize,
+        seq: u64,
+        files: &[usize],
+        last_seen: impl Fn(Cell) -> u64,
+    ) -> Planned {
+        let file = files[rng.below(files.len() as u64) as usize];
+        let roll = rng.below(100);
+        if roll < 42 {
+            let (offset, len) = self.range(rng, file, true);
+            Planned::Read { file, offset, len }
+        } else if roll < 84 {
+            let (offset, len) = self.range(rng, file, false);
+            let mut data = vec![0u8; len as usize];
+            let mut cells = Vec::new();
+            for (w, c) in self.cells_in(file, offset, len).into_iter().enumerate() {
+                let v = encode_value(client, seq, w);
+                let at = (c.offset - offset) as usize;
+                data[at..at + 8].copy_from_slice(&v.to_le_bytes());
+                cells.push((c, v));
+            }
+            Planned::Write {
+                file,
+                offset,
+                data: Bytes::from(data),
+                cells,
+            }
+        } else if roll < 94 {
+            Planned::Sync { file }
+        } else {
+            let cells = self.cells_in(file, 0, self.len(file));
+            let cell = cells[rng.below(cells.len() as u64) as usize];
+            let new = encode_value(client, seq, 0);
+            if roll < 97 {
+                Planned::Swap { cell, new }
+            } else {
+                Planned::Cas {
+                    cell,
+                    expected: last_seen(cell),
+                    new,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The checker can fail: deliberately broken protocols are caught within a
+//! bounded number of seeds, by the history checks alone (not by the server's
+//! invariant check nor the cache cross-check), on seeds that pass without
+//! the bug.
+
+use rmmap_sim::{InjectedBug, SimConfig, run_seed};
+
+/// Checks that look at state rather than at the history.
+const STATE_CHECKS: [&str; 3] = ["server-invariant", "cache-coherence", "old-run-cache"];
+
+/// The history checks that fail for `seed`.
+fn history_checks(cfg: &SimConfig, seed: u64) -> Vec<&'static str> {
+    let r = run_seed(seed, cfg);
+    let mut v: Vec<_> = r
+        .violations
+        .iter()
+        .map(|v| v.check)
+        .filter(|c| !STATE_CHECKS.contains(c))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The seeds in `0..bound` that pass without `bug` and fail with it.
+fn catches(base: SimConfig, bug: InjectedBug, bound: u64) -> Vec<(u64, Vec<&'static str>)> {
+    let bugged = SimConfig {
+        bug: Some(bug),
+        ..base.clone()
+    };
+    (0..bound)
+        .filter_map(|seed| {
+            let with = history_checks(&bugged, seed);
+            (!with.is_empty() && history_checks(&base, seed).is_empty()).then_some((seed, with))
+        })
+        .collect()
+}
+
+#[test]
+fn skipping_invalidations_is_caught_within_20_seeds() {
+    let base = SimConfig {
+        faults: false,
+        ..SimConfig::default()
+    };
+    let caught = catches(base, InjectedBug::SkipInvalidation, 20);
+    assert!(
+        !caught.is_empty(),
+        "a server that skips invalidations went unnoticed for 20 seeds"
+    );
+    eprintln!(
+        "skip-invalidation caught by {} of 20 seeds: {:?}",
+        caught.len(),
+        caught.first()
+    );
+}
+
+#[test]
+fn a_client_ignoring_its_lease_is_caught_within_200_seeds() {
+    let caught = catches(SimConfig::default(), InjectedBug::ClientIgnoresLease, 200);
+    assert!(
+        !caught.is_empty(),
+        "a client that ignores its lease went unnoticed for 200 seeds"
+    );
+    eprintln!(
+        "client-ignores-lease caught by {} of 200 seeds: {:?}",
+        caught.len(),
+        caught.first()
+    );
+}
+
+#[test]
+fn the_cache_cross_check_sees_skipped_invalidations_at_once() {
+    let cfg = SimConfig {
+        faults: false,
+        bug: Some(InjectedBug::SkipInvalidation),
+        ..SimConfig::default()
+    };
+    let caught = (0..5).any(|seed| {
+        run_seed(seed, &cfg)
+            .violations
+            .iter()
+            .any(|v| v.check == "cache-coherence")
+    });
+    assert!(
+        caught,
+        "the cache cross-check missed a server that skips invalidations"
+    );
+}

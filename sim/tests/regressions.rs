@@ -1,0 +1,80 @@
+//! Seeds that once failed stay here for ever. A seed whose core bug is open
+//! is `#[ignore]`d with the bug's name (see the coordination notes,
+//! core-requests.md); when the fix lands, drop the `ignore`.
+
+use rmmap_sim::{SimConfig, replay_command, run_seed};
+
+fn must_pass(seed: u64, cfg: SimConfig) {
+    let r = run_seed(seed, &cfg);
+    let list: Vec<String> = r.violations.iter().map(|v| v.to_string()).collect();
+    assert!(
+        list.is_empty(),
+        "seed {seed} failed ({}):\n{}",
+        replay_command(seed, &cfg),
+        list.join("\n")
+    );
+}
+
+fn steps(n: usize) -> SimConfig {
+    SimConfig {
+        steps: n,
+        ..SimConfig::default()
+    }
+}
+
+/// sim-1: the data of an unconfirmed RecallAck is lost at session expiry
+/// without telling the client, and its stale copy revalidates as valid.
+#[test]
+#[ignore = "core bug sim-1 open"]
+fn sim1_recall_ack_data_lost_at_lease_expiry_is_reported() {
+    must_pass(529, steps(20));
+    must_pass(198, SimConfig::default());
+}
+
+/// sim-2: completed atomics lost in a crash are not reported, and a sync
+/// straddling the restart returns OK.
+#[test]
+#[ignore = "core bug sim-2 open"]
+fn sim2_atomics_lost_in_a_crash_are_reported() {
+    must_pass(694, steps(20));
+    must_pass(948, SimConfig::default());
+}
+
+/// sim-3: a fetch reply with data overwrote bytes written while it was in
+/// flight (no faults needed).
+#[test]
+#[ignore = "core bug sim-3 open"]
+fn sim3_fetch_reply_keeps_dirty_bytes() {
+    must_pass(
+        290,
+        SimConfig {
+            faults: false,
+            steps: 40,
+            ..SimConfig::default()
+        },
+    );
+    must_pass(
+        50,
+        SimConfig {
+            faults: false,
+            ..SimConfig::default()
+        },
+    );
+}
+
+/// sim-4: a restarted server let a write through while a client of the old
+/// run still served reads from its cache.
+#[test]
+#[ignore = "core bug sim-4 open"]
+fn sim4_no_stale_reads_from_the_old_run_after_a_restart() {
+    must_pass(310, SimConfig::default());
+}
+
+/// sim-5: a Fetch resent after a resume ran twice; the client kept a Shared
+/// copy while another client got the page exclusively.
+#[test]
+#[ignore = "core bug sim-5 open"]
+fn sim5_a_resent_fetch_does_not_leave_two_holders() {
+    must_pass(3998, steps(30));
+    must_pass(276, SimConfig::default());
+}
