@@ -48,6 +48,14 @@ impl ServerConfig {
         self
     }
 
+    /// Sets how long after starting the server grants no write ownership
+    /// (`None`: one lease). Zero is only safe when no earlier server can have
+    /// served this root (a fresh directory).
+    pub fn restart_grace(mut self, grace: Option<Duration>) -> Self {
+        self.core.restart_grace = grace;
+        self
+    }
+
     /// Opens the store this configuration describes.
     pub fn open_store(&self) -> Result<FsStore, RootError> {
         FsStore::open(&self.root, self.core.read_only)

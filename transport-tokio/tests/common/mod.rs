@@ -19,7 +19,12 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir(&root).unwrap();
-        let config = configure(ServerConfig::new(&root).lease(Duration::from_secs(2)));
+        // A fresh directory: no earlier server to wait for.
+        let config = configure(
+            ServerConfig::new(&root)
+                .lease(Duration::from_secs(2))
+                .restart_grace(Some(Duration::ZERO)),
+        );
         let server = Server::bind("127.0.0.1:0", config).await.unwrap();
         let addr = server.local_addr().to_string();
         TestServer { server, addr, dir }
@@ -61,4 +66,14 @@ pub async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T 
     tokio::time::timeout(Duration::from_secs(secs), f)
         .await
         .expect("timed out")
+}
+
+pub mod history;
+
+/// Logs to the test output with RUST_LOG set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }
