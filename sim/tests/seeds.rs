@@ -28,7 +28,7 @@ fn sweep(cfg: &SimConfig, seeds: std::ops::Range<u64>) {
 }
 
 #[test]
-#[ignore = "fails on core bug sim-3 (a fetch reply overwrites dirty data); see tests/regressions.rs"]
+#[ignore = "fails on core bug sim-3b; see tests/regressions.rs"]
 fn histories_without_faults_are_linearizable() {
     sweep(
         &SimConfig {
@@ -40,7 +40,7 @@ fn histories_without_faults_are_linearizable() {
 }
 
 #[test]
-#[ignore = "fails on the open core bugs sim-1..sim-4; see tests/regressions.rs"]
+#[ignore = "fails on the open core bugs sim-3b and sim-5; see tests/regressions.rs"]
 fn histories_with_faults_are_consistent_and_runs_settle() {
     sweep(&SimConfig::default(), 0..300);
 }

@@ -2,9 +2,12 @@
 //! client while another holds a readable copy (or also holds it
 //! exclusively), counting only clients that trust their lease now.
 //!
-//! A conflict between clients of different server runs (one has not yet
-//! noticed a restart) is reported apart, as `old-run-cache`: the new server
-//! knows nothing of the old run's grants.
+//! Across server runs (a client has not yet noticed a restart) only one
+//! conflict counts, reported as `old-run-cache`: a client of a newer run
+//! holds a page exclusively while a client of an older run still trusts a
+//! copy (it would read stale data). The converse is allowed: an old-run
+//! owner that writes on after the restart writes into a dead run, and its
+//! client is told those writes were lost.
 
 use std::collections::BTreeMap;
 
@@ -34,7 +37,7 @@ impl Sim<'_> {
         for ((path, page), hs) in holders {
             for &(a, run_a, ex_a) in &hs {
                 for &(b, run_b, _) in &hs {
-                    if a == b || !ex_a {
+                    if a == b || !ex_a || run_a < run_b {
                         continue;
                     }
                     let check = if run_a == run_b {
