@@ -191,7 +191,7 @@ impl Client {
         })?;
         let clock = Clock::new();
         let core = rmmap_core::client::Client::new(config, seed, clock.now());
-        let (events, _) = broadcast::channel(64);
+        let (events, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {
             core: Mutex::new(Inner {
                 client: core,
@@ -227,7 +227,9 @@ impl Client {
         &self.handle.shared
     }
 
-    /// Connection events from now on: lost, reconnected, session lost.
+    /// Connection events from now on: lost, reconnected, session lost. A
+    /// watcher that falls more than 256 events behind misses the oldest
+    /// (`RecvError::Lagged`).
     pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
         self.shared().events.subscribe()
     }
