@@ -92,7 +92,11 @@
 //! sharers per page, bookkeeping agrees), and across client caches
 //! (`Client::cached_page_view`): no page is held exclusively by one client
 //! while another client that still trusts its lease (`lease_valid_at`)
-//! holds a readable copy, and no two clients hold it exclusively.
+//! holds a readable copy, and no two clients hold it exclusively. Across
+//! server runs (a client has not noticed a restart yet) only a newer run's
+//! owner beside an older run's trusted copy counts (`old-run-cache`); an
+//! old-run owner beside a new-run reader is allowed, because whatever it
+//! writes after the restart is reported lost to it.
 //!
 //! Liveness: after faults stop, every live client is connected, every
 //! mapping ready and every operation finished within
