@@ -107,6 +107,10 @@ pub struct OpRecord {
     /// The client's session incarnation at invocation (0, 1, ...: one more
     /// after every lost session).
     pub incarnation: u32,
+    /// The client's incarnation at completion (the one whose cache a write
+    /// landed in: a write that had touched a page of the old one would
+    /// have failed with its mapping).
+    pub end_incarnation: u32,
     /// The server run (0, then one more per restart) whose state the
     /// operation acted on at invocation: the run the client's session was
     /// made in. A client that has not yet noticed a restart still acts on

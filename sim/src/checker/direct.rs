@@ -74,7 +74,7 @@ pub fn check_cell(
         for (r, v) in &reads {
             if r.client != w.client
                 || r.invoke <= w.complete
-                || (lost && r.incarnation != w.incarnation)
+                || (lost && r.incarnation != wr.end_incarnation)
             {
                 continue;
             }
@@ -178,7 +178,7 @@ pub fn check_restarts(facts: &Facts<'_>, out: &mut Vec<Violation>) {
 fn told(facts: &Facts<'_>, w: &OpRecord) -> bool {
     let h = facts.history;
     h.ended
-        .range((w.client, w.incarnation)..(w.client + 1, 0))
+        .range((w.client, w.end_incarnation)..(w.client + 1, 0))
         .any(|(_, e)| e.crashed || e.told.contains(&w.mapping))
         || h.told_by_error.contains_key(&(w.client, w.mapping))
 }

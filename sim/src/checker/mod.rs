@@ -60,7 +60,7 @@ pub struct CellOp {
     pub id: usize,
     /// Client.
     pub client: usize,
-    /// Client incarnation at invocation.
+    /// Client incarnation at completion.
     pub incarnation: u32,
     /// Real-time order of invocation (or of the restart that began the
     /// segment, for an operation that straddles it).
@@ -140,7 +140,7 @@ impl<'a> Facts<'a> {
         if !matches!(w.kind, OpKind::Write { .. }) || !w.ok() {
             return false;
         }
-        let Some(end) = self.history.ended.get(&(w.client, w.incarnation)) else {
+        let Some(end) = self.history.ended.get(&(w.client, w.end_incarnation)) else {
             return false;
         };
         // A session lost at a restart may have expired before it: the
@@ -163,7 +163,8 @@ impl<'a> Facts<'a> {
         self.history.ops.iter().any(|s| {
             matches!(s.kind, OpKind::Sync { file: f } if f == file)
                 && s.client == w.client
-                && s.incarnation == w.incarnation
+                && s.incarnation == w.end_incarnation
+                && s.end_incarnation == w.end_incarnation
                 && s.ok()
                 && s.invoke_seq > done
                 && s.complete_seq.is_some_and(|c| c < by)
@@ -259,7 +260,7 @@ fn project(facts: &Facts<'_>, cell: Cell, seg: u32) -> Vec<CellOp> {
         let base = CellOp {
             id: o.id,
             client: o.client,
-            incarnation: o.incarnation,
+            incarnation: o.end_incarnation,
             invoke,
             complete: u64::MAX,
             mandatory: false,
@@ -277,7 +278,9 @@ fn project(facts: &Facts<'_>, cell: Cell, seg: u32) -> Vec<CellOp> {
                 let v = o.read[i];
                 let private = facts.writer.get(&(cell, v)).is_some_and(|&w| {
                     let w = &h.ops[w];
-                    w.client == o.client && w.incarnation == o.incarnation && facts.possibly_lost(w)
+                    w.client == o.client
+                        && w.end_incarnation == o.end_incarnation
+                        && facts.possibly_lost(w)
                 });
                 CellOp {
                     complete: bound,

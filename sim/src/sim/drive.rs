@@ -111,6 +111,7 @@ impl Sim<'_> {
             id,
             client: i,
             incarnation: self.clients[i].incarnation,
+            end_incarnation: self.clients[i].incarnation,
             segment: self.session_segment(i),
             end_segment: self.session_segment(i),
             mapping: m,
@@ -312,10 +313,12 @@ impl Sim<'_> {
                 let seq = self.next_seq();
                 self.clients[i].outstanding -= 1;
                 let segment = self.session_segment(i);
+                let inc_now = self.clients[i].incarnation;
                 let rec = &mut self.history.ops[id];
                 rec.complete_at = Some(now);
                 rec.complete_seq = Some(seq);
                 rec.end_segment = segment;
+                rec.end_incarnation = inc_now;
                 match result {
                     Ok(c) => {
                         rec.outcome = Outcome::Ok;
