@@ -149,6 +149,25 @@ impl<'a> Facts<'a> {
         lost && !self.synced(w, end.seq)
     }
 
+    /// Whether read `r` saw the private cache of its own client: the value
+    /// of its own write `w` that may have been lost with the session the
+    /// read was served in. An ok write must be possibly lost and of the same
+    /// incarnation; a failed or pending write (it may have been applied in
+    /// part) counts when the read's incarnation was lost naming the write's
+    /// mapping, or the client crashed in it.
+    pub fn private_read(&self, r: &OpRecord, w: &OpRecord) -> bool {
+        if w.client != r.client || !matches!(w.kind, OpKind::Write { .. }) {
+            return false;
+        }
+        if w.ok() {
+            return w.end_incarnation == r.end_incarnation && self.possibly_lost(w);
+        }
+        self.history
+            .ended
+            .get(&(r.client, r.end_incarnation))
+            .is_some_and(|e| e.crashed || (e.reason.is_some() && e.told.contains(&w.mapping)))
+    }
+
     /// Whether a sync by the same client and incarnation, on the same file,
     /// began after `w` completed and completed OK before real-time `by`.
     pub fn synced(&self, w: &OpRecord, by: u64) -> bool {
@@ -276,12 +295,10 @@ fn project(facts: &Facts<'_>, cell: Cell, seg: u32) -> Vec<CellOp> {
                     continue;
                 }
                 let v = o.read[i];
-                let private = facts.writer.get(&(cell, v)).is_some_and(|&w| {
-                    let w = &h.ops[w];
-                    w.client == o.client
-                        && w.end_incarnation == o.end_incarnation
-                        && facts.possibly_lost(w)
-                });
+                let private = facts
+                    .writer
+                    .get(&(cell, v))
+                    .is_some_and(|&w| facts.private_read(o, &h.ops[w]));
                 CellOp {
                     complete: bound,
                     mandatory: true,
