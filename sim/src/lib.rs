@@ -44,17 +44,24 @@
 //!
 //! Writes that may vanish: a write completes in the client's cache. It may
 //! later be lost in exactly these ways, which the model allows:
-//! * **lease loss**: the client's session ended while the write's page was
-//!   dirty; allowed only when the client was told (a `SessionLost` event with
-//!   reason `LeaseExpired` naming the write's mapping), or the client
-//!   crashed. Such a write is *possibly lost* unless a sync of the same file
-//!   by the same client and incarnation began after it and completed OK
-//!   before the loss. A possibly-lost write is optional in the
+//! * **session loss**: the client's session ended while the write's page
+//!   was dirty; allowed only when the client was told (a `SessionLost` event
+//!   naming the write's mapping — for a loss found at a restart the session
+//!   may have expired before it, so any reason counts), or the client
+//!   crashed. A write belongs to the incarnation (session) it *completed*
+//!   in: one invoked before a loss may finish on the next session. Such a
+//!   write is *possibly lost* unless a sync of the same file by the same
+//!   client, invoked and completed in that incarnation after the write,
+//!   completed OK before the loss. A possibly-lost write is optional in the
 //!   linearization; reads by the same client in the same incarnation that
 //!   returned its value saw the client's private cache and are left out of
-//!   the linearizability check (they still count for read-your-writes);
-//! * **server restart**: the cells start the next segment with what the disk
-//!   holds after the restart (read from the store).
+//!   the linearizability check (they still count for read-your-writes). The
+//!   same holds for a read of the client's own *failed* write (applied in
+//!   part) when the read's incarnation was lost naming its mapping;
+//! * **server restart**: each operation belongs to the server run its
+//!   client's session was made in (a client that has not noticed a restart
+//!   still serves its cache in the old run); the cells start the next run
+//!   with what the disk holds after the restart (read from the store).
 //!
 //! The checks, per (cell, segment):
 //! * **linearizability** ([`checker::linear`]): a Wing-Gong/Lowe search with
