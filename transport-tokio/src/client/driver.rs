@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rmmap_core::client::{Completion, Event, OpId};
+use rmmap_core::client::{Completion, Event, OpError, OpId};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 
@@ -44,6 +44,8 @@ struct Drained {
     disconnect: bool,
     stop: Option<String>,
     first: Option<Result<(), String>>,
+    /// Completions to hand to their waiters once the loop has acted.
+    completed: Vec<(OpId, Result<Completion, OpError>)>,
 }
 
 pub(super) async fn run<C: Connector>(
@@ -62,7 +64,7 @@ pub(super) async fn run<C: Connector>(
 
     let stopped = loop {
         // ---- drain the core ----
-        let (drained, deadline) = {
+        let (mut drained, deadline, last) = {
             let mut g = shared.lock();
             if g.abandoned && close_op.is_none() && g.stopped.is_none() {
                 let now = shared.now();
@@ -72,26 +74,33 @@ pub(super) async fn run<C: Connector>(
                 }
             }
             let d = drain(&shared, &mut g, close_op);
-            if d.disconnect {
-                // The core counts the connection as gone. Whatever it queued
-                // before saying so (a `Bye`) still goes out, then it closes.
-                if let Some(c) = conn.take() {
-                    while let Some(b) = g.client.poll_transmit() {
-                        out.push_back(b);
-                    }
-                    tokio::spawn(final_flush(c.writer, std::mem::take(&mut out)));
-                }
-                connecting = None;
-                out.clear();
-                inbuf.clear();
-            }
-            if conn.is_some() {
+            // After a Disconnect, what the core still queued (a `Bye`) is
+            // the last of the old connection; otherwise it is for this one.
+            let mut last = Vec::new();
+            if d.disconnect || conn.is_some() {
                 while let Some(b) = g.client.poll_transmit() {
-                    out.push_back(b);
+                    last.push(b);
                 }
             }
-            (d, g.client.poll_timeout().map(|t| shared.clock.deadline(t)))
+            let deadline = g.client.poll_timeout().map(|t| shared.clock.deadline(t));
+            (d, deadline, last)
         };
+        if drained.disconnect || drained.stop.is_some() {
+            // The connection is over. Its last bytes (a `Bye` after a
+            // close) go out before anyone hears that the close completed.
+            if let Some(c) = conn.take()
+                && !last.is_empty()
+            {
+                out.extend(last);
+                final_flush(c.writer, std::mem::take(&mut out)).await;
+            }
+            connecting = None;
+            out.clear();
+            inbuf.clear();
+        } else {
+            out.extend(last);
+        }
+        route(&shared, std::mem::take(&mut drained.completed));
         if let Some(r) = drained.first
             && let Some(tx) = first.take()
         {
@@ -106,9 +115,6 @@ pub(super) async fn run<C: Connector>(
             }
         }
         if let Some(why) = drained.stop {
-            if let Some(c) = conn.take() {
-                tokio::spawn(final_flush(c.writer, std::mem::take(&mut out)));
-            }
             break why;
         }
         if drained.connect {
@@ -245,9 +251,7 @@ fn drain(shared: &Shared, g: &mut Inner, close_op: Option<OpId>) -> Drained {
                 if matches!(result, Ok(Completion::Closed)) && d.stop.is_none() {
                     d.stop = Some("the client was closed".into());
                 }
-                if let Some(tx) = g.waiters.remove(&op) {
-                    let _ = tx.send(result);
-                }
+                d.completed.push((op, result));
             }
             Event::Connected { resumed } => {
                 d.first = Some(Ok(()));
@@ -297,6 +301,19 @@ fn feed_frames(
     }
     if !inbuf.is_empty() {
         client.handle_input(now, inbuf);
+    }
+}
+
+/// Hands completed operations to whoever waits for them.
+fn route(shared: &Shared, completed: Vec<(OpId, Result<Completion, OpError>)>) {
+    if completed.is_empty() {
+        return;
+    }
+    let mut g = shared.lock();
+    for (op, result) in completed {
+        if let Some(tx) = g.waiters.remove(&op) {
+            let _ = tx.send(result);
+        }
     }
 }
 
