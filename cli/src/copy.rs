@@ -1,0 +1,230 @@
+//! `rmmap cat`, `rmmap get` and `rmmap put`: copy bytes between a remote
+//! file and stdout or a local file, a chunk at a time.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rmmap_tokio::{Access, Client, ClientConfig, MapOptions, OpError};
+
+use crate::{CliError, Context};
+
+/// Bytes moved per read or write.
+const CHUNK: u64 = 1 << 20;
+
+/// A byte range of a remote file.
+#[derive(Args, Debug)]
+pub(crate) struct Range {
+    /// Start at this byte of the remote file.
+    #[arg(long, default_value_t = 0)]
+    offset: u64,
+    /// Copy this many bytes (default: to the end of the file).
+    #[arg(long)]
+    len: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CatArgs {
+    /// The server, host:port.
+    addr: String,
+    /// The file, relative to the server's root.
+    path: String,
+    #[command(flatten)]
+    range: Range,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct GetArgs {
+    /// The server, host:port.
+    addr: String,
+    /// The remote file, relative to the server's root.
+    path: String,
+    /// The local file to write (created or truncated).
+    local: PathBuf,
+    #[command(flatten)]
+    range: Range,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PutArgs {
+    /// The local file to read.
+    local: PathBuf,
+    /// The server, host:port.
+    addr: String,
+    /// The remote file, relative to the server's root (created, with its
+    /// directories, if missing).
+    path: String,
+    /// Write at this byte of the remote file and keep the rest of it
+    /// (default: replace the whole file).
+    #[arg(long)]
+    offset: Option<u64>,
+}
+
+pub(crate) async fn cat(a: CatArgs) -> Result<ExitCode, CliError> {
+    let client = Client::connect(&a.addr, ClientConfig::default()).await?;
+    let mut out = std::io::stdout().lock();
+    download(&client, &a.path, &a.range, &mut out, false).await?;
+    out.flush().context(|| "writing to stdout".into())?;
+    let _ = client.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn get(a: GetArgs) -> Result<ExitCode, CliError> {
+    let client = Client::connect(&a.addr, ClientConfig::default()).await?;
+    let file =
+        std::fs::File::create(&a.local).context(|| format!("creating {}", a.local.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    download(&client, &a.path, &a.range, &mut out, true).await?;
+    out.flush()
+        .context(|| format!("writing {}", a.local.display()))?;
+    let _ = client.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn put(a: PutArgs) -> Result<ExitCode, CliError> {
+    let mut file =
+        std::fs::File::open(&a.local).context(|| format!("opening {}", a.local.display()))?;
+    let len = file
+        .metadata()
+        .context(|| format!("reading {}", a.local.display()))?
+        .len();
+    let client = Client::connect(&a.addr, ClientConfig::default()).await?;
+    let offset = match a.offset {
+        Some(o) => o,
+        None => {
+            client
+                .set_len(&a.path, len, true)
+                .await
+                .context(|| format!("creating {}", a.path))?;
+            0
+        }
+    };
+    if len > 0 {
+        let end = offset.checked_add(len).ok_or_else(|| CliError::Op {
+            context: format!("writing {}", a.path),
+            source: OpError::OutOfRange {
+                offset,
+                len,
+                mapping_len: 0,
+            },
+        })?;
+        let opts = MapOptions {
+            access: Access::ReadWrite,
+            create: true,
+        };
+        let m = client
+            .map_with(&a.path, offset..end, opts)
+            .await
+            .context(|| format!("mapping {}", a.path))?;
+        let bar = progress(len);
+        let mut pos = 0;
+        while pos < len {
+            let n = CHUNK.min(len - pos);
+            let mut buf = vec![0u8; n as usize];
+            file.read_exact(&mut buf)
+                .context(|| format!("reading {}", a.local.display()))?;
+            m.write_bytes(pos, Bytes::from(buf))
+                .await
+                .context(|| format!("writing {}", a.path))?;
+            pos += n;
+            bar.set_position(pos);
+        }
+        m.sync().await.context(|| format!("syncing {}", a.path))?;
+        bar.finish_and_clear();
+        m.unmap()
+            .await
+            .context(|| format!("unmapping {}", a.path))?;
+    }
+    client
+        .close()
+        .await
+        .context(|| "closing the connection".into())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copies a range of a remote file to `out`.
+async fn download(
+    client: &Client,
+    path: &str,
+    range: &Range,
+    out: &mut impl Write,
+    show_progress: bool,
+) -> Result<(), CliError> {
+    let len = match range.len {
+        Some(l) => l,
+        None => {
+            let file_len = remote_len(client, path).await?;
+            file_len
+                .checked_sub(range.offset)
+                .ok_or_else(|| CliError::Op {
+                    context: format!("reading {path}"),
+                    source: OpError::OutOfRange {
+                        offset: range.offset,
+                        len: 0,
+                        mapping_len: file_len,
+                    },
+                })?
+        }
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    let end = range.offset.saturating_add(len);
+    let m = client
+        .map(path, range.offset..end, Access::ReadOnly)
+        .await
+        .context(|| format!("mapping {path}"))?;
+    let bar = if show_progress {
+        progress(len)
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut pos = 0;
+    while pos < len {
+        let n = CHUNK.min(len - pos);
+        let b = m
+            .read_bytes(pos, n)
+            .await
+            .context(|| format!("reading {path}"))?;
+        out.write_all(&b).context(|| "writing the output".into())?;
+        pos += n;
+        bar.set_position(pos);
+    }
+    bar.finish_and_clear();
+    let _ = m.unmap().await;
+    Ok(())
+}
+
+/// The length of a remote file, learned by mapping its first byte (an
+/// empty file cannot be mapped, which tells as much).
+async fn remote_len(client: &Client, path: &str) -> Result<u64, CliError> {
+    match client.map(path, 0..1, Access::ReadOnly).await {
+        Ok(m) => {
+            let len = m.file_len();
+            let _ = m.unmap().await;
+            Ok(len)
+        }
+        Err(e) if e.kind() == "out_of_range" => Ok(0),
+        Err(e) => Err(CliError::Op {
+            context: format!("opening {path}"),
+            source: e,
+        }),
+    }
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+fn progress(len: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}

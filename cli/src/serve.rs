@@ -1,0 +1,73 @@
+//! `rmmap serve`: export a directory.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use rmmap_tokio::{Server, ServerConfig};
+
+use crate::{CliError, DEFAULT_LISTEN};
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// The directory to export; clients name files relative to it.
+    root: PathBuf,
+    /// The address to listen on (port 0 picks a free port; the chosen
+    /// address is printed on stdout).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: String,
+    /// Refuse every write and every read-write mapping.
+    #[arg(long)]
+    read_only: bool,
+    /// Page size in bytes: a power of two from 512 to 1048576.
+    #[arg(long, default_value_t = 4096)]
+    page_size: u32,
+    /// How long a client's session lives without renewal, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    lease_ms: u64,
+    /// After starting, grant no write ownership for this long, so that
+    /// clients of a previous run have stopped trusting their caches
+    /// (default: one lease). Zero is only safe for a directory no earlier
+    /// server has exported.
+    #[arg(long)]
+    restart_grace_ms: Option<u64>,
+}
+
+pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
+    let config = ServerConfig::new(&a.root)
+        .read_only(a.read_only)
+        .page_size(a.page_size)
+        .lease(Duration::from_millis(a.lease_ms))
+        .restart_grace(a.restart_grace_ms.map(Duration::from_millis));
+    let server = Server::bind(&a.listen, config).await?;
+    let mode = if a.read_only { " read-only" } else { "" };
+    println!(
+        "rmmap: serving {}{mode} on {}",
+        a.root.display(),
+        server.local_addr()
+    );
+    let _ = std::io::stdout().flush();
+    stop_signal().await;
+    eprintln!("rmmap: shutting down (recalling dirty pages, syncing files)");
+    server.shutdown().await?;
+    eprintln!("rmmap: stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
