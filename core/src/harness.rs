@@ -230,6 +230,19 @@ impl Cluster {
                         }
                         Event::Disconnect => {
                             if let Some(l) = self.nodes[i].link.take() {
+                                // Last words (a Bye) go out before the close;
+                                // what was already in flight still arrives.
+                                let mut last = l.to_server.inbox.clone();
+                                for (_, b) in &l.to_server.queue {
+                                    last.extend_from_slice(b);
+                                }
+                                last.extend_from_slice(&l.to_server.framer);
+                                while let Some(b) = self.nodes[i].client.poll_transmit() {
+                                    last.extend_from_slice(&b);
+                                }
+                                if !l.to_server.held {
+                                    self.server.handle_input(self.now, l.conn, &mut last);
+                                }
                                 self.by_conn.remove(&l.conn);
                                 self.server.handle_disconnect(self.now, l.conn);
                             }
@@ -415,8 +428,11 @@ impl Cluster {
                     break;
                 }
                 if due_s {
-                    let (_, b) = link.to_server.queue.pop_front().expect("due");
-                    link.to_server.inbox.extend_from_slice(&b);
+                    // Everything due now arrives in one read, as TCP batches.
+                    while link.to_server.next_time().is_some_and(|x| x <= now) {
+                        let (_, b) = link.to_server.queue.pop_front().expect("due");
+                        link.to_server.inbox.extend_from_slice(&b);
+                    }
                     let conn = link.conn;
                     let mut inbox = std::mem::take(&mut link.to_server.inbox);
                     // Back-pressure: the server pauses while its output for
@@ -432,8 +448,10 @@ impl Cluster {
                     }
                 }
                 if due_c && let Some(link) = self.nodes[i].link.as_mut() {
-                    let (_, b) = link.to_client.queue.pop_front().expect("due");
-                    link.to_client.inbox.extend_from_slice(&b);
+                    while link.to_client.next_time().is_some_and(|x| x <= now) {
+                        let (_, b) = link.to_client.queue.pop_front().expect("due");
+                        link.to_client.inbox.extend_from_slice(&b);
+                    }
                     let mut inbox = std::mem::take(&mut link.to_client.inbox);
                     self.nodes[i].client.handle_input(now, &mut inbox);
                     if let Some(link) = self.nodes[i].link.as_mut() {

@@ -71,7 +71,14 @@ impl Client {
                 break;
             }
             match decode_frame(buf, self.config.max_frame) {
-                Ok(Some(m)) => self.on_message(now, m),
+                Ok(Some(m)) => {
+                    self.on_message(now, m);
+                    // Let operations use what this frame granted before the
+                    // next frame (perhaps a recall of the same page) takes it
+                    // away: without this, two writers batching grants and
+                    // recalls pass a page back and forth for ever.
+                    self.pump(now);
+                }
                 Ok(None) => break,
                 Err(_) => {
                     buf.clear();

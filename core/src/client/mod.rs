@@ -143,8 +143,10 @@ pub enum Event {
     /// Open a connection to the server now, then call
     /// [`Client::handle_connected`] or [`Client::handle_connect_failed`].
     Connect,
-    /// Close the current connection (or abandon the attempt). The client
-    /// already counts it as gone: do not call `handle_disconnected` for it.
+    /// Close the current connection (or abandon the attempt): first write
+    /// what [`Client::poll_transmit`] still returns (a `Bye`, for one), then
+    /// close. The client already counts the connection as gone: do not call
+    /// `handle_disconnected` for it.
     Disconnect,
     /// An operation finished.
     Completed {
@@ -222,6 +224,8 @@ pub struct Client {
     pub(crate) ops: BTreeMap<OpId, Op>,
     pub(crate) next_op: u64,
     pub(crate) woken: BTreeSet<OpId>,
+    /// Some mapping waits to be mapped again after a lost session.
+    pub(crate) reopen_pending: bool,
     pub(crate) bug: ClientBug,
 }
 
@@ -277,6 +281,7 @@ impl Client {
             ops: BTreeMap::new(),
             next_op: 0,
             woken: BTreeSet::new(),
+            reopen_pending: false,
             bug: ClientBug::None,
         };
         c.handle_timeout(now);

@@ -212,6 +212,14 @@ impl Client {
             }
             let readable = pg.is_some_and(|p| p.readable());
             if !exclusive {
+                // A page we own but whose data has not come (an overwrite
+                // grant): ask for the data while keeping ownership.
+                if !readable && pg.is_some_and(|p| p.state == PageState::Exclusive) {
+                    return Some(Need::Exclusive {
+                        want_data: true,
+                        overwrite: false,
+                    });
+                }
                 return (!readable).then_some(Need::Shared);
             }
             if pg.is_some_and(|p| p.state == PageState::Exclusive && p.data.is_some()) {
@@ -366,17 +374,25 @@ impl Client {
 
     /// Maps again, after a lost session, every mapping that lost nothing.
     pub(crate) fn drive_mappings(&mut self) {
+        if !self.reopen_pending {
+            return;
+        }
         let todo: Vec<MappingId> = self
             .mappings
             .iter()
             .filter(|(_, m)| matches!(m.status, MappingStatus::Reopening { req: None }))
             .map(|(id, _)| *id)
             .collect();
+        let mut all = true;
         for m in todo {
             if !self.request_room() {
+                all = false;
                 break;
             }
             self.send_map(m, None);
+        }
+        if all {
+            self.reopen_pending = false;
         }
     }
 

@@ -190,6 +190,7 @@ impl Client {
             }
         }
         self.lease_until = None;
+        self.reopen_pending = true;
         self.events.push_back(Event::SessionLost {
             reason,
             lost: lost.into_iter().collect(),

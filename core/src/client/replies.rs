@@ -67,6 +67,8 @@ impl Client {
                 // the server's copy: keep ours.
                 Some(_) if p.exclusive && pg.state == PageState::Exclusive && pg.data.is_some() => {
                 }
+                // Never let a grant's data replace bytes not yet written back.
+                Some(_) if pg.dirty.is_some() => {}
                 Some(d) => {
                     if !pg.data.is_some() {
                         self.cached += 1;
@@ -498,6 +500,24 @@ impl Client {
                     let pg = &self.files[&file].pages[&q];
                     (pg.state, pg.dirty)
                 };
+                if state == PageState::Shared && !r.downgrade {
+                    // The server thinks we own the page (a grant we never saw):
+                    // once we acknowledge, it counts us out entirely.
+                    let pg = self
+                        .files
+                        .get_mut(&file)
+                        .expect("known")
+                        .pages
+                        .get_mut(&q)
+                        .expect("listed");
+                    if pg.data.is_some() {
+                        self.cached -= 1;
+                    }
+                    pg.invalidate();
+                    let w: Vec<_> = pg.waiters.iter().copied().collect();
+                    self.woken.extend(w);
+                    continue;
+                }
                 if state != PageState::Exclusive {
                     continue;
                 }

@@ -182,7 +182,7 @@ impl<S: Store> Server<S> {
                 ErrorCode::Cancelled,
                 format!("mapping {} was unmapped", u.mapping),
             );
-            self.send(sid, &error_msg(req, &f));
+            self.reply(sid, req, &error_msg(req, &f));
         }
         let (a, b) = m.pages(ps);
         let s = self.sessions.get_mut(&sid).expect("live");

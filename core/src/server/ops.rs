@@ -227,11 +227,11 @@ impl<S: Store> Server<S> {
                 if cache {
                     self.remember(sid, req, reply.clone());
                 }
-                self.send(sid, &reply);
+                self.reply(sid, req, &reply);
             }
             Err(f) => {
                 let m = error_msg(req, &f);
-                self.send(sid, &m);
+                self.reply(sid, req, &m);
             }
         }
         self.release_op(id);
@@ -376,9 +376,10 @@ fn needed_revocations(
         OpKind::Fetch {
             exclusive: false, ..
         } => {
-            if let Some(o) = e.owner
-                && o != session
-            {
+            // Even from the requester itself: a shared fetch by the owner
+            // means the client lost track of its ownership, and any dirty data
+            // it has must come back before the page is granted shared.
+            if let Some(o) = e.owner {
                 out.push((o, page, RevKind::Recall { downgrade: true }));
             }
         }

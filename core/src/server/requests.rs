@@ -100,8 +100,12 @@ impl<S: Store> Server<S> {
             .get_mut(&sid)
             .expect("established sessions exist");
         if req <= s.highest_req {
+            if s.conn.is_some() && s.answered.get(&req) == s.conn.as_ref() {
+                // Answered on this connection: the answer is on its way.
+                return Ok(());
+            }
             if let Some(reply) = s.replies.get(&req).cloned() {
-                self.send(sid, &reply);
+                self.reply(sid, req, &reply);
                 return Ok(());
             }
             if s.in_progress.contains_key(&req) {
@@ -124,7 +128,7 @@ impl<S: Store> Server<S> {
                 ErrorCode::TooManyRequests,
                 format!("more than {max} requests in flight"),
             );
-            self.send(sid, &error_msg(req, &f));
+            self.reply(sid, req, &error_msg(req, &f));
             return Ok(());
         }
         match run(self, now) {
@@ -132,7 +136,7 @@ impl<S: Store> Server<S> {
                 if cache {
                     self.remember(sid, req, reply.clone());
                 }
-                self.send(sid, &reply);
+                self.reply(sid, req, &reply);
                 Ok(())
             }
             Ok(None) => Ok(()),
@@ -142,10 +146,19 @@ impl<S: Store> Server<S> {
                 if !idempotent {
                     self.remember(sid, req, m.clone());
                 }
-                self.send(sid, &m);
+                self.reply(sid, req, &m);
                 Ok(())
             }
         }
+    }
+
+    /// Sends the answer to request `req` and notes the connection it went out on.
+    pub(super) fn reply(&mut self, sid: SessionId, req: ReqId, msg: &Message) {
+        let max = self.config.max_inflight as usize;
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.note_answered(req, 2 * max);
+        }
+        self.send(sid, msg);
     }
 
     pub(super) fn remember(&mut self, sid: SessionId, req: ReqId, reply: Message) {

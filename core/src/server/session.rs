@@ -68,6 +68,11 @@ pub(crate) struct Session {
     /// Most pages per fetch: the server's limit, lowered so that a reply fits
     /// in the frames the client accepts.
     pub(crate) max_pages: u32,
+    /// The connection each recent request was answered on. A retransmission
+    /// whose answer already went out on the current connection is ignored:
+    /// the ordered stream delivers that answer, and running a fetch twice
+    /// would grant pages the client never asked for twice.
+    pub(crate) answered: BTreeMap<ReqId, ConnId>,
 }
 
 impl Session {
@@ -100,6 +105,7 @@ impl Session {
             rev_acked: RevId(0),
             outstanding_revs: BTreeSet::new(),
             max_pages: 1,
+            answered: BTreeMap::new(),
         }
     }
 
@@ -162,6 +168,15 @@ impl Session {
             let (a, b) = m.pages(page_size);
             m.file == file && (a..b).contains(&page)
         })
+    }
+
+    pub(crate) fn note_answered(&mut self, req: ReqId, max: usize) {
+        if let Some(c) = self.conn {
+            self.answered.insert(req, c);
+            while self.answered.len() > max {
+                self.answered.pop_first();
+            }
+        }
     }
 
     pub(crate) fn remember_reply(&mut self, req: ReqId, reply: Message, max: usize) {
