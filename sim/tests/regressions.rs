@@ -1,6 +1,6 @@
-//! Seeds that once failed stay here for ever. A seed whose core bug is open
-//! is `#[ignore]`d with the bug's name (see the coordination notes,
-//! core-requests.md); when the fix lands, drop the `ignore`.
+//! Seeds that once failed stay here for ever, each named after the core bug
+//! it found (all fixed; the core's own regression tests are in
+//! core/tests/regressions.rs).
 
 use rmmap_sim::{SimConfig, replay_command, run_seed};
 
@@ -25,7 +25,6 @@ fn steps(n: usize) -> SimConfig {
 /// sim-3b: a shared fetch by a concurrent read replaced a page just written
 /// under an overwrite grant (no faults needed).
 #[test]
-#[ignore = "core bug sim-3b open"]
 fn sim3b_a_concurrent_read_does_not_undo_an_overwrite() {
     must_pass(
         50,
@@ -76,7 +75,6 @@ fn sim3_fetch_reply_keeps_dirty_bytes() {
 /// sim-4: a restarted server let a write through while a client of the old
 /// run still served reads from its cache.
 #[test]
-#[ignore = "core bug sim-4 open"]
 fn sim4_no_stale_reads_from_the_old_run_after_a_restart() {
     must_pass(310, SimConfig::default());
 }
@@ -84,7 +82,6 @@ fn sim4_no_stale_reads_from_the_old_run_after_a_restart() {
 /// sim-5: a Fetch resent after a resume ran twice; the client kept a Shared
 /// copy while another client got the page exclusively.
 #[test]
-#[ignore = "core bug sim-5 open"]
 fn sim5_a_resent_fetch_does_not_leave_two_holders() {
     must_pass(3998, steps(30));
     // The grant's reply lost in a cut; the resent Recall skipped for a Shared page.

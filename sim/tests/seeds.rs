@@ -1,6 +1,6 @@
 //! Bounded seed sweeps: every seed's history is consistent and every run
-//! settles after its faults stop. The sweep with faults waits for the core
-//! fixes listed in tests/regressions.rs; run it with `--ignored`.
+//! settles after its faults stop. Longer sweeps: `cargo run -p rmmap-sim
+//! --release -- --seeds N`.
 
 use rmmap_sim::{SimConfig, replay_command, run_seed_guarded};
 
@@ -28,7 +28,6 @@ fn sweep(cfg: &SimConfig, seeds: std::ops::Range<u64>) {
 }
 
 #[test]
-#[ignore = "fails on core bug sim-3b; see tests/regressions.rs"]
 fn histories_without_faults_are_linearizable() {
     sweep(
         &SimConfig {
@@ -40,15 +39,13 @@ fn histories_without_faults_are_linearizable() {
 }
 
 #[test]
-#[ignore = "fails on the open core bugs sim-3b and sim-5; see tests/regressions.rs"]
 fn histories_with_faults_are_consistent_and_runs_settle() {
     sweep(&SimConfig::default(), 0..300);
 }
 
 #[test]
 fn small_runs_without_faults_are_linearizable() {
-    // Short runs stay clear of the open core bugs, so this guards the
-    // simulator and checker against false alarms in the meantime.
+    // Short runs: a cheap guard against false alarms of the checker.
     sweep(
         &SimConfig {
             faults: false,
