@@ -74,3 +74,42 @@ async fn create_set_len_and_atomics() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn everything_can_run_on_one_current_thread_runtime_as_a_simulation_would() {
+    use rmmap_tokio::{Client, ServeOptions, Server, TcpConnector};
+    within(20, async {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), [0u8; 4096]).unwrap();
+        let config = rmmap_tokio::ServerConfig::new(dir.path())
+            .restart_grace(Some(std::time::Duration::ZERO));
+        let store = config.open_store().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let options = ServeOptions {
+            dedicated_thread: false,
+            seed: Some([7; 32]),
+            ..ServeOptions::default()
+        };
+        let server = Server::serve(listener, config.core, store, options).unwrap();
+        let addr = server.local_addr().to_string();
+        let a = Client::connect_seeded(TcpConnector, &addr, common::client_config(), [1; 32])
+            .await
+            .unwrap();
+        let b = Client::connect_seeded(TcpConnector, &addr, common::client_config(), [2; 32])
+            .await
+            .unwrap();
+        let ma = a.map("f", 0..4096, Access::ReadWrite).await.unwrap();
+        let mb = b.map("f", 0..4096, Access::ReadOnly).await.unwrap();
+        ma.write(10, b"sim").await.unwrap();
+        assert_eq!(&mb.read_bytes(10, 3).await.unwrap()[..], b"sim");
+        drop((ma, mb));
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+        server.shutdown().await.unwrap();
+        assert_eq!(
+            &std::fs::read(dir.path().join("f")).unwrap()[10..13],
+            b"sim"
+        );
+    })
+    .await;
+}

@@ -189,6 +189,18 @@ impl Client {
             addr: addr.to_owned(),
             source,
         })?;
+        Self::connect_seeded(connector, addr, config, seed).await
+    }
+
+    /// Like [`Client::connect_with`], with the core's seed (reconnection
+    /// jitter, nonces) given instead of drawn from the operating system:
+    /// for reproducible simulations. Production code should not use it.
+    pub async fn connect_seeded<C: Connector>(
+        connector: C,
+        addr: &str,
+        config: ClientConfig,
+        seed: [u8; 32],
+    ) -> Result<Client, ConnectError> {
         let clock = Clock::new();
         let core = rmmap_core::client::Client::new(config, seed, clock.now());
         let (events, _) = broadcast::channel(256);

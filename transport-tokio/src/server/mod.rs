@@ -49,6 +49,11 @@ pub struct ServeOptions {
     pub shutdown_timeout: Duration,
     /// Most open connections; further ones wait to be accepted. Default 4096.
     pub max_connections: usize,
+    /// The core's seed (epoch, resume tokens, nonces). `None`, the default,
+    /// draws it from the operating system; a simulation gives one to be
+    /// reproducible. Never reuse a seed across runs in production: a
+    /// restarted server must get a new epoch.
+    pub seed: Option<[u8; 32]>,
 }
 
 impl Default for ServeOptions {
@@ -57,6 +62,7 @@ impl Default for ServeOptions {
             dedicated_thread: true,
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            seed: None,
         }
     }
 }
@@ -130,7 +136,10 @@ impl Server {
         S: Store + Send + 'static,
     {
         let local_addr = listener.local_addr().map_err(ServeError::Start)?;
-        let seed = random_seed().map_err(ServeError::Start)?;
+        let seed = match options.seed {
+            Some(s) => s,
+            None => random_seed().map_err(ServeError::Start)?,
+        };
         let core = rmmap_core::server::Server::new(config, store, seed)?;
         let clock = Clock::new();
         let (to_core, from_conns) = mpsc::channel(1024);
