@@ -113,3 +113,36 @@ async fn everything_can_run_on_one_current_thread_runtime_as_a_simulation_would(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_read_through_a_tiny_output_limit_pauses_and_resumes() {
+    within(60, async {
+        // With 64 KiB of output allowed, the server pauses this connection's
+        // input again and again while read-ahead replies drain.
+        let ts = TestServer::start(|mut c| {
+            c.core.output_soft_limit = 64 * 1024;
+            c
+        })
+        .await;
+        let len = 16usize << 20;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        ts.put("big", &data);
+        let c = ts.client().await;
+        let other = ts.client().await;
+        let m = c.map("big", 0..len as u64, Access::ReadOnly).await.unwrap();
+        let o = other.map("big", 0..4096, Access::ReadOnly).await.unwrap();
+        let mut pos = 0u64;
+        while pos < len as u64 {
+            let b = m.read_bytes(pos, 1 << 20).await.unwrap();
+            assert_eq!(
+                &b[..],
+                &data[pos as usize..pos as usize + (1 << 20)],
+                "at {pos}"
+            );
+            // Another client is served meanwhile.
+            assert_eq!(o.read_bytes(0, 4).await.unwrap()[..], data[..4]);
+            pos += 1 << 20;
+        }
+    })
+    .await;
+}

@@ -201,7 +201,11 @@ impl<S: Store> CoreTask<S> {
             InputStatus::Paused => ReadState::Paused,
             InputStatus::Closing => ReadState::Closed,
         };
-        slot.paused = status == InputStatus::Paused;
+        let paused = status == InputStatus::Paused;
+        if paused != slot.paused {
+            tracing::debug!(?conn, paused, "input flow");
+        }
+        slot.paused = paused;
         slot.ctl.send_if_modified(|s| {
             let changed = *s != state;
             *s = state;
