@@ -1,9 +1,8 @@
 //! A regression check for the core, driven the way TCP delivers bytes: when
 //! several frames reach a client in one `handle_input` call, operations
-//! woken by one frame must still make progress. Written for a core request
-//! (a page granted and recalled in the same batch was never used, and two
-//! clients could pass it back and forth for ever); the Tokio driver works
-//! around it by feeding one frame at a time.
+//! woken by one frame must still make progress. (Once, a page granted and
+//! recalled in the same batch was never used, and two clients passed it
+//! back and forth for ever; the Tokio driver feeds the core whole reads.)
 
 use bytes::{Bytes, BytesMut};
 use rmmap_core::Instant;
@@ -90,7 +89,6 @@ fn exchange(server: &mut Server<MemStore>, peers: &mut [Peer], clock: &mut Insta
 }
 
 #[test]
-#[ignore = "core request: handle_input with several frames can livelock (see the module docs)"]
 fn contended_writes_progress_when_frames_arrive_in_batches() {
     let store = MemStore::new();
     store.insert("f", vec![0u8; 4096]);

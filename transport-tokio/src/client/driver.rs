@@ -163,7 +163,7 @@ pub(super) async fn run<C: Connector>(
         let now = shared.now();
         tracing::trace!(step = step.name(), "client driver");
         match step {
-            Step::Input => feed_frames(&mut shared.lock().client, now, &mut inbuf),
+            Step::Input => shared.lock().client.handle_input(now, &mut inbuf),
             Step::Wrote(n) => advance(&mut out, n),
             Step::Lost => {
                 conn = None;
@@ -281,27 +281,6 @@ fn drain(shared: &Shared, g: &mut Inner, close_op: Option<OpId>) -> Drained {
         d.first = Some(Err("the server did not complete the handshake".into()));
     }
     d
-}
-
-/// Feeds the core one frame per call, so that operations woken by a frame
-/// (a page granted) run before the next frame (a recall of that page) is
-/// handled. Given a batch of frames at once, the core handles them all
-/// before stepping its operations, and two clients can then pass a page
-/// back and forth for ever without either using it (reported to the core;
-/// `tests/core_batching.rs` checks for the fix). What is left (a partial frame, or a bad
-/// length) goes to the core as is, so it judges frame sizes.
-fn feed_frames(
-    client: &mut rmmap_core::client::Client,
-    now: rmmap_core::Instant,
-    inbuf: &mut BytesMut,
-) {
-    while let Ok(Some(n)) = rmmap_core::protocol::check_frame(inbuf, u32::MAX) {
-        let mut one = inbuf.split_to(n);
-        client.handle_input(now, &mut one);
-    }
-    if !inbuf.is_empty() {
-        client.handle_input(now, inbuf);
-    }
 }
 
 /// Hands completed operations to whoever waits for them.

@@ -90,6 +90,9 @@ impl<S: Store> CoreTask<S> {
         mut shutdown: oneshot::Receiver<()>,
         done: oneshot::Sender<bool>,
     ) {
+        // The core counts its restart grace period from the first instant it
+        // sees: make that now, not the first connection.
+        self.server.handle_timeout(self.clock.now());
         let mut deadline: Option<tokio::time::Instant> = None;
         let clean = loop {
             self.drain_events();
