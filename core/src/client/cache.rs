@@ -75,6 +75,9 @@ pub(crate) struct Page {
     pub(crate) stale: bool,
     pub(crate) waiters: BTreeSet<OpId>,
     pub(crate) touched: u64,
+    /// In a memory mapping's memory: `Some(true)` writable (possibly
+    /// changed there), `Some(false)` write-protected.
+    pub(crate) installed: Option<bool>,
 }
 
 impl Page {
@@ -89,6 +92,7 @@ impl Page {
             stale: false,
             waiters: BTreeSet::new(),
             touched: 0,
+            installed: None,
         }
     }
 
@@ -107,9 +111,15 @@ impl Page {
     /// Whether the entry can be dropped without losing anything.
     pub(crate) fn evictable(&self) -> bool {
         self.dirty.is_none()
+            && self.installed != Some(true)
             && self.fetch.is_none()
             && self.writebacks == 0
             && self.waiters.is_empty()
+    }
+
+    /// Dirty, or writable in a memory mapping (possibly changed there).
+    pub(crate) fn maybe_dirty(&self) -> bool {
+        self.dirty.is_some() || self.installed == Some(true)
     }
 
     pub(crate) fn invalidate(&mut self) {

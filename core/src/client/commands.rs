@@ -52,6 +52,16 @@ impl Client {
         Ok(m)
     }
 
+    /// Memory mappings are read and written through their memory.
+    fn byte_access(&self, mapping: MappingId) -> Result<(), OpError> {
+        match self.mappings.get(&mapping) {
+            Some(m) if m.memory.is_some() => Err(OpError::Unsupported(
+                "read and write a memory mapping through its memory (atomics and sync work)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Maps `[offset, offset + len)` of the file at `path` (relative to the
     /// export root).
     pub fn map(
@@ -61,6 +71,81 @@ impl Client {
         offset: u64,
         len: u64,
         opts: MapOptions,
+    ) -> Result<OpId, OpError> {
+        self.map_inner(now, path, offset, len, opts, None)
+    }
+
+    /// Maps `[offset, offset + len)` of the file at `path` into memory the
+    /// adapter owns (see [`MemoryBacking`](super::MemoryBacking)): `offset`
+    /// must be a multiple of the page size, so the client must be connected
+    /// (to know it). Page faults are handed in with [`Client::memory_fault`].
+    pub fn map_memory(
+        &mut self,
+        now: Instant,
+        path: &str,
+        offset: u64,
+        len: u64,
+        opts: MapOptions,
+        backing: Box<dyn super::MemoryBacking>,
+    ) -> Result<OpId, OpError> {
+        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+            return Err(OpError::Unsupported(
+                "connect before mapping into memory: the page size is not known yet",
+            ));
+        };
+        if offset % ps != 0 {
+            return Err(OpError::Unsupported(
+                "a memory mapping must start at a multiple of the page size",
+            ));
+        }
+        self.map_inner(
+            now,
+            path,
+            offset,
+            len,
+            opts,
+            Some(super::memory::Memory(backing)),
+        )
+    }
+
+    /// A page fault on page `index` (from the start of the mapping) of a
+    /// memory mapping. Completes with [`Completion::FaultResolved`] once the
+    /// page is in memory in the state the access needs (write-protected for
+    /// reads, so that a later write faults again).
+    pub fn memory_fault(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        index: u64,
+        write: bool,
+    ) -> Result<OpId, OpError> {
+        let m = self.mappings.get(&mapping).ok_or(OpError::UnknownMapping)?;
+        if m.memory.is_none() {
+            return Err(OpError::Unsupported("not a memory mapping"));
+        }
+        if let MappingStatus::Lost(l) = &m.status {
+            return Err(OpError::SessionLost(l.clone()));
+        }
+        if write && !m.writable {
+            return Err(OpError::ReadOnly);
+        }
+        let r = self.admit(OpKind::Fault {
+            mapping,
+            index,
+            write,
+        });
+        self.pump(now);
+        r
+    }
+
+    fn map_inner(
+        &mut self,
+        now: Instant,
+        path: &str,
+        offset: u64,
+        len: u64,
+        opts: MapOptions,
+        memory: Option<super::memory::Memory>,
     ) -> Result<OpId, OpError> {
         if self.ops.len() >= self.config.max_pending_ops {
             return Err(OpError::Busy(self.ops.len()));
@@ -83,6 +168,7 @@ impl Client {
                 last_read_end: u64::MAX,
                 readahead_to: 0,
                 file_len: 0,
+                memory,
             },
         );
         let r = self.admit(OpKind::Map { mapping });
@@ -101,6 +187,7 @@ impl Client {
         offset: u64,
         len: u64,
     ) -> Result<OpId, OpError> {
+        self.byte_access(mapping)?;
         let m = self.check_range(mapping, offset, len)?;
         let start = m.offset + offset;
         let sequential = m.last_read_end == start;
@@ -127,6 +214,7 @@ impl Client {
         offset: u64,
         data: Bytes,
     ) -> Result<OpId, OpError> {
+        self.byte_access(mapping)?;
         let m = self.check_range(mapping, offset, data.len() as u64)?;
         if !m.writable {
             return Err(OpError::ReadOnly);
@@ -243,6 +331,7 @@ impl Client {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<bool, OpError> {
+        self.byte_access(mapping)?;
         let m = self.check_range(mapping, offset, buf.len() as u64)?;
         let (Some(file), Some(_)) = (m.file, m.wire()) else {
             return Ok(false);
@@ -283,6 +372,7 @@ impl Client {
         offset: u64,
         data: &[u8],
     ) -> Result<bool, OpError> {
+        self.byte_access(mapping)?;
         let m = self.check_range(mapping, offset, data.len() as u64)?;
         if !m.writable {
             return Err(OpError::ReadOnly);

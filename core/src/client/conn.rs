@@ -92,6 +92,7 @@ impl Client {
 
     /// Time passed: reconnect, ping, give up on stalled connections.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.check_memory_lease(now);
         match self.conn {
             Conn::Disconnected { retry_at } if now >= retry_at => {
                 self.conn = Conn::Connecting { since: now };
@@ -142,10 +143,13 @@ impl Client {
             (Some(since), Some(limit)) if !self.ops.is_empty() => Some(since + limit),
             _ => None,
         };
-        match (conn, give_up) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // Pages in memory must leave it when the lease view ends.
+        let memory = if self.memory_installed {
+            self.lease_until
+        } else {
+            None
+        };
+        [conn, give_up, memory].into_iter().flatten().min()
     }
 
     fn pong_timeout(&self) -> Duration {

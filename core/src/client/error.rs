@@ -132,6 +132,9 @@ pub enum OpError {
     /// Too many operations are pending.
     #[error("too many operations pending ({0})")]
     Busy(usize),
+    /// The operation does not apply to this mapping (the message says why).
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 impl OpError {
@@ -149,6 +152,7 @@ impl OpError {
             OpError::Disconnected(_) => "disconnected",
             OpError::Closed(_) => "closed",
             OpError::Busy(_) => "busy",
+            OpError::Unsupported(_) => "unsupported",
         }
     }
 

@@ -33,6 +33,7 @@ impl Client {
         let mut i = 0;
         while i < pages.len() {
             let p = pages[i];
+            self.capture_page(file, p);
             let Some(pg) = self.files[&file].pages.get(&p) else {
                 i += 1;
                 continue;
@@ -187,7 +188,7 @@ impl Client {
         self.files[&file]
             .pages
             .range(from..to)
-            .filter(|(_, p)| p.dirty.is_some())
+            .filter(|(_, p)| p.maybe_dirty())
             .map(|(q, _)| *q)
             .collect()
     }
@@ -218,6 +219,7 @@ impl Client {
         cands.truncate(want);
         let mut released: std::collections::BTreeMap<FileId, Vec<PageNo>> = Default::default();
         for (_, fid, q) in &cands {
+            self.zap_page(*fid, *q);
             let f = self.files.get_mut(fid).expect("listed");
             let pg = f.pages.remove(q).expect("listed");
             self.cached -= 1;

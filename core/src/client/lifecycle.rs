@@ -145,6 +145,22 @@ impl Client {
 
     /// Forgets a mapping and the cached pages no other mapping covers.
     pub(crate) fn finalize_unmap(&mut self, mapping: MappingId) {
+        // A memory mapping's pages leave its memory first.
+        if let Some(m) = self.mappings.get(&mapping)
+            && m.memory.is_some()
+            && let (Some(file), Some(ps)) = (m.file, self.params.as_ref().map(|p| p.page_size))
+        {
+            let (a, b) = m.pages(ps);
+            let installed: Vec<PageNo> = self.files[&file]
+                .pages
+                .range(a..b)
+                .filter(|(_, p)| p.installed.is_some())
+                .map(|(q, _)| *q)
+                .collect();
+            for q in installed {
+                self.zap_page(file, q);
+            }
+        }
         let Some(m) = self.mappings.remove(&mapping) else {
             return;
         };

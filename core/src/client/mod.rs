@@ -20,6 +20,7 @@ mod conn;
 mod error;
 mod flush;
 mod lifecycle;
+mod memory;
 mod ops;
 mod recovery;
 mod replies;
@@ -33,6 +34,7 @@ use rand_core::SeedableRng;
 
 pub use config::ClientConfig;
 pub use error::{LossCause, LostWrites, OpError, SessionLossReason};
+pub use memory::MemoryBacking;
 
 use crate::Instant;
 use crate::protocol::{ChunkQueue, FileHandle, ReqId};
@@ -134,6 +136,8 @@ pub enum Completion {
     },
     /// [`Client::close`]: everything was written back and the server told.
     Closed,
+    /// [`Client::memory_fault`]: the page is in memory, in the state needed.
+    FaultResolved,
 }
 
 /// What the adapter or the application must know.
@@ -226,6 +230,8 @@ pub struct Client {
     pub(crate) woken: BTreeSet<OpId>,
     /// Some mapping waits to be mapped again after a lost session.
     pub(crate) reopen_pending: bool,
+    /// Some page sits in a memory mapping's memory.
+    pub(crate) memory_installed: bool,
     pub(crate) bug: ClientBug,
 }
 
@@ -282,6 +288,7 @@ impl Client {
             next_op: 0,
             woken: BTreeSet::new(),
             reopen_pending: false,
+            memory_installed: false,
             bug: ClientBug::None,
         };
         c.handle_timeout(now);

@@ -86,6 +86,11 @@ impl Client {
                     writebacks,
                     bye_sent,
                 } => self.step_close(id, writebacks, bye_sent),
+                OpKind::Fault {
+                    mapping,
+                    index,
+                    write,
+                } => self.step_fault(now, id, mapping, index, write),
             }
         };
         match r {
@@ -461,6 +466,61 @@ impl Client {
         Step::Done(Ok(Completion::Read(
             buf.map(|b| b.freeze()).unwrap_or_default(),
         )))
+    }
+
+    /// A page fault of a memory mapping: get the page in the state the
+    /// access needs, then install it (done by `try_resolve_fault`).
+    fn step_fault(
+        &mut self,
+        now: Instant,
+        id: OpId,
+        mapping: MappingId,
+        index: u64,
+        write: bool,
+    ) -> Step {
+        let pending = OpKind::Fault {
+            mapping,
+            index,
+            write,
+        };
+        let (wire, file) = match self.ready_mapping(id, mapping) {
+            Err(e) => return Step::Done(Err(e)),
+            Ok(None) => return Step::Pending(pending),
+            Ok(Some(x)) => x,
+        };
+        let ps = self.params.as_ref().expect("mapped").page_size;
+        let m = &self.mappings[&mapping];
+        let (first, end) = m.pages(ps);
+        let page = first + index;
+        if page >= end {
+            return Step::Done(Err(OpError::OutOfRange {
+                offset: index * ps,
+                len: ps,
+                mapping_len: m.len,
+            }));
+        }
+        if !self.lease_valid(now) {
+            self.wait_lease(now, id);
+            return Step::Pending(pending);
+        }
+        if self.try_resolve_fault(mapping, file, page, write).is_some() {
+            return Step::Done(Ok(Completion::FaultResolved));
+        }
+        self.files
+            .get_mut(&file)
+            .expect("mapped")
+            .page(page)
+            .waiters
+            .insert(id);
+        // Read faults fetch a few pages ahead: scanning memory should not
+        // cost a round trip per page.
+        let limit = if write {
+            page + 1
+        } else {
+            (page + 16).min(end)
+        };
+        self.request_pages(Some(id), wire, file, page, limit, write, None);
+        Step::Pending(pending)
     }
 
     fn step_write(

@@ -24,6 +24,8 @@ impl Client {
         drop_cache: bool,
     ) {
         let ps = self.params.as_ref().map_or(4096, |p| p.page_size);
+        // Pages in memory come back into the cache (with their changes) first.
+        self.withdraw_all_memory();
         let mut lost: BTreeMap<MappingId, LostWrites> = BTreeMap::new();
         let cause = LossCause::Session(reason);
         let entry = |lost: &mut BTreeMap<MappingId, LostWrites>, id: MappingId, path: &str| {
@@ -177,6 +179,7 @@ impl Client {
             if let Some(l) = lost.get(&id) {
                 self.mappings.get_mut(&id).expect("listed").status = MappingStatus::Lost(l.clone());
                 self.fail_mapping_ops(id, OpError::SessionLost(l.clone()));
+                self.fail_memory(id, &OpError::SessionLost(l.clone()));
                 continue;
             }
             let m = self.mappings.get_mut(&id).expect("listed");

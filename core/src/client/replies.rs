@@ -460,13 +460,15 @@ impl Client {
                 l
             }
         };
-        self.fail_mapping_ops(mapping, OpError::SessionLost(lost));
+        self.fail_mapping_ops(mapping, OpError::SessionLost(lost.clone()));
+        self.fail_memory(mapping, &OpError::SessionLost(lost));
     }
 
     fn on_invalidate(&mut self, i: Invalidate) -> bool {
         if let Some(&file) = self.by_handle.get(&i.file) {
-            let f = self.files.get_mut(&file).expect("known handle");
             let end = i.first_page.saturating_add(i.count as u64);
+            self.withdraw_range(file, i.first_page, end, |p| p.state != PageState::Exclusive);
+            let f = self.files.get_mut(&file).expect("known handle");
             let mut woken = Vec::new();
             for (_, pg) in f.pages.range_mut(i.first_page..end) {
                 if pg.dirty.is_some() || pg.state == PageState::Exclusive {
@@ -496,6 +498,8 @@ impl Client {
                 .map(|(q, _)| *q)
                 .collect();
             for q in pages {
+                // A page in memory: write-protect it and take its changes.
+                self.capture_page(file, q);
                 let (state, dirty) = {
                     let pg = &self.files[&file].pages[&q];
                     (pg.state, pg.dirty)
@@ -516,6 +520,7 @@ impl Client {
                     pg.invalidate();
                     let w: Vec<_> = pg.waiters.iter().copied().collect();
                     self.woken.extend(w);
+                    self.zap_if_gone(file, q);
                     continue;
                 }
                 if state != PageState::Exclusive {
@@ -562,6 +567,7 @@ impl Client {
                 }
                 let w: Vec<_> = pg.waiters.iter().copied().collect();
                 self.woken.extend(w);
+                self.zap_if_gone(file, q);
             }
         }
         let ack = Message::RecallAck(RecallAck {

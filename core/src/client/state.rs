@@ -72,6 +72,8 @@ pub(crate) struct MappingState {
     /// Read-ahead has been asked for up to this page.
     pub(crate) readahead_to: PageNo,
     pub(crate) file_len: u64,
+    /// The memory of a memory mapping.
+    pub(crate) memory: Option<super::memory::Memory>,
 }
 
 impl MappingState {
@@ -139,6 +141,11 @@ pub(crate) enum OpKind {
     Close {
         writebacks: BTreeSet<ReqId>,
         bye_sent: bool,
+    },
+    Fault {
+        mapping: MappingId,
+        index: u64,
+        write: bool,
     },
 }
 

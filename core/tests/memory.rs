@@ -1,0 +1,280 @@
+//! Memory mappings driven through a fake `MemoryBacking` that behaves like
+//! userfaultfd memory: loads and stores go straight to "memory" when the
+//! page is present (and writable, for stores), and fault otherwise.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmmap_core::client::{Completion, MapOptions, MappingId, MemoryBacking, OpError};
+use rmmap_core::harness::{Cluster, Direction};
+use rmmap_core::protocol::AtomicOp;
+use rmmap_core::server::ServerConfig;
+use rmmap_core::store::MemStore;
+
+const PAGE: usize = 512;
+
+#[derive(Default)]
+struct Mem {
+    pages: Vec<Option<(Vec<u8>, bool)>>,
+    failed: Option<String>,
+    zaps: usize,
+}
+
+#[derive(Clone, Default)]
+struct FakeMemory(Arc<Mutex<Mem>>);
+
+impl FakeMemory {
+    fn new(pages: usize) -> Self {
+        let m = FakeMemory::default();
+        m.0.lock().unwrap().pages = vec![None; pages];
+        m
+    }
+}
+
+impl MemoryBacking for FakeMemory {
+    fn install(&mut self, index: u64, data: &[u8], writable: bool) {
+        self.0.lock().unwrap().pages[index as usize] = Some((data.to_vec(), writable));
+    }
+    fn protect(&mut self, index: u64) {
+        if let Some(p) = &mut self.0.lock().unwrap().pages[index as usize] {
+            p.1 = false;
+        }
+    }
+    fn unprotect(&mut self, index: u64) {
+        if let Some(p) = &mut self.0.lock().unwrap().pages[index as usize] {
+            p.1 = true;
+        }
+    }
+    fn zap(&mut self, index: u64) {
+        let mut g = self.0.lock().unwrap();
+        g.pages[index as usize] = None;
+        g.zaps += 1;
+    }
+    fn read(&mut self, index: u64, out: &mut [u8]) {
+        let g = self.0.lock().unwrap();
+        out.copy_from_slice(
+            &g.pages[index as usize]
+                .as_ref()
+                .expect("read of a present page")
+                .0,
+        );
+    }
+    fn fail(&mut self, error: &OpError) {
+        self.0.lock().unwrap().failed = Some(error.to_string());
+    }
+}
+
+/// A load of one byte: faults until the page is present.
+fn load(
+    c: &mut Cluster,
+    i: usize,
+    m: MappingId,
+    mem: &FakeMemory,
+    at: usize,
+) -> Result<u8, OpError> {
+    loop {
+        if let Some((d, _)) = &mem.0.lock().unwrap().pages[at / PAGE] {
+            return Ok(d[at % PAGE]);
+        }
+        let op = c.nodes[i]
+            .client
+            .memory_fault(c.now, m, (at / PAGE) as u64, false)?;
+        match c
+            .wait(i, op, Duration::from_secs(60))
+            .expect("fault resolves")
+        {
+            Ok(Completion::FaultResolved) => {}
+            other => return other.map(|_| 0),
+        }
+    }
+}
+
+/// A store of one byte: faults until the page is present and writable.
+fn store(
+    c: &mut Cluster,
+    i: usize,
+    m: MappingId,
+    mem: &FakeMemory,
+    at: usize,
+    v: u8,
+) -> Result<(), OpError> {
+    loop {
+        if let Some((d, true)) = &mut mem.0.lock().unwrap().pages[at / PAGE] {
+            d[at % PAGE] = v;
+            return Ok(());
+        }
+        let op = c.nodes[i]
+            .client
+            .memory_fault(c.now, m, (at / PAGE) as u64, true)?;
+        match c
+            .wait(i, op, Duration::from_secs(60))
+            .expect("fault resolves")
+        {
+            Ok(Completion::FaultResolved) => {}
+            other => return other.map(|_| ()),
+        }
+    }
+}
+
+fn setup(lease_ms: u64) -> (Cluster, MemStore, [(MappingId, FakeMemory); 2]) {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; 4 * PAGE]);
+    let config = ServerConfig {
+        page_size: PAGE as u32,
+        max_frame: 1 << 20,
+        lease: Duration::from_millis(lease_ms),
+        ..ServerConfig::default()
+    };
+    let mut c = Cluster::new(config, store.clone(), 2, 9);
+    c.settle();
+    let mut maps = Vec::new();
+    for i in 0..2 {
+        let mem = FakeMemory::new(4);
+        let now = c.now;
+        let op = c.nodes[i]
+            .client
+            .map_memory(
+                now,
+                "f",
+                0,
+                4 * PAGE as u64,
+                MapOptions::read_write(),
+                Box::new(mem.clone()),
+            )
+            .unwrap();
+        let Some(Ok(Completion::Mapped { mapping, .. })) = c.wait(i, op, Duration::from_secs(5))
+        else {
+            panic!("memory map failed")
+        };
+        maps.push((mapping, mem));
+    }
+    let maps: [(MappingId, FakeMemory); 2] = maps.try_into().unwrap_or_else(|_| unreachable!());
+    (c, store, maps)
+}
+
+#[test]
+fn stores_through_memory_are_seen_by_loads_on_another_client() {
+    let (mut c, _, [(a, ma), (b, mb)]) = setup(2000);
+    for round in 0..50u8 {
+        let at = (round as usize * 37) % (4 * PAGE);
+        store(&mut c, 0, a, &ma, at, round + 1).unwrap();
+        assert_eq!(
+            load(&mut c, 1, b, &mb, at).unwrap(),
+            round + 1,
+            "round {round}"
+        );
+        store(
+            &mut c,
+            1,
+            b,
+            &mb,
+            at + 1 - (at + 1) / (4 * PAGE),
+            round + 100,
+        )
+        .unwrap();
+        assert_eq!(
+            load(&mut c, 0, a, &ma, at + 1 - (at + 1) / (4 * PAGE)).unwrap(),
+            round + 100
+        );
+    }
+    assert!(
+        ma.0.lock().unwrap().zaps > 0,
+        "pages left memory when revoked"
+    );
+}
+
+#[test]
+fn sync_writes_what_memory_holds() {
+    let (mut c, store_, [(a, ma), _]) = setup(2000);
+    store(&mut c, 0, a, &ma, 5, 42).unwrap();
+    store(&mut c, 0, a, &ma, PAGE + 7, 43).unwrap();
+    let now = c.now;
+    let op = c.nodes[0].client.sync(now, a).unwrap();
+    assert!(c.wait(0, op, Duration::from_secs(5)).unwrap().is_ok());
+    let d = store_.durable_contents("f").unwrap();
+    assert_eq!((d[5], d[PAGE + 7]), (42, 43));
+    // After the write-back the page is write-protected: the next store faults
+    // (locally: no round trip) and is written back by the next sync.
+    assert_eq!(
+        ma.0.lock().unwrap().pages[0].as_ref().map(|p| p.1),
+        Some(false)
+    );
+    store(&mut c, 0, a, &ma, 6, 44).unwrap();
+    let op = c.nodes[0].client.sync(c.now, a).unwrap();
+    assert!(c.wait(0, op, Duration::from_secs(5)).unwrap().is_ok());
+    assert_eq!(store_.durable_contents("f").unwrap()[6], 44);
+}
+
+#[test]
+fn atomics_on_a_memory_mapping_are_seen_in_memory() {
+    let (mut c, _, [(a, ma), (b, mb)]) = setup(2000);
+    assert_eq!(load(&mut c, 1, b, &mb, 8).unwrap(), 0);
+    store(&mut c, 0, a, &ma, 8, 5).unwrap();
+    let now = c.now;
+    let op = c.nodes[1]
+        .client
+        .atomic(now, b, 8, AtomicOp::FetchAdd(10))
+        .unwrap();
+    match c.wait(1, op, Duration::from_secs(5)).unwrap() {
+        Ok(Completion::Atomic { previous, .. }) => {
+            assert_eq!(previous, 5, "the store in memory was recalled first")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(load(&mut c, 0, a, &ma, 8).unwrap(), 15);
+    assert_eq!(load(&mut c, 1, b, &mb, 8).unwrap(), 15);
+}
+
+#[test]
+fn pages_leave_memory_when_the_lease_view_ends() {
+    let (mut c, _, [(a, ma), _]) = setup(1000);
+    assert_eq!(load(&mut c, 0, a, &ma, 0).unwrap(), 0);
+    store(&mut c, 0, a, &ma, PAGE, 9).unwrap();
+    // Partitioned: no renewals. Within one lease every page is out of memory,
+    // the store's change kept in the cache.
+    c.hold(0, Direction::ToServer, true);
+    c.hold(0, Direction::ToClient, true);
+    c.nodes[0].unreachable = true;
+    assert!(c.run_until(Duration::from_secs(2), |c| {
+        !c.nodes[0].client.lease_valid_at(c.now)
+    }));
+    c.run_for(Duration::from_millis(1));
+    assert!(
+        ma.0.lock().unwrap().pages.iter().all(|p| p.is_none()),
+        "memory still serves after the lease view ended"
+    );
+    // The store's change was taken into the cache: back in touch, either the
+    // session lived on and the change is there, or the session was lost and
+    // the mapping says it lost one dirty page. Never silently gone.
+    c.hold(0, Direction::ToServer, false);
+    c.hold(0, Direction::ToClient, false);
+    c.nodes[0].unreachable = false;
+    match load(&mut c, 0, a, &ma, PAGE) {
+        Ok(v) => assert_eq!(v, 9),
+        Err(OpError::SessionLost(l)) => assert_eq!(l.dirty_pages, 1),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn a_lost_session_fails_the_memory_mapping() {
+    let (mut c, _, [(a, ma), (b, mb)]) = setup(1000);
+    store(&mut c, 0, a, &ma, 3, 7).unwrap();
+    c.nodes[0].unreachable = true;
+    c.cut(0);
+    // Another client takes the page after client 0's lease ran out.
+    store(&mut c, 1, b, &mb, 3, 8).unwrap();
+    c.nodes[0].unreachable = false;
+    assert!(c.run_until(Duration::from_secs(30), |c| {
+        c.nodes[0].client.is_connected()
+    }));
+    let failed = ma.0.lock().unwrap().failed.clone();
+    assert!(
+        failed.as_deref().is_some_and(|f| f.contains("page")),
+        "backing told: {failed:?}"
+    );
+    assert_eq!(
+        load(&mut c, 0, a, &ma, 3).unwrap_err().kind(),
+        "session_lost"
+    );
+}
