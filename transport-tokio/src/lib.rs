@@ -39,3 +39,8 @@ pub use rmmap_core::client::{LostWrites, MapOptions, MappingId, OpError, Session
 pub use rmmap_core::protocol::AtomicOp;
 pub use rmmap_store::ServerConfig;
 pub use server::{ServeError, ServeOptions, Server};
+
+/// The README's Rust examples compile as part of the doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
