@@ -146,8 +146,12 @@ pub struct ServerConfig {
     pub max_mappings: u32,
     /// Most sessions at once. Default 4096.
     pub max_sessions: u32,
-    /// Most pages one session may hold at once. Default 1 Mi pages.
+    /// Most pages one session may hold at once. Default 256 Ki pages (1 GiB
+    /// of 4 KiB pages; a client's cache holds 64 Ki by default).
     pub max_held_pages: u64,
+    /// Most files open at once (each mapped file holds a descriptor).
+    /// Default 4096.
+    pub max_open_files: u32,
     /// Most connections still in their handshake. Default 1024.
     pub max_handshaking: u32,
     /// A connection must finish its handshake within this. Default 10 s.
@@ -172,7 +176,8 @@ impl Default for ServerConfig {
             max_inflight: 1024,
             max_mappings: 4096,
             max_sessions: 4096,
-            max_held_pages: 1 << 20,
+            max_held_pages: 1 << 18,
+            max_open_files: 4096,
             max_handshaking: 1024,
             handshake_timeout: Duration::from_secs(10),
             output_soft_limit: 8 << 20,

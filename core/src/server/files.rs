@@ -21,6 +21,15 @@ impl<S: Store> Server<S> {
             create,
             write: !self.config.read_only,
         };
+        if self.files.files.len() >= self.config.max_open_files as usize {
+            return Err(Failure::new(
+                ErrorCode::Busy,
+                format!(
+                    "the server has {} files open, its limit; try again later",
+                    self.files.files.len()
+                ),
+            ));
+        }
         let opened = self
             .store
             .open(path, opts)
