@@ -1,0 +1,293 @@
+//! A client that lives in a mio loop the application owns.
+
+use std::collections::VecDeque;
+use std::io;
+use std::ops::Range;
+
+use bytes::Bytes;
+use mio::{Registry, Token};
+use rmmap_core::client::{ClientConfig, Completion, MapOptions, MappingId, OpError, OpId};
+use rmmap_core::protocol::AtomicOp;
+
+use crate::clock::{Clock, random_seed, until};
+use crate::event::ClientEvent;
+use crate::link::{Link, Outcome};
+
+/// An rmmap client driven by the application's own [`mio::Poll`] loop.
+///
+/// Its socket is registered in the application's [`Registry`] under the
+/// [`Token`] it is given. The application hands it every event for that
+/// token ([`EmbeddedClient::handle_event`]), calls
+/// [`EmbeddedClient::handle_timeout`] when [`EmbeddedClient::next_timeout`]
+/// has passed, and collects finished operations with
+/// [`EmbeddedClient::poll_completion`]. Commands ([`EmbeddedClient::map`],
+/// [`EmbeddedClient::read`], ...) return an [`OpId`] at once and never
+/// block; the `try_` variants serve cache hits on the spot.
+///
+/// Nothing here spawns a thread or blocks, except resolving a host name when
+/// connecting: give an IP address to avoid even that.
+///
+/// ```no_run
+/// use mio::{Events, Poll, Token};
+/// use rmmap_mio::{ClientConfig, EmbeddedClient, MapOptions};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let mut poll = Poll::new()?;
+/// let mut client = EmbeddedClient::new(
+///     "127.0.0.1:7878",
+///     ClientConfig::default(),
+///     poll.registry(),
+///     Token(7),
+/// )?;
+/// let op = client.map("data.bin", 0..4096, MapOptions::read_only()).unwrap();
+/// let mut events = Events::with_capacity(64);
+/// loop {
+///     let timeout = client
+///         .next_timeout()
+///         .map(|t| t.saturating_duration_since(std::time::Instant::now()));
+///     poll.poll(&mut events, timeout)?;
+///     for ev in events.iter() {
+///         if ev.token() == client.token() {
+///             client.handle_event(ev);
+///         }
+///     }
+///     client.handle_timeout();
+///     while let Some((done, result)) = client.poll_completion() {
+///         if done == op {
+///             println!("mapped: {result:?}");
+///             return Ok(());
+///         }
+///     }
+/// }
+/// # }
+/// ```
+pub struct EmbeddedClient {
+    core: rmmap_core::client::Client,
+    link: Link,
+    clock: Clock,
+    completions: VecDeque<(OpId, Result<Completion, OpError>)>,
+    events: VecDeque<ClientEvent>,
+}
+
+impl std::fmt::Debug for EmbeddedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedClient")
+            .field("addr", &self.link.addr())
+            .field("token", &self.link.token())
+            .field("core", &self.core)
+            .finish()
+    }
+}
+
+impl EmbeddedClient {
+    /// A client of the server at `addr` (`host:port`) whose socket is
+    /// registered in `registry` under `token`. It starts connecting at
+    /// once; [`ClientEvent::Connected`] says when the handshake is done, but
+    /// commands may be issued right away.
+    pub fn new(
+        addr: &str,
+        config: ClientConfig,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<Self> {
+        Self::with_seed(addr, config, registry, token, random_seed()?)
+    }
+
+    /// Like [`EmbeddedClient::new`], with the core's seed (reconnection
+    /// jitter, nonces) given instead of drawn from the operating system: for
+    /// reproducible tests.
+    pub fn with_seed(
+        addr: &str,
+        config: ClientConfig,
+        registry: &Registry,
+        token: Token,
+        seed: [u8; 32],
+    ) -> io::Result<Self> {
+        let clock = Clock::new();
+        let core = rmmap_core::client::Client::new(config, seed, clock.now());
+        let link = Link::new(addr, registry.try_clone()?, token);
+        let mut c = EmbeddedClient {
+            core,
+            link,
+            clock,
+            completions: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        c.run();
+        Ok(c)
+    }
+
+    /// The token the client's socket is registered under.
+    pub fn token(&self) -> Token {
+        self.link.token()
+    }
+
+    /// Hands the client a readiness event. Events for other tokens are
+    /// ignored, so every event of a loop may be passed in.
+    pub fn handle_event(&mut self, event: &mio::event::Event) {
+        if event.token() != self.link.token() {
+            return;
+        }
+        let now = self.clock.now();
+        let mut out = Outcome::default();
+        self.link.handle_event(&mut self.core, now, event, &mut out);
+        self.collect(out);
+    }
+
+    /// Lets time pass: reconnections, lease renewals, timeouts. Call it
+    /// when [`EmbeddedClient::next_timeout`] has passed; calling it more
+    /// often does no harm.
+    pub fn handle_timeout(&mut self) {
+        let now = self.clock.now();
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+        }
+        self.run();
+    }
+
+    /// When [`EmbeddedClient::handle_timeout`] must next be called.
+    pub fn next_timeout(&self) -> Option<std::time::Instant> {
+        self.core.poll_timeout().map(|t| self.clock.deadline(t))
+    }
+
+    /// How long the loop may sleep before calling
+    /// [`EmbeddedClient::handle_timeout`] (for `Poll::poll`).
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        until(self.next_timeout())
+    }
+
+    /// The next finished operation.
+    pub fn poll_completion(&mut self) -> Option<(OpId, Result<Completion, OpError>)> {
+        self.completions.pop_front()
+    }
+
+    /// The next connection event.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// The core state machine, to inspect (page size, mapping lengths,
+    /// pending operations).
+    pub fn core(&self) -> &rmmap_core::client::Client {
+        &self.core
+    }
+
+    /// Whether the handshake has completed on the current connection.
+    pub fn is_connected(&self) -> bool {
+        self.core.is_connected()
+    }
+
+    /// Maps `range` of the file at `path`; completes with
+    /// [`Completion::Mapped`].
+    pub fn map(
+        &mut self,
+        path: &str,
+        range: Range<u64>,
+        opts: MapOptions,
+    ) -> Result<OpId, OpError> {
+        let len = range
+            .end
+            .checked_sub(range.start)
+            .ok_or(OpError::OutOfRange {
+                offset: range.start,
+                len: 0,
+                mapping_len: 0,
+            })?;
+        self.command(|c, now| c.map(now, path, range.start, len, opts))
+    }
+
+    /// Reads `len` bytes at `offset` of the mapping; completes with
+    /// [`Completion::Read`].
+    pub fn read(&mut self, mapping: MappingId, offset: u64, len: u64) -> Result<OpId, OpError> {
+        self.command(|c, now| c.read(now, mapping, offset, len))
+    }
+
+    /// Writes `data` at `offset` of the mapping; completes with
+    /// [`Completion::Written`] once every later read anywhere sees it.
+    pub fn write(&mut self, mapping: MappingId, offset: u64, data: Bytes) -> Result<OpId, OpError> {
+        self.command(|c, now| c.write(now, mapping, offset, data))
+    }
+
+    /// Serves a read from the cache: `Ok(true)` when `buf` was filled,
+    /// `Ok(false)` when [`EmbeddedClient::read`] is needed.
+    pub fn try_read(
+        &mut self,
+        mapping: MappingId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<bool, OpError> {
+        let now = self.clock.now();
+        self.core.try_read(now, mapping, offset, buf)
+    }
+
+    /// Serves a write from the cache: `Ok(true)` when it is done,
+    /// `Ok(false)` when [`EmbeddedClient::write`] is needed.
+    pub fn try_write(
+        &mut self,
+        mapping: MappingId,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<bool, OpError> {
+        let now = self.clock.now();
+        self.core.try_write(now, mapping, offset, data)
+    }
+
+    /// Makes every write completed so far on the mapping durable; completes
+    /// with [`Completion::Synced`].
+    pub fn sync(&mut self, mapping: MappingId) -> Result<OpId, OpError> {
+        self.command(|c, now| c.sync(now, mapping))
+    }
+
+    /// Writes back the mapping's dirty pages and ends it; completes with
+    /// [`Completion::Unmapped`].
+    pub fn unmap(&mut self, mapping: MappingId) -> Result<OpId, OpError> {
+        self.command(|c, now| c.unmap(now, mapping))
+    }
+
+    /// Sets the length of the file at `path` (with `create`, creates it);
+    /// completes with [`Completion::LenSet`].
+    pub fn set_len(&mut self, path: &str, len: u64, create: bool) -> Result<OpId, OpError> {
+        self.command(|c, now| c.set_len(now, path, len, create))
+    }
+
+    /// Runs an atomic operation at the server on the 64-bit little-endian
+    /// word at `offset` of the mapping; completes with
+    /// [`Completion::Atomic`].
+    pub fn atomic(
+        &mut self,
+        mapping: MappingId,
+        offset: u64,
+        op: AtomicOp,
+    ) -> Result<OpId, OpError> {
+        self.command(|c, now| c.atomic(now, mapping, offset, op))
+    }
+
+    /// Writes back everything dirty, says goodbye and ends the session;
+    /// completes with [`Completion::Closed`], after which the socket is
+    /// closed and deregistered.
+    pub fn close(&mut self) -> Result<OpId, OpError> {
+        self.command(|c, now| c.close(now))
+    }
+
+    fn command(
+        &mut self,
+        f: impl FnOnce(&mut rmmap_core::client::Client, rmmap_core::Instant) -> Result<OpId, OpError>,
+    ) -> Result<OpId, OpError> {
+        let now = self.clock.now();
+        let r = f(&mut self.core, now);
+        self.run();
+        r
+    }
+
+    fn run(&mut self) {
+        let now = self.clock.now();
+        let mut out = Outcome::default();
+        self.link.run(&mut self.core, now, &mut out);
+        self.collect(out);
+    }
+
+    fn collect(&mut self, out: Outcome) {
+        self.completions.extend(out.completed);
+        self.events.extend(out.events);
+    }
+}

@@ -1,0 +1,367 @@
+//! The client's link to the server: at most one TCP connection at a time,
+//! registered in a mio [`Registry`] under one [`Token`], driven by the core.
+//!
+//! Both clients are built on it: [`EmbeddedClient`](crate::EmbeddedClient)
+//! owns the core and calls it from the user's loop; the blocking
+//! [`Client`](crate::Client) calls it from its background thread with the
+//! core behind a mutex. Either way the link only moves bytes and acts on the
+//! core's events: `Connect` opens a non-blocking connection (its completion
+//! arrives as a writable event), `Disconnect` writes the last bytes the core
+//! still has and closes. Every call ends with [`Link::run`], which drains
+//! the core until it has nothing more to say.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+
+use bytes::{Buf, Bytes, BytesMut};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use rmmap_core::Instant;
+use rmmap_core::client::{Client, Completion, Event, OpError, OpId};
+
+use crate::event::ClientEvent;
+
+/// Read at most this much per system call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Hand at most this many chunks to one vectored write.
+const MAX_IOVECS: usize = 64;
+/// At most this much unread input is discarded when closing a connection.
+const DISCARD_ON_CLOSE: usize = 256 * 1024;
+
+/// What the owner of the link must act on after a call.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// Operations that finished.
+    pub(crate) completed: Vec<(OpId, Result<Completion, OpError>)>,
+    /// Connection events, in order.
+    pub(crate) events: Vec<ClientEvent>,
+    /// A connection attempt failed (the core retries later).
+    pub(crate) connect_failed: Option<io::Error>,
+    /// The connection broke or the server closed it.
+    pub(crate) lost: bool,
+    /// The core ended a connection (or an attempt) itself.
+    pub(crate) disconnected: bool,
+}
+
+enum State {
+    Idle,
+    /// A non-blocking connect to `stream`'s address; `rest` are the other
+    /// addresses the name resolved to, tried in turn.
+    Connecting {
+        stream: TcpStream,
+        rest: VecDeque<SocketAddr>,
+    },
+    Open(TcpStream),
+}
+
+/// One client's connection, as the core asks for it.
+pub(crate) struct Link {
+    addr: String,
+    registry: Registry,
+    token: Token,
+    state: State,
+    /// Bytes taken from the core, not yet written.
+    out: VecDeque<Bytes>,
+    /// Bytes read, not yet taken by the core (a partial frame).
+    inbuf: BytesMut,
+    /// The socket failed; the core has not been told yet.
+    broken: bool,
+}
+
+impl Link {
+    /// A link to `addr` (`host:port`, resolved at each connection attempt)
+    /// whose sockets are registered in `registry` under `token`.
+    pub(crate) fn new(addr: &str, registry: Registry, token: Token) -> Self {
+        Link {
+            addr: addr.to_owned(),
+            registry,
+            token,
+            state: State::Idle,
+            out: VecDeque::new(),
+            inbuf: BytesMut::new(),
+            broken: false,
+        }
+    }
+
+    pub(crate) fn token(&self) -> Token {
+        self.token
+    }
+
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Acts on a readiness event for the link's token.
+    pub(crate) fn handle_event(
+        &mut self,
+        core: &mut Client,
+        now: Instant,
+        event: &mio::event::Event,
+        out: &mut Outcome,
+    ) {
+        match &mut self.state {
+            State::Idle => {}
+            State::Connecting { .. } => {
+                if event.is_writable() || event.is_error() || event.is_write_closed() {
+                    self.check_connected(core, now, out);
+                }
+            }
+            State::Open(_) => {
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.read(core, now, out);
+                }
+            }
+        }
+        self.run(core, now, out);
+    }
+
+    /// Drains the core: acts on its events (connect, disconnect, completions)
+    /// and writes what it has to send, until it has nothing more.
+    pub(crate) fn run(&mut self, core: &mut Client, now: Instant, out: &mut Outcome) {
+        loop {
+            while let Some(ev) = core.poll_event() {
+                match ev {
+                    Event::Connect => self.connect(core, now, out),
+                    Event::Disconnect => {
+                        out.disconnected = true;
+                        self.close(core);
+                    }
+                    Event::Completed { op, result } => out.completed.push((op, result)),
+                    Event::Connected { resumed } => {
+                        out.events.push(ClientEvent::Connected { resumed })
+                    }
+                    Event::ConnectionLost => out.events.push(ClientEvent::ConnectionLost),
+                    Event::SessionLost { reason, lost } => {
+                        out.events.push(ClientEvent::SessionLost { reason, lost })
+                    }
+                    Event::Failed { reason } => out.events.push(ClientEvent::Failed { reason }),
+                    _ => {}
+                }
+            }
+            self.write(core);
+            if !self.broken {
+                break;
+            }
+            self.broken = false;
+            out.lost = true;
+            core.handle_disconnected(now);
+        }
+    }
+
+    /// Starts a connection attempt (the core asked for one).
+    fn connect(&mut self, core: &mut Client, now: Instant, out: &mut Outcome) {
+        self.drop_socket();
+        let addrs: VecDeque<SocketAddr> = match self.addr.to_socket_addrs() {
+            Ok(a) => a.collect(),
+            Err(e) => return self.attempt_failed(core, now, e, out),
+        };
+        self.try_next(core, now, addrs, None, out);
+    }
+
+    /// Connects to the next address in `addrs`; fails the attempt (with the
+    /// last error seen) when none is left.
+    fn try_next(
+        &mut self,
+        core: &mut Client,
+        now: Instant,
+        mut addrs: VecDeque<SocketAddr>,
+        mut last: Option<io::Error>,
+        out: &mut Outcome,
+    ) {
+        while let Some(a) = addrs.pop_front() {
+            let started = TcpStream::connect(a).and_then(|mut s| {
+                self.registry.register(
+                    &mut s,
+                    self.token,
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                Ok(s)
+            });
+            match started {
+                Ok(stream) => {
+                    self.state = State::Connecting {
+                        stream,
+                        rest: addrs,
+                    };
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing")
+        });
+        self.attempt_failed(core, now, e, out);
+    }
+
+    fn attempt_failed(&mut self, core: &mut Client, now: Instant, e: io::Error, out: &mut Outcome) {
+        tracing::debug!(addr = %self.addr, error = %e, "connection attempt failed");
+        self.drop_socket();
+        out.connect_failed = Some(e);
+        core.handle_connect_failed(now);
+    }
+
+    /// A connecting socket became writable (or failed): connected yet?
+    fn check_connected(&mut self, core: &mut Client, now: Instant, out: &mut Outcome) {
+        let State::Connecting { stream, .. } = &mut self.state else {
+            return;
+        };
+        let failed = match stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match stream.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => return,
+                Err(e) => Some(e),
+            },
+        };
+        match failed {
+            None => {
+                let _ = stream.set_nodelay(true);
+                let State::Connecting { stream, .. } =
+                    std::mem::replace(&mut self.state, State::Idle)
+                else {
+                    unreachable!("checked above")
+                };
+                self.state = State::Open(stream);
+                self.out.clear();
+                self.inbuf.clear();
+                core.handle_connected(now);
+            }
+            Some(e) => {
+                let State::Connecting { mut stream, rest } =
+                    std::mem::replace(&mut self.state, State::Idle)
+                else {
+                    unreachable!("checked above")
+                };
+                let _ = self.registry.deregister(&mut stream);
+                drop(stream);
+                self.try_next(core, now, rest, Some(e), out);
+            }
+        }
+    }
+
+    /// Reads until the socket would block, feeding the core after each read.
+    fn read(&mut self, core: &mut Client, now: Instant, out: &mut Outcome) {
+        loop {
+            let State::Open(stream) = &mut self.state else {
+                return;
+            };
+            let start = self.inbuf.len();
+            self.inbuf.resize(start + READ_CHUNK, 0);
+            let r = stream.read(&mut self.inbuf[start..]);
+            let n = *r.as_ref().unwrap_or(&0);
+            self.inbuf.truncate(start + n);
+            match r {
+                Ok(0) => return self.fail(),
+                Ok(_) => {
+                    core.handle_input(now, &mut self.inbuf);
+                    // The core may have closed this connection (a Goodbye, a
+                    // bad frame) or asked for another.
+                    self.run(core, now, out);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.fail(),
+            }
+        }
+    }
+
+    /// Writes what the core has to send until the socket would block.
+    fn write(&mut self, core: &mut Client) {
+        let State::Open(stream) = &mut self.state else {
+            return;
+        };
+        while let Some(b) = core.poll_transmit() {
+            self.out.push_back(b);
+        }
+        while !self.out.is_empty() {
+            match write_some(stream, &self.out) {
+                Ok(0) => return self.fail(),
+                Ok(n) => advance(&mut self.out, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.fail(),
+            }
+        }
+    }
+
+    /// The socket failed: drop it and tell the core at the end of this run.
+    fn fail(&mut self) {
+        self.drop_socket();
+        self.broken = true;
+    }
+
+    /// Ends the current connection as the core asked: its last bytes (a
+    /// `Bye`) are written if the socket takes them without waiting, then
+    /// the socket is shut down and closed.
+    fn close(&mut self, core: &mut Client) {
+        let last: Vec<Bytes> = std::iter::from_fn(|| core.poll_transmit()).collect();
+        if let State::Open(stream) = &mut self.state {
+            self.out.extend(last);
+            while !self.out.is_empty() {
+                match write_some(stream, &self.out) {
+                    Ok(n) if n > 0 => advance(&mut self.out, n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    _ => break,
+                }
+            }
+            let _ = stream.shutdown(Shutdown::Write);
+            // Unread input would make the close a reset, which can destroy
+            // the bytes just written before the server reads them.
+            let mut sink = [0u8; 4096];
+            let mut discarded = 0;
+            while discarded < DISCARD_ON_CLOSE {
+                match stream.read(&mut sink) {
+                    Ok(n) if n > 0 => discarded += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    _ => break,
+                }
+            }
+        }
+        self.drop_socket();
+        self.broken = false;
+    }
+
+    fn drop_socket(&mut self) {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Idle => {}
+            State::Connecting { mut stream, .. } | State::Open(mut stream) => {
+                let _ = self.registry.deregister(&mut stream);
+            }
+        }
+        self.out.clear();
+        self.inbuf.clear();
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.drop_socket();
+    }
+}
+
+/// One vectored write of the front of the queue.
+pub(crate) fn write_some(w: &mut impl Write, out: &VecDeque<Bytes>) -> io::Result<usize> {
+    let slices: Vec<IoSlice<'_>> = out
+        .iter()
+        .take(MAX_IOVECS)
+        .map(|b| IoSlice::new(b))
+        .collect();
+    w.write_vectored(&slices)
+}
+
+/// Drops the first `n` bytes of the queue.
+pub(crate) fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = out.front_mut() else { return };
+        if n >= front.len() {
+            n -= front.len();
+            out.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+}

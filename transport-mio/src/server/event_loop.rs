@@ -1,0 +1,259 @@
+//! The server's event loop: feed the core what the sockets and the clock
+//! say, drain it, wait.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use rmmap_core::server::{Server as Core, ServerEvent};
+use rmmap_core::store::Store;
+use rmmap_store::FsStore;
+
+use super::conns::{Conns, conn_of};
+use super::{Control, ServeError, ServeOptions, ShutdownHandle};
+use crate::clock::{Clock, random_seed, until};
+
+pub(super) const LISTENER: Token = Token(0);
+pub(super) const WAKER: Token = Token(1);
+/// Wait this long before accepting again after `accept` failed (typically
+/// out of file descriptors), instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The server's event loop over one listening socket: runs on the thread
+/// that calls [`ServerLoop::run`] until a graceful shutdown completes.
+pub struct ServerLoop<S> {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    control: Arc<Control>,
+    conns: Conns<S>,
+    options: ServeOptions,
+    /// Accepting waits: for a free connection slot, or for this instant.
+    accept_blocked: bool,
+    accept_retry_at: Option<std::time::Instant>,
+    /// The shutdown gives up at this instant.
+    shutdown_deadline: Option<std::time::Instant>,
+    shutdown_complete: bool,
+}
+
+impl<S> std::fmt::Debug for ServerLoop<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerLoop")
+            .field("local_addr", &self.local_addr)
+            .field("shutting_down", &self.shutdown_deadline.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerLoop<FsStore> {
+    /// Listens on `addr` (`host:port`; port 0 picks a free one) to serve
+    /// the directory `config.root`.
+    pub fn bind(
+        addr: &str,
+        config: rmmap_store::ServerConfig,
+        options: ServeOptions,
+    ) -> Result<Self, ServeError> {
+        let store = config.open_store()?;
+        config.core.validate()?;
+        let bind_err = |source| ServeError::Bind {
+            addr: addr.to_owned(),
+            source,
+        };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        Self::new(listener, config.core, store, options)
+    }
+}
+
+impl<S: Store> ServerLoop<S> {
+    /// Serves `store` to connections on `listener` (made non-blocking here).
+    pub fn new(
+        listener: std::net::TcpListener,
+        config: rmmap_core::server::ServerConfig,
+        store: S,
+        options: ServeOptions,
+    ) -> Result<Self, ServeError> {
+        listener.set_nonblocking(true).map_err(ServeError::Start)?;
+        let local_addr = listener.local_addr().map_err(ServeError::Start)?;
+        let seed = match options.seed {
+            Some(s) => s,
+            None => random_seed().map_err(ServeError::Start)?,
+        };
+        let core = Core::new(config, store, seed)?;
+        let poll = Poll::new().map_err(ServeError::Start)?;
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(ServeError::Start)?;
+        let waker = mio::Waker::new(poll.registry(), WAKER).map_err(ServeError::Start)?;
+        let registry = poll.registry().try_clone().map_err(ServeError::Start)?;
+        Ok(ServerLoop {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            control: Arc::new(Control::new(waker)),
+            conns: Conns::new(core, Clock::new(), registry),
+            options,
+            accept_blocked: false,
+            accept_retry_at: None,
+            shutdown_deadline: None,
+            shutdown_complete: false,
+        })
+    }
+
+    /// The address the loop listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that starts the graceful shutdown from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle::new(self.control.clone())
+    }
+
+    /// Serves until a graceful shutdown completes (`Ok`) or times out.
+    pub fn run(mut self) -> Result<(), ServeError> {
+        // The core counts its restart grace period from the first instant it
+        // sees: make that now, not the first connection.
+        self.conns.handle_timeout();
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.drain_events();
+            if self.shutdown_deadline.is_some() && self.shutdown_complete && self.conns.is_empty() {
+                return Ok(());
+            }
+            let timeout = if self.conns.has_unread() {
+                Some(Duration::ZERO)
+            } else {
+                until(self.next_deadline())
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(ServeError::Poll(e));
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    t => self.conns.handle_event(conn_of(t), ev),
+                }
+            }
+            if self.control.requested() && self.shutdown_deadline.is_none() {
+                self.begin_shutdown();
+            }
+            self.conns.read_unread();
+            self.drain_events();
+            let now = std::time::Instant::now();
+            self.conns.handle_timeout();
+            self.conns.expire_closing(now);
+            if self.accept_retry_at.is_some_and(|t| now >= t) {
+                self.accept_retry_at = None;
+                self.accept();
+            }
+            if self.accept_blocked && self.conns.len() < self.options.max_connections {
+                self.accept();
+            }
+            if self.shutdown_deadline.is_some_and(|d| now >= d) {
+                self.drain_events();
+                if self.shutdown_complete && self.conns.is_empty() {
+                    return Ok(());
+                }
+                tracing::warn!(
+                    open = self.conns.len(),
+                    complete = self.shutdown_complete,
+                    "shutdown timed out"
+                );
+                return Err(ServeError::ShutdownTimedOut(self.options.shutdown_timeout));
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        [
+            self.conns.next_deadline(),
+            self.accept_retry_at,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn begin_shutdown(&mut self) {
+        tracing::info!("shutting down");
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.conns.begin_shutdown();
+        self.shutdown_deadline = Some(std::time::Instant::now() + self.options.shutdown_timeout);
+    }
+
+    /// Accepts until the listener would block or the connection limit is
+    /// reached.
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            if self.conns.len() >= self.options.max_connections.max(1) {
+                self.accept_blocked = true;
+                return;
+            }
+            match listener.accept() {
+                Ok((stream, peer)) => self.conns.open(stream, peer),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    self.accept_retry_at = Some(std::time::Instant::now() + ACCEPT_BACKOFF);
+                    break;
+                }
+            }
+        }
+        self.accept_blocked = false;
+    }
+
+    /// Acts on everything the core asks for until it asks for nothing.
+    fn drain_events(&mut self) {
+        while let Some(ev) = self.conns.poll_event() {
+            match ev {
+                ServerEvent::Transmit(conn) => self.conns.flush(conn),
+                ServerEvent::Close(conn) => self.conns.close(conn),
+                ServerEvent::SessionStarted { session, client } => {
+                    tracing::info!(?session, %client, "session started");
+                }
+                ServerEvent::SessionEnded { session, reason } => {
+                    tracing::info!(?session, %reason, "session ended");
+                }
+                ServerEvent::ShutdownComplete => {
+                    tracing::info!("every dirty page recalled and every file synced");
+                    self.shutdown_complete = true;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Keeps the compiler honest about the loop crossing threads.
+#[allow(dead_code)]
+fn assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<ServerLoop<FsStore>>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_do_not_collide() {
+        assert_ne!(LISTENER, WAKER);
+        assert!(conn_of(super::super::conns::token_of(rmmap_core::server::ConnId(1))).0 == 1);
+        assert!(super::super::conns::token_of(rmmap_core::server::ConnId(1)).0 > WAKER.0);
+    }
+}
