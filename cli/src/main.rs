@@ -3,6 +3,7 @@
 
 mod copy;
 mod demo;
+mod remote;
 mod serve;
 mod shell;
 
@@ -92,6 +93,10 @@ enum CliError {
     Connect(#[from] rmmap_tokio::ConnectError),
     #[error(transparent)]
     Serve(#[from] rmmap_tokio::ServeError),
+    #[error(transparent)]
+    MioConnect(#[from] rmmap_mio::ConnectError),
+    #[error(transparent)]
+    MioServe(#[from] rmmap_mio::ServeError),
     #[error("{context}: {source}")]
     Op {
         context: String,

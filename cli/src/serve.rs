@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use rmmap_tokio::{Server, ServerConfig};
+use rmmap_tokio::ServerConfig;
 
+use crate::remote::Transport;
 use crate::{CliError, DEFAULT_LISTEN};
 
 #[derive(Args, Debug)]
@@ -33,6 +34,9 @@ pub(crate) struct ServeArgs {
     /// server has exported.
     #[arg(long)]
     restart_grace_ms: Option<u64>,
+    /// The server implementation: a Tokio runtime, or one mio event loop.
+    #[arg(long, value_enum, default_value_t = Transport::Tokio)]
+    transport: Transport,
 }
 
 pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
@@ -41,19 +45,34 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
         .page_size(a.page_size)
         .lease(Duration::from_millis(a.lease_ms))
         .restart_grace(a.restart_grace_ms.map(Duration::from_millis));
-    let server = Server::bind(&a.listen, config).await?;
     let mode = if a.read_only { " read-only" } else { "" };
-    println!(
-        "rmmap: serving {}{mode} on {}",
-        a.root.display(),
-        server.local_addr()
-    );
-    let _ = std::io::stdout().flush();
-    stop_signal().await;
-    eprintln!("rmmap: shutting down (recalling dirty pages, syncing files)");
-    server.shutdown().await?;
+    let announce = |addr: std::net::SocketAddr| {
+        println!("rmmap: serving {}{mode} on {addr}", a.root.display());
+        let _ = std::io::stdout().flush();
+    };
+    match a.transport {
+        Transport::Tokio => {
+            let server = rmmap_tokio::Server::bind(&a.listen, config).await?;
+            announce(server.local_addr());
+            stop_signal().await;
+            shutting_down();
+            server.shutdown().await?;
+        }
+        Transport::Mio => {
+            let server = rmmap_mio::Server::bind(&a.listen, config)?;
+            announce(server.local_addr());
+            stop_signal().await;
+            shutting_down();
+            // Blocks this (main) thread only; the server has its own.
+            server.shutdown()?;
+        }
+    }
     eprintln!("rmmap: stopped cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+fn shutting_down() {
+    eprintln!("rmmap: shutting down (recalling dirty pages, syncing files)");
 }
 
 /// Ctrl-C or SIGTERM.

@@ -22,10 +22,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use rmmap_tokio::{Access, Client, ClientConfig, MapOptions, Mapping, OpError};
+use rmmap_tokio::{Access, MapOptions, OpError};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::CliError;
+use crate::remote::{Remote, RemoteMapping, Transport};
 
 #[derive(Args, Debug)]
 pub(crate) struct ShellArgs {
@@ -35,6 +36,9 @@ pub(crate) struct ShellArgs {
     /// the range.
     #[arg(long)]
     create: bool,
+    /// The client library to use.
+    #[arg(long, value_enum, default_value_t = Transport::Tokio)]
+    transport: Transport,
 }
 
 /// A parsed command.
@@ -165,14 +169,14 @@ fn parse(line: &str) -> Result<Command<'_>, Failure> {
 
 /// The shell's mappings, by the small integers it hands out.
 struct Shell {
-    client: Client,
+    client: Remote,
     create: bool,
-    mappings: BTreeMap<u64, Mapping>,
+    mappings: BTreeMap<u64, RemoteMapping>,
     next_id: u64,
 }
 
 impl Shell {
-    fn mapping(&self, id: u64) -> Result<&Mapping, Failure> {
+    fn mapping(&self, id: u64) -> Result<&RemoteMapping, Failure> {
         self.mappings.get(&id).ok_or_else(|| Failure {
             kind: "unknown_mapping",
             message: format!("there is no mapping with id {id}"),
@@ -236,7 +240,7 @@ fn response(r: &Result<String, Failure>, is_read: bool) -> String {
 }
 
 pub(crate) async fn run(a: ShellArgs) -> Result<ExitCode, CliError> {
-    let client = Client::connect(&a.addr, ClientConfig::default()).await?;
+    let client = Remote::connect(a.transport, &a.addr).await?;
     let mut shell = Shell {
         client,
         create: a.create,
@@ -295,7 +299,7 @@ pub(crate) async fn run(a: ShellArgs) -> Result<ExitCode, CliError> {
     // Write back what is dirty and end the session, but never hang on a
     // server that is gone.
     shell.mappings.clear();
-    let _ = tokio::time::timeout(Duration::from_secs(5), shell.client.close()).await;
+    shell.client.close_within(Duration::from_secs(5)).await;
     Ok(ExitCode::SUCCESS)
 }
 

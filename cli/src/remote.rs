@@ -1,0 +1,108 @@
+//! A client over either transport, for the commands that let the user pick
+//! one (`--transport tokio|mio`): the same operations, awaited over Tokio,
+//! blocking over mio. The commands run one operation at a time on the main
+//! thread, so blocking there holds up nothing else.
+
+use std::ops::Range;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::ValueEnum;
+use rmmap_tokio::{ClientConfig, MapOptions, OpError};
+
+use crate::CliError;
+
+/// Which adapter carries the protocol.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Transport {
+    /// rmmap-tokio: async, on a Tokio runtime.
+    #[default]
+    Tokio,
+    /// rmmap-mio: a mio event loop, no runtime.
+    Mio,
+}
+
+/// A connected client.
+pub(crate) enum Remote {
+    Tokio(rmmap_tokio::Client),
+    Mio(rmmap_mio::Client),
+}
+
+/// A mapping made by a [`Remote`].
+#[derive(Clone)]
+pub(crate) enum RemoteMapping {
+    Tokio(rmmap_tokio::Mapping),
+    Mio(rmmap_mio::Mapping),
+}
+
+impl Remote {
+    /// Connects and completes the first handshake.
+    pub(crate) async fn connect(transport: Transport, addr: &str) -> Result<Remote, CliError> {
+        Ok(match transport {
+            Transport::Tokio => {
+                Remote::Tokio(rmmap_tokio::Client::connect(addr, ClientConfig::default()).await?)
+            }
+            Transport::Mio => {
+                Remote::Mio(rmmap_mio::Client::connect(addr, ClientConfig::default())?)
+            }
+        })
+    }
+
+    pub(crate) async fn map_with(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        opts: MapOptions,
+    ) -> Result<RemoteMapping, OpError> {
+        Ok(match self {
+            Remote::Tokio(c) => RemoteMapping::Tokio(c.map_with(path, range, opts).await?),
+            Remote::Mio(c) => RemoteMapping::Mio(c.map_with(path, range, opts)?),
+        })
+    }
+
+    /// Writes back what is dirty and ends the session, giving up after
+    /// `limit` (a server that is gone must not make the command hang).
+    pub(crate) async fn close_within(&self, limit: Duration) {
+        match self {
+            Remote::Tokio(c) => {
+                let _ = tokio::time::timeout(limit, c.close()).await;
+            }
+            Remote::Mio(c) => {
+                let (c, (tx, rx)) = (c.clone(), mpsc::channel());
+                std::thread::spawn(move || tx.send(c.close()));
+                let _ = rx.recv_timeout(limit);
+            }
+        }
+    }
+}
+
+impl RemoteMapping {
+    pub(crate) async fn read_bytes(&self, offset: u64, len: u64) -> Result<Bytes, OpError> {
+        match self {
+            RemoteMapping::Tokio(m) => m.read_bytes(offset, len).await,
+            RemoteMapping::Mio(m) => m.read_bytes(offset, len),
+        }
+    }
+
+    pub(crate) async fn write_bytes(&self, offset: u64, data: Bytes) -> Result<(), OpError> {
+        match self {
+            RemoteMapping::Tokio(m) => m.write_bytes(offset, data).await,
+            RemoteMapping::Mio(m) => m.write_bytes(offset, data),
+        }
+    }
+
+    pub(crate) async fn sync(&self) -> Result<(), OpError> {
+        match self {
+            RemoteMapping::Tokio(m) => m.sync().await,
+            RemoteMapping::Mio(m) => m.sync(),
+        }
+    }
+
+    pub(crate) async fn unmap(self) -> Result<(), OpError> {
+        match self {
+            RemoteMapping::Tokio(m) => m.unmap().await,
+            RemoteMapping::Mio(m) => m.unmap(),
+        }
+    }
+}
