@@ -8,6 +8,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod history;
+pub mod proxy;
 
 pub fn rmmap() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rmmap"))
