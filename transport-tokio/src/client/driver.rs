@@ -141,22 +141,29 @@ pub(super) async fn run<C: Connector>(
             Some(c) => (Some(&mut c.reader), Some(&mut c.writer)),
             None => (None, None),
         };
+        // `biased`: branches are polled in this order rather than from a
+        // random start, so a run under simulated time (turmoil) replays
+        // exactly from its seed. The order cannot starve anything: a due
+        // timer fires first and moves the deadline into the future; writing
+        // stops when the socket's buffer is full; a wake-up only asks for
+        // another turn, and every turn drains the core anyway.
         let step = tokio::select! {
+            biased;
+            _ = timer => Step::Timeout,
+            r = write_some(write, &out), if want_write => match r {
+                Ok(0) | Err(_) => Step::Lost,
+                Ok(n) => Step::Wrote(n),
+            },
             r = async { read.expect("armed only when connected").read_buf(&mut inbuf).await }, if connected => {
                 match r {
                     Ok(0) | Err(_) => Step::Lost,
                     Ok(_) => Step::Input,
                 }
             }
-            r = write_some(write, &out), if want_write => match r {
-                Ok(0) | Err(_) => Step::Lost,
-                Ok(n) => Step::Wrote(n),
-            },
             r = async { connecting.as_mut().expect("armed only when connecting").await }, if connecting.is_some() => {
                 Step::Opened(r)
             }
             _ = shared.wake.notified() => Step::Woken,
-            _ = timer => Step::Timeout,
         };
 
         // ---- feed the core ----

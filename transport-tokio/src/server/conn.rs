@@ -81,7 +81,10 @@ async fn read_loop<S: AsyncRead>(
                 if buf.capacity() < READ_CHUNK / 4 {
                     buf.reserve(READ_CHUNK);
                 }
+                // `biased`, so a simulated run replays exactly: a pause or
+                // close takes effect before more is read.
                 tokio::select! {
+                    biased;
                     changed = ctl.changed() => if changed.is_err() { return },
                     r = reader.read_buf(&mut buf) => match r {
                         Ok(n) if n > 0 => {

@@ -110,13 +110,11 @@ impl<S: Store> CoreTask<S> {
                     None => std::future::pending().await,
                 }
             };
+            // `biased`, so a simulated run replays exactly from its seed
+            // (see the client driver): a due timer first (it cannot starve
+            // the rest: its deadline moves on), then a shutdown, then input.
             tokio::select! {
-                msg = self.inbox.recv() => match msg {
-                    Some(m) => self.on_message(m),
-                    // Nobody can reach us any more.
-                    None => deadline = deadline.or_else(|| Some(self.begin_shutdown())),
-                },
-                _ = &mut shutdown, if deadline.is_none() => deadline = Some(self.begin_shutdown()),
+                biased;
                 _ = sleep => {
                     let now = self.clock.now();
                     self.server.handle_timeout(now);
@@ -125,6 +123,12 @@ impl<S: Store> CoreTask<S> {
                         break self.shutdown_complete && self.conns.is_empty();
                     }
                 }
+                _ = &mut shutdown, if deadline.is_none() => deadline = Some(self.begin_shutdown()),
+                msg = self.inbox.recv() => match msg {
+                    Some(m) => self.on_message(m),
+                    // Nobody can reach us any more.
+                    None => deadline = deadline.or_else(|| Some(self.begin_shutdown())),
+                },
             }
         };
         if !clean {
