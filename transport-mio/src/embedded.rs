@@ -27,6 +27,11 @@ use crate::link::{Link, Outcome};
 /// Nothing here spawns a thread or blocks, except resolving a host name when
 /// connecting: give an IP address to avoid even that.
 ///
+/// Dropping it closes the socket without a goodbye: dirty pages not yet
+/// written back are lost and the server keeps the session until its lease
+/// runs out. Call [`EmbeddedClient::close`] and wait for its completion
+/// first.
+///
 /// ```no_run
 /// use mio::{Events, Poll, Token};
 /// use rmmap_mio::{ClientConfig, EmbeddedClient, MapOptions};

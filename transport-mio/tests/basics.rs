@@ -170,3 +170,29 @@ fn dropping_every_handle_closes_the_session() {
     let m = d.map("f", 0..4096, Access::ReadOnly).unwrap();
     assert_eq!(&m.read_bytes(7, 7).unwrap()[..], b"dropped");
 }
+
+#[test]
+fn connections_beyond_the_limit_wait_to_be_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig::new(dir.path()).restart_grace(Some(Duration::ZERO));
+    let options = rmmap_mio::ServeOptions {
+        max_connections: 1,
+        ..Default::default()
+    };
+    let server = Server::bind_with("127.0.0.1:0", config, options).unwrap();
+    let addr = server.local_addr().to_string();
+    let a = Client::connect(&addr, ClientConfig::default()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let b_addr = addr.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(Client::connect(&b_addr, ClientConfig::default()).map(|_| ()));
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a second connection was served beyond the limit"
+    );
+    a.close().unwrap();
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("accepted once the first closed")
+        .unwrap();
+}
