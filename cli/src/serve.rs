@@ -1,4 +1,6 @@
-//! `rmmap serve`: export a directory.
+//! `rmmap serve`: export a directory, over rmmap-tokio (the default) or
+//! rmmap-mio (`--transport mio`); both print the same lines and shut down
+//! the same way on Ctrl-C or SIGTERM.
 
 use std::io::Write;
 use std::path::PathBuf;

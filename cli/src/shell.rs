@@ -15,6 +15,8 @@
 //! ```
 //!
 //! PATH is one word (no spaces). A failed command never ends the shell.
+//! `--transport mio` runs the same grammar over rmmap-mio's blocking client
+//! instead of rmmap-tokio's (see `remote.rs`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
