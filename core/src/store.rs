@@ -74,6 +74,19 @@ pub trait Store {
     /// anything that resolves outside the root, symlinks included.
     fn open(&mut self, path: &ExportPath, opts: OpenOptions) -> Result<OpenedFile, StoreError>;
 
+    /// Opens `path` beneath the sub-directory `scope` of the export root, for
+    /// a client confined to it: nothing outside `scope` may be reached, not
+    /// even through a symlink to elsewhere under the root. The default joins
+    /// the two paths, which is right for stores without symlinks.
+    fn open_scoped(
+        &mut self,
+        scope: &ExportPath,
+        path: &ExportPath,
+        opts: OpenOptions,
+    ) -> Result<OpenedFile, StoreError> {
+        self.open(&path.within(scope), opts)
+    }
+
     /// Reads exactly `len` bytes at `offset`; bytes past the end of the file
     /// read as zeros.
     fn read(&mut self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError>;
@@ -94,6 +107,14 @@ pub trait Store {
 impl<S: Store + ?Sized> Store for Box<S> {
     fn open(&mut self, path: &ExportPath, opts: OpenOptions) -> Result<OpenedFile, StoreError> {
         (**self).open(path, opts)
+    }
+    fn open_scoped(
+        &mut self,
+        scope: &ExportPath,
+        path: &ExportPath,
+        opts: OpenOptions,
+    ) -> Result<OpenedFile, StoreError> {
+        (**self).open_scoped(scope, path, opts)
     }
     fn read(&mut self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
         (**self).read(file, offset, len)

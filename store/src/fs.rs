@@ -110,36 +110,100 @@ impl FsStore {
 
     /// Opens an existing file, read-write if asked and allowed, else
     /// read-only. Returns the file and whether it is writable.
+    #[cfg(test)]
     pub(crate) fn open_existing(
         &self,
         path: &str,
         write: bool,
     ) -> io::Result<(std::fs::File, bool)> {
+        Self::open_existing_in(&self.root, path, write)
+    }
+
+    fn open_existing_in(dir: &Dir, path: &str, write: bool) -> io::Result<(std::fs::File, bool)> {
         if write {
-            match self.root.open_with(path, &Self::options(true)) {
+            match dir.open_with(path, &Self::options(true)) {
                 Ok(f) => return Ok((f.into_std(), true)),
                 Err(e) if is_read_only_error(&e) => {}
                 Err(e) => return Err(e),
             }
         }
-        let f = self.root.open_with(path, &Self::options(false))?;
+        let f = dir.open_with(path, &Self::options(false))?;
         Ok((f.into_std(), false))
     }
 
     /// Creates `path` (and its missing parents). Returns the file and the
     /// parent directory whose entry must be synced.
-    fn create(&self, path: &str) -> io::Result<(std::fs::File, PathBuf)> {
+    fn create_in(dir: &Dir, path: &str) -> io::Result<(std::fs::File, PathBuf)> {
         let parent = Path::new(path)
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
         if !parent.as_os_str().is_empty() {
-            self.root.create_dir_all(&parent)?;
+            dir.create_dir_all(&parent)?;
         }
         let mut o = Self::options(true);
         o.create_new(true);
-        let f = self.root.open_with(path, &o)?;
+        let f = dir.open_with(path, &o)?;
         Ok((f.into_std(), parent))
+    }
+
+    /// Opens `path` beneath `dir` (the root, or a client's scope within it).
+    fn open_in(
+        &mut self,
+        dir: &Dir,
+        scope: Option<&ExportPath>,
+        path: &ExportPath,
+        opts: OpenOptions,
+    ) -> Result<OpenedFile, StoreError> {
+        let p = path.as_str();
+        let write = opts.write && !self.read_only;
+        let (file, writable, parent_unsynced) = match Self::open_existing_in(dir, p, write) {
+            Ok((f, w)) => (f, w, None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && opts.create => {
+                if self.read_only {
+                    return Err(StoreError::ReadOnly(format!(
+                        "{p}: the export is read-only; cannot create files"
+                    )));
+                }
+                match Self::create_in(dir, p) {
+                    // The parent to sync, relative to the root.
+                    Ok((f, parent)) => {
+                        let parent =
+                            scope.map_or(parent.clone(), |s| Path::new(s.as_str()).join(&parent));
+                        (f, true, Some(parent))
+                    }
+                    // Someone else created it meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        let (f, w) =
+                            Self::open_existing_in(dir, p, write).map_err(|e| map_err(p, e))?;
+                        (f, w, None)
+                    }
+                    Err(e) => return Err(map_err(p, e)),
+                }
+            }
+            Err(e) => return Err(map_err(p, e)),
+        };
+        let meta = file.metadata().map_err(|e| map_err(p, e))?;
+        if !meta.is_file() {
+            return Err(StoreError::NotAFile(p.to_owned()));
+        }
+        self.next += 1;
+        let h = self.next;
+        self.files.insert(
+            h,
+            OpenFile {
+                file,
+                writable,
+                path: p.to_owned(),
+                parent_unsynced,
+            },
+        );
+        Ok(OpenedFile {
+            file: StoreFile(h),
+            key: FileKey(meta.dev(), meta.ino()),
+            len: meta.len(),
+            writable,
+        })
     }
 
     fn handle(&mut self, file: StoreFile) -> Result<&mut OpenFile, StoreError> {
@@ -182,49 +246,26 @@ impl FsStore {
 
 impl Store for FsStore {
     fn open(&mut self, path: &ExportPath, opts: OpenOptions) -> Result<OpenedFile, StoreError> {
-        let p = path.as_str();
-        let write = opts.write && !self.read_only;
-        let (file, writable, parent_unsynced) = match self.open_existing(p, write) {
-            Ok((f, w)) => (f, w, None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && opts.create => {
-                if self.read_only {
-                    return Err(StoreError::ReadOnly(format!(
-                        "{p}: the export is read-only; cannot create files"
-                    )));
-                }
-                match self.create(p) {
-                    Ok((f, parent)) => (f, true, Some(parent)),
-                    // Someone else created it meanwhile.
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        let (f, w) = self.open_existing(p, write).map_err(|e| map_err(p, e))?;
-                        (f, w, None)
-                    }
-                    Err(e) => return Err(map_err(p, e)),
-                }
-            }
-            Err(e) => return Err(map_err(p, e)),
-        };
-        let meta = file.metadata().map_err(|e| map_err(p, e))?;
-        if !meta.is_file() {
-            return Err(StoreError::NotAFile(p.to_owned()));
-        }
-        self.next += 1;
-        let h = self.next;
-        self.files.insert(
-            h,
-            OpenFile {
-                file,
-                writable,
-                path: p.to_owned(),
-                parent_unsynced,
-            },
-        );
-        Ok(OpenedFile {
-            file: StoreFile(h),
-            key: FileKey(meta.dev(), meta.ino()),
-            len: meta.len(),
-            writable,
-        })
+        let root = self
+            .root
+            .try_clone()
+            .map_err(|e| map_err(path.as_str(), e))?;
+        self.open_in(&root, None, path, opts)
+    }
+
+    fn open_scoped(
+        &mut self,
+        scope: &ExportPath,
+        path: &ExportPath,
+        opts: OpenOptions,
+    ) -> Result<OpenedFile, StoreError> {
+        // Resolve beneath the scope's own directory handle: a symlink inside
+        // it cannot lead elsewhere under the root.
+        let dir = self
+            .root
+            .open_dir(scope.as_str())
+            .map_err(|e| map_err(scope.as_str(), e))?;
+        self.open_in(&dir, Some(scope), path, opts)
     }
 
     fn read(&mut self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {

@@ -202,3 +202,29 @@ fn page_size_keeps_the_configuration_valid() {
         c.core.validate().unwrap();
     }
 }
+
+#[test]
+fn a_scoped_open_cannot_leave_its_sub_directory_even_through_a_symlink() {
+    let f = fixture();
+    std::fs::create_dir_all(f.root.join("team/alice")).unwrap();
+    std::fs::write(f.root.join("team/alice/mine"), b"alice").unwrap();
+    std::fs::write(f.root.join("team/bob"), b"bob's").unwrap();
+    // Inside the root, but outside alice's scope.
+    symlink("../bob", f.root.join("team/alice/sneaky")).unwrap();
+    let mut s = FsStore::open(&f.root, false).unwrap();
+    let scope = p("team/alice");
+    let ok = s.open_scoped(&scope, &p("mine"), RW).unwrap();
+    assert_eq!(&s.read(ok.file, 0, 5).unwrap()[..], b"alice");
+    let e = s.open_scoped(&scope, &p("sneaky"), RW).unwrap_err();
+    assert!(matches!(e, StoreError::Denied(_)), "{e:?}");
+    // Unscoped, the same symlink stays inside the root and is followed.
+    assert!(s.open(&p("team/alice/sneaky"), RW).is_ok());
+    // Creating inside the scope creates beneath it.
+    let c = s.open_scoped(&scope, &p("new/file"), CREATE).unwrap();
+    s.write(c.file, 0, b"x").unwrap();
+    s.sync(c.file).unwrap();
+    assert_eq!(
+        std::fs::read(f.root.join("team/alice/new/file")).unwrap(),
+        b"x"
+    );
+}

@@ -16,7 +16,12 @@ use super::{Failure, Server, error_msg};
 impl<S: Store> Server<S> {
     /// Opens a file, reusing the directory of a file already open under
     /// another path or by another session.
-    fn open_file(&mut self, path: &ExportPath, create: bool) -> Result<FileId, Failure> {
+    fn open_file(
+        &mut self,
+        sid: SessionId,
+        path: &ExportPath,
+        create: bool,
+    ) -> Result<FileId, Failure> {
         let opts = OpenOptions {
             create,
             write: !self.config.read_only,
@@ -30,10 +35,17 @@ impl<S: Store> Server<S> {
                 ),
             ));
         }
-        let opened = self
-            .store
-            .open(path, opts)
-            .map_err(|e| store_failure(path, e))?;
+        // A client confined to a sub-directory is confined by the store too:
+        // resolved beneath that directory, a symlink cannot lead out of it.
+        let scope = self.sessions[&sid].rights.scope.clone();
+        let opened = match &scope {
+            Some(s) => self.store.open_scoped(s, path, opts),
+            None => self.store.open(path, opts),
+        }
+        .map_err(|e| store_failure(path, e))?;
+        let full = scope
+            .as_ref()
+            .map_or_else(|| path.clone(), |s| path.within(s));
         if let Some(id) = self.files.find(opened.key) {
             self.store.close(opened.file);
             return Ok(id);
@@ -41,7 +53,7 @@ impl<S: Store> Server<S> {
         Ok(self.files.insert(FileEntry {
             key: opened.key,
             store: opened.file,
-            path: path.clone(),
+            path: full,
             len: opened.len,
             writable: opened.writable,
             base_version: self.next_version,
@@ -66,7 +78,7 @@ impl<S: Store> Server<S> {
         }
         let write = m.flags & map_flags::WRITE != 0;
         let create = m.flags & map_flags::CREATE != 0;
-        let path = self.resolve(sid, &m.path)?;
+        let path = self.resolve(&m.path)?;
         if write {
             self.require_write(sid, "map read-write")?;
         }
@@ -96,7 +108,7 @@ impl<S: Store> Server<S> {
                     format!("offset {} plus length {} overflows", m.offset, m.len),
                 )
             })?;
-        let file = self.open_file(&path, create)?;
+        let file = self.open_file(sid, &path, create)?;
         let r = self.finish_map(sid, file, &path, m.req, m.offset, m.len, end, write, create);
         self.close_if_unused(file);
         r
@@ -239,7 +251,7 @@ impl<S: Store> Server<S> {
     }
 
     pub(super) fn do_set_len(&mut self, now: Instant, sid: SessionId, sl: SetLen) -> Outcome {
-        let path = self.resolve(sid, &sl.path)?;
+        let path = self.resolve(&sl.path)?;
         self.require_write(sid, "set file lengths")?;
         if sl.len > i64::MAX as u64 {
             return Err(Failure::new(
@@ -247,7 +259,7 @@ impl<S: Store> Server<S> {
                 format!("length {} is too large", sl.len),
             ));
         }
-        let file = self.open_file(&path, sl.create)?;
+        let file = self.open_file(sid, &path, sl.create)?;
         let r = self.set_len_of(now, sid, file, &path, sl.req, sl.len);
         self.close_if_unused(file);
         r

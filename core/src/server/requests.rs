@@ -201,14 +201,10 @@ impl<S: Store> Server<S> {
         }
     }
 
-    /// Validates a path from the wire and places it in the session's scope.
-    pub(super) fn resolve(&self, sid: SessionId, raw: &Bytes) -> Result<ExportPath, Failure> {
-        let p =
-            ExportPath::parse(raw).map_err(|e| Failure::new(ErrorCode::BadPath, e.to_string()))?;
-        Ok(match &self.sessions[&sid].rights.scope {
-            Some(scope) => p.within(scope),
-            None => p,
-        })
+    /// Validates a path from the wire (relative to the session's scope, if
+    /// it has one: see `open_file`).
+    pub(super) fn resolve(&self, raw: &Bytes) -> Result<ExportPath, Failure> {
+        ExportPath::parse(raw).map_err(|e| Failure::new(ErrorCode::BadPath, e.to_string()))
     }
 
     /// The client said goodbye after writing back everything: release what it
