@@ -118,3 +118,39 @@ fn a_recall_returns_dirty_data_before_another_client_reads() {
         b"dirty"
     );
 }
+
+#[test]
+fn reading_far_more_than_the_cache_holds_keeps_client_and_server_bounded() {
+    let pages = 16384u64;
+    let store = MemStore::new();
+    store.insert("big", vec![5u8; (pages * PAGE) as usize]);
+    let cfg = rmmap_core::client::ClientConfig {
+        max_cached_pages: 256,
+        ..Default::default()
+    };
+    let mut c = Cluster::with_clients(ServerConfig::default(), store, vec![cfg], 3);
+    c.settle();
+    let m = c
+        .map(0, "big", 0, pages * PAGE, MapOptions::read_only())
+        .unwrap();
+    let (mut peak, mut server_peak) = (0, 0);
+    for chunk in 0..pages / 16 {
+        let got = c.read(0, m, chunk * 16 * PAGE, 16 * PAGE).unwrap();
+        assert!(got.iter().all(|b| *b == 5));
+        peak = peak.max(c.nodes[0].client.cached_pages());
+        server_peak = server_peak.max(c.server.directory_size().1);
+    }
+    // The cache trims itself back to its limit after every step; read-ahead
+    // (1,024 pages by default) may be in flight on top.
+    assert!(
+        peak <= 256 + 1024 + 256,
+        "client cache peaked at {peak} pages"
+    );
+    // Evicted pages are released: the server's directory follows the cache
+    // (plus the read-ahead granted but still in flight), not the file.
+    assert!(
+        server_peak <= peak + 1024 + 256,
+        "server directory peaked at {server_peak} entries"
+    );
+    assert!(c.server.check_invariants().is_ok());
+}

@@ -263,6 +263,15 @@ impl<S: Store> Server<S> {
         self.conns.len()
     }
 
+    /// Pages held by all sessions together, and directory entries (pages
+    /// held, locked, waited for or changed): what the directory's memory
+    /// grows with.
+    pub fn directory_size(&self) -> (u64, usize) {
+        let held = self.sessions.values().map(|s| s.held_count).sum();
+        let entries = self.files.files.values().map(|f| f.pages.len()).sum();
+        (held, entries)
+    }
+
     /// Switches on a deliberate bug (tests only).
     #[cfg(feature = "bug-injection")]
     pub fn inject_bug(&mut self, bug: ServerBug) {
