@@ -23,10 +23,22 @@
 //!
 //! # The network level
 //!
-//! The turmoil-based simulation of the real `rmmap-tokio` client and server
-//! belongs in a `turmoil` module here. TODO(turmoil): it waits for
-//! `rmmap-tokio` to offer a Client and Server over pluggable
-//! Connector/Listener traits.
+//! [`net::run_net_seed`] runs the real `rmmap-tokio` client and server over
+//! turmoil's simulated TCP: one server host over a
+//! [`MemStore`](rmmap_core::store::MemStore) that survives its restarts
+//! (losing what was not synced when the restart is a power loss), and
+//! client hosts that keep their files mapped and run the operations a
+//! controller posts. Between turmoil steps the controller applies a fault
+//! schedule — random, or a scripted [`net::scenarios`] — of partitions,
+//! one-way partitions (requests get through, invalidations do not), holds,
+//! flapping links, latency changes, client crashes (with dirty pages) and
+//! reboots, and server crashes and reboots. Everything derives from the
+//! seed: turmoil's generator, the workload, the fault schedule and the
+//! seeds of the rmmap cores. The history is recorded from the asynchronous
+//! client (see [`net`]) and checked by the same checker; the same liveness
+//! and read-back phases follow the faults. The per-step invariants of the
+//! core level need the cores, which `rmmap-tokio` keeps private, so the
+//! network level relies on the history checks alone.
 //!
 //! # The consistency model checked
 //!
@@ -113,11 +125,14 @@
 //!
 //! A failing seed is replayed with `cargo run -p rmmap-sim --release --
 //! --seed N`; the same seed gives the same trace ([`SeedReport::trace_hash`]).
-//! Seeds that once failed are kept in `tests/regressions.rs`.
+//! Seeds that once failed are kept in `tests/regressions.rs`. At the network
+//! level: `cargo run -p rmmap-sim --release -- --net --seed N` (with
+//! `--scenario NAME` for a scenario).
 
 pub mod checker;
 pub mod config;
 pub mod history;
+pub mod net;
 pub mod rng;
 mod sim;
 pub mod trace;

@@ -2,7 +2,11 @@
 //!
 //! `--seed N` runs one seed and prints its trace on failure (`--trace`
 //! always); `--seeds N [--start S]` runs many and reports seeds per second
-//! and operations checked.
+//! and operations checked. `--net` does the same at the network level (the
+//! real rmmap-tokio client and server over turmoil), with `--scenario NAME`
+//! for a scripted scenario instead of a random fault schedule.
+
+mod net_cli;
 
 use std::process::ExitCode;
 use std::time::Instant as WallClock;
@@ -41,6 +45,19 @@ struct Args {
     /// Run without faults (a clean network, no restarts or crashes).
     #[arg(long)]
     no_faults: bool,
+    /// Network level: the real rmmap-tokio client and server over turmoil.
+    #[arg(long)]
+    net: bool,
+    /// With `--net`: run this scripted scenario (`--scenario list` lists them).
+    #[arg(long)]
+    scenario: Option<String>,
+    /// With `--net --seeds`: run every seed twice and fail on different trace hashes.
+    #[arg(long)]
+    twice: bool,
+    /// With `--net`: from 3 s on, the server's disk drops writes while
+    /// acknowledging them (outside the model: the checker must fail).
+    #[arg(long)]
+    lying_disk: bool,
 }
 
 fn config(args: &Args) -> Result<SimConfig, String> {
@@ -85,6 +102,9 @@ fn print_failure(r: &SeedReport, cfg: &SimConfig) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.net || args.scenario.is_some() {
+        return net_cli::main(&args);
+    }
     let mut cfg = match config(&args) {
         Ok(c) => c,
         Err(e) => {
