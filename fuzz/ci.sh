@@ -30,7 +30,9 @@ if ! rustup run "$toolchain" rustc --version >/dev/null 2>&1; then
 fi
 
 echo "== replaying corpus/ and regressions/ on stable (cargo test in fuzz/)"
-if ! cargo test --quiet; then
+# RUSTFLAGS from the environment would replace .cargo/config.toml's, so
+# say --cfg fuzzing here too.
+if ! RUSTFLAGS="${RUSTFLAGS:-} --cfg fuzzing" cargo test --quiet; then
     echo "FAILED: a committed input no longer passes its target (see the test output above)" >&2
     exit 1
 fi
@@ -51,8 +53,10 @@ for t in "${targets[@]}"; do
     if [ $status -ne 0 ]; then
         failed+=("$t")
         summary+=("$t: FAILED (exit $status)")
-        grep -E "panicked at|^[a-z].*invariant|ERROR: libFuzzer|SUMMARY|Test unit written" "$log" | head -20
-        echo "   full log: $log; reproduce: cd fuzz && cargo +$toolchain fuzz run --sanitizer none $t artifacts/$t/<file>"
+        grep -E -A1 "panicked at" "$log" | head -6
+        grep -E "ERROR: libFuzzer|Test unit written" "$log" | head -4
+        echo "   full log: $log"
+        echo "   reproduce: cd fuzz && cargo +$toolchain fuzz run --sanitizer none --debug-assertions $t artifacts/$t/<file>"
     else
         summary+=("$t: ${runs:-?} executions, no finding")
     fi
