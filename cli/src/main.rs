@@ -3,6 +3,7 @@
 
 mod copy;
 mod demo;
+mod limits;
 mod remote;
 mod serve;
 mod shell;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use rmmap_tokio::ServerConfig;
 
+use crate::limits::LimitArgs;
 use crate::remote::Transport;
 use crate::{CliError, DEFAULT_LISTEN};
 
@@ -39,10 +40,16 @@ pub(crate) struct ServeArgs {
     /// The server implementation: a Tokio runtime, or one mio event loop.
     #[arg(long, value_enum, default_value_t = Transport::Tokio)]
     transport: Transport,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
-    let config = ServerConfig::new(&a.root)
+    a.limits.raise_open_file_limit();
+    let mut config = ServerConfig::new(&a.root);
+    // Before the page size, which fits the pages per request to the frame.
+    a.limits.apply(&mut config.core);
+    let config = config
         .read_only(a.read_only)
         .page_size(a.page_size)
         .lease(Duration::from_millis(a.lease_ms))
@@ -54,14 +61,15 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
     };
     match a.transport {
         Transport::Tokio => {
-            let server = rmmap_tokio::Server::bind(&a.listen, config).await?;
+            let options = a.limits.tokio_options();
+            let server = rmmap_tokio::Server::bind_with(&a.listen, config, options).await?;
             announce(server.local_addr());
             stop_signal().await;
             shutting_down();
             server.shutdown().await?;
         }
         Transport::Mio => {
-            let server = rmmap_mio::Server::bind(&a.listen, config)?;
+            let server = rmmap_mio::Server::bind_with(&a.listen, config, a.limits.mio_options())?;
             announce(server.local_addr());
             stop_signal().await;
             shutting_down();

@@ -1,7 +1,8 @@
 //! The server's connections and the core they feed: bytes in (bounded, and
 //! not at all while the core has paused a connection), bytes out (a batch at
 //! a time, so that unsent bytes wait in the core's queue where its output
-//! limits see them), closes.
+//! limits see them; a peer that takes none of them for the write timeout is
+//! dropped), closes.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{self, Read};
@@ -19,6 +20,11 @@ use crate::link::{advance, write_some};
 
 /// Read at most this much per system call.
 const READ_CHUNK: usize = 64 * 1024;
+/// A connection's first reads take at most this much (the largest frame
+/// before the handshake); the buffer grows, up to [`READ_CHUNK`], only while
+/// reads fill it, so that idle connections stay small (the buffer is
+/// zero-filled before each read, so its size is resident memory).
+const FIRST_READ: usize = 4096;
 /// Read at most this many chunks from one connection per turn of the loop,
 /// so that one busy client cannot starve the others.
 const READS_PER_TURN: usize = 16;
@@ -44,6 +50,10 @@ struct Slot {
     inbox: BytesMut,
     /// Bytes taken from the core, not yet written (at most a batch).
     out: VecDeque<Bytes>,
+    /// How much the next read asks for.
+    read_size: usize,
+    /// Since when the socket has taken none of `out`.
+    stalled_since: Option<std::time::Instant>,
     /// The core has too much output queued for this connection.
     paused: bool,
     /// The core asked to close: flush, then disconnect, by this instant.
@@ -59,16 +69,24 @@ pub(super) struct Conns<S> {
     /// Connections that may have unread input (reading stopped before the
     /// socket would block).
     unread: BTreeSet<ConnId>,
+    /// A peer that takes no bytes for this long is dropped.
+    write_timeout: Duration,
 }
 
 impl<S: Store> Conns<S> {
-    pub(super) fn new(core: Core<S>, clock: Clock, registry: Registry) -> Self {
+    pub(super) fn new(
+        core: Core<S>,
+        clock: Clock,
+        registry: Registry,
+        write_timeout: Duration,
+    ) -> Self {
         Conns {
             core,
             clock,
             registry,
             slots: BTreeMap::new(),
             unread: BTreeSet::new(),
+            write_timeout,
         }
     }
 
@@ -100,23 +118,33 @@ impl<S: Store> Conns<S> {
         self.core.begin_shutdown(self.clock.now());
     }
 
-    /// The core's next deadline, or a closing connection's.
+    /// The core's next deadline, or a closing or stalled connection's.
     pub(super) fn next_deadline(&self) -> Option<std::time::Instant> {
         let core = self.core.poll_timeout().map(|t| self.clock.deadline(t));
-        let closing = self.slots.values().filter_map(|s| s.closing).min();
-        core.into_iter().chain(closing).min()
+        let stuck = self.slots.values().filter_map(|s| self.give_up_at(s)).min();
+        core.into_iter().chain(stuck).min()
     }
 
-    /// Drops closing connections that did not take their last bytes in time.
-    pub(super) fn expire_closing(&mut self, now: std::time::Instant) {
+    /// When a connection is dropped unless its peer takes bytes first.
+    fn give_up_at(&self, slot: &Slot) -> Option<std::time::Instant> {
+        let stalled = slot.stalled_since.map(|t| t + self.write_timeout);
+        match (slot.closing, stalled) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Drops closing connections that did not take their last bytes in
+    /// time, and connections whose peer took no bytes for the write timeout.
+    pub(super) fn expire_stuck(&mut self, now: std::time::Instant) {
         let late: Vec<ConnId> = self
             .slots
             .iter()
-            .filter(|(_, s)| s.closing.is_some_and(|d| now >= d))
+            .filter(|(_, s)| self.give_up_at(s).is_some_and(|d| now >= d))
             .map(|(c, _)| *c)
             .collect();
         for c in late {
-            tracing::debug!(conn = ?c, "closing connection did not drain in time");
+            tracing::info!(conn = ?c, "the peer took no bytes in time; closing");
             self.gone(c);
         }
     }
@@ -139,6 +167,8 @@ impl<S: Store> Conns<S> {
             stream,
             inbox: BytesMut::new(),
             out: VecDeque::new(),
+            read_size: FIRST_READ,
+            stalled_since: None,
             paused: false,
             closing: None,
         };
@@ -178,10 +208,14 @@ impl<S: Store> Conns<S> {
                 return;
             }
             let start = slot.inbox.len();
-            slot.inbox.resize(start + READ_CHUNK, 0);
+            let want = slot.read_size;
+            slot.inbox.resize(start + want, 0);
             let r = slot.stream.read(&mut slot.inbox[start..]);
             let n = *r.as_ref().unwrap_or(&0);
             slot.inbox.truncate(start + n);
+            if n == want {
+                slot.read_size = (want * 2).min(READ_CHUNK);
+            }
             match r {
                 Ok(0) => return self.gone(conn),
                 Ok(_) => self.feed(conn),
@@ -212,9 +246,11 @@ impl<S: Store> Conns<S> {
         }
         slot.paused = paused;
         if status == InputStatus::Closing && slot.closing.is_none() {
-            // The core emits `Close` for its own connections; this one it
-            // no longer knows.
-            self.gone(conn);
+            // The core is closing the connection (its `Close` event is still
+            // queued) or no longer knows it: either way, write what it still
+            // has for it (the fatal error that names what was wrong), then
+            // close.
+            self.close(conn);
         }
     }
 
@@ -264,8 +300,15 @@ impl<S: Store> Conns<S> {
             }
             match write_some(&mut slot.stream, &slot.out) {
                 Ok(0) => return self.gone(conn),
-                Ok(n) => advance(&mut slot.out, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(n) => {
+                    slot.stalled_since = None;
+                    advance(&mut slot.out, n)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    slot.stalled_since
+                        .get_or_insert_with(std::time::Instant::now);
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.gone(conn),
             }

@@ -33,6 +33,9 @@ pub struct ServerLoop<S> {
     /// Accepting waits: for a free connection slot, or for this instant.
     accept_blocked: bool,
     accept_retry_at: Option<std::time::Instant>,
+    /// Failed accepts in a row: logged when they start and when they end,
+    /// not twenty times a second.
+    accept_failures: u64,
     /// The shutdown gives up at this instant.
     shutdown_deadline: Option<std::time::Instant>,
     shutdown_complete: bool,
@@ -81,6 +84,7 @@ impl<S: Store> ServerLoop<S> {
             Some(s) => s,
             None => random_seed().map_err(ServeError::Start)?,
         };
+        let write_timeout = options.write_timeout.unwrap_or(config.lease);
         let core = Core::new(config, store, seed)?;
         let poll = Poll::new().map_err(ServeError::Start)?;
         let mut listener = TcpListener::from_std(listener);
@@ -94,10 +98,11 @@ impl<S: Store> ServerLoop<S> {
             listener: Some(listener),
             local_addr,
             control: Arc::new(Control::new(waker)),
-            conns: Conns::new(core, Clock::new(), registry),
+            conns: Conns::new(core, Clock::new(), registry, write_timeout),
             options,
             accept_blocked: false,
             accept_retry_at: None,
+            accept_failures: 0,
             shutdown_deadline: None,
             shutdown_complete: false,
         })
@@ -149,7 +154,7 @@ impl<S: Store> ServerLoop<S> {
             self.drain_events();
             let now = std::time::Instant::now();
             self.conns.handle_timeout();
-            self.conns.expire_closing(now);
+            self.conns.expire_stuck(now);
             if self.accept_retry_at.is_some_and(|t| now >= t) {
                 self.accept_retry_at = None;
                 self.accept();
@@ -203,12 +208,27 @@ impl<S: Store> ServerLoop<S> {
                 self.accept_blocked = true;
                 return;
             }
+            use std::io::ErrorKind::*;
             match listener.accept() {
-                Ok((stream, peer)) => self.conns.open(stream, peer),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok((stream, peer)) => {
+                    if self.accept_failures > 0 {
+                        tracing::info!(
+                            failures = self.accept_failures,
+                            "accepting connections again"
+                        );
+                        self.accept_failures = 0;
+                    }
+                    self.conns.open(stream, peer)
+                }
+                Err(e) if e.kind() == WouldBlock => break,
+                // Only that connection failed (reset before we took it).
+                Err(e) if matches!(e.kind(), Interrupted | ConnectionAborted) => {}
+                Err(e) if e.kind() == ConnectionReset => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    if self.accept_failures == 0 {
+                        tracing::warn!(error = %e, "accept failed; retrying every {ACCEPT_BACKOFF:?}");
+                    }
+                    self.accept_failures += 1;
                     self.accept_retry_at = Some(std::time::Instant::now() + ACCEPT_BACKOFF);
                     break;
                 }

@@ -9,6 +9,14 @@
 //! returns once every connection is closed, or when
 //! [`ServeOptions::shutdown_timeout`] runs out.
 //!
+//! Hostile peers are bounded by the core (frame limits checked before a
+//! body is buffered, a handshake timeout, leases that end silent sessions
+//! and close their connections) and by the loop: input is read in bounded
+//! chunks and not at all while the core has paused a connection, a peer that
+//! takes no bytes for [`ServeOptions::write_timeout`] loses its connection,
+//! and a failing `accept` (out of file descriptors) backs off instead of
+//! spinning.
+//!
 //! The core calls the store synchronously: with [`FsStore`](rmmap_store::FsStore)
 //! those are blocking `pread`/`pwrite`/`fsync` calls on the loop's thread,
 //! which is why the loop has a thread of its own.
@@ -34,6 +42,11 @@ pub struct ServeOptions {
     pub shutdown_timeout: Duration,
     /// Most open connections; further ones wait to be accepted. Default 4096.
     pub max_connections: usize,
+    /// A connection whose peer takes none of the bytes written to it for
+    /// this long is closed (its socket, not its session). `None`, the
+    /// default, means one lease: a client that reads nothing for that long
+    /// has stopped reading its pongs and would reconnect anyway.
+    pub write_timeout: Option<Duration>,
     /// The core's seed (epoch, resume tokens, nonces). `None`, the default,
     /// draws it from the operating system. Never reuse a seed across runs in
     /// production: a restarted server must get a new epoch.
@@ -45,6 +58,7 @@ impl Default for ServeOptions {
         ServeOptions {
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            write_timeout: None,
             seed: None,
         }
     }

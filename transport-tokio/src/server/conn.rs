@@ -1,5 +1,7 @@
 //! The socket side of the server: the accept loop, and a reader and a writer
-//! task per connection. They move bytes and nothing else.
+//! task per connection. They move bytes and nothing else, and none of them
+//! can be held up by a peer: accept failures back off, read buffers are
+//! bounded, writes time out.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -16,26 +18,48 @@ use crate::net::{Listener, advance};
 
 /// Read at most this much at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// A connection's first reads take at most this much (the largest frame
+/// before the handshake); the buffer grows, up to [`READ_CHUNK`], only while
+/// reads fill it, so idle connections stay small.
+const FIRST_READ: usize = 4096;
+/// Wait this long before accepting again after `accept` failed (typically
+/// out of file descriptors: the connection stays in the backlog), instead of
+/// spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Hand at most this many chunks to one vectored write.
 const MAX_IOVECS: usize = 64;
 
 /// Accepts connections until the core goes away (or this task is aborted).
+/// Each writer gives up on a peer that takes no bytes for `write_timeout`.
 pub(super) async fn accept_loop<L: Listener>(
     mut listener: L,
     to_core: mpsc::Sender<ToCore>,
     max_connections: usize,
+    write_timeout: Duration,
 ) {
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
+    // Failed accepts in a row: logged once when they start and once when
+    // they end, not twenty times a second.
+    let mut failures: u64 = 0;
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };
         let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
+            Ok(x) => {
+                if failures > 0 {
+                    tracing::info!(failures, "accepting connections again");
+                    failures = 0;
+                }
+                x
+            }
+            Err(e) if is_per_connection(&e) => continue,
             Err(e) => {
-                // Typically out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if failures == 0 {
+                    tracing::warn!(error = %e, "accept failed; retrying every {ACCEPT_BACKOFF:?}");
+                }
+                failures += 1;
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -53,7 +77,13 @@ pub(super) async fn accept_loop<L: Listener>(
         }
         let Ok(conn) = reply_rx.await else { return };
         tracing::debug!(?conn, %peer, "accepted");
-        tokio::spawn(write_loop(conn, writer, batches_rx, to_core.clone()));
+        tokio::spawn(write_loop(
+            conn,
+            writer,
+            batches_rx,
+            to_core.clone(),
+            write_timeout,
+        ));
         tokio::spawn(read_loop(conn, reader, ctl_rx, to_core.clone(), permit));
     }
 }
@@ -68,6 +98,7 @@ async fn read_loop<S: AsyncRead>(
     _permit: OwnedSemaphorePermit,
 ) {
     let mut buf = BytesMut::new();
+    let mut want = FIRST_READ;
     loop {
         let state = *ctl.borrow_and_update();
         match state {
@@ -78,9 +109,10 @@ async fn read_loop<S: AsyncRead>(
                 }
             }
             ReadState::Reading => {
-                if buf.capacity() < READ_CHUNK / 4 {
-                    buf.reserve(READ_CHUNK);
+                if buf.capacity() < want / 4 {
+                    buf.reserve(want);
                 }
+                let room = buf.capacity() - buf.len();
                 // `biased`, so a simulated run replays exactly: a pause or
                 // close takes effect before more is read.
                 tokio::select! {
@@ -88,6 +120,9 @@ async fn read_loop<S: AsyncRead>(
                     changed = ctl.changed() => if changed.is_err() { return },
                     r = reader.read_buf(&mut buf) => match r {
                         Ok(n) if n > 0 => {
+                            if n == room {
+                                want = (want * 2).min(READ_CHUNK);
+                            }
                             if to_core.send(ToCore::Input(conn, buf.split())).await.is_err() {
                                 return;
                             }
@@ -104,12 +139,15 @@ async fn read_loop<S: AsyncRead>(
 }
 
 /// Writes each batch the core hands over, says when it is done, and shuts
-/// the socket down when the core drops its end.
+/// the socket down when the core drops its end. A peer that takes no bytes
+/// for `write_timeout` (it stopped reading) loses its connection, so a
+/// closing connection cannot linger with its socket and its last batch.
 async fn write_loop<S: AsyncWrite>(
     conn: ConnId,
     mut writer: WriteHalf<S>,
     mut batches: mpsc::Receiver<Vec<Bytes>>,
     to_core: mpsc::Sender<ToCore>,
+    write_timeout: Duration,
 ) {
     while let Some(batch) = batches.recv().await {
         let mut out: VecDeque<Bytes> = batch.into();
@@ -119,9 +157,16 @@ async fn write_loop<S: AsyncWrite>(
                 .take(MAX_IOVECS)
                 .map(|b| IoSlice::new(b))
                 .collect();
-            match writer.write_vectored(&slices).await {
-                Ok(n) if n > 0 => advance(&mut out, n),
-                _ => {
+            match tokio::time::timeout(write_timeout, writer.write_vectored(&slices)).await {
+                Ok(Ok(n)) if n > 0 => advance(&mut out, n),
+                stalled_or_broken => {
+                    if stalled_or_broken.is_err() {
+                        tracing::info!(
+                            ?conn,
+                            timeout = ?write_timeout,
+                            "the peer took no bytes within the write timeout; closing"
+                        );
+                    }
                     let _ = to_core.send(ToCore::Gone(conn)).await;
                     return;
                 }
@@ -132,4 +177,11 @@ async fn write_loop<S: AsyncWrite>(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+}
+
+/// Accept errors that concern only the connection being accepted (it was
+/// reset before we took it): accept the next one at once.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
 }

@@ -21,6 +21,17 @@
 //! output limits and [`InputStatus::Paused`](rmmap_core::server::InputStatus)
 //! see them. A paused connection's reader stops reading until its output
 //! drains.
+//!
+//! # Hostile peers
+//!
+//! What a peer sends is bounded by the core (frame limits checked before a
+//! body is buffered, a handshake timeout, leases that end silent sessions
+//! and close their connections) and by the tasks here: a reader holds at
+//! most one partial frame plus one read, and none while its connection is
+//! paused; a writer gives up on a peer that takes no bytes for
+//! [`ServeOptions::write_timeout`]; the accept loop backs off when `accept`
+//! fails (out of file descriptors) instead of spinning, and stops accepting
+//! at [`ServeOptions::max_connections`].
 
 mod conn;
 mod core_task;
@@ -49,6 +60,11 @@ pub struct ServeOptions {
     pub shutdown_timeout: Duration,
     /// Most open connections; further ones wait to be accepted. Default 4096.
     pub max_connections: usize,
+    /// A connection whose peer takes none of the bytes written to it for
+    /// this long is closed (its socket, not its session). `None`, the
+    /// default, means one lease: a client that reads nothing for that long
+    /// has stopped reading its pongs and would reconnect anyway.
+    pub write_timeout: Option<Duration>,
     /// The core's seed (epoch, resume tokens, nonces). `None`, the default,
     /// draws it from the operating system; a simulation gives one to be
     /// reproducible. Never reuse a seed across runs in production: a
@@ -62,6 +78,7 @@ impl Default for ServeOptions {
             dedicated_thread: true,
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            write_timeout: None,
             seed: None,
         }
     }
@@ -112,6 +129,15 @@ impl Server {
     /// serves the directory `config.root`. Must be called within a Tokio
     /// runtime.
     pub async fn bind(addr: &str, config: ServerConfig) -> Result<Server, ServeError> {
+        Self::bind_with(addr, config, ServeOptions::default()).await
+    }
+
+    /// Like [`Server::bind`], with options.
+    pub async fn bind_with(
+        addr: &str,
+        config: ServerConfig,
+        options: ServeOptions,
+    ) -> Result<Server, ServeError> {
         let store = config.open_store()?;
         config.core.validate()?;
         let listener = TcpListener::bind(addr)
@@ -120,7 +146,7 @@ impl Server {
                 addr: addr.to_owned(),
                 source,
             })?;
-        Self::serve(listener, config.core, store, ServeOptions::default())
+        Self::serve(listener, config.core, store, options)
     }
 
     /// Serves `store` to connections from any [`Listener`]. Must be called
@@ -140,6 +166,7 @@ impl Server {
             Some(s) => s,
             None => random_seed().map_err(ServeError::Start)?,
         };
+        let write_timeout = options.write_timeout.unwrap_or(config.lease);
         let core = rmmap_core::server::Server::new(config, store, seed)?;
         let clock = Clock::new();
         let (to_core, from_conns) = mpsc::channel(1024);
@@ -149,6 +176,7 @@ impl Server {
             listener,
             to_core,
             options.max_connections,
+            write_timeout,
         ));
         let task = core_task::CoreTask::new(
             core,
