@@ -293,6 +293,12 @@ impl Client {
             ErrorCode::Denied | ErrorCode::UnsupportedVersion if handshaking => {
                 self.fail_for_good(now, format!("{code}: {text}"));
             }
+            // The very first handshake refused (busy, too many sessions, ...):
+            // say why instead of retrying in silence; the adapter's connect
+            // reports it.
+            _ if handshaking && self.session.is_none() => {
+                self.fail_for_good(now, format!("{code}: {text}"));
+            }
             ErrorCode::SessionLost => {
                 // Reconnect at once: the server will say the session expired.
                 self.attempts = 0;

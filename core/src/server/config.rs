@@ -109,7 +109,8 @@ impl AccessList {
 
 /// Decodes lowercase or uppercase hex.
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    // from_str_radix alone would accept a sign ("+f").
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
@@ -255,5 +256,9 @@ mod tests {
         assert_eq!(e.line, 1);
         assert!(e.reason.contains("16 bytes"));
         assert!(AccessList::parse("d 00112233445566778899aabbccddeeff rw ../up").is_err());
+        assert!(
+            AccessList::parse("e +0112233445566778899aabbccddeeff rw").is_err(),
+            "a sign is not hex"
+        );
     }
 }
