@@ -8,6 +8,9 @@
 //!   session resumption are automatic.
 //! * [`Server::bind`] exports a directory ([`ServerConfig`]) until a
 //!   graceful [`Server::shutdown`].
+//! * On Linux, [`Client::map_memory`] maps a range into the address space
+//!   as a [`MemoryMapping`], read and written with loads and stores (see
+//!   [`memory`]).
 //! * Sockets are pluggable ([`Connector`], [`Listener`]) and only
 //!   `tokio::time` is read, so the same code runs over a simulated network.
 //!
@@ -30,10 +33,14 @@
 
 mod client;
 mod clock;
+#[cfg(target_os = "linux")]
+pub mod memory;
 mod net;
 mod server;
 
 pub use client::{Access, Client, ClientConfig, ClientEvent, ConnectError, Mapping};
+#[cfg(target_os = "linux")]
+pub use memory::{MemoryError, MemoryMapping, memory_support};
 pub use net::{Connector, Listener, TcpConnector};
 pub use rmmap_core::client::{LostWrites, MapOptions, MappingId, OpError, SessionLossReason};
 pub use rmmap_core::protocol::AtomicOp;

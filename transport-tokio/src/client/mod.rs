@@ -116,27 +116,50 @@ impl Shared {
             rmmap_core::Instant,
         ) -> Result<OpId, OpError>,
     ) -> Result<Completion, OpError> {
-        let rx = {
-            let mut g = self.lock();
-            if let Some(why) = &g.stopped {
-                return Err(OpError::Closed(why.clone()));
-            }
-            let now = self.now();
-            let op = start(&mut g.client, now)?;
-            let (tx, rx) = oneshot::channel();
-            g.waiters.insert(op, tx);
-            rx
-        };
-        self.wake.notify_one();
+        let (rx, _) = self.register(start)?;
+        self.wake_driver();
         match rx.await {
             Ok(r) => r,
-            Err(_) => Err(OpError::Closed(
-                self.lock()
-                    .stopped
-                    .clone()
-                    .unwrap_or_else(|| "the client stopped".into()),
-            )),
+            Err(_) => Err(self.stopped()),
         }
+    }
+
+    /// Starts an operation under the lock and registers its waiter, from
+    /// any thread; the receiver gets the result (or is dropped when the
+    /// driver stops). Also says whether the core has bytes to send: the
+    /// caller must then [wake the driver](Shared::wake_driver).
+    pub(crate) fn register(
+        &self,
+        start: impl FnOnce(
+            &mut rmmap_core::client::Client,
+            rmmap_core::Instant,
+        ) -> Result<OpId, OpError>,
+    ) -> Result<(oneshot::Receiver<Result<Completion, OpError>>, bool), OpError> {
+        let mut g = self.lock();
+        if let Some(why) = &g.stopped {
+            return Err(OpError::Closed(why.clone()));
+        }
+        let now = self.now();
+        let op = start(&mut g.client, now)?;
+        let (tx, rx) = oneshot::channel();
+        g.waiters.insert(op, tx);
+        Ok((rx, g.client.pending_output() > 0))
+    }
+
+    /// Wakes the driver: to send, to route completions, to recompute its
+    /// next deadline.
+    pub(crate) fn wake_driver(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The error for an operation whose waiter the stopped driver dropped.
+    pub(crate) fn stopped(&self) -> OpError {
+        OpError::Closed(
+            self.lock()
+                .stopped
+                .clone()
+                .unwrap_or_else(|| "the client stopped".into()),
+        )
     }
 }
 

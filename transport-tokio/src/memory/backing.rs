@@ -1,0 +1,202 @@
+//! The core's [`MemoryBacking`] over a userfaultfd region. The client calls
+//! it synchronously, in protocol order, under its lock: from the driver
+//! while it handles frames, or from the fault thread inside
+//! `memory_fault`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rmmap_core::client::{MemoryBacking, OpError};
+
+use super::uffd::Region;
+
+/// What the backing, the fault thread and the application handle share.
+#[derive(Debug)]
+pub(crate) struct MemoryState {
+    pub(crate) region: Region,
+    /// Only touched under the client's lock (by the core through the
+    /// backing, or by the fault thread failing the mapping), so never
+    /// contended; the mutex only makes that checkable.
+    pages: Mutex<Pages>,
+    /// Why the mapping failed for good (every access raises SIGBUS).
+    failure: Mutex<Option<OpError>>,
+    /// Why the last failed fault failed (that access got a SIGBUS).
+    last_fault_error: Mutex<Option<OpError>>,
+}
+
+#[derive(Debug)]
+struct Pages {
+    held: Vec<Held>,
+    /// The present pages' bytes when the mapping failed, for the captures
+    /// the client may still make (reading the region would raise SIGBUS).
+    saved: BTreeMap<u64, Vec<u8>>,
+}
+
+/// A page as the kernel holds it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Held {
+    Absent,
+    Protected,
+    Writable,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MemoryState {
+    pub(crate) fn new(region: Region) -> Self {
+        let n = region.len() / region.page();
+        MemoryState {
+            region,
+            pages: Mutex::new(Pages {
+                held: vec![Held::Absent; n],
+                saved: BTreeMap::new(),
+            }),
+            failure: Mutex::new(None),
+            last_fault_error: Mutex::new(None),
+        }
+    }
+
+    /// Why the mapping failed for good.
+    pub(crate) fn failure(&self) -> Option<OpError> {
+        lock(&self.failure).clone()
+    }
+
+    /// Why the last failed fault failed.
+    pub(crate) fn last_fault_error(&self) -> Option<OpError> {
+        lock(&self.last_fault_error).clone()
+    }
+
+    pub(crate) fn set_last_fault_error(&self, e: OpError) {
+        *lock(&self.last_fault_error) = Some(e);
+    }
+
+    /// Fails the mapping for good: keeps the present pages' bytes for the
+    /// client, then makes every access raise SIGBUS. Call with the
+    /// client's lock held.
+    pub(crate) fn fail(&self, error: OpError) {
+        if self.region.failed() {
+            return;
+        }
+        let mut pages = lock(&self.pages);
+        let page = self.region.page();
+        let present: Vec<u64> = (0..pages.held.len() as u64)
+            .filter(|i| pages.held[*i as usize] != Held::Absent)
+            .collect();
+        for i in present {
+            let mut buf = vec![0u8; page];
+            self.region.copy_out(i, &mut buf);
+            pages.saved.insert(i, buf);
+        }
+        lock(&self.failure).get_or_insert(error);
+        if let Err(e) = self.region.fail() {
+            // Without the replacement, wake the waiters anyway: their
+            // faults fail and they get SIGBUS from the fault thread.
+            tracing::error!(error = %e, "cannot replace a failed memory mapping");
+            let _ = self.region.wake(None);
+        }
+    }
+
+    fn set(&self, index: u64, held: Held) {
+        if let Some(p) = lock(&self.pages).held.get_mut(index as usize) {
+            *p = held;
+        }
+    }
+
+    fn held(&self, index: u64) -> Held {
+        lock(&self.pages)
+            .held
+            .get(index as usize)
+            .copied()
+            .unwrap_or(Held::Absent)
+    }
+}
+
+/// The backing the core owns for one memory mapping.
+pub(crate) struct UffdMemory {
+    state: Arc<MemoryState>,
+}
+
+impl UffdMemory {
+    pub(crate) fn new(state: Arc<MemoryState>) -> Self {
+        UffdMemory { state }
+    }
+
+    /// An operation the kernel refused would leave memory out of step with
+    /// the protocol: the mapping fails instead.
+    fn check(&self, what: &str, index: u64, r: std::io::Result<()>) {
+        if let Err(e) = r {
+            let msg = format!("{what} page {index} failed: {e}");
+            tracing::error!(%msg, "memory mapping");
+            self.state
+                .fail(OpError::Closed(format!("the memory mapping broke: {msg}")));
+        }
+    }
+}
+
+impl MemoryBacking for UffdMemory {
+    fn install(&mut self, index: u64, data: &[u8], writable: bool) {
+        if self.state.region.failed() {
+            return;
+        }
+        let r = self.state.region.install(index, data, writable);
+        let held = if writable {
+            Held::Writable
+        } else {
+            Held::Protected
+        };
+        self.state.set(index, held);
+        self.check("installing", index, r);
+    }
+
+    fn protect(&mut self, index: u64) {
+        if self.state.region.failed() || self.state.held(index) == Held::Absent {
+            return;
+        }
+        let r = self.state.region.protect(index, true);
+        self.state.set(index, Held::Protected);
+        self.check("write-protecting", index, r);
+    }
+
+    fn unprotect(&mut self, index: u64) {
+        if self.state.region.failed() {
+            return;
+        }
+        let r = self.state.region.protect(index, false);
+        self.state.set(index, Held::Writable);
+        self.check("unprotecting", index, r);
+    }
+
+    fn zap(&mut self, index: u64) {
+        lock(&self.state.pages).saved.remove(&index);
+        if self.state.region.failed() {
+            return;
+        }
+        let r = self.state.region.zap(index);
+        self.state.set(index, Held::Absent);
+        self.check("dropping", index, r);
+    }
+
+    fn read(&mut self, index: u64, out: &mut [u8]) {
+        if self.state.region.failed() {
+            match lock(&self.state.pages).saved.get(&index) {
+                Some(b) => out.copy_from_slice(&b[..out.len()]),
+                None => out.fill(0),
+            }
+            return;
+        }
+        if self.state.held(index) == Held::Absent {
+            // Reading it would wait on our own fault.
+            tracing::error!(index, "the client read a page that is not in memory");
+            out.fill(0);
+            return;
+        }
+        self.state.region.copy_out(index, out);
+    }
+
+    fn fail(&mut self, error: &OpError) {
+        tracing::warn!(%error, "memory mapping failed: every access now raises SIGBUS");
+        self.state.fail(error.clone());
+    }
+}

@@ -1,0 +1,291 @@
+//! The fault thread of a memory mapping: reads userfaultfd events and turns
+//! each into [`memory_fault`](rmmap_core::client::Client::memory_fault) on
+//! the core, under the client's lock.
+//!
+//! It never installs a page itself: the core does, in protocol order, from
+//! whichever thread holds the lock (this one, when the page is already
+//! cached or held; the driver, when it arrives). Installing or unprotecting
+//! the page wakes the faulting thread.
+//!
+//! The driver is woken at once when the fault queued a request; a fault
+//! resolved on the spot (a cached page, a write to a page held exclusively)
+//! needs no network, so the driver, which routes completions, is woken at
+//! most once per [`COLLECT`] for all of them. Completions come back to this
+//! thread through a waker on an eventfd: success wakes the page once more
+//! (a harmless retry if it is there already), failure sends SIGBUS to the
+//! faulting thread. A failed fault never leaves a thread waiting, and
+//! neither does a runtime that shuts down.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rmmap_core::client::{Completion, MappingId, OpError};
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+use super::backing::MemoryState;
+use super::uffd::{EventFd, Fault, PAGEFAULT_FLAG_WRITE, send_sigbus};
+use crate::client::{Shared, unexpected};
+
+/// Longest a fault resolved without the network waits for the driver to
+/// collect its completion.
+const COLLECT: Duration = Duration::from_millis(1);
+
+/// What a fault thread works with.
+pub(crate) struct FaultContext {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) state: Arc<MemoryState>,
+    pub(crate) mapping: MappingId,
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+/// The running fault thread; stopped and joined on drop.
+pub(crate) struct FaultThread {
+    wake: Arc<Wakeup>,
+    sentinel: AbortHandle,
+    join: Option<JoinHandle<()>>,
+}
+
+/// How others wake the fault thread.
+struct Wakeup {
+    /// Stop now.
+    stop: EventFd,
+    /// A completion arrived, or the runtime went away.
+    done: EventFd,
+    /// The client's runtime shut down: its driver is gone.
+    runtime_gone: AtomicBool,
+}
+
+impl Wake for Wakeup {
+    fn wake(self: Arc<Self>) {
+        self.done.signal();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.done.signal();
+    }
+}
+
+/// Dropped with the runtime's tasks when the runtime shuts down.
+struct RuntimeGuard(Arc<Wakeup>);
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        self.0.runtime_gone.store(true, Ordering::Release);
+        self.0.done.signal();
+    }
+}
+
+impl FaultThread {
+    pub(crate) fn start(ctx: FaultContext) -> std::io::Result<FaultThread> {
+        let wake = Arc::new(Wakeup {
+            stop: EventFd::new()?,
+            done: EventFd::new()?,
+            runtime_gone: AtomicBool::new(false),
+        });
+        let guard = RuntimeGuard(wake.clone());
+        let sentinel = ctx
+            .runtime
+            .spawn(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await
+            })
+            .abort_handle();
+        let w = wake.clone();
+        let join = std::thread::Builder::new()
+            .name(format!("rmmap-fault-{}", ctx.mapping.0))
+            .spawn(move || run(&ctx, &w))?;
+        Ok(FaultThread {
+            wake,
+            sentinel,
+            join: Some(join),
+        })
+    }
+}
+
+impl Drop for FaultThread {
+    fn drop(&mut self) {
+        self.wake.stop.signal();
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+        self.sentinel.abort();
+    }
+}
+
+/// A fault handed to the core, waiting for its completion.
+struct Outstanding {
+    rx: oneshot::Receiver<Result<Completion, OpError>>,
+    fault: Fault,
+    index: u64,
+}
+
+fn run(ctx: &FaultContext, wake: &Arc<Wakeup>) {
+    // Tokio's clock reads the same from this thread.
+    let _enter = ctx.runtime.enter();
+    let waker = Waker::from(wake.clone());
+    let mut buf = vec![0u8; 32 * 64];
+    let mut outstanding: Vec<Outstanding> = Vec::new();
+    // Since when faults resolved without waking the driver wait for it.
+    let mut uncollected: Option<Instant> = None;
+    loop {
+        let timeout = uncollected.map(|t| COLLECT.saturating_sub(t.elapsed()));
+        let woke = match ctx.state.region.wait(&wake.stop, &wake.done, timeout) {
+            Ok(w) => w,
+            Err(e) => {
+                // Nothing can resolve faults any more: fail the mapping so
+                // that no access waits forever.
+                tracing::error!(error = %e, "memory mapping fault thread stopped");
+                fail_mapping(ctx, format!("its fault thread stopped: {e}"));
+                return;
+            }
+        };
+        if woke.stop {
+            return;
+        }
+        if woke.done {
+            wake.done.drain();
+        }
+        if woke.faults {
+            match ctx.state.region.read_faults(&mut buf) {
+                Ok(faults) => {
+                    for f in faults {
+                        if let Some((o, needs_driver)) = on_fault(ctx, wake, f) {
+                            if needs_driver {
+                                // Its turn routes every completion queued.
+                                ctx.shared.wake_driver();
+                                uncollected = None;
+                            } else {
+                                uncollected.get_or_insert_with(Instant::now);
+                            }
+                            outstanding.push(o);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading userfaultfd events");
+                    fail_mapping(ctx, format!("reading its faults failed: {e}"));
+                    return;
+                }
+            }
+        }
+        if uncollected.is_some_and(|t| t.elapsed() >= COLLECT) {
+            // Let the driver route the completions of the faults resolved
+            // on the spot (and recompute its deadlines).
+            ctx.shared.wake_driver();
+            uncollected = None;
+        }
+        let gone = wake.runtime_gone.load(Ordering::Acquire);
+        let mut cx = Context::from_waker(&waker);
+        outstanding.retain_mut(|o| match Pin::new(&mut o.rx).poll(&mut cx) {
+            Poll::Pending if !gone => true,
+            Poll::Pending => {
+                let e = OpError::Closed("the client's runtime shut down".into());
+                deliver(ctx, o.fault, o.index, e);
+                false
+            }
+            Poll::Ready(r) => {
+                resolved(ctx, o, r);
+                false
+            }
+        });
+        if outstanding.is_empty() {
+            uncollected = None;
+        }
+    }
+}
+
+/// Hands one fault to the core: the fault waiting for its completion, and
+/// whether the driver must be woken now (a request is waiting to go out).
+fn on_fault(ctx: &FaultContext, wake: &Wakeup, f: Fault) -> Option<(Outstanding, bool)> {
+    let region = &ctx.state.region;
+    let Some(off) = (f.addr as usize)
+        .checked_sub(region.base())
+        .filter(|o| *o < region.len())
+    else {
+        tracing::warn!(addr = f.addr, "a fault outside the memory mapping");
+        return None;
+    };
+    let index = (off / region.page()) as u64;
+    let write = f.flags & PAGEFAULT_FLAG_WRITE != 0;
+    if wake.runtime_gone.load(Ordering::Acquire) {
+        let e = OpError::Closed("the client's runtime shut down".into());
+        deliver(ctx, f, index, e);
+        return None;
+    }
+    loop {
+        let registered = ctx
+            .shared
+            .register(|c, now| c.memory_fault(now, ctx.mapping, index, write));
+        match registered {
+            Ok((rx, needs_driver)) => {
+                return Some((
+                    Outstanding {
+                        rx,
+                        fault: f,
+                        index,
+                    },
+                    needs_driver,
+                ));
+            }
+            // Too many operations pending: the backlog drains by itself.
+            Err(OpError::Busy(_)) => {
+                ctx.shared.wake_driver();
+                std::thread::sleep(COLLECT);
+            }
+            Err(e) => {
+                deliver(ctx, f, index, e);
+                return None;
+            }
+        }
+    }
+}
+
+/// A fault completed (or the driver dropped it when it stopped).
+fn resolved(
+    ctx: &FaultContext,
+    o: &Outstanding,
+    r: Result<Result<Completion, OpError>, oneshot::error::RecvError>,
+) {
+    match r {
+        Ok(Ok(Completion::FaultResolved)) => {
+            // The core installed or unprotected the page, which woke the
+            // thread; waking again covers a page that was already there.
+            if !ctx.state.region.failed() {
+                let _ = ctx.state.region.wake(Some(o.index));
+            }
+        }
+        Ok(Ok(other)) => deliver(ctx, o.fault, o.index, unexpected(other)),
+        Ok(Err(e)) => deliver(ctx, o.fault, o.index, e),
+        Err(_) => deliver(ctx, o.fault, o.index, ctx.shared.stopped()),
+    }
+}
+
+fn fail_mapping(ctx: &FaultContext, why: String) {
+    // Under the lock, like every call the core makes on the backing.
+    let _lock = ctx.shared.lock();
+    ctx.state
+        .fail(OpError::Closed(format!("the memory mapping broke: {why}")));
+}
+
+/// A fault failed: the faulting thread gets SIGBUS. On a failed mapping the
+/// kernel raises it (the page is woken into the SIGBUS memory); otherwise
+/// it is queued to the thread, which retries the access if its handler
+/// returns.
+fn deliver(ctx: &FaultContext, f: Fault, index: u64, error: OpError) {
+    let region = &ctx.state.region;
+    if region.failed() {
+        let _ = region.wake(Some(index));
+        return;
+    }
+    tracing::warn!(%error, addr = f.addr, tid = f.tid, "memory fault failed: sending SIGBUS");
+    ctx.state.set_last_fault_error(error);
+    if let Err(e) = send_sigbus(f.tid, f.addr) {
+        // The thread is gone (it was killed while it waited).
+        tracing::debug!(error = %e, "cannot signal the faulting thread");
+    }
+}

@@ -1,0 +1,463 @@
+//! Memory mappings (Linux): a remote file range mapped into the address
+//! space, read and written with ordinary loads and stores, coherent with
+//! every other client.
+//!
+//! [`Client::map_memory`] returns a [`MemoryMapping`]: page-aligned memory
+//! the length of the range, backed by [userfaultfd]. A first access to a
+//! page faults; the mapping's fault thread hands the fault to the client,
+//! which fetches the page (shared) and installs it write-protected
+//! (`UFFDIO_COPY`). A write to a shared page faults again and waits for
+//! exclusive ownership; a write to a page already held exclusively only
+//! lifts the protection. When the server invalidates a page it leaves
+//! memory (`MADV_DONTNEED`) and the next access faults; a recall or a
+//! [`sync`](MemoryMapping::sync) write-protects the page and sends back
+//! what changed. Atomic operations ([`MemoryMapping::fetch_add`],
+//! [`compare_exchange`](MemoryMapping::compare_exchange),
+//! [`swap`](MemoryMapping::swap)) run at the server on aligned 64-bit
+//! words, linearizable with the page protocol, so processes on different
+//! machines can build counters and locks in a shared file.
+//!
+//! # What it needs
+//!
+//! * **userfaultfd**, opened with `UFFD_USER_MODE_ONLY` (Linux 5.11 or
+//!   later), which needs no privilege whatever `vm.unprivileged_userfaultfd`
+//!   says. On older kernels, or where the system call is filtered, the
+//!   client falls back to `/dev/userfaultfd` (Linux 6.1 or later; needs
+//!   read-write access to the device node) and then to the privileged
+//!   system call (`CAP_SYS_PTRACE`, or `sysctl vm.unprivileged_userfaultfd=1`).
+//!   Container runtimes' default seccomp profiles often block
+//!   `userfaultfd(2)`: allow it in the profile.
+//! * **Write-protection of anonymous memory** through userfaultfd
+//!   (`UFFD_FEATURE_PAGEFAULT_FLAG_WP`): Linux 5.7 or later on x86-64,
+//!   6.10 or later on arm64; other architectures when their kernel reports
+//!   the feature. Also `UFFD_FEATURE_THREAD_ID` (Linux 4.14).
+//! * A **server page size that is a multiple of the OS page size** (4 KiB
+//!   on x86-64; 16 or 64 KiB on some arm64 kernels).
+//! * A **multi-thread Tokio runtime**: a fault blocks the faulting thread
+//!   until the client's driver, a task on the runtime, has brought the
+//!   page. Touch the memory from threads that are not the runtime's
+//!   workers (a `std::thread`, `spawn_blocking`, or inside
+//!   `block_in_place`).
+//!
+//! [`memory_support`] checks the first two (and
+//! [`Client::map_memory`] all four), failing with a [`MemoryError`] that
+//! says what is missing.
+//!
+//! # How an access fails: SIGBUS
+//!
+//! A load or store cannot return an error, so a failed access raises
+//! `SIGBUS` in the thread that made it, never a hang:
+//!
+//! * When the mapping **fails for good** (its session was lost while it had
+//!   writes not yet synced, a write-back was refused, or the kernel refused
+//!   an operation), its memory is replaced by memory whose every access
+//!   raises `SIGBUS` from the kernel, with `si_code` `BUS_ADRERR` and
+//!   `si_addr` the address, including the accesses waiting at that moment.
+//!   [`MemoryMapping::failure`] says why. Unmap it and map again.
+//! * When **one fault fails** (the client has been disconnected longer than
+//!   `give_up_after`, it was closed, the mapping is being unmapped), the
+//!   faulting thread gets a `SIGBUS` queued with `si_code` `SI_QUEUE` (-1)
+//!   and `si_value.sival_ptr` the faulting address;
+//!   [`MemoryMapping::last_fault_error`] says why. If the handler returns,
+//!   the access is retried (and faults again).
+//!
+//! Without a handler, `SIGBUS` ends the process (with a core dump). An
+//! application that wants to survive installs a handler with `SA_SIGINFO`
+//! that leaves the access (`siglongjmp`, or ends the thread's work) and
+//! must not block `SIGBUS` in threads that touch the mapping. A store to a
+//! read-only mapping raises `SIGSEGV` as usual.
+//!
+//! # Caveats
+//!
+//! * The kernel cannot fault pages of the mapping in for itself (that is
+//!   what user-mode-only means): a system call given mapped memory
+//!   (`read(2)` into it, `write(2)` from it, a futex in it) fails with
+//!   `EFAULT` unless the page is in memory. Copy through a buffer.
+//! * A forked child does not inherit the mapping (`MADV_DONTFORK`).
+//! * The bytes change when another client writes, as in a shared file
+//!   mapping: re-borrow the slice rather than keep it across a wait for
+//!   someone else's write, and use [`MemoryMapping::atomic_words`] to poll
+//!   a word the compiler must reload.
+//! * One client must not map overlapping ranges of one file into memory
+//!   twice. Each mapping has its own userfaultfd and fault thread.
+//!
+//! [userfaultfd]: https://docs.kernel.org/admin-guide/mm/userfaultfd.html
+
+mod backing;
+mod faults;
+mod uffd;
+
+use std::ops::{Deref, Range};
+use std::sync::atomic::{AtomicU8, AtomicU64};
+use std::sync::{Arc, OnceLock};
+
+use rmmap_core::client::{Completion, MapOptions, MappingId, OpError};
+use rmmap_core::protocol::AtomicOp;
+use tokio::runtime::RuntimeFlavor;
+
+use crate::client::{Access, Client, Mapping, unexpected};
+use backing::{MemoryState, UffdMemory};
+use faults::{FaultContext, FaultThread};
+use uffd::{
+    FEATURE_EXACT_ADDRESS, FEATURE_PAGEFAULT_FLAG_WP, FEATURE_THREAD_ID, Opened, Region, Uffd,
+    os_page_size,
+};
+
+/// Why a memory mapping could not be made.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemoryError {
+    /// No userfaultfd could be opened.
+    #[error(
+        "userfaultfd is not available to this process: userfaultfd(UFFD_USER_MODE_ONLY) said \"{syscall}\" \
+         (it needs Linux 5.11 or later, and no seccomp filter blocking it), and /dev/userfaultfd said \
+         \"{device}\" (Linux 6.1 or later; grant this user read-write access to it); \
+         alternatively set `sysctl vm.unprivileged_userfaultfd=1` or give the process CAP_SYS_PTRACE"
+    )]
+    Unavailable {
+        /// What the system call said.
+        syscall: String,
+        /// What the device node said.
+        device: String,
+    },
+    /// The kernel lacks a userfaultfd feature memory mappings need.
+    #[error(
+        "this kernel's userfaultfd lacks {feature}: memory mappings need Linux 5.7 or later on x86-64 \
+         (6.10 or later on arm64) built with userfaultfd write-protection"
+    )]
+    MissingFeature {
+        /// The missing feature.
+        feature: &'static str,
+    },
+    /// The server's pages are smaller than (or not a multiple of) the OS's.
+    #[error(
+        "the server's page size ({server} bytes) is not a multiple of this machine's page size ({os} bytes): \
+         memory mappings need the server to use pages of {os} bytes or a multiple (`rmmap serve --page-size {os}`)"
+    )]
+    PageSize {
+        /// The server's page size.
+        server: u64,
+        /// The OS page size.
+        os: u64,
+    },
+    /// Not called on a multi-thread Tokio runtime.
+    #[error(
+        "memory mappings need a multi-thread Tokio runtime: a page fault blocks the faulting thread until the \
+         client's driver, a task on that runtime, has brought the page"
+    )]
+    Runtime,
+    /// The operating system refused a step (mapping memory, registering it,
+    /// starting the fault thread).
+    #[error("{what} failed: {message}")]
+    Os {
+        /// The step.
+        what: &'static str,
+        /// What the system said.
+        message: String,
+    },
+    /// Mapping the range failed (see [`OpError`]).
+    #[error(transparent)]
+    Map(#[from] OpError),
+}
+
+impl MemoryError {
+    fn os(what: &'static str, e: std::io::Error) -> Self {
+        MemoryError::Os {
+            what,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Checks that this process can make memory mappings: userfaultfd can be
+/// opened and has write-protection of anonymous memory and thread ids.
+/// The answer is worked out once per process.
+pub fn memory_support() -> Result<(), MemoryError> {
+    features().map(drop)
+}
+
+/// The userfaultfd features to enable on each mapping's descriptor.
+fn features() -> Result<u64, MemoryError> {
+    static PROBE: OnceLock<Result<u64, MemoryError>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            let (uffd, opened) = Uffd::open().map_err(|e| MemoryError::Unavailable {
+                syscall: e.syscall.to_string(),
+                device: e.device.to_string(),
+            })?;
+            let offered = uffd
+                .api(0)
+                .map_err(|e| MemoryError::os("the UFFDIO_API handshake", e))?;
+            for (bit, feature) in [
+                (
+                    FEATURE_PAGEFAULT_FLAG_WP,
+                    "write-protection of anonymous memory (UFFD_FEATURE_PAGEFAULT_FLAG_WP)",
+                ),
+                (
+                    FEATURE_THREAD_ID,
+                    "faulting thread ids (UFFD_FEATURE_THREAD_ID)",
+                ),
+            ] {
+                if offered & bit == 0 {
+                    return Err(MemoryError::MissingFeature { feature });
+                }
+            }
+            tracing::debug!(?opened, offered, "userfaultfd support");
+            if opened != Opened::UserModeOnly {
+                tracing::info!(?opened, "userfaultfd opened without UFFD_USER_MODE_ONLY");
+            }
+            Ok(FEATURE_PAGEFAULT_FLAG_WP | FEATURE_THREAD_ID | (offered & FEATURE_EXACT_ADDRESS))
+        })
+        .clone()
+}
+
+impl Client {
+    /// Maps `range` of the file at `path` into memory (Linux; see the
+    /// [`memory`](crate::memory) module for what it needs and how accesses
+    /// fail). `range.start` must be a multiple of the server's page size.
+    pub async fn map_memory(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        access: Access,
+    ) -> Result<MemoryMapping, MemoryError> {
+        let opts = MapOptions {
+            access,
+            create: false,
+        };
+        self.map_memory_with(path, range, opts).await
+    }
+
+    /// Like [`Client::map_memory`], with options: with `create`, a missing
+    /// file is created and a short one extended to cover the range.
+    pub async fn map_memory_with(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        opts: MapOptions,
+    ) -> Result<MemoryMapping, MemoryError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| MemoryError::Runtime)?;
+        if runtime.runtime_flavor() == RuntimeFlavor::CurrentThread {
+            return Err(MemoryError::Runtime);
+        }
+        let features = features()?;
+        let server = u64::from(self.page_size().ok_or(OpError::Unsupported(
+            "connect before mapping into memory: the page size is not known yet",
+        ))?);
+        let os = os_page_size() as u64;
+        if server % os != 0 {
+            return Err(MemoryError::PageSize { server, os });
+        }
+        let len = range
+            .end
+            .checked_sub(range.start)
+            .filter(|l| *l > 0)
+            .ok_or(OpError::OutOfRange {
+                offset: range.start,
+                len: 0,
+                mapping_len: 0,
+            })?;
+        let too_big = |_| MemoryError::Os {
+            what: "sizing the mapping",
+            message: format!("{len} bytes do not fit in this address space"),
+        };
+        let region_len = usize::try_from(len.div_ceil(server) * server).map_err(too_big)?;
+        let writable = opts.access == Access::ReadWrite;
+
+        let (uffd, _) = Uffd::open().map_err(|e| MemoryError::Unavailable {
+            syscall: e.syscall.to_string(),
+            device: e.device.to_string(),
+        })?;
+        uffd.api(features)
+            .map_err(|e| MemoryError::os("the UFFDIO_API handshake", e))?;
+        let (region, exclusive) = Region::new(uffd, region_len, server as usize, writable)
+            .map_err(|e| MemoryError::os("mapping and registering memory", e))?;
+        let state = Arc::new(MemoryState::new(region));
+        let backing = Box::new(UffdMemory::new(state.clone()));
+        let start = range.start;
+        let done = self
+            .shared()
+            .run(|c, now| c.map_memory(now, path, start, len, opts, backing))
+            .await?;
+        let Completion::Mapped { mapping, file_len } = done else {
+            return Err(unexpected(done).into());
+        };
+        let handle = Mapping::new(self.clone(), mapping, len, file_len);
+        let faults = FaultThread::start(FaultContext {
+            shared: self.shared().clone(),
+            state: state.clone(),
+            mapping,
+            runtime,
+        })
+        .map_err(|e| MemoryError::os("starting the fault thread", e))?;
+        Ok(MemoryMapping {
+            faults,
+            mapping: handle,
+            state,
+            exclusive,
+            len: len as usize,
+            writable,
+        })
+    }
+}
+
+/// A remote file range in memory: derefs to `&[u8]` (page-aligned, the
+/// length of the range), and for a read-write mapping gives
+/// [`as_mut_slice`](MemoryMapping::as_mut_slice) and
+/// [`as_mut_ptr`](MemoryMapping::as_mut_ptr). Loads and stores are
+/// coherent with every other client (see the [module docs](crate::memory)).
+///
+/// Dropping it unmaps the range in the background (dirty pages are written
+/// back); [`MemoryMapping::unmap`] waits for that. The memory itself is
+/// returned to the system once the client has taken the pages out.
+pub struct MemoryMapping {
+    // Fields drop in this order: the fault thread stops, then the unmap
+    // starts; the region goes when the core drops its backing.
+    faults: FaultThread,
+    mapping: Mapping,
+    state: Arc<MemoryState>,
+    exclusive: uffd::Exclusive,
+    len: usize,
+    writable: bool,
+}
+
+impl std::fmt::Debug for MemoryMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryMapping")
+            .field("id", &self.mapping.id())
+            .field("addr", &self.as_ptr())
+            .field("len", &self.len)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+impl Deref for MemoryMapping {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.state.region.bytes(self.len)
+    }
+}
+
+impl MemoryMapping {
+    /// The mapping's id, as named in
+    /// [`ClientEvent::SessionLost`](crate::ClientEvent::SessionLost).
+    pub fn id(&self) -> MappingId {
+        self.mapping.id()
+    }
+
+    /// The client this mapping belongs to.
+    pub fn client(&self) -> &Client {
+        self.mapping.client()
+    }
+
+    /// The file's length when it was mapped.
+    pub fn file_len(&self) -> u64 {
+        self.mapping.file_len()
+    }
+
+    /// The page size faults are handled in (the server's).
+    pub fn page_size(&self) -> usize {
+        self.state.region.page()
+    }
+
+    /// Whether stores are allowed.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The memory, for stores. Fails on a read-only mapping.
+    pub fn as_mut_slice(&mut self) -> Result<&mut [u8], OpError> {
+        if !self.writable {
+            return Err(OpError::ReadOnly);
+        }
+        Ok(self.state.region.bytes_mut(self.len, &mut self.exclusive))
+    }
+
+    /// The first byte, for stores through raw pointers. Fails on a
+    /// read-only mapping.
+    pub fn as_mut_ptr(&self) -> Result<*mut u8, OpError> {
+        if !self.writable {
+            return Err(OpError::ReadOnly);
+        }
+        Ok(self.state.region.base() as *mut u8)
+    }
+
+    /// The memory as atomic bytes: safe to share between threads and to
+    /// read while other clients write.
+    pub fn atomic_bytes(&self) -> &[AtomicU8] {
+        self.state.region.atomic_bytes(self.len)
+    }
+
+    /// The memory as atomic 64-bit words (the first `len / 8`): loads are
+    /// never cached by the compiler. These are local atomics, coherent
+    /// page by page; for read-modify-write across clients use
+    /// [`MemoryMapping::fetch_add`] and friends.
+    pub fn atomic_words(&self) -> &[AtomicU64] {
+        self.state.region.atomic_words(self.len)
+    }
+
+    /// Why the mapping failed for good, if it did: every access raises
+    /// SIGBUS. Unmap it and map again.
+    pub fn failure(&self) -> Option<OpError> {
+        self.state.failure()
+    }
+
+    /// Why the last fault that raised SIGBUS failed.
+    pub fn last_fault_error(&self) -> Option<OpError> {
+        self.state.last_fault_error()
+    }
+
+    /// Makes every store made so far durable on the server: dirty pages
+    /// are write-protected, their changes written back, and the server
+    /// fsyncs. The next store to such a page faults, locally.
+    pub async fn sync(&self) -> Result<(), OpError> {
+        self.mapping.sync().await
+    }
+
+    /// Runs an atomic operation at the server on the little-endian 64-bit
+    /// word at `offset` (8-byte aligned in the file), linearizable with
+    /// every load and store of every client. Returns the previous value
+    /// and whether it applied.
+    pub async fn atomic(&self, offset: u64, op: AtomicOp) -> Result<(u64, bool), OpError> {
+        self.mapping.atomic(offset, op).await
+    }
+
+    /// Adds `value` (wrapping) to the word at `offset`; returns the
+    /// previous value.
+    pub async fn fetch_add(&self, offset: u64, value: u64) -> Result<u64, OpError> {
+        Ok(self.atomic(offset, AtomicOp::FetchAdd(value)).await?.0)
+    }
+
+    /// Stores `value` in the word at `offset`; returns the previous value.
+    pub async fn swap(&self, offset: u64, value: u64) -> Result<u64, OpError> {
+        Ok(self.atomic(offset, AtomicOp::Swap(value)).await?.0)
+    }
+
+    /// Stores `new` in the word at `offset` if it holds `expected`: like
+    /// `AtomicU64::compare_exchange`, `Ok(previous)` when it stored,
+    /// `Err(actual)` when it did not.
+    pub async fn compare_exchange(
+        &self,
+        offset: u64,
+        expected: u64,
+        new: u64,
+    ) -> Result<Result<u64, u64>, OpError> {
+        let (previous, applied) = self
+            .atomic(offset, AtomicOp::CompareExchange { expected, new })
+            .await?;
+        Ok(if applied { Ok(previous) } else { Err(previous) })
+    }
+
+    /// Writes back the dirty pages and ends the mapping; the memory goes
+    /// back to the system once the client has taken the pages out.
+    pub async fn unmap(self) -> Result<(), OpError> {
+        let MemoryMapping {
+            faults, mapping, ..
+        } = self;
+        let r = mapping.unmap().await;
+        drop(faults);
+        r
+    }
+}

@@ -1,0 +1,240 @@
+//! Memory mappings over real loopback TCP and real userfaultfd: loads see
+//! other clients' stores after the invalidation, stores reach the disk
+//! after sync, atomics and plain stores agree, and the runtime checks
+//! refuse what cannot work.
+
+mod memory_common;
+
+use memory_common::{TestServer, supported, touch, within};
+use rmmap_tokio::{Access, MemoryError, OpError};
+
+const PAGE: usize = 4096;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_mapping_sees_another_clients_store_after_the_invalidation() {
+    if !supported() {
+        return;
+    }
+    within(30, async {
+        let ts = TestServer::start(|c| c).await;
+        ts.put("f", &vec![0u8; 4 * PAGE]);
+        let (a, b, c) = (ts.client().await, ts.client().await, ts.client().await);
+        let mut ma = a
+            .map_memory("f", 0..4 * PAGE as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        let mut mb = b
+            .map_memory("f", 0..4 * PAGE as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        assert_eq!(ma.len(), 4 * PAGE);
+        assert_eq!(ma.as_ptr() as usize % PAGE, 0, "page-aligned");
+        for round in 0..40u8 {
+            let at = (round as usize * 1237) % (4 * PAGE);
+            // A loads (the page is shared, in A's memory), B stores (A's
+            // copy is invalidated and leaves A's memory), A loads again.
+            let before = touch(|| ma[at]);
+            touch(|| mb.as_mut_slice().unwrap()[at] = round + 1);
+            assert_eq!(
+                touch(|| ma[at]),
+                round + 1,
+                "round {round}: A missed B's store (was {before})"
+            );
+            // And the other way round, on a neighbouring byte.
+            let at2 = (at + 1) % (4 * PAGE);
+            touch(|| ma.as_mut_slice().unwrap()[at2] = round + 100);
+            assert_eq!(
+                touch(|| mb[at2]),
+                round + 100,
+                "round {round}: B missed A's store"
+            );
+        }
+        // A client of the byte API sees the stores too, and the other way.
+        let mc = c
+            .map("f", 0..4 * PAGE as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        let at = 39 * 1237 % (4 * PAGE);
+        assert_eq!(mc.read_bytes(at as u64, 1).await.unwrap()[0], 40);
+        mc.write(3 * PAGE as u64 + 9, b"xyz").await.unwrap();
+        assert_eq!(touch(|| &ma[3 * PAGE + 9..3 * PAGE + 12]), b"xyz");
+        assert_eq!(touch(|| &mb[3 * PAGE + 9..3 * PAGE + 12]), b"xyz");
+        assert!(ma.failure().is_none() && ma.last_fault_error().is_none());
+        ma.unmap().await.unwrap();
+        mb.unmap().await.unwrap();
+        drop(mc);
+        for cl in [a, b, c] {
+            cl.close().await.unwrap();
+        }
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_reach_the_disk_after_sync_and_later_stores_after_the_next() {
+    if !supported() {
+        return;
+    }
+    within(30, async {
+        let ts = TestServer::start(|c| c).await;
+        ts.put("f", &vec![1u8; 3 * PAGE]);
+        let a = ts.client().await;
+        let mut m = a
+            .map_memory("f", 0..3 * PAGE as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        touch(|| {
+            let s = m.as_mut_slice().unwrap();
+            s[10..15].copy_from_slice(b"hello");
+            s[2 * PAGE + 100] = 42;
+        });
+        m.sync().await.unwrap();
+        let disk = ts.get("f");
+        assert_eq!(&disk[10..15], b"hello");
+        assert_eq!(disk[2 * PAGE + 100], 42);
+        assert_eq!(disk[PAGE], 1, "untouched bytes stay");
+        // After the write-back the pages are write-protected again: the next
+        // store faults (locally) and is caught by the next sync.
+        touch(|| m.as_mut_slice().unwrap()[11] = b'E');
+        m.sync().await.unwrap();
+        assert_eq!(&ts.get("f")[10..15], b"hEllo");
+        // Unmapping writes back what was not synced.
+        touch(|| m.as_mut_slice().unwrap()[PAGE + 1] = 9);
+        m.unmap().await.unwrap();
+        assert_eq!(ts.get("f")[PAGE + 1], 9);
+        a.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomics_and_plain_stores_on_one_word_agree_across_clients() {
+    if !supported() {
+        return;
+    }
+    within(30, async {
+        let ts = TestServer::start(|c| c).await;
+        ts.put("f", &vec![0u8; 2 * PAGE]);
+        let (a, b) = (ts.client().await, ts.client().await);
+        let mut ma = a
+            .map_memory("f", 0..2 * PAGE as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        let mb = b
+            .map_memory("f", 0..2 * PAGE as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        // A plain store in A's memory is recalled before B's atomic runs.
+        touch(|| {
+            ma.as_mut_slice().unwrap()[PAGE + 8..PAGE + 16].copy_from_slice(&5u64.to_le_bytes())
+        });
+        assert_eq!(mb.fetch_add(PAGE as u64 + 8, 10).await.unwrap(), 5);
+        let word = |m: &rmmap_tokio::MemoryMapping| {
+            touch(|| u64::from_le_bytes(m[PAGE + 8..PAGE + 16].try_into().unwrap()))
+        };
+        assert_eq!(word(&ma), 15);
+        assert_eq!(word(&mb), 15);
+        assert_eq!(
+            ma.compare_exchange(PAGE as u64 + 8, 15, 20).await.unwrap(),
+            Ok(15)
+        );
+        assert_eq!(
+            mb.compare_exchange(PAGE as u64 + 8, 15, 30).await.unwrap(),
+            Err(20)
+        );
+        assert_eq!(mb.swap(PAGE as u64 + 8, 7).await.unwrap(), 20);
+        assert_eq!(word(&ma), 7);
+        assert_eq!(
+            touch(|| ma.atomic_words()[PAGE / 8 + 1].load(std::sync::atomic::Ordering::Acquire)),
+            7
+        );
+        assert!(matches!(
+            ma.fetch_add(PAGE as u64 + 4, 1).await,
+            Err(OpError::Misaligned(_))
+        ));
+        drop((ma, mb));
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_memory_mapping_reads_and_refuses_mutable_access() {
+    if !supported() {
+        return;
+    }
+    within(30, async {
+        let ts = TestServer::start(|c| c).await;
+        let content: Vec<u8> = (0..3 * PAGE).map(|i| (i % 251) as u8).collect();
+        ts.put("f", &content);
+        let a = ts.client().await;
+        // Not page-aligned at the end: the slice is exactly the range.
+        let mut m = a
+            .map_memory("f", PAGE as u64..3 * PAGE as u64 - 5, Access::ReadOnly)
+            .await
+            .unwrap();
+        assert_eq!(m.len(), 2 * PAGE - 5);
+        assert_eq!(touch(|| m.to_vec()), content[PAGE..3 * PAGE - 5]);
+        assert!(matches!(m.as_mut_slice(), Err(OpError::ReadOnly)));
+        assert!(m.as_mut_ptr().is_err());
+        assert!(matches!(m.fetch_add(0, 1).await, Err(OpError::ReadOnly)));
+        // A range that does not start on a page boundary is refused.
+        let e = a
+            .map_memory("f", 100..PAGE as u64, Access::ReadOnly)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, MemoryError::Map(OpError::Unsupported(_))),
+            "{e}"
+        );
+        drop(m);
+        a.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_page_size_below_the_os_page_size_is_refused_clearly() {
+    if !supported() {
+        return;
+    }
+    within(30, async {
+        let ts = TestServer::start(|c| c.page_size(512)).await;
+        ts.put("f", &vec![0u8; PAGE]);
+        let a = ts.client().await;
+        let e = a
+            .map_memory("f", 0..PAGE as u64, Access::ReadOnly)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, MemoryError::PageSize { server: 512, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--page-size"), "{e}");
+        a.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_current_thread_runtime_is_refused_rather_than_left_to_hang() {
+    if !supported() {
+        return;
+    }
+    let ts = TestServer::start(|c| c).await;
+    ts.put("f", &vec![0u8; PAGE]);
+    let a = ts.client().await;
+    let e = a
+        .map_memory("f", 0..PAGE as u64, Access::ReadOnly)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, MemoryError::Runtime), "{e}");
+    a.close().await.unwrap();
+    ts.server.shutdown().await.unwrap();
+}
