@@ -54,6 +54,12 @@ struct Args {
     /// With `--net --seeds`: run every seed twice and fail on different trace hashes.
     #[arg(long)]
     twice: bool,
+    /// With `--net`: random operations per second over all clients (default 14).
+    #[arg(long)]
+    op_rate: Option<u32>,
+    /// With `--net`: seconds of the fault phase (default 15).
+    #[arg(long)]
+    fault_secs: Option<u64>,
     /// With `--net`: from 3 s on, the server's disk drops writes while
     /// acknowledging them (outside the model: the checker must fail).
     #[arg(long)]

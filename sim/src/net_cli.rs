@@ -24,6 +24,12 @@ fn config(args: &Args) -> Result<NetConfig, String> {
     if let Some(c) = args.clients {
         cfg.clients = c.clamp(1, 8);
     }
+    if let Some(r) = args.op_rate {
+        cfg.op_rate = r;
+    }
+    if let Some(s) = args.fault_secs {
+        cfg.fault_time = std::time::Duration::from_secs(s);
+    }
     if args.lying_disk {
         cfg.lying_disk_from = Some(std::time::Duration::from_secs(3));
     }
@@ -136,7 +142,7 @@ pub(crate) fn main(args: &Args) -> ExitCode {
     println!(
         "{done} network-level seeds from {} in {secs:.1} s: {:.2} seeds/s, {ops} operations checked ({:.0}/s), \
          {:.0} s of virtual time; faults: {} applied ({} partitions, {} one-way, {} holds, {} longer than the lease, \
-         {} latency changes, {} client crashes, {} server restarts of which {} lost unsynced data); \
+         {} latency changes, {} client crashes ({} after unsynced writes), {} server restarts of which {} lost unsynced data); \
          {} sessions lost, {} handshakes ({} first handshakes cut); {} failing seed(s){}",
         args.start,
         done as f64 / secs,
@@ -149,6 +155,7 @@ pub(crate) fn main(args: &Args) -> ExitCode {
         stats.long_faults,
         stats.latency_changes,
         stats.client_crashes,
+        stats.crashes_with_unsynced_writes,
         stats.server_restarts,
         stats.store_crashes,
         stats.sessions_lost,

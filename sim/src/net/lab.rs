@@ -254,12 +254,41 @@ impl Lab {
             let end = self.history.ended.entry((cid, inc)).or_default();
             end.crashed = true;
             end.seq = seq;
-            self.line(now, format!("host c{host} crashes (client {cid} inc{inc})"));
+            let unsynced = self.unsynced_writes(cid, inc);
+            if unsynced > 0 {
+                self.stats.crashes_with_unsynced_writes += 1;
+            }
+            self.line(
+                now,
+                format!("host c{host} crashes (client {cid} inc{inc}, {unsynced} unsynced writes)"),
+            );
         }
         let files = self.layout.pages.len();
         let boots = self.hosts[host].boots;
         self.hosts[host] = HostState::new(files);
         self.hosts[host].boots = boots;
+    }
+
+    /// Writes of the client's incarnation that completed OK and that no
+    /// sync of their file, begun after them, has completed OK since: its
+    /// dirty pages, unless a recall wrote them back.
+    fn unsynced_writes(&self, cid: usize, inc: u32) -> usize {
+        let ops = &self.history.ops;
+        let synced = |file: usize, after: u64| {
+            ops.iter().any(|s| {
+                s.client == cid
+                    && s.ok()
+                    && matches!(s.kind, OpKind::Sync { file: f } if f == file)
+                    && s.invoke_seq > after
+            })
+        };
+        ops.iter()
+            .filter(|w| w.client == cid && w.end_incarnation == inc && w.ok())
+            .filter(|w| match &w.kind {
+                OpKind::Write { cells } => !synced(cells[0].0.file, w.complete_seq.unwrap_or(0)),
+                _ => false,
+            })
+            .count()
     }
 
     /// The server restarted (the store already crashed, if it did): a new

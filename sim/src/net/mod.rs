@@ -88,6 +88,9 @@ pub struct NetStats {
     pub latency_changes: u64,
     /// Client host crashes.
     pub client_crashes: u64,
+    /// Of those, crashes of a client with writes it had not synced (dirty
+    /// pages, unless a recall had written them back).
+    pub crashes_with_unsynced_writes: u64,
     /// Server host restarts.
     pub server_restarts: u64,
     /// Of those, restarts where the store lost what was not synced.
@@ -125,6 +128,7 @@ impl NetStats {
         self.long_faults += o.long_faults;
         self.latency_changes += o.latency_changes;
         self.client_crashes += o.client_crashes;
+        self.crashes_with_unsynced_writes += o.crashes_with_unsynced_writes;
         self.server_restarts += o.server_restarts;
         self.store_crashes += o.store_crashes;
         self.sessions_lost += o.sessions_lost;
@@ -191,6 +195,13 @@ pub fn net_replay_command(seed: u64, cfg: &NetConfig) -> String {
                 s.push_str(&format!(" --clients {}", cfg.clients));
             }
         }
+    }
+    let d = NetConfig::default();
+    if cfg.op_rate != d.op_rate {
+        s.push_str(&format!(" --op-rate {}", cfg.op_rate));
+    }
+    if cfg.fault_time != d.fault_time && matches!(cfg.plan, Plan::Random) {
+        s.push_str(&format!(" --fault-secs {}", cfg.fault_time.as_secs()));
     }
     if cfg.lying_disk_from.is_some() {
         s.push_str(" --lying-disk");
