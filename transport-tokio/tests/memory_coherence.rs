@@ -287,6 +287,45 @@ async fn a_read_only_memory_mapping_reads_and_refuses_mutable_access() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_pages_larger_than_the_os_page_move_whole() {
+    if !supported() {
+        return;
+    }
+    within(30, async {
+        let big = 4 * PAGE;
+        let ts = TestServer::start(|c| c.page_size(big as u32)).await;
+        ts.put("f", &vec![0u8; 2 * big]);
+        let (a, b) = (ts.client().await, ts.client().await);
+        let mut ma = a
+            .map_memory("f", 0..2 * big as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        let mut mb = b
+            .map_memory("f", 0..2 * big as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        assert_eq!(ma.page_size(), big);
+        // Stores in different OS pages of one server page, from both sides.
+        for round in 1..=20u8 {
+            let at = (round as usize % 4) * PAGE + round as usize;
+            touch(|| ma.as_mut_slice().unwrap()[at] = round);
+            touch(|| mb.as_mut_slice().unwrap()[big + at] = round);
+            assert_eq!(touch(|| mb[at]), round);
+            assert_eq!(touch(|| ma[big + at]), round);
+        }
+        ma.sync().await.unwrap();
+        mb.sync().await.unwrap();
+        let disk = ts.get("f");
+        assert_eq!((disk[3 * PAGE + 19], disk[big + 3 * PAGE + 19]), (19, 19));
+        drop((ma, mb));
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_page_size_below_the_os_page_size_is_refused_clearly() {
     if !supported() {
         return;
