@@ -400,7 +400,8 @@ impl Client {
                 OpKind::Read { mapping: m, .. }
                 | OpKind::Write { mapping: m, .. }
                 | OpKind::Sync { mapping: m, .. }
-                | OpKind::Atomic { mapping: m, .. } => *m == mapping,
+                | OpKind::Atomic { mapping: m, .. }
+                | OpKind::Fault { mapping: m, .. } => *m == mapping,
                 _ => false,
             })
             .map(|(id, _)| *id)
