@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use rmmap_tokio::{Access, Client, ClientConfig, MapOptions, OpError};
+use rmmap_tokio::{Access, Client, MapOptions, OpError};
 
+use crate::secure::ClientSecurity;
 use crate::{CliError, Context};
 
 /// Bytes moved per read or write.
@@ -34,6 +35,8 @@ pub(crate) struct CatArgs {
     path: String,
     #[command(flatten)]
     range: Range,
+    #[command(flatten)]
+    security: ClientSecurity,
 }
 
 #[derive(Args, Debug)]
@@ -46,6 +49,8 @@ pub(crate) struct GetArgs {
     local: PathBuf,
     #[command(flatten)]
     range: Range,
+    #[command(flatten)]
+    security: ClientSecurity,
 }
 
 #[derive(Args, Debug)]
@@ -61,10 +66,12 @@ pub(crate) struct PutArgs {
     /// (default: replace the whole file).
     #[arg(long)]
     offset: Option<u64>,
+    #[command(flatten)]
+    security: ClientSecurity,
 }
 
 pub(crate) async fn cat(a: CatArgs) -> Result<ExitCode, CliError> {
-    let client = Client::connect(&a.addr, ClientConfig::default()).await?;
+    let client = a.security.connect_tokio(&a.addr).await?;
     let mut out = std::io::stdout().lock();
     download(&client, &a.path, &a.range, &mut out, false).await?;
     out.flush().context(|| "writing to stdout".into())?;
@@ -73,7 +80,7 @@ pub(crate) async fn cat(a: CatArgs) -> Result<ExitCode, CliError> {
 }
 
 pub(crate) async fn get(a: GetArgs) -> Result<ExitCode, CliError> {
-    let client = Client::connect(&a.addr, ClientConfig::default()).await?;
+    let client = a.security.connect_tokio(&a.addr).await?;
     let file =
         std::fs::File::create(&a.local).context(|| format!("creating {}", a.local.display()))?;
     let mut out = std::io::BufWriter::new(file);
@@ -91,7 +98,7 @@ pub(crate) async fn put(a: PutArgs) -> Result<ExitCode, CliError> {
         .metadata()
         .context(|| format!("reading {}", a.local.display()))?
         .len();
-    let client = Client::connect(&a.addr, ClientConfig::default()).await?;
+    let client = a.security.connect_tokio(&a.addr).await?;
     let offset = match a.offset {
         Some(o) => o,
         None => {

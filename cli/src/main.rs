@@ -5,6 +5,7 @@ mod copy;
 mod demo;
 mod limits;
 mod remote;
+mod secure;
 mod serve;
 mod shell;
 
@@ -98,6 +99,10 @@ enum CliError {
     MioConnect(#[from] rmmap_mio::ConnectError),
     #[error(transparent)]
     MioServe(#[from] rmmap_mio::ServeError),
+    #[error(transparent)]
+    Credentials(#[from] rmmap_secure::CredentialError),
+    #[error(transparent)]
+    Tls(#[from] rmmap_secure::TlsSetupError),
     #[error("{context}: {source}")]
     Op {
         context: String,

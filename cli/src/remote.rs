@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::ValueEnum;
-use rmmap_tokio::{ClientConfig, MapOptions, OpError};
+use rmmap_tokio::{MapOptions, OpError};
 
 use crate::CliError;
+use crate::secure::ClientSecurity;
 
 /// Which adapter carries the protocol.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -37,15 +38,16 @@ pub(crate) enum RemoteMapping {
 }
 
 impl Remote {
-    /// Connects and completes the first handshake.
-    pub(crate) async fn connect(transport: Transport, addr: &str) -> Result<Remote, CliError> {
+    /// Connects (with the token and over TLS as `security` says) and
+    /// completes the first handshake.
+    pub(crate) async fn connect(
+        transport: Transport,
+        addr: &str,
+        security: &ClientSecurity,
+    ) -> Result<Remote, CliError> {
         Ok(match transport {
-            Transport::Tokio => {
-                Remote::Tokio(rmmap_tokio::Client::connect(addr, ClientConfig::default()).await?)
-            }
-            Transport::Mio => {
-                Remote::Mio(rmmap_mio::Client::connect(addr, ClientConfig::default())?)
-            }
+            Transport::Tokio => Remote::Tokio(security.connect_tokio(addr).await?),
+            Transport::Mio => Remote::Mio(security.connect_mio(addr)?),
         })
     }
 

@@ -12,6 +12,7 @@ use rmmap_tokio::ServerConfig;
 
 use crate::limits::LimitArgs;
 use crate::remote::Transport;
+use crate::secure::ServerSecurity;
 use crate::{CliError, DEFAULT_LISTEN};
 
 #[derive(Args, Debug)]
@@ -42,6 +43,8 @@ pub(crate) struct ServeArgs {
     transport: Transport,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    security: ServerSecurity,
 }
 
 pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
@@ -54,14 +57,22 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
         .page_size(a.page_size)
         .lease(Duration::from_millis(a.lease_ms))
         .restart_grace(a.restart_grace_ms.map(Duration::from_millis));
-    let mode = if a.read_only { " read-only" } else { "" };
+    let mut config = config;
+    config.core.access = a.security.access_list()?;
+    let tls = a.security.server_tls()?;
+    let clients = config.core.access.as_ref().map(|l| l.clients.len());
+    let read_only = if a.read_only { " read-only" } else { "" };
+    let mode = format!("{read_only}{}", a.security.describe(clients));
     let announce = |addr: std::net::SocketAddr| {
         println!("rmmap: serving {}{mode} on {addr}", a.root.display());
         let _ = std::io::stdout().flush();
     };
     match a.transport {
         Transport::Tokio => {
-            let options = a.limits.tokio_options();
+            let options = rmmap_tokio::ServeOptions {
+                tls,
+                ..a.limits.tokio_options()
+            };
             let server = rmmap_tokio::Server::bind_with(&a.listen, config, options).await?;
             announce(server.local_addr());
             stop_signal().await;
@@ -69,7 +80,11 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
             server.shutdown().await?;
         }
         Transport::Mio => {
-            let server = rmmap_mio::Server::bind_with(&a.listen, config, a.limits.mio_options())?;
+            let options = rmmap_mio::ServeOptions {
+                tls,
+                ..a.limits.mio_options()
+            };
+            let server = rmmap_mio::Server::bind_with(&a.listen, config, options)?;
             announce(server.local_addr());
             stop_signal().await;
             shutting_down();

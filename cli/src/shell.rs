@@ -29,6 +29,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::CliError;
 use crate::remote::{Remote, RemoteMapping, Transport};
+use crate::secure::ClientSecurity;
 
 #[derive(Args, Debug)]
 pub(crate) struct ShellArgs {
@@ -41,6 +42,8 @@ pub(crate) struct ShellArgs {
     /// The client library to use.
     #[arg(long, value_enum, default_value_t = Transport::Tokio)]
     transport: Transport,
+    #[command(flatten)]
+    security: ClientSecurity,
 }
 
 /// A parsed command.
@@ -242,7 +245,7 @@ fn response(r: &Result<String, Failure>, is_read: bool) -> String {
 }
 
 pub(crate) async fn run(a: ShellArgs) -> Result<ExitCode, CliError> {
-    let client = Remote::connect(a.transport, &a.addr).await?;
+    let client = Remote::connect(a.transport, &a.addr, &a.security).await?;
     let mut shell = Shell {
         client,
         create: a.create,

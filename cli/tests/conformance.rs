@@ -1,9 +1,12 @@
-//! One conformance suite for every transport: each case below runs four
+//! One conformance suite for every transport: each case below runs eight
 //! times, once per pairing of `rmmap shell --transport C` with
 //! `rmmap serve --transport S` (tokio/tokio, mio/mio, tokio client with mio
-//! server, mio client with tokio server), as real processes over loopback.
-//! Test names are `<case>::<client>_client_<server>_server`, so
-//! `cargo test --test conformance mio_client_mio_server` runs one pairing.
+//! server, mio client with tokio server), as real processes over loopback,
+//! first in plaintext, then over TLS with tokens (`--tls-cert --tls-key
+//! --auth` on the server, `--tls-ca --token-file` on the client).
+//! Test names are `<case>::<client>_client_<server>_server[_over_tls]`, so
+//! `cargo test --test conformance mio_client_mio_server` runs one pairing
+//! both ways and `cargo test --test conformance over_tls` every TLS run.
 
 mod common;
 
@@ -16,6 +19,7 @@ use std::time::Duration;
 
 use common::history::{History, Record};
 use common::proxy::Proxy;
+use common::secure::{Credentials, credentials};
 use common::{Serve, Shell, free_addr, root};
 
 const PAGE: usize = 4096;
@@ -25,49 +29,66 @@ const PAGE: usize = 4096;
 struct Pairing {
     client: &'static str,
     server: &'static str,
+    /// TLS, and a token with full rights.
+    tls: bool,
 }
 
 impl Pairing {
     /// `rmmap serve ROOT --listen LISTEN --transport S ARGS...`
     fn serve(self, root: &Path, listen: &str, args: &[&str]) -> Serve {
+        let secure = self.secure_args(|c| c.serve_args());
         let mut all = vec!["--transport", self.server];
+        all.extend(secure.iter().map(String::as_str));
         all.extend_from_slice(args);
         Serve::start(root, listen, &all)
     }
 
     /// `rmmap shell ADDR --transport C ARGS...`
     fn shell(self, addr: &str, args: &[&str]) -> Shell {
+        let secure = self.secure_args(|c| c.client_args(&c.writer));
         let mut all = vec!["--transport", self.client];
+        all.extend(secure.iter().map(String::as_str));
         all.extend_from_slice(args);
         Shell::start(addr, &all)
     }
+
+    fn secure_args(self, f: impl FnOnce(&'static Credentials) -> Vec<String>) -> Vec<String> {
+        if self.tls {
+            f(credentials())
+        } else {
+            Vec::new()
+        }
+    }
 }
 
-/// Generates `mod <case> { #[test] fn <pairing>() }` for every pairing.
+/// Generates `mod <case> { #[test] fn <pairing>() }` for every pairing,
+/// in plaintext and over TLS.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
             use super::Pairing;
 
-            #[test]
-            fn tokio_client_tokio_server() {
-                super::within(super::$case, Pairing { client: "tokio", server: "tokio" });
-            }
+            pairings!($case:
+                tokio_client_tokio_server, tokio_client_tokio_server_over_tls = "tokio", "tokio";
+                mio_client_mio_server, mio_client_mio_server_over_tls = "mio", "mio";
+                tokio_client_mio_server, tokio_client_mio_server_over_tls = "tokio", "mio";
+                mio_client_tokio_server, mio_client_tokio_server_over_tls = "mio", "tokio";
+            );
+        }
+    )*};
+}
 
-            #[test]
-            fn mio_client_mio_server() {
-                super::within(super::$case, Pairing { client: "mio", server: "mio" });
-            }
+/// One plaintext and one TLS test per client/server pairing.
+macro_rules! pairings {
+    ($case:ident: $($plain:ident, $tls:ident = $client:literal, $server:literal;)*) => {$(
+        #[test]
+        fn $plain() {
+            super::within(super::$case, Pairing { client: $client, server: $server, tls: false });
+        }
 
-            #[test]
-            fn tokio_client_mio_server() {
-                super::within(super::$case, Pairing { client: "tokio", server: "mio" });
-            }
-
-            #[test]
-            fn mio_client_tokio_server() {
-                super::within(super::$case, Pairing { client: "mio", server: "tokio" });
-            }
+        #[test]
+        fn $tls() {
+            super::within(super::$case, Pairing { client: $client, server: $server, tls: true });
         }
     )*};
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use mio::{Registry, Token};
 use rmmap_core::client::{ClientConfig, Completion, MapOptions, MappingId, OpError, OpId};
 use rmmap_core::protocol::AtomicOp;
+use rmmap_secure::ClientTls;
 
 use crate::clock::{Clock, random_seed, until};
 use crate::event::ClientEvent;
@@ -98,6 +99,18 @@ impl EmbeddedClient {
         Self::with_seed(addr, config, registry, token, random_seed()?)
     }
 
+    /// Like [`EmbeddedClient::new`], over TLS with `tls` (the TLS handshake
+    /// runs in the same loop, without blocking).
+    pub fn with_tls(
+        addr: &str,
+        config: ClientConfig,
+        tls: ClientTls,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<Self> {
+        Self::start(addr, config, Some(tls), registry, token, random_seed()?)
+    }
+
     /// Like [`EmbeddedClient::new`], with the core's seed (reconnection
     /// jitter, nonces) given instead of drawn from the operating system: for
     /// reproducible tests.
@@ -108,9 +121,20 @@ impl EmbeddedClient {
         token: Token,
         seed: [u8; 32],
     ) -> io::Result<Self> {
+        Self::start(addr, config, None, registry, token, seed)
+    }
+
+    fn start(
+        addr: &str,
+        config: ClientConfig,
+        tls: Option<ClientTls>,
+        registry: &Registry,
+        token: Token,
+        seed: [u8; 32],
+    ) -> io::Result<Self> {
         let clock = Clock::new();
         let core = rmmap_core::client::Client::new(config, seed, clock.now());
-        let link = Link::new(addr, registry.try_clone()?, token);
+        let link = Link::new(addr, registry.try_clone()?, token).with_tls(tls);
         let mut c = EmbeddedClient {
             core,
             link,

@@ -16,6 +16,10 @@
 //!   registered in your `mio::Poll` under your token; you hand it events and
 //!   timeouts and poll its completions. The blocking [`Client`] is built on
 //!   the same link code, so both behave alike.
+//! * TLS (rustls, driven over the same non-blocking sockets): the server's
+//!   [`ServeOptions::tls`], [`Client::connect_tls`],
+//!   [`EmbeddedClient::with_tls`]. Credentials ([`Token`]) go in the
+//!   [`ClientConfig`].
 //!
 //! Time is the operating system's monotonic clock, handed to the core as
 //! nanoseconds since the moment each client or server started.
@@ -67,6 +71,7 @@ mod embedded;
 mod event;
 mod link;
 mod server;
+mod wire;
 
 pub use client::{Access, Client, Mapping};
 pub use embedded::EmbeddedClient;
@@ -75,5 +80,6 @@ pub use rmmap_core::client::{
     ClientConfig, Completion, LostWrites, MapOptions, MappingId, OpError, OpId, SessionLossReason,
 };
 pub use rmmap_core::protocol::AtomicOp;
+pub use rmmap_secure::{ClientTls, ServerTls, Token};
 pub use rmmap_store::ServerConfig;
 pub use server::{ServeError, ServeOptions, Server, ServerLoop, ShutdownHandle};

@@ -1,26 +1,31 @@
-//! The client's link to the server: at most one TCP connection at a time,
-//! registered in a mio [`Registry`] under one [`Token`], driven by the core.
+//! The client's link to the server: at most one TCP connection at a time
+//! (TLS over it when configured: see [`Wire`]), registered in a mio
+//! [`Registry`] under one [`Token`], driven by the core.
 //!
 //! Both clients are built on it: [`EmbeddedClient`](crate::EmbeddedClient)
 //! owns the core and calls it from the user's loop; the blocking
 //! [`Client`](crate::Client) calls it from its background thread with the
 //! core behind a mutex. Either way the link only moves bytes and acts on the
 //! core's events: `Connect` opens a non-blocking connection (its completion
-//! arrives as a writable event), `Disconnect` writes the last bytes the core
-//! still has and closes. Every call ends with [`Link::run`], which drains
+//! arrives as a writable event; over TLS the handshake follows, and only
+//! then does the core hear that it is connected), `Disconnect` writes the
+//! last bytes the core still has and closes. Every call ends with [`Link::run`], which drains
 //! the core until it has nothing more to say.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rmmap_core::Instant;
 use rmmap_core::client::{Client, Completion, Event, OpError, OpId};
+use rmmap_secure::ClientTls;
+use rmmap_secure::mismatch::client_handshake_io_error;
 
 use crate::event::ClientEvent;
+use crate::wire::Wire;
 
 /// Read at most this much per system call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -52,7 +57,9 @@ enum State {
         stream: TcpStream,
         rest: VecDeque<SocketAddr>,
     },
-    Open(TcpStream),
+    /// Connected; the TLS handshake is under way.
+    Handshaking(Wire),
+    Open(Wire),
 }
 
 /// One client's connection, as the core asks for it.
@@ -67,6 +74,8 @@ pub(crate) struct Link {
     inbuf: BytesMut,
     /// The socket failed; the core has not been told yet.
     broken: bool,
+    /// Connect over TLS with these settings.
+    tls: Option<ClientTls>,
 }
 
 impl Link {
@@ -81,7 +90,14 @@ impl Link {
             out: VecDeque::new(),
             inbuf: BytesMut::new(),
             broken: false,
+            tls: None,
         }
+    }
+
+    /// Connects over TLS with `tls` (plain TCP with `None`).
+    pub(crate) fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     pub(crate) fn token(&self) -> Token {
@@ -107,6 +123,7 @@ impl Link {
                     self.check_connected(core, now, out);
                 }
             }
+            State::Handshaking(_) => self.handshake(core, now, out),
             State::Open(_) => {
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.read(core, now, out);
@@ -224,10 +241,27 @@ impl Link {
                 else {
                     unreachable!("checked above")
                 };
-                self.state = State::Open(stream);
                 self.out.clear();
                 self.inbuf.clear();
-                core.handle_connected(now);
+                match &self.tls {
+                    None => {
+                        self.state = State::Open(Wire::Plain(stream));
+                        core.handle_connected(now);
+                    }
+                    Some(tls) => {
+                        let started = tls
+                            .name_for(&self.addr)
+                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+                            .and_then(|name| Wire::tls_client(stream, tls.config.clone(), name));
+                        match started {
+                            Ok(wire) => {
+                                self.state = State::Handshaking(wire);
+                                self.handshake(core, now, out);
+                            }
+                            Err(e) => self.attempt_failed(core, now, e, out),
+                        }
+                    }
+                }
             }
             Some(e) => {
                 let State::Connecting { mut stream, rest } =
@@ -238,6 +272,36 @@ impl Link {
                 let _ = self.registry.deregister(&mut stream);
                 drop(stream);
                 self.try_next(core, now, rest, Some(e), out);
+            }
+        }
+    }
+
+    /// Moves the TLS handshake on; once it is done the core is connected.
+    fn handshake(&mut self, core: &mut Client, now: Instant, out: &mut Outcome) {
+        let State::Handshaking(wire) = &mut self.state else {
+            return;
+        };
+        match wire.handshake() {
+            Ok(false) => {}
+            Ok(true) => {
+                let State::Handshaking(wire) = std::mem::replace(&mut self.state, State::Idle)
+                else {
+                    unreachable!("checked above")
+                };
+                self.state = State::Open(wire);
+                core.handle_connected(now);
+                // Plaintext that came with the end of the handshake.
+                self.read(core, now, out);
+            }
+            Err(e) => {
+                let name = self
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.name_for(&self.addr).ok())
+                    .map(|n| n.to_str().into_owned())
+                    .unwrap_or_default();
+                let e = client_handshake_io_error(e, &self.addr, &name);
+                self.attempt_failed(core, now, e, out);
             }
         }
     }
@@ -285,6 +349,11 @@ impl Link {
                 Err(_) => return self.fail(),
             }
         }
+        // TLS records still buffered (a writable event brings us back).
+        match stream.flush() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => self.fail(),
+            _ => {}
+        }
     }
 
     /// The socket failed: drop it and tell the core at the end of this run.
@@ -307,13 +376,13 @@ impl Link {
                     _ => break,
                 }
             }
-            let _ = stream.shutdown(Shutdown::Write);
+            stream.shutdown_write();
             // Unread input would make the close a reset, which can destroy
             // the bytes just written before the server reads them.
             let mut sink = [0u8; 4096];
             let mut discarded = 0;
             while discarded < DISCARD_ON_CLOSE {
-                match stream.read(&mut sink) {
+                match stream.tcp().read(&mut sink) {
                     Ok(n) if n > 0 => discarded += n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     _ => break,
@@ -327,8 +396,11 @@ impl Link {
     fn drop_socket(&mut self) {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Idle => {}
-            State::Connecting { mut stream, .. } | State::Open(mut stream) => {
+            State::Connecting { mut stream, .. } => {
                 let _ = self.registry.deregister(&mut stream);
+            }
+            State::Handshaking(mut wire) | State::Open(mut wire) => {
+                let _ = self.registry.deregister(&mut wire);
             }
         }
         self.out.clear();

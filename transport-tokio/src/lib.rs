@@ -13,6 +13,9 @@
 //!   [`memory`]).
 //! * Sockets are pluggable ([`Connector`], [`Listener`]) and only
 //!   `tokio::time` is read, so the same code runs over a simulated network.
+//! * TLS ([`tls`]) wraps any of them: [`ServeOptions::tls`] on the server,
+//!   [`TlsConnector`] on the client; credentials ([`Token`]) go in the
+//!   [`ClientConfig`].
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,6 +40,7 @@ mod clock;
 pub mod memory;
 mod net;
 mod server;
+pub mod tls;
 
 pub use client::{Access, Client, ClientConfig, ClientEvent, ConnectError, Mapping};
 #[cfg(target_os = "linux")]
@@ -44,8 +48,10 @@ pub use memory::{MemoryError, MemoryMapping, memory_support};
 pub use net::{Connector, Listener, TcpConnector};
 pub use rmmap_core::client::{LostWrites, MapOptions, MappingId, OpError, SessionLossReason};
 pub use rmmap_core::protocol::AtomicOp;
+pub use rmmap_secure::{ClientTls, ServerTls, Token};
 pub use rmmap_store::ServerConfig;
 pub use server::{ServeError, ServeOptions, Server};
+pub use tls::{TlsConnector, TlsListener};
 
 /// The README's Rust examples compile as part of the doc tests.
 #[cfg(doctest)]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 pub mod history;
 pub mod proxy;
+pub mod secure;
 
 pub fn rmmap() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rmmap"))

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use mio::{Poll, Token, Waker};
 use rmmap_core::client::{ClientConfig, Completion, MapOptions, OpError, OpId};
+use rmmap_secure::ClientTls;
 
 pub use mapping::Mapping;
 pub use rmmap_core::client::Access;
@@ -153,12 +154,36 @@ impl Client {
         Self::connect_seeded(addr, config, seed)
     }
 
+    /// Like [`Client::connect`], over TLS with `tls`: the server's
+    /// certificate must come from an authority `tls` trusts and carry its
+    /// name (by default the host part of `addr`).
+    pub fn connect_tls(
+        addr: &str,
+        config: ClientConfig,
+        tls: ClientTls,
+    ) -> Result<Client, ConnectError> {
+        let seed = random_seed().map_err(|source| ConnectError::Io {
+            addr: addr.to_owned(),
+            source,
+        })?;
+        Self::start(addr, config, Some(tls), seed)
+    }
+
     /// Like [`Client::connect`], with the core's seed (reconnection jitter,
     /// nonces) given instead of drawn from the operating system: for
     /// reproducible tests. Production code should not use it.
     pub fn connect_seeded(
         addr: &str,
         config: ClientConfig,
+        seed: [u8; 32],
+    ) -> Result<Client, ConnectError> {
+        Self::start(addr, config, None, seed)
+    }
+
+    fn start(
+        addr: &str,
+        config: ClientConfig,
+        tls: Option<ClientTls>,
         seed: [u8; 32],
     ) -> Result<Client, ConnectError> {
         let io_err = |source| ConnectError::Io {
@@ -168,7 +193,7 @@ impl Client {
         let poll = Poll::new().map_err(io_err)?;
         let waker = Waker::new(poll.registry(), WAKE).map_err(io_err)?;
         let registry = poll.registry().try_clone().map_err(io_err)?;
-        let link = Link::new(addr, registry, SOCKET);
+        let link = Link::new(addr, registry, SOCKET).with_tls(tls);
         let clock = Clock::new();
         let core = rmmap_core::client::Client::new(config, seed, clock.now());
         let shared = Arc::new(Shared {

@@ -5,18 +5,18 @@
 //! dropped), closes.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rmmap_core::server::{ConnId, InputStatus, Server as Core, ServerEvent};
 use rmmap_core::store::Store;
 
 use crate::clock::Clock;
 use crate::link::{advance, write_some};
+use crate::wire::Wire;
 
 /// Read at most this much per system call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -44,7 +44,7 @@ pub(super) fn conn_of(token: Token) -> ConnId {
 }
 
 struct Slot {
-    stream: TcpStream,
+    stream: Wire,
     /// Bytes read but not yet taken by the core (a partial frame, or input
     /// held back while paused).
     inbox: BytesMut,
@@ -150,7 +150,7 @@ impl<S: Store> Conns<S> {
     }
 
     /// A new connection was accepted.
-    pub(super) fn open(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    pub(super) fn open(&mut self, mut stream: Wire, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let conn = self.core.handle_connect(self.clock.now());
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -287,6 +287,16 @@ impl<S: Store> Conns<S> {
                     slot.out.push_back(b);
                 }
                 if slot.out.is_empty() {
+                    // TLS records still buffered go out first.
+                    match slot.stream.flush() {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            slot.stalled_since
+                                .get_or_insert_with(std::time::Instant::now);
+                            return;
+                        }
+                        Err(_) => return self.gone(conn),
+                    }
                     if slot.closing.is_some() {
                         self.finish_close(conn);
                     }
@@ -318,12 +328,12 @@ impl<S: Store> Conns<S> {
     /// Everything was written: shut the socket down and forget it.
     fn finish_close(&mut self, conn: ConnId) {
         if let Some(slot) = self.slots.get_mut(&conn) {
-            let _ = slot.stream.shutdown(Shutdown::Write);
+            slot.stream.shutdown_write();
             // Unread input would make the close a reset, which can destroy
             // the last bytes before the client reads them.
             let mut sink = [0u8; 4096];
             for _ in 0..64 {
-                match slot.stream.read(&mut sink) {
+                match slot.stream.tcp().read(&mut sink) {
                     Ok(n) if n > 0 => {}
                     _ => break,
                 }

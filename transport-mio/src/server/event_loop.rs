@@ -14,6 +14,7 @@ use rmmap_store::FsStore;
 use super::conns::{Conns, conn_of};
 use super::{Control, ServeError, ServeOptions, ShutdownHandle};
 use crate::clock::{Clock, random_seed, until};
+use crate::wire::Wire;
 
 pub(super) const LISTENER: Token = Token(0);
 pub(super) const WAKER: Token = Token(1);
@@ -218,7 +219,11 @@ impl<S: Store> ServerLoop<S> {
                         );
                         self.accept_failures = 0;
                     }
-                    self.conns.open(stream, peer)
+                    let tls = self.options.tls.as_ref().map(|t| &t.config);
+                    match Wire::accepted(stream, tls) {
+                        Ok(wire) => self.conns.open(wire, peer),
+                        Err(e) => tracing::warn!(error = %e, "cannot start TLS on a connection"),
+                    }
                 }
                 Err(e) if e.kind() == WouldBlock => break,
                 // Only that connection failed (reset before we took it).

@@ -51,6 +51,9 @@ pub struct ServeOptions {
     /// draws it from the operating system. Never reuse a seed across runs in
     /// production: a restarted server must get a new epoch.
     pub seed: Option<[u8; 32]>,
+    /// Serve TLS with these settings (rustls over the same non-blocking
+    /// sockets, in the same loop). Default `None`: plaintext.
+    pub tls: Option<rmmap_secure::ServerTls>,
 }
 
 impl Default for ServeOptions {
@@ -60,6 +63,7 @@ impl Default for ServeOptions {
             max_connections: 4096,
             write_timeout: None,
             seed: None,
+            tls: None,
         }
     }
 }

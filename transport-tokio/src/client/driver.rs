@@ -61,6 +61,9 @@ pub(super) async fn run<C: Connector>(
     let mut out: VecDeque<Bytes> = VecDeque::new();
     let mut inbuf = BytesMut::new();
     let mut close_op: Option<OpId> = None;
+    // Bytes were written since the last flush: a stream that buffers (TLS)
+    // may still hold some.
+    let mut unflushed = false;
 
     let stopped = loop {
         // ---- drain the core ----
@@ -97,6 +100,7 @@ pub(super) async fn run<C: Connector>(
             connecting = None;
             out.clear();
             inbuf.clear();
+            unflushed = false;
         } else {
             out.extend(last);
         }
@@ -121,6 +125,7 @@ pub(super) async fn run<C: Connector>(
             conn = None;
             out.clear();
             inbuf.clear();
+            unflushed = false;
             let (c, a) = (connector.clone(), addr.clone());
             connecting = Some(Box::pin(async move { c.connect(&a).await }));
         }
@@ -133,7 +138,7 @@ pub(super) async fn run<C: Connector>(
             }
         };
         let connected = conn.is_some();
-        let want_write = connected && !out.is_empty();
+        let want_write = connected && (!out.is_empty() || unflushed);
         if inbuf.capacity() - inbuf.len() < READ_CHUNK / 4 {
             inbuf.reserve(READ_CHUNK);
         }
@@ -151,8 +156,9 @@ pub(super) async fn run<C: Connector>(
             biased;
             _ = timer => Step::Timeout,
             r = write_some(write, &out), if want_write => match r {
-                Ok(0) | Err(_) => Step::Lost,
-                Ok(n) => Step::Wrote(n),
+                Ok(None) => Step::Flushed,
+                Ok(Some(0)) | Err(_) => Step::Lost,
+                Ok(Some(n)) => Step::Wrote(n),
             },
             r = async { read.expect("armed only when connected").read_buf(&mut inbuf).await }, if connected => {
                 match r {
@@ -171,11 +177,16 @@ pub(super) async fn run<C: Connector>(
         tracing::trace!(step = step.name(), "client driver");
         match step {
             Step::Input => shared.lock().client.handle_input(now, &mut inbuf),
-            Step::Wrote(n) => advance(&mut out, n),
+            Step::Wrote(n) => {
+                advance(&mut out, n);
+                unflushed = true;
+            }
+            Step::Flushed => unflushed = false,
             Step::Lost => {
                 conn = None;
                 out.clear();
                 inbuf.clear();
+                unflushed = false;
                 if let Some(tx) = first.take() {
                     let reason = "the server closed the connection during the handshake".to_owned();
                     let _ = tx.send(Err(ConnectError::Handshake {
@@ -220,6 +231,7 @@ impl<S> Step<S> {
         match self {
             Step::Input => "input",
             Step::Wrote(_) => "wrote",
+            Step::Flushed => "flushed",
             Step::Lost => "lost",
             Step::Opened(_) => "opened",
             Step::Woken => "woken",
@@ -231,6 +243,7 @@ impl<S> Step<S> {
 enum Step<S> {
     Input,
     Wrote(usize),
+    Flushed,
     Lost,
     Opened(io::Result<S>),
     Woken,
@@ -303,17 +316,22 @@ fn route(shared: &Shared, completed: Vec<(OpId, Result<Completion, OpError>)>) {
     }
 }
 
+/// Writes from the front of the queue (`Some(n)`), or flushes when the
+/// queue is empty (`None`).
 async fn write_some<W: AsyncWrite + Unpin>(
     w: Option<&mut W>,
     out: &VecDeque<Bytes>,
-) -> io::Result<usize> {
+) -> io::Result<Option<usize>> {
     let w = w.expect("armed only when connected");
+    if out.is_empty() {
+        return w.flush().await.map(|()| None);
+    }
     let slices: Vec<IoSlice<'_>> = out
         .iter()
         .take(MAX_IOVECS)
         .map(|b| IoSlice::new(b))
         .collect();
-    w.write_vectored(&slices).await
+    w.write_vectored(&slices).await.map(Some)
 }
 
 async fn final_flush<W: AsyncWrite + Unpin>(mut w: W, chunks: VecDeque<Bytes>) {

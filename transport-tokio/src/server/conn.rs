@@ -172,6 +172,15 @@ async fn write_loop<S: AsyncWrite>(
                 }
             }
         }
+        // A stream that buffers (TLS) may hold the batch's last bytes until
+        // flushed; plain TCP flushes at once.
+        if !matches!(
+            tokio::time::timeout(write_timeout, writer.flush()).await,
+            Ok(Ok(()))
+        ) {
+            let _ = to_core.send(ToCore::Gone(conn)).await;
+            return;
+        }
         if to_core.send(ToCore::Drained(conn)).await.is_err() {
             break;
         }

@@ -49,6 +49,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::{Clock, random_seed};
 use crate::net::Listener;
+use crate::tls::TlsListener;
 
 /// How the server runs (as opposed to what it serves).
 #[derive(Clone, Debug)]
@@ -70,6 +71,9 @@ pub struct ServeOptions {
     /// reproducible. Never reuse a seed across runs in production: a
     /// restarted server must get a new epoch.
     pub seed: Option<[u8; 32]>,
+    /// Serve TLS with these settings, over whatever listener is given (see
+    /// [`TlsListener`]). Default `None`: plaintext.
+    pub tls: Option<rmmap_secure::ServerTls>,
 }
 
 impl Default for ServeOptions {
@@ -80,6 +84,7 @@ impl Default for ServeOptions {
             max_connections: 4096,
             write_timeout: None,
             seed: None,
+            tls: None,
         }
     }
 }
@@ -149,8 +154,9 @@ impl Server {
         Self::serve(listener, config.core, store, options)
     }
 
-    /// Serves `store` to connections from any [`Listener`]. Must be called
-    /// within a Tokio runtime: the connection tasks are spawned on it.
+    /// Serves `store` to connections from any [`Listener`], over TLS when
+    /// `options.tls` is set. Must be called within a Tokio runtime: the
+    /// connection tasks are spawned on it.
     pub fn serve<L, S>(
         listener: L,
         config: rmmap_core::server::ServerConfig,
@@ -172,12 +178,14 @@ impl Server {
         let (to_core, from_conns) = mpsc::channel(1024);
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
-        let accept = tokio::spawn(conn::accept_loop(
-            listener,
-            to_core,
-            options.max_connections,
-            write_timeout,
-        ));
+        let max = options.max_connections;
+        let accept = match options.tls {
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls).map_err(ServeError::Start)?;
+                tokio::spawn(conn::accept_loop(listener, to_core, max, write_timeout))
+            }
+            None => tokio::spawn(conn::accept_loop(listener, to_core, max, write_timeout)),
+        };
         let task = core_task::CoreTask::new(
             core,
             clock,
