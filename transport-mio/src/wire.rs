@@ -34,6 +34,10 @@ use rmmap_secure::mismatch::{plaintext_refusal, starts_tls};
 use rmmap_secure::rustls;
 use rmmap_secure::rustls::pki_types::ServerName;
 
+/// A refused plaintext client is dropped once it has sent this much more:
+/// a real rmmap client sends a `Hello` (at most 4 KiB) and perhaps a `Ping`.
+const MAX_DISCARD: usize = 64 * 1024;
+
 /// A connection's byte stream.
 pub(crate) enum Wire {
     /// Plain TCP.
@@ -50,6 +54,8 @@ pub(crate) struct Tls {
     sniff: bool,
     /// A plaintext client was refused: discard its input until it closes.
     refused: bool,
+    /// Bytes discarded since the refusal.
+    discarded: usize,
 }
 
 impl Wire {
@@ -65,6 +71,7 @@ impl Wire {
             conn: conn.into(),
             sniff: false,
             refused: false,
+            discarded: 0,
         })))
     }
 
@@ -82,6 +89,7 @@ impl Wire {
             conn: conn.into(),
             sniff: true,
             refused: false,
+            discarded: 0,
         })))
     }
 
@@ -177,13 +185,7 @@ impl Tls {
             self.sniff()?;
         }
         if self.refused {
-            let mut sink = [0u8; 4096];
-            loop {
-                match self.tcp.read(&mut sink)? {
-                    0 => return Ok(0),
-                    _ => continue,
-                }
-            }
+            return self.discard();
         }
         let mut eof = false;
         loop {
@@ -201,6 +203,24 @@ impl Tls {
                 Err(e) => return Err(e),
             }
             self.process()?;
+        }
+    }
+
+    /// Discards one chunk of a refused client's input. `Interrupted` after
+    /// a chunk, so the server's read loop counts it against the connection's
+    /// share of the turn; `Ok(0)` (closing) at the end of the stream or past
+    /// [`MAX_DISCARD`].
+    fn discard(&mut self) -> io::Result<usize> {
+        let mut sink = [0u8; 4096];
+        match self.tcp.read(&mut sink)? {
+            0 => Ok(0),
+            n => {
+                self.discarded += n;
+                if self.discarded > MAX_DISCARD {
+                    return Ok(0);
+                }
+                Err(io::ErrorKind::Interrupted.into())
+            }
         }
     }
 

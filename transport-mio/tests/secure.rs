@@ -237,6 +237,30 @@ fn a_plaintext_client_of_a_tls_server_hears_that_it_expects_tls() {
 }
 
 #[test]
+fn a_plaintext_flood_at_a_tls_server_is_cut_off_and_starves_no_one() {
+    use std::io::Write;
+    let site = Site::start(true, true);
+    let mut raw = std::net::TcpStream::connect(&site.addr).unwrap();
+    raw.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    let started = Instant::now();
+    let cut = loop {
+        if started.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+        if raw.write(&chunk).is_err() {
+            break true;
+        }
+    };
+    assert!(cut, "the server kept taking plaintext for 10 s");
+    // The one loop thread still serves everyone else.
+    let c = site.connect(Some(("reader", RO))).unwrap();
+    let m = c.map("f", 0..8192, Access::ReadOnly).unwrap();
+    assert_eq!(&m.read_bytes(0, 2).unwrap()[..], &[7, 7]);
+    c.close().unwrap();
+}
+
+#[test]
 fn a_tls_client_of_a_plaintext_server_hears_that_it_does_not_speak_tls() {
     let site = Site::start(false, true);
     let started = Instant::now();
