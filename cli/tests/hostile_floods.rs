@@ -5,6 +5,9 @@
 //! connections opened and left silent, more silent connections than the
 //! handshake limit, and a server that runs out of file descriptors. The
 //! bystander keeps working throughout.
+//!
+//! Linux only: the server is observed through /proc.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod hostile_common;

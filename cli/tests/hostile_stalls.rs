@@ -5,6 +5,9 @@
 //! recall. Each is closed within about one lease (or the handshake timeout),
 //! writers waiting on them proceed, nothing else is held up, and the
 //! bystander keeps its data. Leases are 1 s.
+//!
+//! Linux only: the server is observed through /proc.
+#![cfg(target_os = "linux")]
 
 #[macro_use]
 mod hostile_common;
