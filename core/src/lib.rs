@@ -74,7 +74,7 @@
 //! assert!(matches!(mapped, Some(Ok(Completion::Mapped { file_len: 8192, .. }))));
 //! ```
 //!
-//! [`harness::Cluster`](crate::harness) (feature `harness`) runs one server
+//! `harness::Cluster` (feature `harness`) runs one server
 //! and many clients this way in virtual time, with hooks to delay, drop,
 //! duplicate and cut.
 //!

@@ -109,7 +109,7 @@ impl Client {
     }
 
     /// A page fault on page `index` (from the start of the mapping) of a
-    /// memory mapping. Completes with [`Completion::FaultResolved`] once the
+    /// memory mapping. Completes with [`Completion::FaultResolved`](super::Completion::FaultResolved) once the
     /// page is in memory in the state the access needs (write-protected for
     /// reads, so that a later write faults again).
     pub fn memory_fault(
