@@ -50,6 +50,9 @@ pub enum StoreError {
     /// The path names a directory or something else that is not a file.
     #[error("not a regular file: {0}")]
     NotAFile(String),
+    /// The file system refused the name itself (a component too long, ...).
+    #[error("bad name: {0}")]
+    BadName(String),
     /// A write to a store or file that is read-only.
     #[error("read-only: {0}")]
     ReadOnly(String),

@@ -361,7 +361,7 @@ fn map_err(path: &str, e: io::Error) -> StoreError {
             Some(libc::EXDEV) => {
                 StoreError::Denied(format!("{path} leads outside the export root"))
             }
-            Some(libc::ENAMETOOLONG) => StoreError::NotFound(format!(
+            Some(libc::ENAMETOOLONG) => StoreError::BadName(format!(
                 "{path}: the name is too long for the server's file system"
             )),
             _ => StoreError::Io(format!("{path}: {e}")),

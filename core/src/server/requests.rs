@@ -221,6 +221,7 @@ impl<S: Store> Server<S> {
 pub(super) fn store_failure(path: &ExportPath, e: StoreError) -> Failure {
     let code = match e {
         StoreError::NotFound(_) => ErrorCode::NotFound,
+        StoreError::BadName(_) => ErrorCode::BadPath,
         StoreError::Denied(_) => ErrorCode::Denied,
         StoreError::NotAFile(_) => ErrorCode::NotAFile,
         StoreError::ReadOnly(_) => ErrorCode::ReadOnly,
@@ -228,6 +229,7 @@ pub(super) fn store_failure(path: &ExportPath, e: StoreError) -> Failure {
     };
     let detail = match &e {
         StoreError::NotFound(_) => format!("no such file: {path}"),
+        StoreError::BadName(d) => d.clone(),
         other => format!("{path}: {other}"),
     };
     Failure::new(code, detail)
