@@ -143,7 +143,8 @@ pub(crate) fn main(args: &Args) -> ExitCode {
         "{done} network-level seeds from {} in {secs:.1} s: {:.2} seeds/s, {ops} operations checked ({:.0}/s), \
          {:.0} s of virtual time; faults: {} applied ({} partitions, {} one-way, {} holds, {} longer than the lease, \
          {} latency changes, {} client crashes ({} after unsynced writes), {} server restarts of which {} lost unsynced data); \
-         {} sessions lost, {} handshakes ({} first handshakes cut); {} failing seed(s){}",
+         {} sessions lost, {} handshakes ({} first handshakes cut); settled at most {:.1} s after the faults stopped; \
+         {} failing seed(s){}",
         args.start,
         done as f64 / secs,
         ops as f64 / secs,
@@ -161,6 +162,7 @@ pub(crate) fn main(args: &Args) -> ExitCode {
         stats.sessions_lost,
         stats.connects,
         stats.handshakes_cut,
+        stats.settle.as_secs_f64(),
         failed.len(),
         if failed.is_empty() {
             String::new()

@@ -187,9 +187,11 @@ impl Controller<'_> {
             }
         }
         self.heal(sim);
+        let healed = sim.elapsed();
         if !self.settle(sim, "after the faults stopped") {
             return;
         }
+        self.lab.borrow_mut().stats.settle = sim.elapsed() - healed;
         let files = self.lab.borrow().layout.pages.len();
         for h in 0..self.hosts_up.len() {
             for file in 0..files {

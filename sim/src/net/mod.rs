@@ -102,6 +102,10 @@ pub struct NetStats {
     /// First connections of a client process whose connection opened but
     /// whose handshake failed (cut by a fault, then timed out).
     pub handshakes_cut: u64,
+    /// How long the clients took to settle once the faults stopped (all
+    /// connected, every file mapped, nothing pending); over many runs, the
+    /// longest.
+    pub settle: Duration,
     /// turmoil steps.
     pub steps: u64,
     /// Virtual time simulated.
@@ -134,6 +138,7 @@ impl NetStats {
         self.sessions_lost += o.sessions_lost;
         self.connects += o.connects;
         self.handshakes_cut += o.handshakes_cut;
+        self.settle = self.settle.max(o.settle);
         self.steps += o.steps;
         self.virtual_time += o.virtual_time;
     }
