@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 
 use super::{ClientEvent, ConnectError, Inner, Shared};
-use crate::net::{Connector, advance};
+use crate::net::{Connector, advance, reserve_for_frame};
 
 /// How long the last bytes for a closed connection (a `Bye`) may take.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
@@ -139,9 +139,7 @@ pub(super) async fn run<C: Connector>(
         };
         let connected = conn.is_some();
         let want_write = connected && (!out.is_empty() || unflushed);
-        if inbuf.capacity() - inbuf.len() < READ_CHUNK / 4 {
-            inbuf.reserve(READ_CHUNK);
-        }
+        reserve_for_frame(&mut inbuf, READ_CHUNK);
         let (read, write) = match conn.as_mut() {
             Some(c) => (Some(&mut c.reader), Some(&mut c.writer)),
             None => (None, None),
