@@ -313,7 +313,8 @@ impl Link {
                 return;
             };
             let start = self.inbuf.len();
-            self.inbuf.resize(start + READ_CHUNK, 0);
+            self.inbuf
+                .resize(start + frame_room(&self.inbuf, READ_CHUNK), 0);
             let r = stream.read(&mut self.inbuf[start..]);
             let n = *r.as_ref().unwrap_or(&0);
             self.inbuf.truncate(start + n);
@@ -424,6 +425,26 @@ pub(crate) fn write_some(w: &mut impl Write, out: &VecDeque<Bytes>) -> io::Resul
     w.write_vectored(&slices)
 }
 
+/// The largest frame [`frame_room`] makes room for at once; a larger one
+/// (which the core refuses anyway) is read a chunk at a time.
+const ROOM_MAX: usize = 16 << 20;
+
+/// How much the next read into `buf` should ask for: `chunk`, or, when `buf`
+/// starts with a frame's length prefix (the core takes whole frames off the
+/// front, so it starts at a frame boundary), the rest of that frame if
+/// larger. A large frame (a 1 MiB `Pages`) then lands in one allocation
+/// instead of being copied into a bigger one after every 64 KiB read, which
+/// is quadratic: about 8 MiB of copying per MiB received.
+pub(crate) fn frame_room(buf: &[u8], chunk: usize) -> usize {
+    match buf.get(..4) {
+        Some(h) => {
+            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            (len.min(ROOM_MAX) + 4).saturating_sub(buf.len()).max(chunk)
+        }
+        None => chunk,
+    }
+}
+
 /// Drops the first `n` bytes of the queue.
 pub(crate) fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
     while n > 0 {
@@ -435,5 +456,19 @@ pub(crate) fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
             front.advance(n);
             n = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_frame_is_read_into_one_buffer() {
+        let mut b = (1u32 << 20).to_be_bytes().to_vec();
+        b.extend_from_slice(&[0; 100]);
+        assert_eq!(frame_room(&b, 65536), (1 << 20) + 4 - b.len());
+        assert_eq!(frame_room(&[], 65536), 65536);
+        assert_eq!(frame_room(&8u32.to_be_bytes(), 65536), 65536);
     }
 }
