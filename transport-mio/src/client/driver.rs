@@ -1,11 +1,12 @@
 //! The blocking client's IO thread: a socket, a timer, a waker, a loop.
 //!
-//! Each turn, under the lock, it lets time pass if a deadline is due, has
-//! the [`Link`] drain the core (connect, disconnect, write), and notes the
-//! next deadline; then, without the lock, it hands completions to their
-//! waiters and events to the watchers; then it sleeps in `Poll::poll` until
-//! the socket is ready, the deadline passes or a handle wakes it; then it
-//! feeds the core what the socket had (under the lock again).
+//! Each turn, under the lock (once per turn), it feeds the core what the
+//! socket had, lets time pass if a deadline is due, has the [`Link`] drain
+//! the core (connect, disconnect, write), takes the waiters of what
+//! completed, and notes the next deadline; then, without the lock, it hands
+//! completions to their waiters and events to the watchers; then it sleeps
+//! in `Poll::poll` until the socket is ready, the deadline passes or a
+//! handle wakes it.
 
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
@@ -13,7 +14,7 @@ use std::sync::mpsc::SyncSender;
 use mio::{Events, Poll};
 use rmmap_core::client::{Completion, OpId};
 
-use super::{SOCKET, Shared};
+use super::{SOCKET, Shared, Waiter};
 use crate::clock::until;
 use crate::event::{ClientEvent, ConnectError};
 use crate::link::{Link, Outcome};
@@ -48,11 +49,18 @@ impl Driver {
         let mut events = Events::with_capacity(64);
         let mut out = Outcome::default();
         let stopped = loop {
-            // ---- drain the core ----
-            let deadline = {
+            // ---- one locked turn: feed, drain, note the deadline ----
+            // Everything that needs the core happens under one lock per
+            // turn, and the waiters of what completed are taken out in the
+            // same turn: a woken caller then finds the lock free instead of
+            // contending with this thread (which costs context switches).
+            let (deadline, waiters) = {
                 let shared = self.shared.clone();
                 let mut g = shared.lock();
                 let now = shared.now();
+                for ev in events.iter().filter(|e| e.token() == SOCKET) {
+                    self.link.handle_event(&mut g.client, now, ev, &mut out);
+                }
                 if g.abandoned && self.close_op.is_none() && g.stopped.is_none() {
                     match g.client.close(now) {
                         Ok(op) => self.close_op = Some(op),
@@ -63,26 +71,25 @@ impl Driver {
                     g.client.handle_timeout(now);
                 }
                 self.link.run(&mut g.client, now, &mut out);
-                g.client.poll_timeout().map(|t| shared.clock.deadline(t))
+                let waiters: Vec<Option<Waiter>> = out
+                    .completed
+                    .iter()
+                    .map(|(op, _)| g.waiters.remove(op))
+                    .collect();
+                let deadline = g.client.poll_timeout().map(|t| shared.clock.deadline(t));
+                (deadline, waiters)
             };
-            if let Some(why) = self.act(std::mem::take(&mut out)) {
+            if let Some(why) = self.act(std::mem::take(&mut out), waiters) {
                 break why;
             }
 
             // ---- wait ----
             if let Err(e) = self.poll.poll(&mut events, until(deadline)) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
+                    events.clear();
                     continue;
                 }
                 break format!("the client's poll failed: {e}");
-            }
-
-            // ---- feed the core ----
-            let shared = self.shared.clone();
-            let mut g = shared.lock();
-            let now = shared.now();
-            for ev in events.iter().filter(|e| e.token() == SOCKET) {
-                self.link.handle_event(&mut g.client, now, ev, &mut out);
             }
         };
         // Fail everything still waiting, and everything that comes later.
@@ -91,8 +98,9 @@ impl Driver {
         g.waiters.clear();
     }
 
-    /// Routes completions and events; returns why to stop, if so.
-    fn act(&mut self, out: Outcome) -> Option<String> {
+    /// Routes completions (to `waiters`, taken in the same order under the
+    /// lock) and events; returns why to stop, if so.
+    fn act(&mut self, out: Outcome, waiters: Vec<Option<Waiter>>) -> Option<String> {
         let mut stop = None;
         for (op, result) in &out.completed {
             if Some(*op) == self.close_op || matches!(result, Ok(Completion::Closed)) {
@@ -102,12 +110,9 @@ impl Driver {
                 });
             }
         }
-        if !out.completed.is_empty() {
-            let mut g = self.shared.lock();
-            for (op, result) in out.completed {
-                if let Some(tx) = g.waiters.remove(&op) {
-                    let _ = tx.send(result);
-                }
+        for ((_, result), tx) in out.completed.into_iter().zip(waiters) {
+            if let Some(tx) = tx {
+                let _ = tx.send(result);
             }
         }
         let mut first: Option<Result<(), ConnectError>> = None;
