@@ -72,6 +72,9 @@ pub(crate) struct Link {
     out: VecDeque<Bytes>,
     /// Bytes read, not yet taken by the core (a partial frame).
     inbuf: BytesMut,
+    /// Where small reads land before they are appended to `inbuf`
+    /// (allocated at the first read).
+    scratch: Option<Vec<u8>>,
     /// The socket failed; the core has not been told yet.
     broken: bool,
     /// Connect over TLS with these settings.
@@ -89,6 +92,7 @@ impl Link {
             state: State::Idle,
             out: VecDeque::new(),
             inbuf: BytesMut::new(),
+            scratch: None,
             broken: false,
             tls: None,
         }
@@ -312,12 +316,27 @@ impl Link {
             let State::Open(stream) = &mut self.state else {
                 return;
             };
-            let start = self.inbuf.len();
-            self.inbuf
-                .resize(start + frame_room(&self.inbuf, READ_CHUNK), 0);
-            let r = stream.read(&mut self.inbuf[start..]);
-            let n = *r.as_ref().unwrap_or(&0);
-            self.inbuf.truncate(start + n);
+            let room = frame_room(&self.inbuf, READ_CHUNK);
+            let r = if room > READ_CHUNK {
+                // The rest of a large frame: straight into the buffer (one
+                // zero-fill of the frame, no second copy).
+                let start = self.inbuf.len();
+                self.inbuf.resize(start + room, 0);
+                let r = stream.read(&mut self.inbuf[start..]);
+                self.inbuf.truncate(start + *r.as_ref().unwrap_or(&0));
+                r
+            } else {
+                // Small reads go through a reused scratch buffer: zero-filling
+                // a fresh 64 KiB of `inbuf` for every 4 KiB reply (the core
+                // keeps the pages it decodes, so the buffer is rarely reused)
+                // cost more, in memset and page faults, than copying what came.
+                let scratch = self.scratch.get_or_insert_with(|| vec![0; READ_CHUNK]);
+                let r = stream.read(scratch);
+                if let Ok(n) = r {
+                    self.inbuf.extend_from_slice(&scratch[..n]);
+                }
+                r
+            };
             match r {
                 Ok(0) => return self.fail(),
                 Ok(_) => {
