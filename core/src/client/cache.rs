@@ -44,11 +44,30 @@ impl PageData {
         !matches!(self, PageData::None)
     }
 
+    /// The bytes as `Bytes` without copying: an owned buffer is frozen (the
+    /// page keeps the frozen bytes; a later write copies them once).
+    pub(crate) fn freeze(&mut self) -> Bytes {
+        match std::mem::replace(self, PageData::None) {
+            PageData::Owned(b) => {
+                let b = b.freeze();
+                *self = PageData::Shared(b.clone());
+                b
+            }
+            PageData::Shared(b) => {
+                *self = PageData::Shared(b.clone());
+                b
+            }
+            PageData::None => Bytes::new(),
+        }
+    }
+
     /// A mutable buffer, copying shared bytes once.
     pub(crate) fn make_mut(&mut self, page_size: usize) -> &mut BytesMut {
         if !matches!(self, PageData::Owned(_)) {
             let b = match std::mem::replace(self, PageData::None) {
-                PageData::Shared(b) => BytesMut::from(&b[..]),
+                // No copy when nobody else holds the bytes (a write-back
+                // that carried them has been acknowledged and dropped).
+                PageData::Shared(b) => b.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..])),
                 _ => BytesMut::zeroed(page_size),
             };
             *self = PageData::Owned(b);

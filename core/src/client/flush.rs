@@ -3,42 +3,64 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
-
 use crate::Instant;
 use crate::protocol::{Message, PageNo, PagePatch, Release, ReqId, WireMappingId, WriteBack};
 
 use super::cache::{FileId, PageState};
 use super::{Client, MappingId, MappingStatus, OpId, ReqKind};
 
+/// Patches on their way to one mapping's write-back.
+struct Batch {
+    wire: WireMappingId,
+    patches: Vec<PagePatch>,
+    bytes: usize,
+    /// The lowest index in the page list among these patches.
+    first: usize,
+}
+
 impl Client {
-    /// Sends write-backs for `pages` that are still dirty. Returns false if
-    /// the request window filled up first (the op waits for room).
+    /// Sends write-backs for the pages of `pages[*cursor..]` that are still
+    /// dirty, and moves `cursor` past every page handled, so that repeated
+    /// calls (one per acknowledgement, while an operation waits) do work in
+    /// proportion to what is left, not to the whole list. Returns false if the
+    /// request window filled up first (the op waits for room).
     pub(crate) fn flush_pages(
         &mut self,
         id: Option<OpId>,
         file: FileId,
         pages: &[PageNo],
+        cursor: &mut usize,
         writebacks: &mut BTreeSet<ReqId>,
     ) -> bool {
         let ps = self.params.as_ref().expect("mapped").page_size;
         let budget =
             (self.params.as_ref().expect("mapped").max_frame as usize / 2).max(ps as usize + 64);
-        // Batches per mapping: patches must lie inside the mapping they name.
-        let mut batches: std::collections::BTreeMap<
-            MappingId,
-            (WireMappingId, Vec<PagePatch>, usize),
-        > = Default::default();
+        // Batches per mapping (patches must lie inside the mapping they
+        // name), each with the lowest index of `pages` it holds.
+        let mut batches: std::collections::BTreeMap<MappingId, Batch> = Default::default();
         let mut complete = true;
-        let mut i = 0;
+        let mut i = *cursor;
         while i < pages.len() {
+            // Send full batches first; without room, stop before this page.
+            let full: Vec<MappingId> = batches
+                .iter()
+                .filter(|(_, b)| b.bytes >= budget || b.patches.len() >= 4096)
+                .map(|(m, _)| *m)
+                .collect();
+            for m in full {
+                if !self.request_room() {
+                    complete = false;
+                    break;
+                }
+                let b = batches.remove(&m).expect("listed");
+                writebacks.insert(self.send_write_back(id, file, m, b.wire, b.patches));
+            }
+            if !complete {
+                break;
+            }
             let p = pages[i];
             self.capture_page(file, p);
-            let Some(pg) = self.files[&file].pages.get(&p) else {
-                i += 1;
-                continue;
-            };
-            let Some((lo, hi)) = pg.dirty else {
+            let Some((lo, hi)) = self.files[&file].pages.get(&p).and_then(|pg| pg.dirty) else {
                 i += 1;
                 continue;
             };
@@ -50,51 +72,43 @@ impl Client {
                 .pages
                 .get_mut(&p)
                 .expect("present");
-            let data = pg.data.as_slice().expect("dirty pages have data");
+            // The page's buffer becomes shared with the write-back, not
+            // copied; a later write to the page copies it once (copy on write).
+            let data = pg.data.freeze();
             for (m, wire, off, len) in &pieces {
                 let patch = PagePatch {
                     page: p,
                     offset: *off,
-                    data: Bytes::copy_from_slice(&data[*off as usize..(*off + *len) as usize]),
+                    data: data.slice(*off as usize..(*off + *len) as usize),
                 };
-                let e = batches.entry(*m).or_insert_with(|| (*wire, Vec::new(), 0));
-                e.2 += patch.data.len() + 16;
-                e.1.push(patch);
+                let e = batches.entry(*m).or_insert_with(|| Batch {
+                    wire: *wire,
+                    patches: Vec::new(),
+                    bytes: 0,
+                    first: i,
+                });
+                e.bytes += patch.data.len() + 16;
+                e.patches.push(patch);
             }
             pg.dirty = None;
             i += 1;
-            // Emit full batches.
-            let full: Vec<MappingId> = batches
-                .iter()
-                .filter(|(_, b)| b.2 >= budget || b.1.len() >= 4096)
-                .map(|(m, _)| *m)
-                .collect();
-            for m in full {
-                if !self.request_room() {
-                    complete = false;
-                    break;
-                }
-                let (wire, patches, _) = batches.remove(&m).expect("listed");
-                writebacks.insert(self.send_write_back(id, file, m, wire, patches));
-            }
-            if !complete {
-                break;
-            }
         }
-        for (m, (wire, patches, _)) in std::mem::take(&mut batches) {
+        let mut resume = i;
+        for (m, b) in std::mem::take(&mut batches) {
             if !self.request_room() {
                 // Put the data back as dirty; it goes out when there is room.
                 complete = false;
+                resume = resume.min(b.first);
                 let f = self.files.get_mut(&file).expect("mapped");
-                for pt in patches {
+                for pt in b.patches {
                     let pg = f.page(pt.page);
                     pg.mark_dirty(pt.offset, pt.offset + pt.data.len() as u32);
                 }
-                let _ = m;
                 continue;
             }
-            writebacks.insert(self.send_write_back(id, file, m, wire, patches));
+            writebacks.insert(self.send_write_back(id, file, m, b.wire, b.patches));
         }
+        *cursor = resume;
         if !complete && let Some(id) = id {
             self.window_waiters.insert(id);
         }
@@ -256,7 +270,7 @@ impl Client {
             for (f, mut pages) in by_file {
                 pages.sort();
                 let mut sink = BTreeSet::new();
-                self.flush_pages(None, f, &pages, &mut sink);
+                self.flush_pages(None, f, &pages, &mut 0, &mut sink);
             }
         }
     }

@@ -50,10 +50,17 @@ impl Client {
         };
         let ps = self.params.as_ref().expect("mapped").page_size;
         let (a, b) = self.mappings[&mapping].pages(ps);
-        let pages = snapshot
-            .get_or_insert_with(|| self.dirty_pages_in(file, a, b))
-            .clone();
-        let flushed = self.flush_pages(Some(id), file, &pages, &mut writebacks);
+        // One pass over the dirty pages sends as much as the request window
+        // takes; the next pass waits until those are acknowledged, so the op
+        // costs O(pages) however many acknowledgements wake it.
+        let mut flushed = false;
+        if writebacks.is_empty() {
+            let pages = snapshot
+                .take()
+                .unwrap_or_else(|| self.dirty_pages_in(file, a, b));
+            flushed = self.flush_pages(Some(id), file, &pages, &mut 0, &mut writebacks);
+            snapshot = Some(pages);
+        }
         if flushed && writebacks.is_empty() && sync_req.is_none() {
             if self.request_room() {
                 sync_req = Some(self.send_request(
@@ -111,8 +118,17 @@ impl Client {
                 let file = m.file.expect("ready");
                 let ps = self.params.as_ref().expect("mapped").page_size;
                 let (a, b) = m.pages(ps);
+                // As for sync: a pass only once the last one's write-backs are
+                // acknowledged.
+                if !writebacks.is_empty() {
+                    return Step::Pending(OpKind::Unmap {
+                        mapping,
+                        writebacks,
+                        req,
+                    });
+                }
                 let pages = self.dirty_pages_in(file, a, b);
-                if !self.flush_pages(Some(id), file, &pages, &mut writebacks)
+                if !self.flush_pages(Some(id), file, &pages, &mut 0, &mut writebacks)
                     || !writebacks.is_empty()
                 {
                     return Step::Pending(OpKind::Unmap {
@@ -329,11 +345,17 @@ impl Client {
                 bye_sent,
             });
         }
+        if !writebacks.is_empty() {
+            return Step::Pending(OpKind::Close {
+                writebacks,
+                bye_sent,
+            });
+        }
         let files: Vec<FileId> = self.files.keys().copied().collect();
         let mut all = true;
         for f in files {
             let pages = self.dirty_pages_in(f, 0, PageNo::MAX);
-            all &= self.flush_pages(Some(id), f, &pages, &mut writebacks);
+            all &= self.flush_pages(Some(id), f, &pages, &mut 0, &mut writebacks);
         }
         if !all || !writebacks.is_empty() {
             return Step::Pending(OpKind::Close {

@@ -107,6 +107,9 @@ impl Client {
     /// the cache, marking what changed as dirty. Returns whether it was
     /// installed.
     pub(crate) fn capture_page(&mut self, file: FileId, page: PageNo) -> bool {
+        if !self.memory_installed {
+            return false;
+        }
         let Some(installed) = self
             .files
             .get(&file)
