@@ -154,3 +154,25 @@ fn reading_far_more_than_the_cache_holds_keeps_client_and_server_bounded() {
     );
     assert!(c.server.check_invariants().is_ok());
 }
+
+#[test]
+fn read_pages_returns_the_same_bytes_as_read_without_copying_them() {
+    let (mut c, _) = cluster(1, 4);
+    let m = c
+        .map(0, "f", 0, 4 * PAGE, MapOptions::read_write())
+        .unwrap();
+    let data: Vec<u8> = (0..3 * PAGE).map(|i| (i % 251) as u8).collect();
+    c.write(0, m, 100, &data).unwrap();
+    c.sync(0, m).unwrap();
+    let now = c.now;
+    let op = c.nodes[0].client.read_pages(now, m, 100, 3 * PAGE).unwrap();
+    let Some(Ok(rmmap_core::client::Completion::ReadPages(parts))) =
+        c.wait(0, op, std::time::Duration::from_secs(5))
+    else {
+        panic!("read_pages failed")
+    };
+    assert_eq!(parts.len(), 4, "one slice per page touched");
+    let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    assert_eq!(joined, data);
+    assert_eq!(&c.read(0, m, 100, 3 * PAGE).unwrap()[..], &data[..]);
+}

@@ -12,6 +12,7 @@ use crate::protocol::AtomicOp;
 use super::cache::{self, FileId};
 use super::{
     Access, Client, MapOptions, MappingId, MappingState, MappingStatus, Op, OpError, OpId, OpKind,
+    ReadInto,
 };
 
 impl Client {
@@ -167,6 +168,7 @@ impl Client {
                 waiters: BTreeSet::new(),
                 last_read_end: u64::MAX,
                 readahead_to: 0,
+                dropped_to: 0,
                 file_len: 0,
                 memory,
             },
@@ -179,13 +181,39 @@ impl Client {
         r
     }
 
-    /// Reads `len` bytes at `offset` of the mapping.
+    /// Reads `len` bytes at `offset` of the mapping; completes with
+    /// [`Completion::Read`](super::Completion::Read).
     pub fn read(
         &mut self,
         now: Instant,
         mapping: MappingId,
         offset: u64,
         len: u64,
+    ) -> Result<OpId, OpError> {
+        self.read_inner(now, mapping, offset, len, ReadInto::Buffer(None))
+    }
+
+    /// Like [`Client::read`], but completes with
+    /// [`Completion::ReadPages`](super::Completion::ReadPages): the pages' own
+    /// bytes, sliced, for an adapter that copies them straight into its
+    /// caller's buffer.
+    pub fn read_pages(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        len: u64,
+    ) -> Result<OpId, OpError> {
+        self.read_inner(now, mapping, offset, len, ReadInto::Slices(Vec::new()))
+    }
+
+    fn read_inner(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        len: u64,
+        buf: ReadInto,
     ) -> Result<OpId, OpError> {
         self.byte_access(mapping)?;
         let m = self.check_range(mapping, offset, len)?;
@@ -199,7 +227,7 @@ impl Client {
             start,
             len,
             pos: 0,
-            buf: None,
+            buf,
             sequential,
         });
         self.pump(now);

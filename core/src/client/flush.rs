@@ -207,6 +207,62 @@ impl Client {
             .collect()
     }
 
+    /// Drop-behind for a sequential reader: once the cache is half full,
+    /// release the clean pages it has already passed (the kernel does the
+    /// same for streaming reads), so a long scan recycles its buffers
+    /// instead of pushing everything else out of the cache.
+    pub(crate) fn drop_behind(&mut self, mapping: MappingId, file: FileId, upto: PageNo) {
+        if self.cached <= self.config.max_cached_pages / 2 {
+            return;
+        }
+        let Some(m) = self.mappings.get(&mapping) else {
+            return;
+        };
+        let ps = self.params.as_ref().expect("mapped").page_size;
+        let from = m.dropped_to.max(m.pages(ps).0);
+        if from >= upto {
+            return;
+        }
+        let gone: Vec<PageNo> = self.files[&file]
+            .pages
+            .range(from..upto)
+            .filter(|(_, p)| {
+                p.evictable()
+                    && p.data.is_some()
+                    && p.installed.is_none()
+                    && p.state != PageState::Invalid
+            })
+            .map(|(q, _)| *q)
+            .collect();
+        self.mappings.get_mut(&mapping).expect("present").dropped_to = upto;
+        self.release_pages(file, &gone);
+    }
+
+    /// Drops clean pages from the cache and tells the server (in runs).
+    fn release_pages(&mut self, file: FileId, pages: &[PageNo]) {
+        let f = self.files.get_mut(&file).expect("mapped");
+        for q in pages {
+            if f.pages.remove(q).is_some_and(|p| p.data.is_some()) {
+                self.cached -= 1;
+            }
+        }
+        let Some(h) = f.handle else { return };
+        let mut i = 0;
+        while i < pages.len() {
+            let mut j = i + 1;
+            while j < pages.len() && pages[j] == pages[j - 1] + 1 {
+                j += 1;
+            }
+            let msg = Message::Release(Release {
+                file: h,
+                first_page: pages[i],
+                count: (j - i) as u32,
+            });
+            self.transmit(&msg);
+            i = j;
+        }
+    }
+
     /// Keeps the cache under its limit: releases the least recently used
     /// clean pages to the server, writes back dirty ones first.
     pub(crate) fn evict(&mut self, _now: Instant) {

@@ -116,6 +116,10 @@ pub enum Completion {
     },
     /// [`Client::read`]: the bytes.
     Read(Bytes),
+    /// [`Client::read_pages`]: the bytes, in order, as slices of the cached
+    /// pages (no copy in the core; the adapter copies once into the
+    /// caller's buffer).
+    ReadPages(Vec<Bytes>),
     /// [`Client::write`] completed: every later read anywhere sees it.
     Written,
     /// [`Client::sync`]: every write completed before it is on disk.

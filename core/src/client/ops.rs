@@ -12,8 +12,8 @@ use crate::protocol::{Fetch, Map, Message, PageNo, ReqId, WireMappingId, fetch_f
 
 use super::cache::{FileId, PageState};
 use super::{
-    Client, Completion, Conn, LogEntry, MappingId, MappingStatus, OpError, OpId, OpKind, ReqKind,
-    Request,
+    Client, Completion, Conn, LogEntry, MappingId, MappingStatus, OpError, OpId, OpKind, ReadInto,
+    ReqKind, Request,
 };
 
 /// What a step of an operation came to.
@@ -410,7 +410,7 @@ impl Client {
         start: u64,
         len: u64,
         mut pos: u64,
-        mut buf: Option<BytesMut>,
+        mut buf: ReadInto,
         sequential: bool,
     ) -> Step {
         let pending = |pos, buf| OpKind::Read {
@@ -445,15 +445,27 @@ impl Client {
             match f.pages.get_mut(&p) {
                 Some(pg) if pg.readable() => {
                     pg.touched = tick;
-                    if pos == 0 && n as u64 == len {
+                    match (&mut buf, &pg.data) {
                         // Within one page: hand out the page's own bytes.
-                        if let super::cache::PageData::Shared(b) = &pg.data {
+                        (ReadInto::Buffer(None), super::cache::PageData::Shared(b))
+                            if pos == 0 && n as u64 == len =>
+                        {
                             return Step::Done(Ok(Completion::Read(b.slice(inp..inp + n))));
                         }
+                        (ReadInto::Slices(parts), super::cache::PageData::Shared(b)) => {
+                            parts.push(b.slice(inp..inp + n));
+                        }
+                        (ReadInto::Slices(parts), data) => {
+                            // A page being written: its bytes may change.
+                            let d = data.as_slice().expect("readable");
+                            parts.push(Bytes::copy_from_slice(&d[inp..inp + n]));
+                        }
+                        (ReadInto::Buffer(b), data) => {
+                            let d = data.as_slice().expect("readable");
+                            b.get_or_insert_with(|| BytesMut::with_capacity(len as usize))
+                                .extend_from_slice(&d[inp..inp + n]);
+                        }
                     }
-                    let d = pg.data.as_slice().expect("readable");
-                    buf.get_or_insert_with(|| BytesMut::with_capacity(len as usize))
-                        .extend_from_slice(&d[inp..inp + n]);
                     pos += n as u64;
                 }
                 _ => {
@@ -463,9 +475,13 @@ impl Client {
                 }
             }
         }
-        Step::Done(Ok(Completion::Read(
-            buf.map(|b| b.freeze()).unwrap_or_default(),
-        )))
+        if sequential {
+            self.drop_behind(mapping, file, start / ps);
+        }
+        Step::Done(Ok(match buf {
+            ReadInto::Buffer(b) => Completion::Read(b.map(|b| b.freeze()).unwrap_or_default()),
+            ReadInto::Slices(parts) => Completion::ReadPages(parts),
+        }))
     }
 
     /// A page fault of a memory mapping: get the page in the state the

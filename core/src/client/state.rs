@@ -72,6 +72,8 @@ pub(crate) struct MappingState {
     /// Read-ahead has been asked for up to this page.
     pub(crate) readahead_to: PageNo,
     pub(crate) file_len: u64,
+    /// Drop-behind has released the pages before this one.
+    pub(crate) dropped_to: PageNo,
     /// The memory of a memory mapping.
     pub(crate) memory: Option<super::memory::Memory>,
 }
@@ -103,7 +105,7 @@ pub(crate) enum OpKind {
         start: u64,
         len: u64,
         pos: u64,
-        buf: Option<BytesMut>,
+        buf: ReadInto,
         sequential: bool,
     },
     Write {
@@ -147,6 +149,15 @@ pub(crate) enum OpKind {
         index: u64,
         write: bool,
     },
+}
+
+/// Where a read puts what it finds.
+#[derive(Debug)]
+pub(crate) enum ReadInto {
+    /// One contiguous copy (allocated on first use).
+    Buffer(Option<BytesMut>),
+    /// The pages' own bytes, sliced: no copy in the core.
+    Slices(Vec<Bytes>),
 }
 
 #[derive(Debug)]
