@@ -4,13 +4,15 @@
 //! bounded, writes time out.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io::IoSlice;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rmmap_core::server::ConnId;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::core_task::{ReadState, ToCore};
@@ -64,10 +66,12 @@ pub(super) async fn accept_loop<L: Listener>(
             }
         };
         let (reader, writer) = tokio::io::split(stream);
+        let writer: SharedWriter = Arc::new(Mutex::new(Box::pin(writer)));
         let (batches_tx, batches_rx) = mpsc::channel(1);
         let (ctl_tx, ctl_rx) = watch::channel(ReadState::Reading);
         let (reply_tx, reply_rx) = oneshot::channel();
         let open = ToCore::Open {
+            direct: writer.clone(),
             writer: batches_tx,
             ctl: ctl_tx,
             reply: reply_tx,
@@ -142,9 +146,9 @@ async fn read_loop<S: AsyncRead>(
 /// the socket down when the core drops its end. A peer that takes no bytes
 /// for `write_timeout` (it stopped reading) loses its connection, so a
 /// closing connection cannot linger with its socket and its last batch.
-async fn write_loop<S: AsyncWrite>(
+async fn write_loop(
     conn: ConnId,
-    mut writer: WriteHalf<S>,
+    writer: SharedWriter,
     mut batches: mpsc::Receiver<Vec<Bytes>>,
     to_core: mpsc::Sender<ToCore>,
     write_timeout: Duration,
@@ -157,7 +161,8 @@ async fn write_loop<S: AsyncWrite>(
                 .take(MAX_IOVECS)
                 .map(|b| IoSlice::new(b))
                 .collect();
-            match tokio::time::timeout(write_timeout, writer.write_vectored(&slices)).await {
+            let write = poll_fn(|cx| lock(&writer).as_mut().poll_write_vectored(cx, &slices));
+            match tokio::time::timeout(write_timeout, write).await {
                 Ok(Ok(n)) if n > 0 => advance(&mut out, n),
                 stalled_or_broken => {
                     if stalled_or_broken.is_err() {
@@ -174,10 +179,8 @@ async fn write_loop<S: AsyncWrite>(
         }
         // A stream that buffers (TLS) may hold the batch's last bytes until
         // flushed; plain TCP flushes at once.
-        if !matches!(
-            tokio::time::timeout(write_timeout, writer.flush()).await,
-            Ok(Ok(()))
-        ) {
+        let flush = poll_fn(|cx| lock(&writer).as_mut().poll_flush(cx));
+        if !matches!(tokio::time::timeout(write_timeout, flush).await, Ok(Ok(()))) {
             let _ = to_core.send(ToCore::Gone(conn)).await;
             return;
         }
@@ -185,7 +188,20 @@ async fn write_loop<S: AsyncWrite>(
             break;
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    let shutdown = poll_fn(|cx| lock(&writer).as_mut().poll_shutdown(cx));
+    let _ = tokio::time::timeout(Duration::from_secs(1), shutdown).await;
+}
+
+/// A connection's writing half, shared by its writer task and the core
+/// task: the core task writes a batch itself when the writer is idle and
+/// the socket takes it at once (see `CoreTask::feed_writer`), so a reply
+/// costs no hand-off to another thread; the writer task takes what is left.
+/// Only one of them uses it at a time (the writer only while it has a
+/// batch), so the lock is never contended for long.
+pub(super) type SharedWriter = Arc<Mutex<Pin<Box<dyn AsyncWrite + Send>>>>;
+
+pub(super) fn lock(w: &SharedWriter) -> std::sync::MutexGuard<'_, Pin<Box<dyn AsyncWrite + Send>>> {
+    w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Accept errors that concern only the connection being accepted (it was

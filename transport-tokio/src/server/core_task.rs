@@ -1,7 +1,9 @@
 //! The task that owns the core: it feeds the core what the connection tasks
 //! report and the time, and hands out what the core wants sent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::IoSlice;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -10,11 +12,15 @@ use rmmap_core::store::Store;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
+use super::conn::SharedWriter;
 use crate::clock::Clock;
+use crate::net::advance;
 
 /// A writer gets at most this many bytes per batch; the rest waits in the
 /// core's queue, where its output limits count it.
 const BATCH_BYTES: usize = 256 * 1024;
+/// Hand at most this many chunks to one vectored write.
+const MAX_IOVECS: usize = 64;
 
 /// Whether a connection's reader should read.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -30,6 +36,7 @@ pub(super) enum ReadState {
 pub(super) enum ToCore {
     /// A new connection; the reply names it.
     Open {
+        direct: SharedWriter,
         writer: mpsc::Sender<Vec<Bytes>>,
         ctl: watch::Sender<ReadState>,
         reply: oneshot::Sender<ConnId>,
@@ -43,6 +50,8 @@ pub(super) enum ToCore {
 }
 
 struct Slot {
+    /// The socket's writing half, for writing without a hand-off.
+    direct: SharedWriter,
     writer: mpsc::Sender<Vec<Bytes>>,
     writer_busy: bool,
     ctl: watch::Sender<ReadState>,
@@ -154,9 +163,15 @@ impl<S: Store> CoreTask<S> {
     fn on_message(&mut self, msg: ToCore) {
         let now = self.clock.now();
         match msg {
-            ToCore::Open { writer, ctl, reply } => {
+            ToCore::Open {
+                direct,
+                writer,
+                ctl,
+                reply,
+            } => {
                 let conn = self.server.handle_connect(now);
                 let slot = Slot {
+                    direct,
                     writer,
                     writer_busy: false,
                     ctl,
@@ -247,35 +262,55 @@ impl<S: Store> CoreTask<S> {
         }
     }
 
-    /// Hands the connection's writer its next batch if it is idle; finishes
-    /// a close once everything is written.
+    /// Writes the connection's queued bytes: itself, as far as the socket
+    /// takes them at once, and the rest through the writer task (one batch
+    /// at a time, when it is idle); finishes a close once everything is
+    /// written.
     fn feed_writer(&mut self, conn: ConnId) {
-        let Some(slot) = self.conns.get_mut(&conn) else {
-            // A connection already gone: discard what was queued for it.
-            while self.server.poll_transmit(conn).is_some() {}
-            return;
-        };
-        if slot.writer_busy {
-            return;
-        }
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        while bytes < BATCH_BYTES {
-            let Some(b) = self.server.poll_transmit(conn) else {
-                break;
+        let mut wrote_directly = false;
+        loop {
+            let Some(slot) = self.conns.get_mut(&conn) else {
+                // A connection already gone: discard what was queued for it.
+                while self.server.poll_transmit(conn).is_some() {}
+                return;
             };
-            bytes += b.len();
-            batch.push(b);
-        }
-        if !batch.is_empty() {
+            if slot.writer_busy {
+                return;
+            }
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while bytes < BATCH_BYTES {
+                let Some(b) = self.server.poll_transmit(conn) else {
+                    break;
+                };
+                bytes += b.len();
+                batch.push(b);
+            }
+            if batch.is_empty() {
+                if slot.closing {
+                    self.gone(conn);
+                } else if wrote_directly && slot.paused {
+                    // The core's queue shrank without a `Drained`: it may
+                    // take input again.
+                    self.feed_input(conn);
+                }
+                return;
+            }
+            let rest = match write_now(&slot.direct, batch) {
+                Ok(None) => {
+                    wrote_directly = true;
+                    continue;
+                }
+                Ok(Some(rest)) => rest,
+                Err(()) => return self.gone(conn),
+            };
             // Capacity 1 and never more than one batch out: this cannot be full.
-            if slot.writer.try_send(batch).is_ok() {
+            if slot.writer.try_send(rest).is_ok() {
                 slot.writer_busy = true;
             } else {
                 self.gone(conn);
             }
-        } else if slot.closing {
-            self.gone(conn);
+            return;
         }
     }
 
@@ -285,5 +320,36 @@ impl<S: Store> CoreTask<S> {
         if self.conns.remove(&conn).is_some() {
             self.server.handle_disconnect(self.clock.now(), conn);
         }
+    }
+}
+
+/// Writes as much of `batch` as the socket takes without waiting, from this
+/// thread: `Ok(None)` when all of it went out (and was flushed), otherwise
+/// what is left for the writer task (possibly nothing but a flush).
+/// Called only while the writer task is idle, so nobody else uses the socket
+/// and the writer's own waker is not displaced while it waits.
+fn write_now(direct: &SharedWriter, batch: Vec<Bytes>) -> Result<Option<Vec<Bytes>>, ()> {
+    let Ok(mut w) = direct.try_lock() else {
+        return Ok(Some(batch));
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut out: VecDeque<Bytes> = batch.into();
+    while !out.is_empty() {
+        let slices: Vec<IoSlice<'_>> = out
+            .iter()
+            .take(MAX_IOVECS)
+            .map(|b| IoSlice::new(b))
+            .collect();
+        match w.as_mut().poll_write_vectored(&mut cx, &slices) {
+            Poll::Ready(Ok(n)) if n > 0 => advance(&mut out, n),
+            Poll::Ready(_) => return Err(()),
+            Poll::Pending => return Ok(Some(out.into())),
+        }
+    }
+    match w.as_mut().poll_flush(&mut cx) {
+        Poll::Ready(Ok(())) => Ok(None),
+        Poll::Ready(Err(_)) => Err(()),
+        // Buffered (TLS): the writer task flushes.
+        Poll::Pending => Ok(Some(Vec::new())),
     }
 }
