@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::nbd;
-use crate::proc::{Child, rss_kib};
+use crate::proc::{Child, have, rss_kib};
 use crate::roles::Kind;
 use crate::stats::{Metrics, median, pattern};
 use crate::workloads::CHUNK;
@@ -292,6 +292,26 @@ fn raw(st: &Settings, res: &mut Results) {
         r
     })();
     res.record("raw", "ping", ping);
+    // The same ping-pong with the two processes pinned to different CPUs:
+    // what a wake-up across CPUs costs here (the scheduler otherwise tends to
+    // run a ping-pong pair on one CPU).
+    if have("taskset") && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
+        let split = (|| {
+            let mut echo = Child::role_on_cpu(1, &[s("raw-echo")])?;
+            let addr = echo.ready()?;
+            let ping = [
+                s("raw-ping"),
+                s("--addr"),
+                addr,
+                s("--count"),
+                s(st.pings / 4),
+            ];
+            let r = Child::role_on_cpu(0, &ping)?.result();
+            echo.finish()?;
+            r
+        })();
+        res.record("raw", "ping_split", split);
+    }
     let stream = (|| {
         let mut src = Child::role(&[s("raw-source"), s("--bytes"), s(st.seq_bytes)])?;
         let addr = src.ready()?;

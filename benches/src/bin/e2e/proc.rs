@@ -31,6 +31,18 @@ impl Child {
         Child::spawn(args.first().map_or("role", |s| s.as_str()), cmd)
     }
 
+    /// This executable in a role, pinned to one CPU with `taskset`.
+    pub(crate) fn role_on_cpu(cpu: usize, args: &[String]) -> Result<Child, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c")
+            .arg(cpu.to_string())
+            .arg(exe)
+            .arg("role")
+            .args(args);
+        Child::spawn("taskset", cmd)
+    }
+
     /// Any command, with a watchdog.
     pub(crate) fn spawn(name: &str, mut cmd: Command) -> Result<Child, String> {
         let mut child = cmd

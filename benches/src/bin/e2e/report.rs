@@ -258,6 +258,11 @@ pub(crate) fn render(st: &Settings, r: &Results) -> String {
         "| raw ping-pong with a 4 KiB answer: p50 µs | | | | {} |",
         fmt(r.get("raw", "ping.rtt4k_p50_us"))
     );
+    let _ = writeln!(
+        s,
+        "| raw ping-pong, the two processes pinned to different CPUs: p50 µs | | | | {} |",
+        fmt(r.get("raw", "ping_split.rtt_p50_us"))
+    );
     targets_head(&mut s);
     target(&mut s, "p50 × raw RTT", Goal::AtMost(1.3), |x| {
         ratio(r.get(x, "w3.p50_us"), rtt)
