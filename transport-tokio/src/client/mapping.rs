@@ -29,6 +29,28 @@ impl Drop for MappingInner {
     }
 }
 
+/// Copies `parts` (the slices of a `ReadPages` completion, in order) into
+/// `buf`, which they must fill exactly.
+fn fill(buf: &mut [u8], parts: &[Bytes]) -> Result<(), OpError> {
+    let mut at = 0;
+    for p in parts {
+        let end = at + p.len();
+        let Some(dst) = buf.get_mut(at..end) else {
+            break;
+        };
+        dst.copy_from_slice(p);
+        at = end;
+    }
+    if at == buf.len() {
+        Ok(())
+    } else {
+        Err(OpError::Closed(format!(
+            "internal error: a read of {} bytes completed with {at}",
+            buf.len()
+        )))
+    }
+}
+
 /// A byte range of a remote file, mapped coherently: every read sees the
 /// latest completed write to each page, by any client.
 ///
@@ -115,9 +137,19 @@ impl Mapping {
         if self.try_read(offset, buf)? {
             return Ok(());
         }
-        let b = self.fetch(offset, buf.len() as u64).await?;
-        buf.copy_from_slice(&b);
-        Ok(())
+        // The pages' own bytes, copied once, straight into `buf`.
+        let id = self.inner.id;
+        let len = buf.len() as u64;
+        match self
+            .inner
+            .client
+            .shared()
+            .run(|c, now| c.read_pages(now, id, offset, len))
+            .await?
+        {
+            Completion::ReadPages(parts) => fill(buf, &parts),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// The `len` bytes at `offset`.
