@@ -52,8 +52,12 @@ pub(crate) trait Transport: 'static {
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static;
-    /// Runs a workload to completion on the calling thread.
-    fn block_on<F: Future>(f: F) -> F::Output;
+    /// Runs a workload to completion: over Tokio as a task on the runtime's
+    /// workers, over mio on the calling thread.
+    fn block_on<F>(f: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static;
 }
 
 fn access(write: bool) -> Access {
@@ -127,13 +131,19 @@ impl Transport for Tokio {
         out
     }
 
-    fn block_on<F: Future>(f: F) -> F::Output {
-        // What `#[tokio::main]` builds: one worker per core.
-        tokio::runtime::Builder::new_multi_thread()
+    fn block_on<F>(f: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        // What `#[tokio::main]` builds: one worker per core. The workload
+        // runs as a spawned task, as an application's work does (not on the
+        // thread blocked in `block_on`, which is outside the workers).
+        let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
-            .expect("a Tokio runtime")
-            .block_on(f)
+            .expect("a Tokio runtime");
+        rt.block_on(async { tokio::spawn(f).await.expect("the workload task panicked") })
     }
 }
 
@@ -193,7 +203,11 @@ impl Transport for Mio {
             .collect()
     }
 
-    fn block_on<F: Future>(f: F) -> F::Output {
+    fn block_on<F>(f: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
         park_on(f)
     }
 }
