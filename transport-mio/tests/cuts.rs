@@ -4,7 +4,8 @@
 //! write is lost or applied twice (each fetch-add sees the count before it,
 //! without a gap or a repeat).
 
-#[path = "common/proxy.rs"]
+// The plain-thread proxy of the command's tests (no Tokio here either).
+#[path = "../../cli/tests/common/proxy.rs"]
 #[allow(unreachable_pub)]
 mod proxy;
 

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// One history checker for every crate's concurrency tests.
+#[path = "../../../transport-tokio/tests/common/history.rs"]
 pub mod history;
 pub mod proxy;
 pub mod secure;

@@ -238,7 +238,7 @@ impl Client {
         self.release_pages(file, &gone);
     }
 
-    /// Drops clean pages from the cache and tells the server (in runs).
+    /// Drops clean pages from the cache and tells the server.
     fn release_pages(&mut self, file: FileId, pages: &[PageNo]) {
         let f = self.files.get_mut(&file).expect("mapped");
         for q in pages {
@@ -246,7 +246,15 @@ impl Client {
                 self.cached -= 1;
             }
         }
-        let Some(h) = f.handle else { return };
+        self.send_releases(file, pages);
+    }
+
+    /// Tells the server that `pages` (ascending) are gone, one `Release`
+    /// per run of consecutive pages.
+    fn send_releases(&mut self, file: FileId, pages: &[PageNo]) {
+        let Some(h) = self.files.get(&file).and_then(|f| f.handle) else {
+            return;
+        };
         let mut i = 0;
         while i < pages.len() {
             let mut j = i + 1;
@@ -298,23 +306,7 @@ impl Client {
             }
         }
         for (fid, pages) in released {
-            let Some(h) = self.files[&fid].handle else {
-                continue;
-            };
-            let mut i = 0;
-            while i < pages.len() {
-                let mut j = i + 1;
-                while j < pages.len() && pages[j] == pages[j - 1] + 1 {
-                    j += 1;
-                }
-                let msg = Message::Release(Release {
-                    file: h,
-                    first_page: pages[i],
-                    count: (j - i) as u32,
-                });
-                self.transmit(&msg);
-                i = j;
-            }
+            self.send_releases(fid, &pages);
         }
         if cands.len() < want && !dirty.is_empty() {
             dirty.sort();
