@@ -177,11 +177,33 @@ impl<S: Store> Server<S> {
             }
         }
         let (store, path) = (f.store, f.path.clone());
+        // Patches that continue one another (a write-back of consecutive
+        // whole pages) go to the store as one write: one system call per
+        // run instead of one per page.
+        let mut i = 0;
+        while i < w.patches.len() {
+            let at = w.patches[i].page * ps + w.patches[i].offset as u64;
+            let mut end = at + w.patches[i].data.len() as u64;
+            let mut j = i + 1;
+            while j < w.patches.len() && w.patches[j].page * ps + w.patches[j].offset as u64 == end
+            {
+                end += w.patches[j].data.len() as u64;
+                j += 1;
+            }
+            let result = if j == i + 1 {
+                self.store.write(store, at, &w.patches[i].data)
+            } else {
+                let mut run = Vec::with_capacity((end - at) as usize);
+                for p in &w.patches[i..j] {
+                    run.extend_from_slice(&p.data);
+                }
+                self.store.write(store, at, &run)
+            };
+            result.map_err(|e| store_failure(&path, e))?;
+            i = j;
+        }
         let mut versions = Vec::with_capacity(w.patches.len());
         for p in &w.patches {
-            self.store
-                .write(store, p.page * ps + p.offset as u64, &p.data)
-                .map_err(|e| store_failure(&path, e))?;
             let v = self.bump_version();
             self.files.get_mut(m.file).entry(p.page).version = v;
             versions.push(v);
