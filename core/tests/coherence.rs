@@ -156,6 +156,42 @@ fn reading_far_more_than_the_cache_holds_keeps_client_and_server_bounded() {
 }
 
 #[test]
+fn a_sequential_writer_is_written_behind_before_it_syncs() {
+    // 4,096 pages written front to back in 16-page writes, with a cache
+    // big enough to hold them all (nothing is evicted): write-behind must
+    // still send them to the server while they are written.
+    let pages = 4096u64;
+    let store = MemStore::new();
+    store.insert("big", vec![0u8; (pages * PAGE) as usize]);
+    let mut c = Cluster::new(ServerConfig::default(), store.clone(), 1, 3);
+    c.settle();
+    let m = c
+        .map(0, "big", 0, pages * PAGE, MapOptions::read_write())
+        .unwrap();
+    for chunk in 0..pages / 16 {
+        let data = vec![(chunk % 251) as u8 + 1; (16 * PAGE) as usize];
+        c.write(0, m, chunk * 16 * PAGE, &data).unwrap();
+        c.settle();
+    }
+    assert_eq!(c.nodes[0].client.cached_pages(), pages as usize);
+    // Before any sync, everything but the last batch is already at the
+    // server (not yet durable: nobody asked for that).
+    let written = store.contents("big").unwrap();
+    let behind = (pages - 1024) * PAGE;
+    for (i, b) in written[..behind as usize].iter().enumerate() {
+        let chunk = i as u64 / (16 * PAGE);
+        assert_eq!(*b, (chunk % 251) as u8 + 1, "byte {i} not written behind");
+    }
+    c.sync(0, m).unwrap();
+    let durable = store.durable_contents("big").unwrap();
+    for (i, b) in durable.iter().enumerate() {
+        let chunk = i as u64 / (16 * PAGE);
+        assert_eq!(*b, (chunk % 251) as u8 + 1, "byte {i} lost at sync");
+    }
+    assert!(c.server.check_invariants().is_ok());
+}
+
+#[test]
 fn read_pages_returns_the_same_bytes_as_read_without_copying_them() {
     let (mut c, _) = cluster(1, 4);
     let m = c

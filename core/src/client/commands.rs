@@ -169,6 +169,8 @@ impl Client {
                 last_read_end: u64::MAX,
                 readahead_to: 0,
                 dropped_to: 0,
+                last_write_end: u64::MAX,
+                written_back_to: 0,
                 file_len: 0,
                 memory,
             },
@@ -453,6 +455,11 @@ impl Client {
         }
         let m = self.mappings.get_mut(&mapping).expect("checked");
         m.write_seq += 1;
+        let sequential = m.last_write_end == start;
+        m.last_write_end = start + data.len() as u64;
         self.tick += 1;
+        if sequential {
+            self.write_behind(mapping, file, start / ps);
+        }
     }
 }

@@ -12,8 +12,10 @@ pub struct ClientConfig {
     /// Largest frame accepted from the server. Default 4 MiB.
     pub max_frame: u32,
     /// Most pages kept in the cache; clean pages beyond it are released to
-    /// the server, dirty ones written back first. Default 65536 (256 MiB of
-    /// 4 KiB pages).
+    /// the server, dirty ones written back first. Default 16384 (64 MiB of
+    /// 4 KiB pages): a bigger cache made streaming slower on the 2-core
+    /// benchmark machine (fresh memory costs page faults), see
+    /// docs/BENCHMARKS.md.
     pub max_cached_pages: usize,
     /// Pages fetched ahead of a sequential reader. Default 1024.
     pub readahead_pages: u32,
@@ -47,7 +49,7 @@ impl Default for ClientConfig {
             name: String::new(),
             secret: None,
             max_frame: 4 << 20,
-            max_cached_pages: 65536,
+            max_cached_pages: 16384,
             readahead_pages: 1024,
             lease_margin: None,
             pong_timeout: None,

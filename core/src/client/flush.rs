@@ -207,6 +207,33 @@ impl Client {
             .collect()
     }
 
+    /// Write-behind for a sequential writer: once it has moved a fetch's
+    /// worth of pages past what was last written back, send those pages
+    /// back (keeping ownership), so a stream of writes reaches the server
+    /// while it is written and `sync` finds little left to do; the pages
+    /// written back before are then dropped behind like a reader's.
+    pub(crate) fn write_behind(&mut self, mapping: MappingId, file: FileId, upto: PageNo) {
+        let Some(p) = self.params.as_ref() else {
+            return;
+        };
+        let (ps, batch) = (p.page_size, p.max_pages as u64);
+        let Some(m) = self.mappings.get(&mapping) else {
+            return;
+        };
+        let from = m.written_back_to.max(m.pages(ps).0);
+        if upto < from + batch {
+            return;
+        }
+        let pages = self.dirty_pages_in(file, from, upto);
+        let mut sink = BTreeSet::new();
+        self.flush_pages(None, file, &pages, &mut 0, &mut sink);
+        self.mappings
+            .get_mut(&mapping)
+            .expect("present")
+            .written_back_to = upto;
+        self.drop_behind(mapping, file, from);
+    }
+
     /// Drop-behind for a sequential reader: once the cache is half full,
     /// release the clean pages it has already passed (the kernel does the
     /// same for streaming reads), so a long scan recycles its buffers
@@ -223,18 +250,25 @@ impl Client {
         if from >= upto {
             return;
         }
-        let gone: Vec<PageNo> = self.files[&file]
-            .pages
-            .range(from..upto)
-            .filter(|(_, p)| {
-                p.evictable()
-                    && p.data.is_some()
-                    && p.installed.is_none()
-                    && p.state != PageState::Invalid
-            })
-            .map(|(q, _)| *q)
-            .collect();
-        self.mappings.get_mut(&mapping).expect("present").dropped_to = upto;
+        // Stop at the first page whose write-back is still in flight (it can
+        // go once acknowledged): the next call starts there. Other pages that
+        // cannot go (dirty, being fetched, waited on) are skipped.
+        let mut gone = Vec::new();
+        let mut reached = upto;
+        for (q, p) in self.files[&file].pages.range(from..upto) {
+            if p.writebacks > 0 {
+                reached = *q;
+                break;
+            }
+            if p.evictable()
+                && p.data.is_some()
+                && p.installed.is_none()
+                && p.state != PageState::Invalid
+            {
+                gone.push(*q);
+            }
+        }
+        self.mappings.get_mut(&mapping).expect("present").dropped_to = reached;
         self.release_pages(file, &gone);
     }
 

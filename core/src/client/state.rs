@@ -74,6 +74,10 @@ pub(crate) struct MappingState {
     pub(crate) file_len: u64,
     /// Drop-behind has released the pages before this one.
     pub(crate) dropped_to: PageNo,
+    /// Where the last write ended, to spot sequential writers.
+    pub(crate) last_write_end: u64,
+    /// Write-behind has sent the dirty pages before this one.
+    pub(crate) written_back_to: PageNo,
     /// The memory of a memory mapping.
     pub(crate) memory: Option<super::memory::Memory>,
 }
