@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions as CapOpenOptions, OpenOptionsExt};
 use rmmap_core::path::ExportPath;
@@ -270,24 +270,8 @@ impl Store for FsStore {
 
     fn read(&mut self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
         let f = self.handle(file)?;
-        let mut buf = BytesMut::zeroed(len);
-        let mut done = 0;
-        while done < len {
-            // Past the largest offset a file can have: zeros.
-            let Some(at) = offset
-                .checked_add(done as u64)
-                .filter(|a| *a <= i64::MAX as u64)
-            else {
-                break;
-            };
-            match f.file.read_at(&mut buf[done..], at) {
-                // End of file: the rest stays zero.
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(map_err(&f.path, e)),
-            }
-        }
+        let buf = crate::pread::read_exact_or_zeros(&f.file, offset, len)
+            .map_err(|e| map_err(&f.path, e))?;
         Ok(buf.freeze())
     }
 

@@ -10,6 +10,7 @@
 
 mod config;
 mod fs;
+mod pread;
 
 pub use config::ServerConfig;
 pub use fs::{FsStore, RootError};
