@@ -16,11 +16,12 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rmmap_core::Instant;
 use rmmap_core::client::{Client, Completion, Event, OpError, OpId};
+use rmmap_core::protocol::RecvBuffer;
 use rmmap_secure::ClientTls;
 use rmmap_secure::mismatch::client_handshake_io_error;
 
@@ -71,7 +72,7 @@ pub(crate) struct Link {
     /// Bytes taken from the core, not yet written.
     out: VecDeque<Bytes>,
     /// Bytes read, not yet taken by the core (a partial frame).
-    inbuf: BytesMut,
+    inbuf: RecvBuffer,
     /// Where small reads land before they are appended to `inbuf`
     /// (allocated at the first read).
     scratch: Option<Vec<u8>>,
@@ -91,7 +92,7 @@ impl Link {
             token,
             state: State::Idle,
             out: VecDeque::new(),
-            inbuf: BytesMut::new(),
+            inbuf: RecvBuffer::new(),
             scratch: None,
             broken: false,
             tls: None,
@@ -316,14 +317,15 @@ impl Link {
             let State::Open(stream) = &mut self.state else {
                 return;
             };
-            let room = frame_room(&self.inbuf, READ_CHUNK);
-            let r = if room > READ_CHUNK {
+            let r = if self.inbuf.room_wanted(READ_CHUNK) > READ_CHUNK {
                 // The rest of a large frame: straight into the buffer (one
                 // zero-fill of the frame, no second copy).
-                let start = self.inbuf.len();
-                self.inbuf.resize(start + room, 0);
-                let r = stream.read(&mut self.inbuf[start..]);
-                self.inbuf.truncate(start + *r.as_ref().unwrap_or(&0));
+                let room = self.inbuf.make_room(READ_CHUNK);
+                let inbuf = self.inbuf.bytes();
+                let start = inbuf.len();
+                inbuf.resize(start + room, 0);
+                let r = stream.read(&mut inbuf[start..]);
+                inbuf.truncate(start + *r.as_ref().unwrap_or(&0));
                 r
             } else {
                 // Small reads go through a reused scratch buffer: zero-filling
@@ -333,14 +335,14 @@ impl Link {
                 let scratch = self.scratch.get_or_insert_with(|| vec![0; READ_CHUNK]);
                 let r = stream.read(scratch);
                 if let Ok(n) = r {
-                    self.inbuf.extend_from_slice(&scratch[..n]);
+                    self.inbuf.bytes().extend_from_slice(&scratch[..n]);
                 }
                 r
             };
             match r {
                 Ok(0) => return self.fail(),
                 Ok(_) => {
-                    core.handle_input(now, &mut self.inbuf);
+                    core.handle_input(now, self.inbuf.bytes());
                     // The core may have closed this connection (a Goodbye, a
                     // bad frame) or asked for another.
                     self.run(core, now, out);
@@ -444,26 +446,6 @@ pub(crate) fn write_some(w: &mut impl Write, out: &VecDeque<Bytes>) -> io::Resul
     w.write_vectored(&slices)
 }
 
-/// The largest frame [`frame_room`] makes room for at once; a larger one
-/// (which the core refuses anyway) is read a chunk at a time.
-const ROOM_MAX: usize = 16 << 20;
-
-/// How much the next read into `buf` should ask for: `chunk`, or, when `buf`
-/// starts with a frame's length prefix (the core takes whole frames off the
-/// front, so it starts at a frame boundary), the rest of that frame if
-/// larger. A large frame (a 1 MiB `Pages`) then lands in one allocation
-/// instead of being copied into a bigger one after every 64 KiB read, which
-/// is quadratic: about 8 MiB of copying per MiB received.
-pub(crate) fn frame_room(buf: &[u8], chunk: usize) -> usize {
-    match buf.get(..4) {
-        Some(h) => {
-            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
-            (len.min(ROOM_MAX) + 4).saturating_sub(buf.len()).max(chunk)
-        }
-        None => chunk,
-    }
-}
-
 /// Drops the first `n` bytes of the queue.
 pub(crate) fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
     while n > 0 {
@@ -475,19 +457,5 @@ pub(crate) fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
             front.advance(n);
             n = 0;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_large_frame_is_read_into_one_buffer() {
-        let mut b = (1u32 << 20).to_be_bytes().to_vec();
-        b.extend_from_slice(&[0; 100]);
-        assert_eq!(frame_room(&b, 65536), (1 << 20) + 4 - b.len());
-        assert_eq!(frame_room(&[], 65536), 65536);
-        assert_eq!(frame_room(&8u32.to_be_bytes(), 65536), 65536);
     }
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -70,48 +70,5 @@ pub(crate) fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
             front.advance(n);
             n = 0;
         }
-    }
-}
-
-/// The largest frame [`reserve_for_frame`] makes room for at once; a larger
-/// one (which the core refuses anyway) grows by reads.
-const RESERVE_MAX: usize = 16 << 20;
-
-/// Makes room for the next read: at least a quarter of `chunk` spare (else
-/// `chunk` more), and, when `buf` starts with a frame's length prefix, room
-/// for all of that frame. The core takes whole frames off the front, so
-/// `buf` starts at a frame boundary; sizing the buffer for the whole frame
-/// reads a large frame (a 1 MiB `Pages`) into one allocation, instead of
-/// copying the partial frame into a bigger one after every read (quadratic:
-/// about 8 MiB of copying per MiB received, with 64 KiB reads).
-pub(crate) fn reserve_for_frame(buf: &mut BytesMut, chunk: usize) {
-    let rest = match buf.get(..4) {
-        Some(h) => {
-            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
-            (len.min(RESERVE_MAX) + 4).saturating_sub(buf.len())
-        }
-        None => 0,
-    };
-    let spare = buf.capacity() - buf.len();
-    if spare < rest || spare < chunk / 4 {
-        buf.reserve(rest.max(chunk));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn room_for_a_whole_frame_is_made_at_once() {
-        let mut b = BytesMut::new();
-        b.extend_from_slice(&(1u32 << 20).to_be_bytes());
-        b.extend_from_slice(&[0; 100]);
-        reserve_for_frame(&mut b, 64 * 1024);
-        assert!(b.capacity() - b.len() >= (1 << 20) - 100);
-        // No length prefix yet: a chunk.
-        let mut b = BytesMut::new();
-        reserve_for_frame(&mut b, 64 * 1024);
-        assert!(b.capacity() >= 64 * 1024);
     }
 }

@@ -8,12 +8,14 @@ mod encode;
 mod error_code;
 mod ids;
 mod message;
+mod recv;
 
 pub use decode::{DecodeError, check_frame, decode_body, decode_frame};
 pub use encode::ChunkQueue;
 pub use error_code::ErrorCode;
 pub use ids::*;
 pub use message::*;
+pub use recv::{RETAIN_LIMIT, RecvBuffer};
 
 /// The protocol version this implementation speaks.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -15,13 +15,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rmmap_core::client::{Completion, Event, OpError, OpId};
+use rmmap_core::protocol::RecvBuffer;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 
 use super::{ClientEvent, ConnectError, Inner, Shared};
-use crate::net::{Connector, advance, reserve_for_frame};
+use crate::net::{Connector, advance};
 
 /// How long the last bytes for a closed connection (a `Bye`) may take.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
@@ -59,7 +60,7 @@ pub(super) async fn run<C: Connector>(
     let mut conn: Option<Conn<C::Stream>> = None;
     let mut connecting: Option<Connecting<C::Stream>> = None;
     let mut out: VecDeque<Bytes> = VecDeque::new();
-    let mut inbuf = BytesMut::new();
+    let mut inbuf = RecvBuffer::new();
     let mut close_op: Option<OpId> = None;
     // Bytes were written since the last flush: a stream that buffers (TLS)
     // may still hold some.
@@ -139,7 +140,7 @@ pub(super) async fn run<C: Connector>(
         };
         let connected = conn.is_some();
         let want_write = connected && (!out.is_empty() || unflushed);
-        reserve_for_frame(&mut inbuf, READ_CHUNK);
+        inbuf.make_room(READ_CHUNK);
         let (read, write) = match conn.as_mut() {
             Some(c) => (Some(&mut c.reader), Some(&mut c.writer)),
             None => (None, None),
@@ -158,7 +159,7 @@ pub(super) async fn run<C: Connector>(
                 Ok(Some(0)) | Err(_) => Step::Lost,
                 Ok(Some(n)) => Step::Wrote(n),
             },
-            r = async { read.expect("armed only when connected").read_buf(&mut inbuf).await }, if connected => {
+            r = async { read.expect("armed only when connected").read_buf(inbuf.bytes()).await }, if connected => {
                 match r {
                     Ok(0) | Err(_) => Step::Lost,
                     Ok(_) => Step::Input,
@@ -174,7 +175,7 @@ pub(super) async fn run<C: Connector>(
         let now = shared.now();
         tracing::trace!(step = step.name(), "client driver");
         match step {
-            Step::Input => shared.lock().client.handle_input(now, &mut inbuf),
+            Step::Input => shared.lock().client.handle_input(now, inbuf.bytes()),
             Step::Wrote(n) => {
                 advance(&mut out, n);
                 unflushed = true;
