@@ -11,6 +11,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use smallvec::SmallVec;
+
 use crate::path::ExportPath;
 use crate::protocol::{PageNo, SessionId, Version};
 use crate::store::{FileKey, StoreFile};
@@ -26,8 +28,10 @@ pub(crate) struct FileId(pub(crate) u32);
 pub(crate) struct PageEntry {
     pub(crate) version: Version,
     pub(crate) owner: Option<SessionId>,
-    /// Sorted, without duplicates.
-    pub(crate) sharers: Vec<SessionId>,
+    /// Sorted, without duplicates. Inline up to two: a page in the
+    /// directory costs no allocation for its holders (a streaming read puts
+    /// thousands of pages a second through it).
+    pub(crate) sharers: SmallVec<[SessionId; 2]>,
     pub(crate) lock: Option<OpId>,
     pub(crate) queue: VecDeque<OpId>,
 }
@@ -37,7 +41,7 @@ impl PageEntry {
         PageEntry {
             version,
             owner: None,
-            sharers: Vec::new(),
+            sharers: SmallVec::new(),
             lock: None,
             queue: VecDeque::new(),
         }
