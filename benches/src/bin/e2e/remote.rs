@@ -70,14 +70,7 @@ fn access(write: bool) -> Access {
 
 /// The client configuration every benchmark uses: the defaults.
 fn config() -> ClientConfig {
-    let mut c = ClientConfig::default();
-    if let Ok(v) = std::env::var("XRA") {
-        c.readahead_pages = v.parse().unwrap();
-    }
-    if let Ok(v) = std::env::var("XCACHE") {
-        c.max_cached_pages = v.parse().unwrap();
-    }
-    c
+    ClientConfig::default()
 }
 
 /// rmmap-tokio: async client, workloads as Tokio tasks.
