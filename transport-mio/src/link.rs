@@ -317,15 +317,14 @@ impl Link {
             let State::Open(stream) = &mut self.state else {
                 return;
             };
-            let r = if self.inbuf.room_wanted(READ_CHUNK) > READ_CHUNK {
-                // The rest of a large frame: straight into the buffer (one
-                // zero-fill of the frame, no second copy).
-                let room = self.inbuf.make_room(READ_CHUNK);
-                let inbuf = self.inbuf.bytes();
-                let start = inbuf.len();
-                inbuf.resize(start + room, 0);
-                let r = stream.read(&mut inbuf[start..]);
-                inbuf.truncate(start + *r.as_ref().unwrap_or(&0));
+            let large = self.inbuf.filling() || self.inbuf.room_wanted(READ_CHUNK) > READ_CHUNK;
+            let r = if large {
+                // The rest of a large frame: straight into the buffer, which
+                // is zero-filled once for the whole frame (no second copy).
+                let r = stream.read(self.inbuf.read_space(READ_CHUNK));
+                if let Ok(n) = r {
+                    self.inbuf.advance_read(n);
+                }
                 r
             } else {
                 // Small reads go through a reused scratch buffer: zero-filling
@@ -341,6 +340,8 @@ impl Link {
             };
             match r {
                 Ok(0) => return self.fail(),
+                // Nothing to decode before the large frame is whole.
+                Ok(_) if self.inbuf.filling() => {}
                 Ok(_) => {
                     core.handle_input(now, self.inbuf.bytes());
                     // The core may have closed this connection (a Goodbye, a

@@ -45,6 +45,10 @@ pub struct RecvBuffer {
     retired: VecDeque<(BytesMut, usize)>,
     /// The allocation size of `buf` (0 until the first read).
     buf_size: usize,
+    /// While a large frame is read in place ([`read_space`](Self::read_space)):
+    /// how much of `buf` is received; the rest, up to `buf.len()`, is
+    /// zero-filled room.
+    fill: Option<usize>,
     retired_bytes: usize,
 }
 
@@ -56,12 +60,52 @@ impl RecvBuffer {
 
     /// The bytes received and not yet taken by the core.
     pub fn bytes(&mut self) -> &mut BytesMut {
+        if let Some(f) = self.fill.take() {
+            self.buf.truncate(f);
+        }
         &mut self.buf
+    }
+
+    /// For a reader that can only read into initialised memory
+    /// (`std::io::Read`): where the next read of a large frame goes, the
+    /// rest of the frame, zero-filled once for the whole frame rather than
+    /// once per read. Report what was read with
+    /// [`advance_read`](Self::advance_read); the frame is whole when
+    /// [`filling`](Self::filling) turns false.
+    pub fn read_space(&mut self, chunk: usize) -> &mut [u8] {
+        let f = match self.fill {
+            Some(f) => f,
+            None => {
+                let room = self.make_room(chunk);
+                let start = self.buf.len();
+                self.buf.resize(start + room, 0);
+                self.fill = Some(start);
+                start
+            }
+        };
+        &mut self.buf[f..]
+    }
+
+    /// `n` bytes were read into [`read_space`](Self::read_space).
+    pub fn advance_read(&mut self, n: usize) {
+        if let Some(f) = &mut self.fill {
+            *f = (*f + n).min(self.buf.len());
+            if *f == self.buf.len() {
+                self.fill = None;
+            }
+        }
+    }
+
+    /// Whether a large frame is being read in place and is not whole yet
+    /// (the core has nothing to decode until it is).
+    pub fn filling(&self) -> bool {
+        self.fill.is_some()
     }
 
     /// Forgets what was received (the connection is gone), and the
     /// retired buffers with it.
     pub fn clear(&mut self) {
+        self.fill = None;
         self.buf.clear();
         self.retired.clear();
         self.retired_bytes = 0;
@@ -96,6 +140,9 @@ impl RecvBuffer {
     /// reads a large frame into one allocation instead of copying the
     /// partial frame into a bigger one after every read.
     pub fn make_room(&mut self, chunk: usize) -> usize {
+        if let Some(f) = self.fill.take() {
+            self.buf.truncate(f);
+        }
         let rest = self.rest_of_frame();
         let room = rest.max(chunk);
         let spare = self.buf.capacity() - self.buf.len();
@@ -200,6 +247,41 @@ mod tests {
             "the released buffer was not reused"
         );
         drop((second, third, fourth));
+    }
+
+    #[test]
+    fn a_large_frame_is_read_in_place_by_a_std_reader() {
+        let mut r = RecvBuffer::new();
+        let mut wire = frame_header(100_000).to_vec();
+        wire.extend((0..100_000u32).map(|i| i as u8));
+        let mut src = &wire[..];
+        // The length prefix arrives first, through a small read.
+        r.bytes().extend_from_slice(&src[..4]);
+        src = &src[4..];
+        assert!(r.room_wanted(64 * 1024) > 64 * 1024);
+        // Then the rest, in reads of 30,000 bytes.
+        let mut reads = 0;
+        while !src.is_empty() {
+            let space = r.read_space(64 * 1024);
+            assert_eq!(space.len(), src.len(), "room for exactly the frame");
+            let n = src.len().min(30_000);
+            space[..n].copy_from_slice(&src[..n]);
+            src = &src[n..];
+            r.advance_read(n);
+            reads += 1;
+            assert_eq!(r.filling(), !src.is_empty());
+        }
+        assert_eq!(reads, 4);
+        assert_eq!(&r.bytes()[..], &wire[..]);
+        // Taking the bytes before the frame is whole hands over only what
+        // was received.
+        let mut r = RecvBuffer::new();
+        r.bytes().extend_from_slice(&frame_header(100_000));
+        r.read_space(64 * 1024)[..10].copy_from_slice(&[9; 10]);
+        r.advance_read(10);
+        assert!(r.filling());
+        assert_eq!(r.bytes().len(), 14);
+        assert!(!r.filling());
     }
 
     #[test]
