@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rmmap_core::client::MapOptions;
 use rmmap_core::harness::{Cluster, Direction, Verdict};
-use rmmap_core::protocol::Message;
+use rmmap_core::protocol::{Message, fetch_flags};
 use rmmap_core::server::ServerConfig;
 use rmmap_core::store::MemStore;
 
@@ -188,6 +188,63 @@ fn a_sequential_writer_is_written_behind_before_it_syncs() {
         let chunk = i as u64 / (16 * PAGE);
         assert_eq!(*b, (chunk % 251) as u8 + 1, "byte {i} lost at sync");
     }
+    assert!(c.server.check_invariants().is_ok());
+}
+
+#[test]
+fn a_sequential_writer_takes_ownership_ahead_without_fetching_data() {
+    // The file holds 5s; one client writes its first 2,000 pages front to
+    // back in 16-page writes, then a second client reads all of it.
+    let pages = 4096u64;
+    let store = MemStore::new();
+    store.insert("big", vec![5u8; (pages * PAGE) as usize]);
+    let mut c = Cluster::new(ServerConfig::default(), store.clone(), 2, 5);
+    c.settle();
+    let w = c
+        .map(0, "big", 0, pages * PAGE, MapOptions::read_write())
+        .unwrap();
+    let fetches = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = fetches.clone();
+    c.set_hook(Box::new(move |i, d, m| {
+        if let (0, Direction::ToServer, Message::Fetch(f)) = (i, d, m) {
+            seen.borrow_mut().push((f.first_page, f.count, f.flags));
+        }
+        Verdict::Deliver
+    }));
+    let written = 2000u64;
+    for chunk in 0..written / 16 {
+        let data = vec![9u8; (16 * PAGE) as usize];
+        c.write(0, w, chunk * 16 * PAGE, &data).unwrap();
+    }
+    c.settle();
+    let fetches = fetches.borrow().clone();
+    // Ownership came ahead of the writer, a fetch's worth at a time, and
+    // without data: the writer overwrites every byte.
+    let ahead = fetches.iter().filter(|f| f.0 >= 1024).count();
+    assert!(ahead > 0, "no write-ahead: {fetches:?}");
+    assert!(
+        fetches.len() <= 2 * (written + 1024) as usize / 256 + 4,
+        "{} fetches for {written} pages: not batched",
+        fetches.len()
+    );
+    assert!(
+        fetches.iter().all(|f| f.2 & fetch_flags::WANT_DATA == 0),
+        "page data fetched for pages that are overwritten: {fetches:?}"
+    );
+    // Pages taken ahead but never written keep the file's bytes: a reader
+    // recalls them (clean) and sees 5s; the written ones read 9s.
+    let r = c
+        .map(1, "big", 0, pages * PAGE, MapOptions::read_only())
+        .unwrap();
+    let all = c.read(1, r, 0, pages * PAGE).unwrap();
+    let split = (written * PAGE) as usize;
+    assert!(all[..split].iter().all(|b| *b == 9), "written pages");
+    assert!(all[split..].iter().all(|b| *b == 5), "pages taken ahead");
+    // A write into the middle of a page taken ahead fetches its data.
+    c.write(0, w, (written + 100) * PAGE + 10, b"x").unwrap();
+    let page = c.read(1, r, (written + 100) * PAGE, PAGE).unwrap();
+    assert_eq!(page[10], b'x');
+    assert!(page.iter().enumerate().all(|(i, b)| i == 10 || *b == 5));
     assert!(c.server.check_invariants().is_ok());
 }
 

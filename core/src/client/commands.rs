@@ -171,6 +171,7 @@ impl Client {
                 dropped_to: 0,
                 last_write_end: u64::MAX,
                 written_back_to: 0,
+                writeahead_to: 0,
                 file_len: 0,
                 memory,
             },
@@ -460,6 +461,7 @@ impl Client {
         self.tick += 1;
         if sequential {
             self.write_behind(mapping, file, start / ps);
+            self.write_ahead(mapping, file, (start + data.len() as u64).div_ceil(ps));
         }
     }
 }

@@ -308,6 +308,51 @@ impl Client {
         }
     }
 
+    /// Takes ownership ahead of a sequential writer: overwrite grants (the
+    /// server sends no data for pages the writer is expected to overwrite)
+    /// for up to `readahead_pages` past `from`, several requests in flight.
+    /// Its next writes then find their pages held, instead of each waiting
+    /// a round trip queued behind the server's work on the write-backs
+    /// before it. A page it ends up writing only in part fetches its data
+    /// then (keeping ownership); one it never writes is recalled clean.
+    pub(crate) fn write_ahead(&mut self, mapping: MappingId, file: FileId, from: PageNo) {
+        let Some(params) = self.params.as_ref() else {
+            return;
+        };
+        let (ps, max) = (params.page_size, params.max_pages as u64);
+        let Some(m) = self.mappings.get(&mapping) else {
+            return;
+        };
+        let Some(wire) = m.wire() else { return };
+        if !m.writable || m.memory.is_some() {
+            return;
+        }
+        let end = m.pages(ps).1;
+        let limit = (from + self.config.readahead_pages as u64).min(end);
+        let mut p = m.writeahead_to.max(from);
+        while p < limit && self.request_room() {
+            let held = self.files[&file]
+                .pages
+                .get(&p)
+                .is_some_and(|pg| pg.fetch.is_some() || pg.state == PageState::Exclusive);
+            if held {
+                p += 1;
+                continue;
+            }
+            let to = (p + max).min(limit);
+            if to - p < max && limit < end {
+                // Less than a fetch's worth: wait until the writer has moved
+                // on far enough to ask for a whole one.
+                break;
+            }
+            self.request_pages(None, wire, file, p, to, true, Some((p * ps, to * ps)));
+            p += 1;
+        }
+        if let Some(m) = self.mappings.get_mut(&mapping) {
+            m.writeahead_to = p;
+        }
+    }
+
     // ---- operations ----
 
     fn step_map(&mut self, id: OpId, mapping: MappingId) -> Step {

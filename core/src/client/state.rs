@@ -78,6 +78,8 @@ pub(crate) struct MappingState {
     pub(crate) last_write_end: u64,
     /// Write-behind has sent the dirty pages before this one.
     pub(crate) written_back_to: PageNo,
+    /// Write-ahead has asked for ownership up to this page.
+    pub(crate) writeahead_to: PageNo,
     /// The memory of a memory mapping.
     pub(crate) memory: Option<super::memory::Memory>,
 }
