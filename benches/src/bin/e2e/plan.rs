@@ -266,7 +266,7 @@ pub(crate) fn run(st: &Settings, dir: Option<PathBuf>) -> Result<Results, String
             nbd_run(st, &dir, run, &mut res);
         }
         for (k, (_, addr)) in &servers {
-            rmmap_run(st, *k, addr, run, &mut res);
+            rmmap_run(st, *k, addr, &dir, run, &mut res);
         }
     }
     for (_, (child, _)) in servers {
@@ -349,7 +349,7 @@ fn nbd_run(st: &Settings, dir: &Path, run: usize, res: &mut Results) {
     }
 }
 
-fn rmmap_run(st: &Settings, k: Kind, addr: &str, run: usize, res: &mut Results) {
+fn rmmap_run(st: &Settings, k: Kind, addr: &str, dir: &Path, run: usize, res: &mut Results) {
     let sys = k.name();
     eprintln!("e2e:   rmmap-{sys}");
     let seq = ("path", s("seq.bin"));
@@ -362,12 +362,22 @@ fn rmmap_run(st: &Settings, k: Kind, addr: &str, run: usize, res: &mut Results) 
         );
     }
     if st.wants("w2") {
-        let path = ("path", format!("write-{sys}-{run}.bin"));
+        let name = format!("write-{sys}-{run}.bin");
         res.record(
             sys,
             "w2",
-            client(k, addr, "seq-write", &[path, seq_len.clone()]),
+            client(
+                k,
+                addr,
+                "seq-write",
+                &[("path", name.clone()), seq_len.clone()],
+            ),
         );
+        // As the NBD run does with its target: a file left behind would keep
+        // its page cache, and every later run would write into memory the
+        // machine never used before (much slower in this VM, see
+        // docs/BENCHMARKS.md) instead of memory just freed.
+        let _ = std::fs::remove_file(dir.join(name));
     }
     if st.wants("w3") {
         let count = ("count", s(st.rand_count));
