@@ -97,6 +97,19 @@ pub trait Store {
     /// Writes `data` at `offset`.
     fn write(&mut self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError>;
 
+    /// Writes `parts`, one after another, at `offset`: a write-back of
+    /// consecutive pages, whose data lie apart in the frame they came in.
+    /// The default joins them and calls [`write`](Self::write); a store
+    /// that can write them as they are (`pwritev`) saves that copy.
+    fn write_vectored(
+        &mut self,
+        file: StoreFile,
+        offset: u64,
+        parts: &[&[u8]],
+    ) -> Result<(), StoreError> {
+        self.write(file, offset, &parts.concat())
+    }
+
     /// Truncates or extends (with zeros) the file.
     fn set_len(&mut self, file: StoreFile, len: u64) -> Result<(), StoreError>;
 
@@ -124,6 +137,14 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn write(&mut self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         (**self).write(file, offset, data)
+    }
+    fn write_vectored(
+        &mut self,
+        file: StoreFile,
+        offset: u64,
+        parts: &[&[u8]],
+    ) -> Result<(), StoreError> {
+        (**self).write_vectored(file, offset, parts)
     }
     fn set_len(&mut self, file: StoreFile, len: u64) -> Result<(), StoreError> {
         (**self).set_len(file, len)

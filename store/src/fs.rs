@@ -270,7 +270,7 @@ impl Store for FsStore {
 
     fn read(&mut self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
         let f = self.handle(file)?;
-        let buf = crate::pread::read_exact_or_zeros(&f.file, offset, len)
+        let buf = crate::positioned::read_exact_or_zeros(&f.file, offset, len)
             .map_err(|e| map_err(&f.path, e))?;
         Ok(buf.freeze())
     }
@@ -279,6 +279,17 @@ impl Store for FsStore {
         let f = self.writable_handle(file)?;
         f.file
             .write_all_at(data, offset)
+            .map_err(|e| map_err(&f.path, e))
+    }
+
+    fn write_vectored(
+        &mut self,
+        file: StoreFile,
+        offset: u64,
+        parts: &[&[u8]],
+    ) -> Result<(), StoreError> {
+        let f = self.writable_handle(file)?;
+        crate::positioned::write_all_vectored_at(&f.file, offset, parts)
             .map_err(|e| map_err(&f.path, e))
     }
 

@@ -10,7 +10,7 @@
 
 mod config;
 mod fs;
-mod pread;
+mod positioned;
 
 pub use config::ServerConfig;
 pub use fs::{FsStore, RootError};

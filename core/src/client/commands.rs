@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::Instant;
 use crate::protocol::AtomicOp;
@@ -440,6 +440,13 @@ impl Client {
     ) {
         let ps = self.params.as_ref().expect("connected").page_size;
         let f = self.files.get_mut(&file).expect("mapped file");
+        // Pages this write fills whole and that hold no data yet (overwrite
+        // grants) take slices of one buffer: one allocation for the write
+        // instead of a zeroed one per page, then overwritten.
+        let whole = (start.div_ceil(ps)..(start + data.len() as u64) / ps)
+            .filter(|q| f.pages.get(q).is_some_and(|pg| !pg.data.is_some()))
+            .count();
+        let mut block = BytesMut::with_capacity(if whole > 1 { whole * ps as usize } else { 0 });
         let mut pos = 0usize;
         while pos < data.len() {
             let abs = start + pos as u64;
@@ -447,7 +454,12 @@ impl Client {
             let n = (ps as usize - inp).min(data.len() - pos);
             let page = f.pages.get_mut(&p).expect("checked exclusive");
             let had = page.data.is_some();
-            page.data.make_mut(ps as usize)[inp..inp + n].copy_from_slice(&data[pos..pos + n]);
+            if !had && n == ps as usize && block.capacity() >= n {
+                block.extend_from_slice(&data[pos..pos + n]);
+                page.data = cache::PageData::Owned(block.split_to(n));
+            } else {
+                page.data.make_mut(ps as usize)[inp..inp + n].copy_from_slice(&data[pos..pos + n]);
+            }
             if !had {
                 self.cached += 1;
             }
