@@ -103,6 +103,29 @@ impl MapOptions {
     }
 }
 
+/// Copies the slices of a [`Completion::ReadPages`] (in order) into `buf`,
+/// which they must fill exactly: what an adapter's `read(offset, &mut buf)`
+/// does with the completion.
+pub fn copy_read_pages(buf: &mut [u8], parts: &[Bytes]) -> Result<(), OpError> {
+    let mut at = 0;
+    for p in parts {
+        let end = at + p.len();
+        let Some(dst) = buf.get_mut(at..end) else {
+            break;
+        };
+        dst.copy_from_slice(p);
+        at = end;
+    }
+    if at == buf.len() {
+        Ok(())
+    } else {
+        Err(OpError::Closed(format!(
+            "internal error: a read of {} bytes completed with {at}",
+            buf.len()
+        )))
+    }
+}
+
 /// The result of a completed operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use rmmap_core::client::{Completion, MappingId, OpError};
+use rmmap_core::client::{Completion, MappingId, OpError, copy_read_pages};
 use rmmap_core::protocol::AtomicOp;
 
 use super::{Client, unexpected};
@@ -26,28 +26,6 @@ impl Drop for MappingInner {
             let _ = shared.lock().client.unmap(now, self.id);
             shared.wake();
         }
-    }
-}
-
-/// Copies `parts` (the slices of a `ReadPages` completion, in order) into
-/// `buf`, which they must fill exactly.
-fn fill(buf: &mut [u8], parts: &[Bytes]) -> Result<(), OpError> {
-    let mut at = 0;
-    for p in parts {
-        let end = at + p.len();
-        let Some(dst) = buf.get_mut(at..end) else {
-            break;
-        };
-        dst.copy_from_slice(p);
-        at = end;
-    }
-    if at == buf.len() {
-        Ok(())
-    } else {
-        Err(OpError::Closed(format!(
-            "internal error: a read of {} bytes completed with {at}",
-            buf.len()
-        )))
     }
 }
 
@@ -146,7 +124,7 @@ impl Mapping {
             .shared()
             .run(|c, now| c.read_pages(now, id, offset, len))?
         {
-            Completion::ReadPages(parts) => fill(buf, &parts),
+            Completion::ReadPages(parts) => copy_read_pages(buf, &parts),
             other => Err(unexpected(other)),
         }
     }
