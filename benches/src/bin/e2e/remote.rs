@@ -11,7 +11,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use rmmap_tokio::{Access, ClientConfig};
+use rmmap_tokio::{Access, ClientConfig, MapOptions};
 
 /// What a workload needs from a client library.
 pub(crate) trait Transport: 'static {
@@ -60,11 +60,15 @@ pub(crate) trait Transport: 'static {
         F::Output: Send + 'static;
 }
 
-fn access(write: bool) -> Access {
-    if write {
-        Access::ReadWrite
-    } else {
-        Access::ReadOnly
+/// How a workload maps its file (both transports take the core's options).
+fn options(write: bool, create: bool) -> MapOptions {
+    MapOptions {
+        access: if write {
+            Access::ReadWrite
+        } else {
+            Access::ReadOnly
+        },
+        create,
     }
 }
 
@@ -93,11 +97,7 @@ impl Transport for Tokio {
         write: bool,
         create: bool,
     ) -> Result<Self::Map, String> {
-        let opts = rmmap_tokio::MapOptions {
-            access: access(write),
-            create,
-        };
-        c.map_with(path, 0..len, opts)
+        c.map_with(path, 0..len, options(write, create))
             .await
             .map_err(|e| e.to_string())
     }
@@ -165,11 +165,8 @@ impl Transport for Mio {
         write: bool,
         create: bool,
     ) -> Result<Self::Map, String> {
-        let opts = rmmap_mio::MapOptions {
-            access: access(write),
-            create,
-        };
-        c.map_with(path, 0..len, opts).map_err(|e| e.to_string())
+        c.map_with(path, 0..len, options(write, create))
+            .map_err(|e| e.to_string())
     }
 
     async fn close(c: Self::Client) -> Result<(), String> {
