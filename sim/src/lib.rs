@@ -142,16 +142,20 @@ pub use checker::Violation;
 pub use config::{InjectedBug, SimConfig};
 pub use sim::{SeedReport, Stats, run_seed};
 
+/// What a caught panic said (its message, when it was a string).
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".into())
+}
+
 /// Runs a seed, catching panics of the core as a violation.
 pub fn run_seed_guarded(seed: u64, cfg: &SimConfig) -> SeedReport {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_seed(seed, cfg))) {
         Ok(r) => r,
         Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "a panic".into());
+            let msg = panic_message(p.as_ref());
             SeedReport {
                 seed,
                 violations: vec![Violation::new("panic", None, msg, Vec::new())],

@@ -171,11 +171,7 @@ pub fn run_net_seed_guarded(seed: u64, cfg: &NetConfig) -> NetReport {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_net_seed(seed, cfg))) {
         Ok(r) => r,
         Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "a panic".into());
+            let msg = crate::panic_message(p.as_ref());
             NetReport {
                 seed,
                 violations: vec![Violation::new("panic", None, msg, Vec::new())],
