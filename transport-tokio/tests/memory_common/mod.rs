@@ -4,12 +4,15 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::PathBuf;
+// The server, client settings and timeout of the loopback tests.
+#[path = "../common/mod.rs"]
+mod common;
+#[allow(unused_imports)] // each test file uses a part
+pub use common::{TestServer, client_config, within};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use rmmap_tokio::{Client, ClientConfig, Server, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
@@ -22,60 +25,6 @@ pub fn supported() -> bool {
             false
         }
     }
-}
-
-/// A server exporting a fresh temporary directory.
-pub struct TestServer {
-    pub server: Server,
-    pub addr: String,
-    pub dir: tempfile::TempDir,
-}
-
-impl TestServer {
-    pub async fn start(configure: impl FnOnce(ServerConfig) -> ServerConfig) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let config = configure(
-            ServerConfig::new(dir.path())
-                .lease(Duration::from_secs(2))
-                .restart_grace(Some(Duration::ZERO)),
-        );
-        let server = Server::bind("127.0.0.1:0", config).await.unwrap();
-        let addr = server.local_addr().to_string();
-        TestServer { server, addr, dir }
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    pub fn put(&self, name: &str, data: &[u8]) {
-        std::fs::write(self.path(name), data).unwrap();
-    }
-
-    pub fn get(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.path(name)).unwrap()
-    }
-
-    pub async fn client(&self) -> Client {
-        Client::connect(&self.addr, client_config()).await.unwrap()
-    }
-}
-
-/// Short timeouts, so that tests about failures stay fast.
-pub fn client_config() -> ClientConfig {
-    ClientConfig {
-        reconnect_initial: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        give_up_after: Some(Duration::from_secs(20)),
-        ..ClientConfig::default()
-    }
-}
-
-/// Fails the test instead of hanging it.
-pub async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), f)
-        .await
-        .expect("timed out")
 }
 
 /// Runs memory accesses off the runtime's scheduling: a fault blocks the
