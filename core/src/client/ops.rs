@@ -29,6 +29,15 @@ enum Need {
     Exclusive { want_data: bool, overwrite: bool },
 }
 
+/// Whose stream [`Client::take_ahead`] runs ahead of.
+#[derive(Clone, Copy)]
+enum Ahead {
+    /// A sequential reader: shared copies.
+    Read,
+    /// A sequential writer: write ownership without data.
+    Write,
+}
+
 impl Client {
     pub(crate) fn step(&mut self, now: Instant, id: OpId) {
         let Some(op) = self.ops.remove(&id) else {
@@ -284,42 +293,26 @@ impl Client {
     /// Fetches ahead of a sequential reader, several fetches in flight.
     fn readahead(&mut self, mapping: MappingId, wire: WireMappingId, file: FileId, from: PageNo) {
         let ps = self.params.as_ref().expect("mapped").page_size;
-        let max = self.params.as_ref().expect("mapped").max_pages as u64;
         let m = &self.mappings[&mapping];
-        let end = m.pages(ps).1;
-        let limit = (from + self.config.readahead_pages as u64).min(end);
-        let mut p = m.readahead_to.max(from);
-        while p < limit && self.request_room() {
-            let f = &self.files[&file];
-            let busy = f
-                .pages
-                .get(&p)
-                .is_some_and(|pg| pg.fetch.is_some() || pg.readable());
-            if busy {
-                p += 1;
-                continue;
-            }
-            let to = (p + max).min(limit);
-            self.request_pages(None, wire, file, p, to, false, None);
-            p += 1;
-        }
+        let (cursor, end) = (m.readahead_to, m.pages(ps).1);
+        let reached = self.take_ahead(Ahead::Read, wire, file, from, cursor, end);
         if let Some(m) = self.mappings.get_mut(&mapping) {
-            m.readahead_to = p;
+            m.readahead_to = reached;
         }
     }
 
     /// Takes ownership ahead of a sequential writer: overwrite grants (the
-    /// server sends no data for pages the writer is expected to overwrite)
-    /// for up to `readahead_pages` past `from`, several requests in flight.
-    /// Its next writes then find their pages held, instead of each waiting
-    /// a round trip queued behind the server's work on the write-backs
-    /// before it. A page it ends up writing only in part fetches its data
-    /// then (keeping ownership); one it never writes is recalled clean.
+    /// server sends no data for pages the writer is expected to overwrite),
+    /// several requests in flight. Its next writes then find their pages
+    /// held, instead of each waiting a round trip queued behind the
+    /// server's work on the write-backs before it. A page it ends up
+    /// writing only in part fetches its data then (keeping ownership); one
+    /// it never writes is recalled clean.
     pub(crate) fn write_ahead(&mut self, mapping: MappingId, file: FileId, from: PageNo) {
         let Some(params) = self.params.as_ref() else {
             return;
         };
-        let (ps, max) = (params.page_size, params.max_pages as u64);
+        let ps = params.page_size;
         let Some(m) = self.mappings.get(&mapping) else {
             return;
         };
@@ -327,30 +320,57 @@ impl Client {
         if !m.writable || m.memory.is_some() {
             return;
         }
-        let end = m.pages(ps).1;
+        let (cursor, end) = (m.writeahead_to, m.pages(ps).1);
+        let reached = self.take_ahead(Ahead::Write, wire, file, from, cursor, end);
+        if let Some(m) = self.mappings.get_mut(&mapping) {
+            m.writeahead_to = reached;
+        }
+    }
+
+    /// Asks for the pages from `cursor` (where the last call stopped) up
+    /// to `readahead_pages` past `from` and short of `end`, a fetch at a
+    /// time, skipping pages already held or asked for, while the request
+    /// window has room; returns where it stopped. A writer asks only for
+    /// whole fetches (but the last one of the mapping), so that a stream of
+    /// small writes does not turn into a stream of small fetches.
+    fn take_ahead(
+        &mut self,
+        ahead: Ahead,
+        wire: WireMappingId,
+        file: FileId,
+        from: PageNo,
+        cursor: PageNo,
+        end: PageNo,
+    ) -> PageNo {
+        let params = self.params.as_ref().expect("mapped");
+        let (ps, max) = (params.page_size, params.max_pages as u64);
         let limit = (from + self.config.readahead_pages as u64).min(end);
-        let mut p = m.writeahead_to.max(from);
+        let mut p = cursor.max(from);
         while p < limit && self.request_room() {
-            let held = self.files[&file]
-                .pages
-                .get(&p)
-                .is_some_and(|pg| pg.fetch.is_some() || pg.state == PageState::Exclusive);
+            let held = self.files[&file].pages.get(&p).is_some_and(|pg| {
+                pg.fetch.is_some()
+                    || match ahead {
+                        Ahead::Read => pg.readable(),
+                        Ahead::Write => pg.state == PageState::Exclusive,
+                    }
+            });
             if held {
                 p += 1;
                 continue;
             }
             let to = (p + max).min(limit);
-            if to - p < max && limit < end {
-                // Less than a fetch's worth: wait until the writer has moved
-                // on far enough to ask for a whole one.
-                break;
+            match ahead {
+                Ahead::Read => self.request_pages(None, wire, file, p, to, false, None),
+                Ahead::Write => {
+                    if to - p < max && limit < end {
+                        break;
+                    }
+                    self.request_pages(None, wire, file, p, to, true, Some((p * ps, to * ps)));
+                }
             }
-            self.request_pages(None, wire, file, p, to, true, Some((p * ps, to * ps)));
             p += 1;
         }
-        if let Some(m) = self.mappings.get_mut(&mapping) {
-            m.writeahead_to = p;
-        }
+        p
     }
 
     // ---- operations ----
