@@ -446,7 +446,7 @@ impl<S: Store> Server<S> {
         if self.shutdown.is_none() {
             self.shutdown = Some(Shutdown { done: false });
             self.recall_all_owned(now);
-            self.check_shutdown(now);
+            self.check_shutdown();
         }
     }
 
@@ -455,23 +455,20 @@ impl<S: Store> Server<S> {
         self.shutdown.as_ref().is_some_and(|s| s.done)
     }
 
-    fn check_shutdown(&mut self, now: Instant) {
+    fn check_shutdown(&mut self) {
         let Some(sd) = &self.shutdown else { return };
         if sd.done || self.shutdown_revs > 0 {
             return;
         }
-        if self
-            .files
-            .files
-            .values()
-            .any(|f| f.pages.values().any(|p| p.owner.is_some()))
-        {
-            // Ownership granted while the first round of recalls ran.
-            self.recall_all_owned(now);
-            if self.shutdown_revs > 0 {
-                return;
-            }
-        }
+        // Every owner was recalled when shutdown began, and no operation
+        // grants ownership after that (`finish` refuses it).
+        debug_assert!(
+            self.files
+                .files
+                .values()
+                .all(|f| f.pages.values().all(|p| p.owner.is_none())),
+            "an owner appeared during shutdown"
+        );
         let stores: Vec<_> = self.files.files.values().map(|f| f.store).collect();
         let mut failed = 0;
         for f in stores {

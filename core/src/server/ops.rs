@@ -90,7 +90,7 @@ impl<S: Store> Server<S> {
         while let Some(id) = self.ready.pop_front() {
             self.advance(now, id);
         }
-        self.check_shutdown(now);
+        self.check_shutdown();
     }
 
     /// Locks as many pages as possible, sends what must be revoked, and runs
@@ -214,6 +214,16 @@ impl<S: Store> Server<S> {
         }
         let (sid, req) = (op.session, op.req);
         let result = match op.kind.clone() {
+            // Shutdown recalls every owned page once; an exclusive fetch
+            // queued before it began gets no ownership either, so none
+            // appears behind those recalls (the client asks again of the
+            // next run).
+            OpKind::Fetch {
+                exclusive: true, ..
+            } if self.shutdown.is_some() => Err(Failure::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; no new write ownership",
+            )),
             OpKind::Fetch {
                 exclusive,
                 want_data,

@@ -181,9 +181,19 @@ impl<S: Store> Server<S> {
             let Some(e) = f.pages.get_mut(&page) else {
                 continue;
             };
+            // A revocation takes its holder down to the state it asks for,
+            // whatever the holder has now: another revocation of the same
+            // page (a shutdown's recall, which takes no lock) may have been
+            // answered first and already lowered it. "No copy" means none,
+            // shared or owned (the client drops a shared copy on such a
+            // recall too); lowering only an owner left a sharer beside the
+            // next owner (fuzz finding owner-beside-sharer).
             let mut released = false;
             match r.kind {
                 RevKind::Invalidate => {
+                    released = e.remove_sharer(sid);
+                }
+                RevKind::Recall { downgrade: false } if e.owner != Some(sid) => {
                     released = e.remove_sharer(sid);
                 }
                 RevKind::Recall { downgrade } => {
