@@ -23,54 +23,61 @@ use rmmap_core::protocol::{ErrorCode, Hello, Message, Resume, ResumeStatus, fetc
 
 both_transports!(
     ten_thousand_pipelined_map_requests,
+    requests_past_the_inflight_limit_are_refused_not_queued,
     ten_thousand_pipelined_fetches_never_read,
     a_thousand_silent_connections,
     silent_connections_beyond_the_handshake_limit,
     running_out_of_file_descriptors,
 );
 
-/// Sends map requests `reqs` in one pipelined burst (from another thread)
-/// while reading the replies; each request must be answered exactly once.
-/// Returns how many were mapped and how many refused with
-/// `too_many_mappings`.
+/// Sends map requests `reqs`, pipelined 64 at a time; each request must be
+/// answered exactly once. Returns how many were mapped and how many refused
+/// with `too_many_mappings`.
 fn map_flood(raw: &mut Raw, reqs: std::ops::RangeInclusive<u64>) -> (u64, u64) {
-    let mut burst = Vec::new();
-    for r in reqs.clone() {
-        let offset = (r % 16) * 4096;
-        burst.extend_from_slice(&map_msg(r, b"flood.bin", 0, offset, 4096).to_bytes());
-    }
-    let mut w = raw.stream.try_clone().unwrap();
-    let writer = std::thread::spawn(move || w.write_all(&burst));
-    let (first, n) = (*reqs.start(), reqs.count() as u64);
-    let mut seen = vec![false; n as usize];
+    // Pipelined as deep as the session allows (64 in flight): opening files
+    // takes the disk, so a deeper flood also meets too_many_requests (see
+    // `requests_past_the_inflight_limit_are_refused_not_queued`).
+    let all: Vec<u64> = reqs.collect();
     let (mut mapped, mut refused) = (0, 0);
-    while mapped + refused < n {
-        let m = match raw.recv() {
-            Recv::Frame(m) => m,
-            Recv::Closed => panic!("closed after {} replies", mapped + refused),
-        };
-        let Some(req) = reply_req(&m) else { continue };
-        let i = (req.0 - first) as usize;
-        assert!(
-            !std::mem::replace(&mut seen[i], true),
-            "two replies to {req}"
-        );
-        match m {
-            Message::Mapped(_) => mapped += 1,
-            Message::Error(e) => {
-                check_error(&e, ErrorCode::TooManyMappings, false);
-                refused += 1;
+    for window in all.chunks(64) {
+        let mut burst = Vec::new();
+        for &r in window {
+            let offset = (r % 16) * 4096;
+            burst.extend_from_slice(&map_msg(r, b"flood.bin", 0, offset, 4096).to_bytes());
+        }
+        raw.stream.write_all(&burst).unwrap();
+        let first = window[0];
+        let mut seen = vec![false; window.len()];
+        let mut answered = 0;
+        while answered < window.len() {
+            let m = match raw.recv() {
+                Recv::Frame(m) => m,
+                Recv::Closed => panic!("closed after {} replies", mapped + refused),
+            };
+            let Some(req) = reply_req(&m) else { continue };
+            let i = (req.0 - first) as usize;
+            assert!(
+                !std::mem::replace(&mut seen[i], true),
+                "two replies to {req}"
+            );
+            answered += 1;
+            match m {
+                Message::Mapped(_) => mapped += 1,
+                Message::Error(e) => {
+                    check_error(&e, ErrorCode::TooManyMappings, false);
+                    refused += 1;
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
     }
-    writer.join().unwrap().unwrap();
     (mapped, refused)
 }
 
-/// 10,000 map requests pipelined on one session with `--max-mappings 1000`:
-/// 1,000 mapped, 9,000 refused, each answered once; 10,000 more are all
-/// refused, and the server's memory does not grow with them.
+/// 10,000 map requests pipelined on one session with `--max-mappings 1000`
+/// (64 at a time, the in-flight limit): 1,000 mapped, 9,000 refused, each
+/// answered once; 10,000 more are all refused, and the server's memory does
+/// not grow with them.
 fn ten_thousand_pipelined_map_requests(transport: &str) {
     let scene = Scene::start(
         transport,
@@ -97,6 +104,58 @@ fn ten_thousand_pipelined_map_requests(transport: &str) {
         second_growth < 8 * 1024,
         "the second flood grew the server by {second_growth} KiB: {first:?} {figures:?}"
     );
+    scene.finish();
+}
+
+/// 10,000 map requests in one burst on a session allowed 64 in flight: the
+/// server takes what it can and refuses the rest with `too_many_requests`
+/// (or `too_many_mappings` past the mapping limit), answering each request
+/// exactly once, and never maps more than the limit.
+fn requests_past_the_inflight_limit_are_refused_not_queued(transport: &str) {
+    let scene = Scene::start(
+        transport,
+        &["--max-mappings", "1000", "--max-inflight", "64"],
+    );
+    std::fs::write(scene.root.join("flood.bin"), vec![1u8; 16 * 4096]).unwrap();
+    let (mut raw, _) = Raw::handshake(scene.addr());
+    let mut burst = Vec::new();
+    for r in 1..=10_000u64 {
+        burst.extend_from_slice(&map_msg(r, b"flood.bin", 0, (r % 16) * 4096, 4096).to_bytes());
+    }
+    let mut w = raw.stream.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&burst));
+    let mut seen = vec![false; 10_000];
+    let (mut mapped, mut busy) = (0, 0);
+    for _ in 0..10_000 {
+        let m = loop {
+            match raw.recv() {
+                Recv::Frame(m) if reply_req(&m).is_some() => break m,
+                Recv::Frame(_) => continue,
+                Recv::Closed => panic!("closed after {mapped} maps"),
+            }
+        };
+        let req = reply_req(&m).unwrap();
+        assert!(
+            !std::mem::replace(&mut seen[req.0 as usize - 1], true),
+            "two replies to {req}"
+        );
+        match m {
+            Message::Mapped(_) => mapped += 1,
+            Message::Error(e) if e.code == ErrorCode::TooManyRequests => {
+                check_error(&e, ErrorCode::TooManyRequests, false);
+                busy += 1;
+            }
+            Message::Error(e) => check_error(&e, ErrorCode::TooManyMappings, false),
+            other => panic!("{other:?}"),
+        }
+    }
+    writer.join().unwrap().unwrap();
+    assert!(mapped <= 1000, "{mapped} mappings past the limit of 1000");
+    assert!(mapped >= 64, "only {mapped} maps went through");
+    assert!(busy > 0, "a flood deeper than 64 meets the in-flight limit");
+    raw.send(&Message::Bye);
+    assert!(raw.until_closed().is_empty());
+    scene.bystander_progresses();
     scene.finish();
 }
 

@@ -4,8 +4,12 @@
 //! Each link carries a byte stream in each direction with a latency. Frames
 //! can be held back (a one-way partition), dropped together with the rest of
 //! the connection (a cut), duplicated, or delayed by a hook; connections can
-//! be cut, the server restarted over a store that loses what was not synced.
-//! Everything is deterministic: the same calls give the same run.
+//! be cut, the server restarted (crashed, or shut down gracefully) over a
+//! store that loses what was not synced. The server's store requests run in
+//! virtual time too: at once by default, or each after a delay a disk hook
+//! picks (so they finish out of order); the store itself can be made to
+//! fail ([`MemStore::inject`]). Everything is deterministic: the same calls
+//! give the same run.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -18,7 +22,7 @@ use crate::client::{
 };
 use crate::protocol::{Message, check_frame, decode_body};
 use crate::server::{ConnId, InputStatus, Server, ServerConfig, ServerEvent};
-use crate::store::MemStore;
+use crate::store::{MemStore, Store, StoreRequest};
 
 /// Which way a frame travels.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -44,6 +48,9 @@ pub enum Verdict {
 
 /// Decides the fate of each frame: `(client index, direction, message)`.
 pub type Hook = Box<dyn FnMut(usize, Direction, &Message) -> Verdict>;
+
+/// Decides how long each store request takes (zero: it runs at once).
+pub type DiskHook = Box<dyn FnMut(&StoreRequest) -> Duration>;
 
 struct Pipe {
     /// Bytes not yet split into frames.
@@ -101,7 +108,7 @@ pub struct Cluster {
     /// Virtual time.
     pub now: Instant,
     /// The server.
-    pub server: Server<MemStore>,
+    pub server: Server,
     /// The server's files (survives restarts).
     pub store: MemStore,
     /// The clients.
@@ -109,10 +116,24 @@ pub struct Cluster {
     server_config: ServerConfig,
     by_conn: BTreeMap<ConnId, usize>,
     hook: Option<Hook>,
+    disk_hook: Option<DiskHook>,
+    /// Store requests running, by the time they finish (then by order).
+    disk: BTreeMap<(Instant, u64), StoreRequest>,
+    disk_seq: u64,
+    /// Store requests run so far.
+    pub store_requests: u64,
     /// Check the directory invariants after every step (default true).
     pub check_invariants: bool,
     restarts: u64,
     seed: u64,
+}
+
+/// A server over `store`, started at `now` with the run state the store has.
+fn start_server(config: &ServerConfig, store: &MemStore, seed: [u8; 32], now: Instant) -> Server {
+    let state = store
+        .load_run_state()
+        .expect("a memory store always answers");
+    Server::new(config.clone(), seed, now, state.as_deref()).expect("valid config")
 }
 
 fn seed_bytes(seed: u64, salt: u64) -> [u8; 32] {
@@ -140,14 +161,8 @@ impl Cluster {
         clients: Vec<ClientConfig>,
         seed: u64,
     ) -> Self {
-        // The first server is the first ever to serve this store: no client of
-        // an earlier run can hold a lease, so it needs no grace period.
-        let first = ServerConfig {
-            restart_grace: Some(Duration::ZERO),
-            ..server_config.clone()
-        };
-        let server = Server::new(first, store.clone(), seed_bytes(seed, 0)).expect("valid config");
         let now = Instant::ZERO;
+        let server = start_server(&server_config, &store, seed_bytes(seed, 0), now);
         let nodes = clients
             .into_iter()
             .enumerate()
@@ -168,6 +183,10 @@ impl Cluster {
             server_config,
             by_conn: BTreeMap::new(),
             hook: None,
+            disk_hook: None,
+            disk: BTreeMap::new(),
+            disk_seq: 0,
+            store_requests: 0,
             check_invariants: true,
             restarts: 0,
             seed,
@@ -186,6 +205,33 @@ impl Cluster {
         self.hook = None;
     }
 
+    /// Installs a hook that says how long each store request takes.
+    pub fn set_disk_hook(&mut self, hook: DiskHook) {
+        self.disk_hook = Some(hook);
+    }
+
+    /// Store requests running.
+    pub fn disk_busy(&self) -> usize {
+        self.disk.len()
+    }
+
+    /// Hands a store request to the simulated disk: run at once, or later.
+    fn submit_store(&mut self, req: StoreRequest) {
+        let delay = self.disk_hook.as_mut().map_or(Duration::ZERO, |h| h(&req));
+        if delay.is_zero() {
+            self.run_store(req);
+        } else {
+            self.disk_seq += 1;
+            self.disk.insert((self.now + delay, self.disk_seq), req);
+        }
+    }
+
+    fn run_store(&mut self, req: StoreRequest) {
+        self.store_requests += 1;
+        let result = req.op.execute(&self.store);
+        self.server.handle_store_done(self.now, req.id, result);
+    }
+
     /// Moves every output of every state machine onto the links, and acts on
     /// connection requests, until nothing more comes out.
     pub fn flush(&mut self) {
@@ -195,6 +241,7 @@ impl Cluster {
                 progress = true;
                 match ev {
                     ServerEvent::Transmit(c) => self.drain_server(c),
+                    ServerEvent::Store(req) => self.submit_store(req),
                     ServerEvent::Close(c) => {
                         self.drain_server(c);
                         if let Some(&i) = self.by_conn.get(&c)
@@ -358,7 +405,8 @@ impl Cluster {
     }
 
     /// Kills the server (its store loses what was not synced when `crash`)
-    /// and starts a new one with a new epoch. Every connection breaks.
+    /// and starts a new one with a new epoch. Every connection breaks, and
+    /// store requests still running die with the server.
     pub fn restart_server(&mut self, crash: bool) {
         for i in 0..self.nodes.len() {
             if let Some(l) = self.nodes[i].link.take() {
@@ -366,23 +414,39 @@ impl Cluster {
                 self.nodes[i].client.handle_disconnected(self.now);
             }
         }
+        self.disk.clear();
         if crash {
             self.store.crash();
         }
         self.restarts += 1;
-        self.server = Server::new(
-            self.server_config.clone(),
-            self.store.clone(),
+        self.server = start_server(
+            &self.server_config,
+            &self.store,
             seed_bytes(self.seed, 1 + self.restarts),
-        )
-        .expect("valid config");
+            self.now,
+        );
         self.by_conn.clear();
         self.flush();
+    }
+
+    /// Shuts the server down gracefully (waiting at most `within` of
+    /// virtual time), then starts a new one. Says whether the shutdown
+    /// completed in time (if not, the server is killed as by
+    /// [`Cluster::restart_server`] without a crash).
+    pub fn graceful_restart(&mut self, within: Duration) -> bool {
+        self.server.begin_shutdown(self.now);
+        self.flush();
+        let done = self.run_until(within, |c| c.server.is_shut_down());
+        self.restart_server(false);
+        done
     }
 
     /// The next moment anything happens.
     pub fn next_event_time(&self) -> Option<Instant> {
         let mut t = self.server.poll_timeout();
+        if let Some(((at, _), _)) = self.disk.first_key_value() {
+            t = Some(t.map_or(*at, |t| t.min(*at)));
+        }
         let mut consider = |x: Option<Instant>| {
             if let Some(x) = x {
                 t = Some(t.map_or(x, |t| t.min(x)));
@@ -412,6 +476,15 @@ impl Cluster {
         }
         self.now = self.now.max(t);
         let now = self.now;
+        // The disk first: what finished by now.
+        while let Some(entry) = self.disk.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let req = entry.remove();
+            self.run_store(req);
+            self.flush();
+        }
         // Deliveries, in client order, each direction in stream order.
         for i in 0..self.nodes.len() {
             while let Some(link) = self.nodes[i].link.as_mut() {

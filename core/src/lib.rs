@@ -4,9 +4,9 @@
 //! outside world: the wire [`protocol`] (framing, messages, a total decoder),
 //! the [`server`] state machine (sessions, leases, the coherence directory)
 //! and the [`client`] state machine (one connection, mappings, a coherent page
-//! cache, reconnection). There are no sockets, threads, clocks or random
-//! numbers here: bytes and time come in as arguments, bytes, events and
-//! timer deadlines go out. The Tokio and mio adapters, the simulator and the
+//! cache, reconnection). There are no sockets, threads, clocks, random
+//! numbers or disk calls here: bytes, time and store results come in as
+//! arguments; bytes, events, store requests and timer deadlines go out. The Tokio and mio adapters, the simulator and the
 //! fuzzers all drive it through the same small API.
 //!
 //! # The drive loop
@@ -15,10 +15,11 @@
 //!
 //! 1. **Feed input**: bytes read from a connection (`handle_input`), a
 //!    connection opening or closing, the time passing (`handle_timeout`),
-//!    or an application command (the client's `map`, `read`, `write`, ...).
+//!    a store request finishing (the server's `handle_store_done`), or an
+//!    application command (the client's `map`, `read`, `write`, ...).
 //! 2. **Drain output** until there is none: `poll_event` (what to do: send,
-//!    close, connect, an operation completed), `poll_transmit` (bytes to
-//!    write).
+//!    close, connect, run a store request, an operation completed),
+//!    `poll_transmit` (bytes to write).
 //! 3. **Wait** for more IO or until `poll_timeout`, then go to 1.
 //!
 //! Time is a virtual [`Instant`] the caller supplies; randomness (epochs,
@@ -28,13 +29,15 @@
 //! use bytes::BytesMut;
 //! use rmmap_core::client::{Client, ClientConfig, Completion, Event, MapOptions};
 //! use rmmap_core::server::{Server, ServerConfig, ServerEvent};
-//! use rmmap_core::store::MemStore;
+//! use rmmap_core::store::{MemStore, Store};
 //! use rmmap_core::Instant;
 //!
 //! let store = MemStore::new();
 //! store.insert("data.bin", vec![7u8; 8192]);
-//! let mut server = Server::new(ServerConfig::default(), store, [1; 32]).unwrap();
 //! let now = Instant::ZERO;
+//! // What an earlier server of this export recorded (here: none).
+//! let state = store.load_run_state().unwrap();
+//! let mut server = Server::new(ServerConfig::default(), [1; 32], now, state.as_deref()).unwrap();
 //! let mut client = Client::new(ClientConfig::default(), [2; 32], now);
 //! let op = client.map(now, "data.bin", 0, 8192, MapOptions::read_only()).unwrap();
 //!
@@ -57,15 +60,23 @@
 //!     while let Some(b) = client.poll_transmit() {
 //!         to_server.extend_from_slice(&b);
 //!     }
-//!     // Feed the server, drain it.
+//!     // Feed the server, drain it: bytes to send, and the disk (an
+//!     // effect like the network: the server asks, the adapter runs it).
 //!     if let Some(c) = conn {
 //!         server.handle_input(now, c, &mut to_server);
-//!         while let Some(ev) = server.poll_event() {
-//!             if let ServerEvent::Transmit(c) = ev {
+//!     }
+//!     while let Some(ev) = server.poll_event() {
+//!         match ev {
+//!             ServerEvent::Transmit(c) => {
 //!                 while let Some(b) = server.poll_transmit(c) {
 //!                     to_client.extend_from_slice(&b);
 //!                 }
 //!             }
+//!             ServerEvent::Store(req) => {
+//!                 let result = req.op.execute(&store);
+//!                 server.handle_store_done(now, req.id, result);
+//!             }
+//!             _ => {}
 //!         }
 //!     }
 //!     // Feed the client.

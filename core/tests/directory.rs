@@ -12,13 +12,14 @@ use rmmap_core::protocol::{
     decode_frame, fetch_flags, map_flags,
 };
 use rmmap_core::server::{ConnId, Server, ServerConfig, ServerEvent};
-use rmmap_core::store::MemStore;
+use rmmap_core::store::{MemStore, StoreRequest};
 
 const PAGE: u32 = 512;
 
 /// A server and the raw connections of a test, in virtual time.
 struct Bench {
-    server: Server<MemStore>,
+    server: Server,
+    store: MemStore,
     now: Instant,
     peers: Vec<Peer>,
 }
@@ -42,9 +43,10 @@ impl Bench {
             max_pages_per_request: 8,
             ..ServerConfig::default()
         };
-        let server = Server::new(config, store, [7; 32]).expect("valid config");
+        let server = Server::new(config, [7; 32], Instant::ZERO, None).expect("valid config");
         let mut b = Bench {
             server,
+            store,
             now: Instant::ZERO,
             peers: Vec::new(),
         };
@@ -82,6 +84,11 @@ impl Bench {
         while let Some(ev) = self.server.poll_event() {
             let c = match ev {
                 ServerEvent::Transmit(c) | ServerEvent::Close(c) => c,
+                ServerEvent::Store(StoreRequest { id, op }) => {
+                    let result = op.execute(&self.store);
+                    self.server.handle_store_done(self.now, id, result);
+                    continue;
+                }
                 _ => continue,
             };
             let mut out = BytesMut::new();
@@ -227,7 +234,7 @@ fn late_answers_to_overlapping_recalls_of_the_same_pages_during_shutdown() {
             got.iter().any(|m| matches!(m, Message::Goodbye(_))),
             "shutdown completed: {got:?}"
         );
-        let stored = b.server.store().durable_contents("f").unwrap();
+        let stored = b.store.durable_contents("f").unwrap();
         assert_eq!(
             stored[..3 * PAGE as usize],
             vec![0xab; 3 * PAGE as usize][..],

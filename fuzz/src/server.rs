@@ -27,7 +27,7 @@ use rmmap_core::protocol::*;
 use rmmap_core::server::{
     AccessList, ClientEntry, ConnId, InputStatus, Rights, Server, ServerConfig, ServerEvent,
 };
-use rmmap_core::store::{MemStore, OpenOptions, OpenedFile, Store, StoreError, StoreFile};
+use rmmap_core::store::MemStore;
 
 use crate::recipe::{Unparse, input, variant};
 
@@ -245,43 +245,9 @@ struct Slot {
 /// store refuses, as a full file system would.
 const MAX_FILE_LEN: u64 = 1 << 20;
 
-/// [`MemStore`] with a file size limit.
-#[derive(Debug)]
-struct FuzzStore(MemStore);
-
-impl Store for FuzzStore {
-    fn open(&mut self, path: &ExportPath, opts: OpenOptions) -> Result<OpenedFile, StoreError> {
-        self.0.open(path, opts)
-    }
-    fn read(&mut self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
-        self.0.read(file, offset, len)
-    }
-    fn write(&mut self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {
-        if offset.saturating_add(data.len() as u64) > MAX_FILE_LEN {
-            return Err(StoreError::Io(format!(
-                "files are at most {MAX_FILE_LEN} bytes here"
-            )));
-        }
-        self.0.write(file, offset, data)
-    }
-    fn set_len(&mut self, file: StoreFile, len: u64) -> Result<(), StoreError> {
-        if len > MAX_FILE_LEN {
-            return Err(StoreError::Io(format!(
-                "files are at most {MAX_FILE_LEN} bytes here"
-            )));
-        }
-        self.0.set_len(file, len)
-    }
-    fn sync(&mut self, file: StoreFile) -> Result<(), StoreError> {
-        self.0.sync(file)
-    }
-    fn close(&mut self, file: StoreFile) {
-        self.0.close(file)
-    }
-}
-
 struct Harness {
-    server: Server<FuzzStore>,
+    server: Server,
+    store: MemStore,
     now: Instant,
     page_size: u64,
     slots: [Option<Slot>; SLOTS],
@@ -366,12 +332,14 @@ impl Harness {
         store.insert("dir/b", vec![0xBB; 3000]);
         store.insert("ro", vec![0x52; 2048]);
         store.set_writable("ro", false);
+        store.set_max_file_len(MAX_FILE_LEN);
         let config = config(setup);
         let page_size = config.page_size as u64;
-        let server = Server::new(config, FuzzStore(store), [setup; 32])
+        let server = Server::new(config, [setup; 32], Instant::ZERO, None)
             .expect("the fuzz configuration is valid");
         Harness {
             server,
+            store,
             now: Instant::ZERO,
             page_size,
             slots: Default::default(),
@@ -571,6 +539,10 @@ impl Harness {
                         }
                         None => self.server.handle_disconnect(self.now, c),
                     },
+                    ServerEvent::Store(req) => {
+                        let result = req.op.execute(&self.store);
+                        self.server.handle_store_done(self.now, req.id, result);
+                    }
                     _ => {}
                 }
             }

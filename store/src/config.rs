@@ -48,9 +48,13 @@ impl ServerConfig {
         self
     }
 
-    /// Sets how long after starting the server grants no write ownership
-    /// (`None`: one lease). Zero is only safe when no earlier server can have
-    /// served this root (a fresh directory).
+    /// Sets how long after starting the server grants no write ownership.
+    /// `None` (the default): what the export's run state asks for (nothing
+    /// for a directory no server exported, or after a clean shutdown whose
+    /// clients all confirmed; the longest lease an earlier run could have
+    /// granted after a crash). Anything else overrides it: zero is only safe
+    /// when no earlier server can have clients that still trust their
+    /// leases.
     pub fn restart_grace(mut self, grace: Option<Duration>) -> Self {
         self.core.restart_grace = grace;
         self

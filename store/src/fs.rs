@@ -1,15 +1,19 @@
 //! [`FsStore`]: real files under an export root, with positioned IO.
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, Write as _};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions as CapOpenOptions, OpenOptionsExt};
 use rmmap_core::path::ExportPath;
-use rmmap_core::store::{FileKey, OpenOptions, OpenedFile, Store, StoreError, StoreFile};
+use rmmap_core::store::{
+    FileKey, OpenOptions, OpenedFile, RUN_STATE_NAME, Store, StoreError, StoreFile,
+};
 
 /// Why an export root could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +39,7 @@ struct OpenFile {
     path: String,
     /// Created by this store and its directory entry not yet made durable:
     /// the first `sync` also syncs the parent directory.
-    parent_unsynced: Option<PathBuf>,
+    parent_unsynced: Mutex<Option<PathBuf>>,
 }
 
 /// The files beneath an export root.
@@ -53,15 +57,16 @@ struct OpenFile {
 /// beneath the root: a client that may create `a/b/c.bin` may as well have
 /// created `a/b` first, and `rmmap put` to a new path then just works.
 ///
-/// The calls block on the file system; the adapters run the server (and so
-/// this store) on a thread where blocking is allowed.
+/// The calls block on the file system; the adapters run the server's store
+/// requests on threads where blocking is allowed, several at once (the
+/// handle table is shared; positioned IO needs no lock per file).
 #[derive(Debug)]
 pub struct FsStore {
     root: Dir,
     root_path: PathBuf,
     read_only: bool,
-    files: BTreeMap<u64, OpenFile>,
-    next: u64,
+    files: Mutex<BTreeMap<u64, Arc<OpenFile>>>,
+    next: AtomicU64,
 }
 
 impl FsStore {
@@ -79,8 +84,8 @@ impl FsStore {
             root: dir,
             root_path,
             read_only,
-            files: BTreeMap::new(),
-            next: 0,
+            files: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(0),
         })
     }
 
@@ -96,7 +101,12 @@ impl FsStore {
 
     /// Files currently open.
     pub fn open_files(&self) -> usize {
-        self.files.len()
+        self.table().len()
+    }
+
+    fn table(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<OpenFile>>> {
+        // Plain data behind the lock: a panic elsewhere leaves it usable.
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn options(write: bool) -> CapOpenOptions {
@@ -149,7 +159,7 @@ impl FsStore {
 
     /// Opens `path` beneath `dir` (the root, or a client's scope within it).
     fn open_in(
-        &mut self,
+        &self,
         dir: &Dir,
         scope: Option<&ExportPath>,
         path: &ExportPath,
@@ -187,16 +197,15 @@ impl FsStore {
         if !meta.is_file() {
             return Err(StoreError::NotAFile(p.to_owned()));
         }
-        self.next += 1;
-        let h = self.next;
-        self.files.insert(
+        let h = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.table().insert(
             h,
-            OpenFile {
+            Arc::new(OpenFile {
                 file,
                 writable,
                 path: p.to_owned(),
-                parent_unsynced,
-            },
+                parent_unsynced: Mutex::new(parent_unsynced),
+            }),
         );
         Ok(OpenedFile {
             file: StoreFile(h),
@@ -206,13 +215,14 @@ impl FsStore {
         })
     }
 
-    fn handle(&mut self, file: StoreFile) -> Result<&mut OpenFile, StoreError> {
-        self.files
-            .get_mut(&file.0)
+    fn handle(&self, file: StoreFile) -> Result<Arc<OpenFile>, StoreError> {
+        self.table()
+            .get(&file.0)
+            .cloned()
             .ok_or_else(|| StoreError::Io(format!("stale file handle {}", file.0)))
     }
 
-    fn writable_handle(&mut self, file: StoreFile) -> Result<&mut OpenFile, StoreError> {
+    fn writable_handle(&self, file: StoreFile) -> Result<Arc<OpenFile>, StoreError> {
         let read_only = self.read_only;
         let f = self.handle(file)?;
         if read_only {
@@ -245,16 +255,12 @@ impl FsStore {
 }
 
 impl Store for FsStore {
-    fn open(&mut self, path: &ExportPath, opts: OpenOptions) -> Result<OpenedFile, StoreError> {
-        let root = self
-            .root
-            .try_clone()
-            .map_err(|e| map_err(path.as_str(), e))?;
-        self.open_in(&root, None, path, opts)
+    fn open(&self, path: &ExportPath, opts: OpenOptions) -> Result<OpenedFile, StoreError> {
+        self.open_in(&self.root, None, path, opts)
     }
 
     fn open_scoped(
-        &mut self,
+        &self,
         scope: &ExportPath,
         path: &ExportPath,
         opts: OpenOptions,
@@ -268,14 +274,14 @@ impl Store for FsStore {
         self.open_in(&dir, Some(scope), path, opts)
     }
 
-    fn read(&mut self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
+    fn read(&self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
         let f = self.handle(file)?;
         let buf = crate::positioned::read_exact_or_zeros(&f.file, offset, len)
             .map_err(|e| map_err(&f.path, e))?;
         Ok(buf.freeze())
     }
 
-    fn write(&mut self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+    fn write(&self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         let f = self.writable_handle(file)?;
         f.file
             .write_all_at(data, offset)
@@ -283,7 +289,7 @@ impl Store for FsStore {
     }
 
     fn write_vectored(
-        &mut self,
+        &self,
         file: StoreFile,
         offset: u64,
         parts: &[&[u8]],
@@ -293,27 +299,54 @@ impl Store for FsStore {
             .map_err(|e| map_err(&f.path, e))
     }
 
-    fn set_len(&mut self, file: StoreFile, len: u64) -> Result<(), StoreError> {
+    fn set_len(&self, file: StoreFile, len: u64) -> Result<(), StoreError> {
         let f = self.writable_handle(file)?;
         f.file.set_len(len).map_err(|e| map_err(&f.path, e))
     }
 
-    fn sync(&mut self, file: StoreFile) -> Result<(), StoreError> {
+    fn sync(&self, file: StoreFile) -> Result<(), StoreError> {
         let f = self.handle(file)?;
         f.file.sync_all().map_err(|e| map_err(&f.path, e))?;
-        if let Some(parent) = f.parent_unsynced.take() {
-            let path = f.path.clone();
-            if let Err(e) = self.sync_dir(&parent) {
-                // Try again on the next sync.
-                self.handle(file)?.parent_unsynced = Some(parent);
-                return Err(map_err(&path, e));
-            }
+        let mut parent = f.parent_unsynced.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(dir) = parent.as_ref() {
+            // Kept on failure: tried again on the next sync.
+            self.sync_dir(dir).map_err(|e| map_err(&f.path, e))?;
+            *parent = None;
         }
         Ok(())
     }
 
-    fn close(&mut self, file: StoreFile) {
-        self.files.remove(&file.0);
+    fn close(&self, file: StoreFile) {
+        self.table().remove(&file.0);
+    }
+
+    fn load_run_state(&self) -> Result<Option<Bytes>, StoreError> {
+        match self.root.read(RUN_STATE_NAME) {
+            Ok(b) => Ok(Some(Bytes::from(b))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(map_err(RUN_STATE_NAME, e)),
+        }
+    }
+
+    fn save_run_state(&self, state: &[u8]) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly(format!(
+                "{RUN_STATE_NAME}: the export is read-only"
+            )));
+        }
+        // Write aside, make it durable, rename over, make the rename
+        // durable: after a crash the file is the old state or the new one.
+        let tmp = format!("{RUN_STATE_NAME}.tmp");
+        let err = |e| map_err(RUN_STATE_NAME, e);
+        let mut o = CapOpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        let mut f = self.root.open_with(&tmp, &o).map_err(err)?.into_std();
+        f.write_all(state).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        self.root
+            .rename(&tmp, &self.root, RUN_STATE_NAME)
+            .map_err(err)?;
+        self.sync_dir(Path::new("")).map_err(err)
     }
 }
 
@@ -349,12 +382,18 @@ fn map_err(path: &str, e: io::Error) -> StoreError {
         K::ReadOnlyFilesystem => {
             StoreError::ReadOnly(format!("{path}: the server's file system is read-only"))
         }
+        K::StorageFull | K::QuotaExceeded => {
+            StoreError::NoSpace(format!("{path}: no space left on the server's disk ({e})"))
+        }
         _ => match e.raw_os_error() {
             Some(libc::ELOOP) => {
                 StoreError::Denied(format!("{path}: too many levels of symbolic links"))
             }
             Some(libc::EXDEV) => {
                 StoreError::Denied(format!("{path} leads outside the export root"))
+            }
+            Some(libc::ENOSPC | libc::EDQUOT) => {
+                StoreError::NoSpace(format!("{path}: no space left on the server's disk"))
             }
             Some(libc::ENAMETOOLONG) => StoreError::BadName(format!(
                 "{path}: the name is too long for the server's file system"

@@ -6,14 +6,17 @@
 //! in memory), `fsync` for `sync`, and every path resolved beneath the root
 //! with cap-std so that nothing outside it can be read or written.
 //! [`ServerConfig`] is what both the Tokio and the mio adapters need to start
-//! a server over it.
+//! a server over it, and [`DiskPool`] the threads both use to run the
+//! server's store requests off their event loops.
 
 mod config;
 mod fs;
+mod pool;
 mod positioned;
 
 pub use config::ServerConfig;
 pub use fs::{FsStore, RootError};
+pub use pool::{DiskPool, StoreResult};
 
 #[cfg(test)]
 mod tests;

@@ -46,7 +46,7 @@ fn fixture() -> Fixture {
 #[test]
 fn reads_writes_and_syncs_a_real_file() {
     let f = fixture();
-    let mut s = FsStore::open(&f.root, false).unwrap();
+    let s = FsStore::open(&f.root, false).unwrap();
     let o = s.open(&p("data"), RW).unwrap();
     assert!(o.writable);
     assert_eq!(o.len, 5);
@@ -63,7 +63,7 @@ fn reads_writes_and_syncs_a_real_file() {
 #[test]
 fn reads_past_the_end_of_the_file_are_zeros() {
     let f = fixture();
-    let mut s = FsStore::open(&f.root, false).unwrap();
+    let s = FsStore::open(&f.root, false).unwrap();
     let o = s.open(&p("data"), OpenOptions::default()).unwrap();
     assert_eq!(&s.read(o.file, 3, 5).unwrap()[..], b"lo\0\0\0");
     assert_eq!(&s.read(o.file, 1 << 40, 4).unwrap()[..], b"\0\0\0\0");
@@ -74,7 +74,7 @@ fn reads_past_the_end_of_the_file_are_zeros() {
 fn two_paths_to_one_file_share_a_key() {
     let f = fixture();
     symlink("data", f.root.join("alias")).unwrap();
-    let mut s = FsStore::open(&f.root, false).unwrap();
+    let s = FsStore::open(&f.root, false).unwrap();
     let a = s.open(&p("data"), RW).unwrap();
     let b = s.open(&p("alias"), RW).unwrap();
     assert_eq!(a.key, b.key);
@@ -86,7 +86,7 @@ fn a_symlink_out_of_the_root_is_refused_and_nothing_outside_is_touched() {
     let f = fixture();
     symlink(f.outside.join("secret"), f.root.join("escape")).unwrap();
     symlink("../outside", f.root.join("updir")).unwrap();
-    let mut s = FsStore::open(&f.root, false).unwrap();
+    let s = FsStore::open(&f.root, false).unwrap();
     for path in ["escape", "updir/secret", "updir/new"] {
         for opts in [OpenOptions::default(), RW, CREATE] {
             let e = s.open(&p(path), opts).unwrap_err();
@@ -118,7 +118,7 @@ fn cap_std_refuses_parent_and_absolute_paths_by_itself() {
 fn missing_files_directories_and_create() {
     let f = fixture();
     std::fs::create_dir(f.root.join("dir")).unwrap();
-    let mut s = FsStore::open(&f.root, false).unwrap();
+    let s = FsStore::open(&f.root, false).unwrap();
     assert!(matches!(
         s.open(&p("nope"), RW),
         Err(StoreError::NotFound(_))
@@ -152,7 +152,7 @@ fn missing_files_directories_and_create() {
 #[test]
 fn a_read_only_store_refuses_every_change() {
     let f = fixture();
-    let mut s = ServerConfig::new(&f.root)
+    let s = ServerConfig::new(&f.root)
         .read_only(true)
         .open_store()
         .unwrap();
@@ -177,7 +177,7 @@ fn a_file_without_write_permission_opens_read_only() {
     use std::os::unix::fs::PermissionsExt;
     let f = fixture();
     std::fs::set_permissions(f.root.join("data"), std::fs::Permissions::from_mode(0o444)).unwrap();
-    let mut s = FsStore::open(&f.root, false).unwrap();
+    let s = FsStore::open(&f.root, false).unwrap();
     let o = s.open(&p("data"), RW).unwrap();
     // Root ignores permission bits; everyone else gets a read-only file.
     if !o.writable {
@@ -211,7 +211,7 @@ fn a_scoped_open_cannot_leave_its_sub_directory_even_through_a_symlink() {
     std::fs::write(f.root.join("team/bob"), b"bob's").unwrap();
     // Inside the root, but outside alice's scope.
     symlink("../bob", f.root.join("team/alice/sneaky")).unwrap();
-    let mut s = FsStore::open(&f.root, false).unwrap();
+    let s = FsStore::open(&f.root, false).unwrap();
     let scope = p("team/alice");
     let ok = s.open_scoped(&scope, &p("mine"), RW).unwrap();
     assert_eq!(&s.read(ok.file, 0, 5).unwrap()[..], b"alice");
@@ -227,4 +227,23 @@ fn a_scoped_open_cannot_leave_its_sub_directory_even_through_a_symlink() {
         std::fs::read(f.root.join("team/alice/new/file")).unwrap(),
         b"x"
     );
+}
+
+#[test]
+fn the_run_state_is_replaced_whole_and_read_back() {
+    let f = fixture();
+    let s = FsStore::open(&f.root, false).unwrap();
+    assert_eq!(s.load_run_state().unwrap(), None, "never recorded");
+    s.save_run_state(b"first").unwrap();
+    s.save_run_state(b"second").unwrap();
+    assert_eq!(&s.load_run_state().unwrap().unwrap()[..], b"second");
+    assert!(
+        !f.root.join(".rmmap-state.tmp").exists(),
+        "the temporary file was renamed over"
+    );
+    let ro = FsStore::open(&f.root, true).unwrap();
+    assert!(matches!(
+        ro.save_run_state(b"x"),
+        Err(StoreError::ReadOnly(_))
+    ));
 }

@@ -20,7 +20,7 @@ struct Peer {
 
 /// Moves every byte in both directions, whole batches at once, until quiet
 /// (or for at most 10,000 rounds: a livelock never goes quiet).
-fn exchange(server: &mut Server<MemStore>, peers: &mut [Peer], clock: &mut Instant) {
+fn exchange(server: &mut Server, store: &MemStore, peers: &mut [Peer], clock: &mut Instant) {
     for _ in 0..10_000 {
         // 100 µs per round trip; timers fire as they come due.
         *clock += std::time::Duration::from_micros(100);
@@ -61,14 +61,21 @@ fn exchange(server: &mut Server<MemStore>, peers: &mut [Peer], clock: &mut Insta
             }
         }
         while let Some(ev) = server.poll_event() {
-            if let ServerEvent::Transmit(c) = ev {
-                let p = peers
-                    .iter_mut()
-                    .find(|p| p.conn == Some(c))
-                    .expect("known conn");
-                while let Some(b) = server.poll_transmit(c) {
-                    p.to_client.extend_from_slice(&b);
+            match ev {
+                ServerEvent::Transmit(c) => {
+                    let p = peers
+                        .iter_mut()
+                        .find(|p| p.conn == Some(c))
+                        .expect("known conn");
+                    while let Some(b) = server.poll_transmit(c) {
+                        p.to_client.extend_from_slice(&b);
+                    }
                 }
+                ServerEvent::Store(req) => {
+                    let result = req.op.execute(store);
+                    server.handle_store_done(now, req.id, result);
+                }
+                _ => {}
             }
         }
         for p in peers.iter_mut() {
@@ -96,8 +103,8 @@ fn contended_writes_progress_when_frames_arrive_in_batches() {
         restart_grace: Some(std::time::Duration::ZERO),
         ..ServerConfig::default()
     };
-    let mut server = Server::new(config, store, [1; 32]).unwrap();
     let mut now = Instant::from_nanos(1);
+    let mut server = Server::new(config, [1; 32], now, None).unwrap();
     let mut peers: Vec<Peer> = (0..2u8)
         .map(|i| Peer {
             client: Client::new(ClientConfig::default(), [i + 2; 32], now),
@@ -115,7 +122,7 @@ fn contended_writes_progress_when_frames_arrive_in_batches() {
                 .unwrap()
         })
         .collect();
-    exchange(&mut server, &mut peers, &mut now);
+    exchange(&mut server, &store, &mut peers, &mut now);
     let maps: Vec<MappingId> = peers
         .iter()
         .zip(&ops)
@@ -132,7 +139,7 @@ fn contended_writes_progress_when_frames_arrive_in_batches() {
             let data = Bytes::copy_from_slice(&(round * 2 + i as u64).to_le_bytes());
             pending.push(p.client.write(now, maps[i], 8 * i as u64, data).unwrap());
         }
-        exchange(&mut server, &mut peers, &mut now);
+        exchange(&mut server, &store, &mut peers, &mut now);
         for (i, op) in pending.iter().enumerate() {
             assert!(
                 peers[i].done.iter().any(|(o, _)| o == op),

@@ -89,6 +89,9 @@ codes! {
     Misaligned = 22, "misaligned";
     /// The request was cancelled because its mapping was unmapped.
     Cancelled = 23, "cancelled";
+    /// The server's file system is full: written data is kept in the
+    /// server's memory and not yet on its disk, or no more can be accepted.
+    NoSpace = 24, "no_space";
 }
 
 impl fmt::Display for ErrorCode {

@@ -150,9 +150,15 @@ pub struct ServerConfig {
     /// Most pages one session may hold at once. Default 256 Ki pages (1 GiB
     /// of 4 KiB pages; a client's cache holds 64 Ki by default).
     pub max_held_pages: u64,
-    /// Most files open at once (each mapped file holds a descriptor).
-    /// Default 4096.
+    /// Most files the server keeps open at once. Open files are a cache:
+    /// the least recently used one nobody is reading or writing is closed to
+    /// make room, and opened again when it is needed. Default 4096.
     pub max_open_files: u32,
+    /// Most bytes the server keeps in memory because its disk refused them
+    /// (no space, I/O errors): it writes them again, serves them to readers,
+    /// and once this many wait it refuses new write ownership with
+    /// `no_space` instead of accepting writes it may lose. Default 64 MiB.
+    pub max_unwritten_bytes: u64,
     /// Most connections still in their handshake. Default 1024.
     pub max_handshaking: u32,
     /// A connection must finish its handshake within this. Default 10 s.
@@ -179,6 +185,7 @@ impl Default for ServerConfig {
             max_sessions: 4096,
             max_held_pages: 1 << 18,
             max_open_files: 4096,
+            max_unwritten_bytes: 64 << 20,
             max_handshaking: 1024,
             handshake_timeout: Duration::from_secs(10),
             output_soft_limit: 8 << 20,

@@ -15,7 +15,7 @@ use smallvec::SmallVec;
 
 use crate::path::ExportPath;
 use crate::protocol::{PageNo, SessionId, Version};
-use crate::store::{FileKey, StoreFile};
+use crate::store::FileKey;
 
 use super::ops::OpId;
 
@@ -89,7 +89,7 @@ impl PageEntry {
 #[derive(Debug)]
 pub(crate) struct FileEntry {
     pub(crate) key: FileKey,
-    pub(crate) store: StoreFile,
+    /// The full path beneath the root.
     pub(crate) path: ExportPath,
     pub(crate) len: u64,
     pub(crate) writable: bool,
@@ -184,14 +184,10 @@ impl FileTable {
         id
     }
 
-    /// Removes the file if it is unused; returns its store handle to close.
-    pub(crate) fn remove_if_unused(&mut self, id: FileId) -> Option<StoreFile> {
-        if self.files.get(&id).is_some_and(|f| f.is_unused()) {
-            let f = self.files.remove(&id).expect("checked above");
+    /// Removes the file.
+    pub(crate) fn remove(&mut self, id: FileId) {
+        if let Some(f) = self.files.remove(&id) {
             self.by_key.remove(&f.key);
-            Some(f.store)
-        } else {
-            None
         }
     }
 }

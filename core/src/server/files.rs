@@ -3,69 +3,129 @@
 use crate::Instant;
 use crate::path::ExportPath;
 use crate::protocol::{
-    ErrorCode, Map, Mapped, Message, ReqId, SessionId, SetLen, Unmap, Unmapped, map_flags,
+    ErrorCode, LenSet, Map, Mapped, Message, SessionId, SetLen, Unmap, Unmapped, map_flags,
 };
-use crate::store::{OpenOptions, Store};
+use crate::store::{OpenOptions, StoreDone, StoreError};
 
 use super::directory::{FileEntry, FileId};
-use super::ops::{Op, OpKind};
+use super::disk::Purpose;
+use super::ops::{Op, OpId, OpKind};
 use super::requests::{Outcome, store_failure};
 use super::session::MappingEntry;
 use super::{Failure, Server, error_msg};
 
-impl<S: Store> Server<S> {
-    /// Opens a file, reusing the directory of a file already open under
-    /// another path or by another session.
-    fn open_file(
-        &mut self,
-        sid: SessionId,
-        path: &ExportPath,
-        create: bool,
-    ) -> Result<FileId, Failure> {
-        let opts = OpenOptions {
+impl Server {
+    /// Asks the store to open `path` (relative to the session's scope, if it
+    /// has one) for op `id`.
+    fn open_for(&mut self, sid: SessionId, path: &ExportPath, create: bool, id: OpId) {
+        let options = OpenOptions {
             create,
             write: !self.config.read_only,
         };
-        if self.files.files.len() >= self.config.max_open_files as usize {
-            return Err(Failure::new(
-                ErrorCode::Busy,
-                format!(
-                    "the server has {} files open, its limit; try again later",
-                    self.files.files.len()
-                ),
-            ));
-        }
         // A client confined to a sub-directory is confined by the store too:
         // resolved beneath that directory, a symlink cannot lead out of it.
         let scope = self.sessions[&sid].rights.scope.clone();
-        let opened = match &scope {
-            Some(s) => self.store.open_scoped(s, path, opts),
-            None => self.store.open(path, opts),
-        }
-        .map_err(|e| store_failure(path, e))?;
-        let full = scope
-            .as_ref()
-            .map_or_else(|| path.clone(), |s| path.within(s));
-        if let Some(id) = self.files.find(opened.key) {
-            self.store.close(opened.file);
-            return Ok(id);
-        }
-        Ok(self.files.insert(FileEntry {
-            key: opened.key,
-            store: opened.file,
-            path: full,
-            len: opened.len,
-            writable: opened.writable,
-            base_version: self.next_version,
-            pages: Default::default(),
-            mapping_ends: Default::default(),
-            ops: 0,
-        }))
+        self.ops.get_mut(&id).expect("registered").store_waits += 1;
+        self.disk
+            .open(path.clone(), scope, options, Purpose::OpenFor(id));
     }
 
-    fn close_if_unused(&mut self, file: FileId) {
-        if let Some(sf) = self.files.remove_if_unused(file) {
-            self.store.close(sf);
+    /// The path beneath the root that `path` of session `sid` names.
+    fn full_path(&self, sid: SessionId, path: &ExportPath) -> ExportPath {
+        match &self.sessions[&sid].rights.scope {
+            Some(s) => path.within(s),
+            None => path.clone(),
+        }
+    }
+
+    /// The file of a map or set-length op is open: join the directory of a
+    /// file already open under another path or by another session, and go
+    /// on.
+    pub(super) fn op_opened(
+        &mut self,
+        now: Instant,
+        id: OpId,
+        result: Result<StoreDone, StoreError>,
+    ) {
+        let Some(op) = self.ops.get_mut(&id) else {
+            return;
+        };
+        op.store_waits -= 1;
+        let (sid, kind) = (op.session, op.kind.clone());
+        let path = match &kind {
+            OpKind::Map { path, .. } | OpKind::SetLen { path, .. } => path.clone(),
+            other => unreachable!("{other:?} opens nothing"),
+        };
+        let opened = match result {
+            Ok(StoreDone::Opened(o)) => o,
+            Ok(other) => {
+                let e = StoreError::Io(format!("the store answered an open with {other:?}"));
+                return self.fail_op(id, store_failure(&path, e));
+            }
+            Err(e) => return self.fail_op(id, store_failure(&path, e)),
+        };
+        let file = match self.files.find(opened.key) {
+            Some(f) => f,
+            None => {
+                let full = if self.sessions.contains_key(&sid) {
+                    self.full_path(sid, &path)
+                } else {
+                    path.clone()
+                };
+                self.files.insert(FileEntry {
+                    key: opened.key,
+                    path: full,
+                    len: opened.len,
+                    writable: opened.writable,
+                    base_version: self.next_version,
+                    pages: Default::default(),
+                    mapping_ends: Default::default(),
+                    ops: 0,
+                })
+            }
+        };
+        let full = self.files.get(file).path.clone();
+        self.disk.adopt(file, &opened, full);
+        self.op_uses_file(id, file);
+        if self.ops[&id].cancelled || !self.sessions.contains_key(&sid) {
+            return self.release_op(id);
+        }
+        match kind {
+            OpKind::Map {
+                offset,
+                len,
+                write,
+                create,
+                ..
+            } => {
+                let f = self.files.get(file);
+                if write && !f.writable {
+                    let e = Failure::new(
+                        ErrorCode::ReadOnly,
+                        format!("{path} is not writable on the server"),
+                    );
+                    return self.fail_op(id, e);
+                }
+                let end = offset + len;
+                if end > f.len {
+                    if !create {
+                        let e = Failure::new(
+                            ErrorCode::OutOfRange,
+                            format!(
+                                "bytes {offset}..{end} reach past the end of {path} ({} bytes)",
+                                f.len
+                            ),
+                        );
+                        return self.fail_op(id, e);
+                    }
+                    self.ops.get_mut(&id).expect("exists").store_waits += 1;
+                    self.disk.set_len(file, end, id);
+                    return;
+                }
+                self.finish_map(id);
+            }
+            OpKind::SetLen { len, .. } => self.set_len_of(now, id, file, &path, len),
+            _ => unreachable!("matched above"),
         }
     }
 
@@ -78,7 +138,7 @@ impl<S: Store> Server<S> {
         }
         let write = m.flags & map_flags::WRITE != 0;
         let create = m.flags & map_flags::CREATE != 0;
-        let path = self.resolve(&m.path)?;
+        let path = self.resolve(sid, &m.path)?;
         if write {
             self.require_write(sid, "map read-write")?;
         }
@@ -86,7 +146,8 @@ impl<S: Store> Server<S> {
             self.require_write(sid, "create files")?;
         }
         let max = self.config.max_mappings as usize;
-        if self.sessions[&sid].mappings.len() >= max {
+        let s = &self.sessions[&sid];
+        if s.mappings.len() + s.pending_maps >= max {
             return Err(Failure::new(
                 ErrorCode::TooManyMappings,
                 format!("the session already has {max} mappings"),
@@ -98,8 +159,7 @@ impl<S: Store> Server<S> {
                 "a mapping must be at least one byte long",
             ));
         }
-        let end = m
-            .offset
+        m.offset
             .checked_add(m.len)
             .filter(|e| *e <= i64::MAX as u64)
             .ok_or_else(|| {
@@ -108,49 +168,36 @@ impl<S: Store> Server<S> {
                     format!("offset {} plus length {} overflows", m.offset, m.len),
                 )
             })?;
-        let file = self.open_file(sid, &path, create)?;
-        let r = self.finish_map(sid, file, &path, m.req, m.offset, m.len, end, write, create);
-        self.close_if_unused(file);
-        r
+        let kind = OpKind::Map {
+            path: path.clone(),
+            offset: m.offset,
+            len: m.len,
+            write,
+            create,
+        };
+        let id = self.register_op(Op::new(sid, m.req, None, kind));
+        self.sessions.get_mut(&sid).expect("live").pending_maps += 1;
+        self.open_for(sid, &path, create, id);
+        Ok(None)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn finish_map(
-        &mut self,
-        sid: SessionId,
-        file: FileId,
-        path: &ExportPath,
-        req: ReqId,
-        offset: u64,
-        len: u64,
-        end: u64,
-        write: bool,
-        create: bool,
-    ) -> Outcome {
-        let f = self.files.get(file);
-        if write && !f.writable {
-            return Err(Failure::new(
-                ErrorCode::ReadOnly,
-                format!("{path} is not writable on the server"),
-            ));
-        }
-        if end > f.len {
-            if !create {
-                return Err(Failure::new(
-                    ErrorCode::OutOfRange,
-                    format!(
-                        "bytes {offset}..{end} reach past the end of {path} ({} bytes)",
-                        f.len
-                    ),
-                ));
-            }
-            self.apply_set_len(file, end)?;
-        }
-        let s = self.sessions.get_mut(&sid).expect("live");
-        let id = s.new_mapping_id();
+    /// The file of a map op is open and long enough: the mapping exists.
+    pub(super) fn finish_map(&mut self, id: OpId) {
+        let op = &self.ops[&id];
+        let (sid, req, file) = (op.session, op.req, op.file.expect("known"));
+        let OpKind::Map {
+            offset, len, write, ..
+        } = op.kind
+        else {
+            unreachable!("a map op")
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return self.release_op(id);
+        };
+        let mapping = s.new_mapping_id();
         let handle = s.handle_for(file);
         s.mappings.insert(
-            id,
+            mapping,
             MappingEntry {
                 file,
                 offset,
@@ -159,24 +206,14 @@ impl<S: Store> Server<S> {
             },
         );
         let f = self.files.get_mut(file);
-        f.add_mapping_end(end);
+        f.add_mapping_end(offset + len);
         let reply = Message::Mapped(Mapped {
             req,
-            mapping: id,
+            mapping,
             file: handle,
             file_len: f.len,
         });
-        Ok(Some((reply, true)))
-    }
-
-    pub(super) fn apply_set_len(&mut self, file: FileId, len: u64) -> Result<(), Failure> {
-        let f = self.files.get(file);
-        let (store, path) = (f.store, f.path.clone());
-        self.store
-            .set_len(store, len)
-            .map_err(|e| store_failure(&path, e))?;
-        self.files.get_mut(file).len = len;
-        Ok(())
+        self.answer_op(id, reply, true);
     }
 
     pub(super) fn do_unmap(&mut self, _now: Instant, sid: SessionId, u: Unmap) -> Outcome {
@@ -184,13 +221,15 @@ impl<S: Store> Server<S> {
         let ps = self.config.page_size as u64;
         let s = self.sessions.get_mut(&sid).expect("live");
         s.mappings.remove(&u.mapping);
+        // Fetches and atomics of the mapping that have not begun their work
+        // end here; write-backs and syncs finish and are answered.
         let cancelled: Vec<_> = s
             .in_progress
             .iter()
             .filter(|(_, op)| {
-                self.ops
-                    .get(op)
-                    .is_some_and(|o| o.mapping == Some(u.mapping))
+                self.ops.get(op).is_some_and(|o| {
+                    o.mapping == Some(u.mapping) && o.lock.is_some() && !o.executing
+                })
             })
             .map(|(r, op)| (*r, *op))
             .collect();
@@ -226,7 +265,7 @@ impl<S: Store> Server<S> {
         }
         self.files.get_mut(m.file).remove_mapping_end(m.end());
         self.maybe_forget_handle(sid, m.file);
-        self.close_if_unused(m.file);
+        self.forget_file_if_unused(m.file);
         Ok(Some((Message::Unmapped(Unmapped { req: u.req }), true)))
     }
 
@@ -250,8 +289,17 @@ impl<S: Store> Server<S> {
         }
     }
 
-    pub(super) fn do_set_len(&mut self, now: Instant, sid: SessionId, sl: SetLen) -> Outcome {
-        let path = self.resolve(&sl.path)?;
+    /// Forgets a file nothing refers to any more (no mapping, page, op, or
+    /// byte on its way to the disk), closing its handle.
+    pub(super) fn forget_file_if_unused(&mut self, file: FileId) {
+        if self.files.files.get(&file).is_some_and(|f| f.is_unused()) && self.disk.is_idle(file) {
+            self.files.remove(file);
+            self.disk.forget(file);
+        }
+    }
+
+    pub(super) fn do_set_len(&mut self, _now: Instant, sid: SessionId, sl: SetLen) -> Outcome {
+        let path = self.resolve(sid, &sl.path)?;
         self.require_write(sid, "set file lengths")?;
         if sl.len > i64::MAX as u64 {
             return Err(Failure::new(
@@ -259,64 +307,52 @@ impl<S: Store> Server<S> {
                 format!("length {} is too large", sl.len),
             ));
         }
-        let file = self.open_file(sid, &path, sl.create)?;
-        let r = self.set_len_of(now, sid, file, &path, sl.req, sl.len);
-        self.close_if_unused(file);
-        r
+        let kind = OpKind::SetLen {
+            path: path.clone(),
+            len: sl.len,
+        };
+        let id = self.register_op(Op::new(sid, sl.req, None, kind));
+        self.open_for(sid, &path, sl.create, id);
+        Ok(None)
     }
 
-    fn set_len_of(
-        &mut self,
-        now: Instant,
-        sid: SessionId,
-        file: FileId,
-        path: &ExportPath,
-        req: ReqId,
-        len: u64,
-    ) -> Outcome {
+    /// The file of a set-length op is open: grow it, or shrink it once every
+    /// copy of the page the new end falls in is revoked.
+    fn set_len_of(&mut self, now: Instant, id: OpId, file: FileId, path: &ExportPath, len: u64) {
         let ps = self.config.page_size as u64;
         let f = self.files.get(file);
         if !f.writable {
-            return Err(Failure::new(
+            let e = Failure::new(
                 ErrorCode::ReadOnly,
                 format!("{path} is not writable on the server"),
-            ));
+            );
+            return self.fail_op(id, e);
         }
-        if len >= f.len {
-            self.apply_set_len(file, len)?;
-            return Ok(Some((
-                Message::LenSet(crate::protocol::LenSet { req, len }),
-                true,
-            )));
+        if len == f.len {
+            let req = self.ops[&id].req;
+            return self.answer_op(id, Message::LenSet(LenSet { req, len }), true);
+        }
+        if len > f.len {
+            self.ops.get_mut(&id).expect("exists").store_waits += 1;
+            self.disk.set_len(file, len, id);
+            return;
         }
         let furthest = f.furthest_mapping_end();
         if furthest > len {
-            return Err(Failure::new(
+            let e = Failure::new(
                 ErrorCode::Busy,
                 format!(
                     "{path} is mapped up to byte {furthest}; unmap before shrinking it to {len} bytes"
                 ),
-            ));
+            );
+            return self.fail_op(id, e);
         }
         // The page the new end falls in changes (its tail becomes zeros):
-        // revoke every copy of it before cutting.
+        // revoke every copy of it before cutting. The op becomes a page op.
+        let (sid, req) = (self.ops[&id].session, self.ops[&id].req);
         let page = len / ps;
-        self.start_op(
-            now,
-            Op {
-                session: sid,
-                req,
-                mapping: None,
-                file,
-                first: page,
-                end: page + 1,
-                next: page,
-                pending_revs: 0,
-                kind: OpKind::Shrink { len },
-                cancelled: false,
-                queued_on: None,
-            },
-        );
-        Ok(None)
+        let op = Op::new(sid, req, None, OpKind::Shrink { len }).on_pages(file, page, page + 1);
+        self.start_page_op(now, op);
+        self.release_op(id);
     }
 }

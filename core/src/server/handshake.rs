@@ -7,17 +7,17 @@ use crate::protocol::{
     Authenticate, Challenge, ErrorCode, Hello, MAX_NAME_LEN, Message, PROTOCOL_VERSION,
     ResumeStatus, SessionId, Welcome,
 };
-use crate::store::Store;
 
 use super::config::Rights;
+use super::conns::ConnState;
 use super::session::Session;
-use super::{ConnId, ConnState, Failure, Server, ServerEvent, Timer};
+use super::{ConnId, Failure, Server, ServerEvent, Timer};
 
 /// Used for unknown client names, so a failed login takes the same path
 /// whether or not the name exists.
 const DUMMY_SECRET: &[u8] = b"rmmap: no such client, but hash anyway";
 
-impl<S: Store> Server<S> {
+impl Server {
     pub(super) fn on_hello(&mut self, now: Instant, conn: ConnId, hello: Hello) {
         if hello.version != PROTOCOL_VERSION {
             let f = Failure::fatal(
@@ -228,7 +228,7 @@ impl<S: Store> Server<S> {
     }
 }
 
-impl<S: Store> Server<S> {
+impl Server {
     /// How many pages fit in one `Pages` reply of at most `max_frame` bytes.
     fn pages_fitting(&self, max_frame: u32) -> u32 {
         let per_page = self.config.page_size as u64 + 9;

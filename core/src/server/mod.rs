@@ -1,29 +1,46 @@
-//! The server state machine: sessions, the coherence directory, leases.
+//! The server state machine: sessions, the coherence directory, leases, and
+//! the disk as an effect.
 //!
 //! One [`Server`] serves every connection. The adapter owns the sockets and
-//! drives it through the loop described in the crate documentation:
+//! the store and drives it through the loop described in the crate
+//! documentation:
 //!
 //! * [`Server::handle_connect`] for a new connection, [`Server::handle_input`]
 //!   with the bytes read from it, [`Server::handle_disconnect`] when it ends,
-//!   [`Server::handle_timeout`] when [`Server::poll_timeout`] has passed;
+//!   [`Server::handle_timeout`] when [`Server::poll_timeout`] has passed,
+//!   [`Server::handle_store_done`] when a store request finished;
 //! * then drain [`Server::poll_event`] (which connections have bytes to send,
-//!   which to close) and [`Server::poll_transmit`] for each of them.
+//!   which to close, which store requests to run) and
+//!   [`Server::poll_transmit`] for each connection it names.
+//!
+//! The server never touches the disk itself: it asks, with
+//! [`ServerEvent::Store`], and goes on with other work until the answer
+//! comes back. Requests it has outstanding at the same time commute, so the
+//! adapter may run them in parallel and finish them in any order.
 //!
 //! Everything a peer sends is checked; a peer that breaks the protocol gets
 //! an `Error` frame naming what was wrong and loses its connection, and
 //! nobody else notices.
 
 mod config;
+mod conns;
 mod directory;
+mod disk;
+mod exec;
 mod files;
 mod handshake;
+mod invariants;
 mod ops;
 mod pages;
 mod requests;
 mod revoke;
+mod run_state;
 mod session;
+mod shutdown;
+mod store_done;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rand_chacha::ChaCha20Rng;
@@ -32,22 +49,21 @@ use rand_core::{Rng, SeedableRng};
 pub use config::{
     AccessList, AccessListError, ClientEntry, ConfigError, Rights, ServerConfig, decode_hex,
 };
+pub use conns::ConnId;
 
 use crate::Instant;
-use crate::protocol::{
-    ChunkQueue, ErrorCode, ErrorMsg, HANDSHAKE_MAX_FRAME, Message, Nonce, ReqId, RevId, SessionId,
-    decode_frame,
-};
-use crate::store::Store;
+use crate::path::ExportPath;
+use crate::protocol::{HANDSHAKE_MAX_FRAME, RevId, SessionId, decode_frame};
+use crate::store::{StoreDone, StoreError, StoreId, StoreRequest};
 
+use conns::{ConnState, Connection, Failure, error_msg};
 use directory::FileTable;
+use disk::Disk;
 use ops::{Op, OpId};
 use revoke::Revocation;
+use run_state::{RunState, VERSION_BLOCK};
 use session::Session;
-
-/// A connection, as the server numbers it.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConnId(pub u64);
+use shutdown::Shutdown;
 
 /// What the adapter must do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +75,12 @@ pub enum ServerEvent {
     /// Send what is queued for the connection, then close it and call
     /// [`Server::handle_disconnect`].
     Close(ConnId),
+    /// Run this request on the store (see [`StoreOp::execute`]) and hand the
+    /// result to [`Server::handle_store_done`]. Requests may run at the same
+    /// time and finish in any order.
+    ///
+    /// [`StoreOp::execute`]: crate::store::StoreOp::execute
+    Store(StoreRequest),
     /// A session began (for logs).
     SessionStarted {
         /// The session.
@@ -73,8 +95,18 @@ pub enum ServerEvent {
         /// Why.
         reason: String,
     },
+    /// The disk failed; the server keeps the data in memory, writes it again
+    /// later, and tells the writers at their next sync (for logs: an
+    /// operator may want to free space).
+    DiskTrouble {
+        /// The file, if the failure is about one.
+        path: Option<ExportPath>,
+        /// What failed.
+        error: StoreError,
+    },
     /// [`Server::begin_shutdown`] finished: every dirty page was recalled,
-    /// every file synced, every connection told.
+    /// every file synced (or the failures reported to their writers), every
+    /// client told, and the run state recorded.
     ShutdownComplete,
 }
 
@@ -102,24 +134,27 @@ pub enum ServerBug {
     SkipInvalidation,
     /// Give a silent session's pages away without waiting for its lease.
     IgnoreLease,
+    /// Treat a failed disk write as written (the server before the disk
+    /// became an effect): the data is dropped and its writer told nothing.
+    IgnoreStoreErrors,
 }
 
-#[derive(Debug)]
-enum ConnState {
-    AwaitHello,
-    AwaitAuth {
-        hello: crate::protocol::Hello,
-        server_nonce: Nonce,
+/// Why a server could not start.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The run state an earlier server left in the export cannot be read.
+    #[error(
+        "the export's {name} cannot be read ({reason}); remove it only if no server has exported this directory within its lease",
+        name = crate::store::RUN_STATE_NAME
+    )]
+    RunState {
+        /// What is wrong with it.
+        reason: String,
     },
-    Established(SessionId),
-    Closing,
-}
-
-#[derive(Debug)]
-struct Connection {
-    state: ConnState,
-    out: ChunkQueue,
-    notified: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,17 +162,33 @@ enum Timer {
     Handshake(ConnId),
     Lease(SessionId),
     GraceEnds,
+    /// Write again what the disk refused.
+    StoreRetry,
+    /// Record the run state again (the last attempt failed).
+    RunStateRetry,
+    /// Shutdown stops waiting for clients to confirm its goodbye.
+    Farewell,
 }
 
+/// How long a server waits before writing again what the disk refused.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// The run state this run records, and whether the store has it.
 #[derive(Debug)]
-struct Shutdown {
-    done: bool,
+struct Recording {
+    /// Whether the latest state asked for is durable.
+    saved: bool,
+    /// A save is in flight.
+    saving: bool,
+    /// Versions below this are covered by what was (or is being) recorded.
+    version_floor: u64,
+    /// The grace a crash of this run would leave the next.
+    grace: Duration,
 }
 
-/// The server state machine. `S` is where the files live.
-pub struct Server<S> {
+/// The server state machine. See the module documentation.
+pub struct Server {
     config: ServerConfig,
-    store: S,
     rng: ChaCha20Rng,
     epoch: u64,
     conns: BTreeMap<ConnId, Connection>,
@@ -150,20 +201,21 @@ pub struct Server<S> {
     next_op: u64,
     ready: VecDeque<OpId>,
     revocations: BTreeMap<(SessionId, RevId), Revocation>,
-    shutdown_revs: usize,
     next_version: u64,
     timers: BTreeSet<(Instant, Timer)>,
     events: VecDeque<ServerEvent>,
+    disk: Disk,
     shutdown: Option<Shutdown>,
-    /// The end of the restart grace period, fixed at the first instant the
-    /// server is given.
-    grace_until: Option<Instant>,
-    /// Operations that need write ownership, waiting for the grace period.
+    /// The end of the restart grace period.
+    grace_until: Instant,
+    /// Operations that need write ownership, waiting for the grace period
+    /// (and for the run state to be recorded).
     grace_waiting: Vec<OpId>,
+    recording: Recording,
     bug: ServerBug,
 }
 
-impl<S> std::fmt::Debug for Server<S> {
+impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("epoch", &self.epoch)
@@ -174,42 +226,36 @@ impl<S> std::fmt::Debug for Server<S> {
     }
 }
 
-/// A failed request: what to tell the client.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    pub(crate) code: ErrorCode,
-    pub(crate) message: String,
-    pub(crate) fatal: bool,
-}
-
-impl Failure {
-    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Failure {
-            code,
-            message: message.into(),
-            fatal: false,
-        }
-    }
-
-    pub(crate) fn fatal(code: ErrorCode, message: impl Into<String>) -> Self {
-        Failure {
-            code,
-            message: message.into(),
-            fatal: true,
-        }
-    }
-}
-
-impl<S: Store> Server<S> {
-    /// A server over `store`. `seed` must come from a good random source in
-    /// production: it yields the server's epoch, resume tokens and nonces.
-    pub fn new(config: ServerConfig, store: S, seed: [u8; 32]) -> Result<Self, ConfigError> {
+impl Server {
+    /// A server starting at `now`. `seed` must come from a good random source
+    /// in production: it yields the server's epoch, resume tokens and nonces.
+    /// `run_state` is what the store's
+    /// [`load_run_state`](crate::store::Store::load_run_state) returned: what
+    /// an earlier server of this export recorded (`None`: no server ever
+    /// exported it).
+    ///
+    /// The server first records its own run state (a [`ServerEvent::Store`]
+    /// request); it grants no write ownership until that is durable and the
+    /// grace period the earlier run asked for has passed.
+    pub fn new(
+        config: ServerConfig,
+        seed: [u8; 32],
+        now: Instant,
+        run_state: Option<&[u8]>,
+    ) -> Result<Self, StartError> {
         config.validate()?;
+        let prior = run_state
+            .map(RunState::decode)
+            .transpose()
+            .map_err(|reason| StartError::RunState { reason })?;
         let mut rng = ChaCha20Rng::from_seed(seed);
         let epoch = rng.next_u64() | 1;
-        Ok(Server {
+        let prior_grace = prior.as_ref().map_or(Duration::ZERO, |p| p.grace);
+        let grace = config.restart_grace.unwrap_or(prior_grace);
+        let next_version = prior.as_ref().map_or(0, |p| p.version_floor);
+        let mut server = Server {
+            disk: Disk::new(config.max_open_files),
             config,
-            store,
             rng,
             epoch,
             conns: BTreeMap::new(),
@@ -222,15 +268,31 @@ impl<S: Store> Server<S> {
             next_op: 0,
             ready: VecDeque::new(),
             revocations: BTreeMap::new(),
-            shutdown_revs: 0,
-            next_version: 0,
+            next_version,
             timers: BTreeSet::new(),
             events: VecDeque::new(),
             shutdown: None,
-            grace_until: None,
+            grace_until: now + grace,
             grace_waiting: Vec::new(),
+            recording: Recording {
+                saved: false,
+                saving: false,
+                version_floor: next_version,
+                grace: Duration::ZERO,
+            },
             bug: ServerBug::None,
-        })
+        };
+        server.timers.insert((server.grace_until, Timer::GraceEnds));
+        if server.config.read_only {
+            // No write ownership is ever granted, so nothing to record.
+            server.recording.saved = true;
+        } else {
+            // A crash of this run must be covered by the next: its leases,
+            // and what is left of an earlier run's grace.
+            server.recording.grace = server.config.lease.max(prior_grace);
+            server.record_run_state(true);
+        }
+        Ok(server)
     }
 
     /// The configuration.
@@ -241,16 +303,6 @@ impl<S: Store> Server<S> {
     /// This run's epoch: a restarted server has another.
     pub fn epoch(&self) -> u64 {
         self.epoch
-    }
-
-    /// The store.
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
-    /// The store, mutably.
-    pub fn store_mut(&mut self) -> &mut S {
-        &mut self.store
     }
 
     /// Live sessions.
@@ -272,41 +324,34 @@ impl<S: Store> Server<S> {
         (held, entries)
     }
 
+    /// Bytes written by clients and not yet known to be on the disk, and
+    /// how many of them the disk refused (they are kept and written again).
+    pub fn unsynced_bytes(&self) -> (u64, u64) {
+        (self.disk.unsynced_bytes(), self.disk.failed_bytes())
+    }
+
+    /// Store requests handed out and not yet finished.
+    pub fn store_requests_outstanding(&self) -> usize {
+        self.disk.outstanding()
+    }
+
     /// Switches on a deliberate bug (tests only).
     #[cfg(feature = "bug-injection")]
     pub fn inject_bug(&mut self, bug: ServerBug) {
         self.bug = bug;
     }
 
-    /// Starts the restart grace period at the first instant the server
-    /// sees. Adapters should call [`Server::handle_timeout`] once when they
-    /// start, so that it begins then.
-    fn note_time(&mut self, now: Instant) {
-        if self.grace_until.is_none() {
-            let until = now + self.config.restart_grace.unwrap_or(self.config.lease);
-            self.grace_until = Some(until);
-            self.timers.insert((until, Timer::GraceEnds));
-        }
-    }
-
-    /// Whether the restart grace period is running.
+    /// Whether the restart grace period is running: write ownership waits
+    /// until it ends and this run's state is recorded.
     pub fn in_grace(&self, now: Instant) -> bool {
-        self.grace_until.is_none_or(|g| now < g)
+        now < self.grace_until || !self.recording.saved
     }
 
     /// A new connection was accepted.
     pub fn handle_connect(&mut self, now: Instant) -> ConnId {
-        self.note_time(now);
         self.next_conn += 1;
         let id = ConnId(self.next_conn);
-        self.conns.insert(
-            id,
-            Connection {
-                state: ConnState::AwaitHello,
-                out: ChunkQueue::new(),
-                notified: false,
-            },
-        );
+        self.conns.insert(id, Connection::new());
         self.handshaking += 1;
         self.timers
             .insert((now + self.config.handshake_timeout, Timer::Handshake(id)));
@@ -314,7 +359,7 @@ impl<S: Store> Server<S> {
             self.fail_conn(
                 id,
                 Failure::fatal(
-                    ErrorCode::Busy,
+                    crate::protocol::ErrorCode::Busy,
                     "too many connections are in their handshake; try again",
                 ),
             );
@@ -325,17 +370,21 @@ impl<S: Store> Server<S> {
     /// Bytes arrived on `conn`. Whole frames are taken off the front of
     /// `buf`; a partial frame stays there for the next call.
     pub fn handle_input(&mut self, now: Instant, conn: ConnId, buf: &mut BytesMut) -> InputStatus {
-        self.note_time(now);
+        self.unstall(conn);
         let status = loop {
             let Some(c) = self.conns.get(&conn) else {
                 break InputStatus::Closing;
             };
-            let max = match c.state {
+            let (max, reading) = match c.state {
                 ConnState::Closing => break InputStatus::Closing,
-                ConnState::Established(_) => self.config.max_frame,
-                _ => HANDSHAKE_MAX_FRAME,
+                ConnState::Established(sid) => (
+                    self.config.max_frame,
+                    self.sessions.get(&sid).map_or(0, |s| s.reading),
+                ),
+                _ => (HANDSHAKE_MAX_FRAME, 0),
             };
-            if c.out.len() > self.config.output_soft_limit {
+            // Replies the disk is reading count as queued output.
+            if c.out.len() + reading > self.config.output_soft_limit {
                 break InputStatus::Paused;
             }
             match decode_frame(buf, max) {
@@ -354,28 +403,18 @@ impl<S: Store> Server<S> {
 
     /// The connection is gone (closed by either side, or failed).
     pub fn handle_disconnect(&mut self, now: Instant, conn: ConnId) {
-        if let Some(c) = self.conns.remove(&conn) {
-            match c.state {
-                ConnState::AwaitHello | ConnState::AwaitAuth { .. } => self.handshaking -= 1,
-                ConnState::Established(sid) => {
-                    if let Some(s) = self.sessions.get_mut(&sid)
-                        && s.conn == Some(conn)
-                    {
-                        s.conn = None;
-                        if self.bug == ServerBug::IgnoreLease {
-                            self.end_session(now, sid, "bug: lease ignored");
-                            self.run_ready(now);
-                        }
-                    }
-                }
-                ConnState::Closing => {}
-            }
+        if let Some(c) = self.conns.remove(&conn)
+            && let Some(sid) = self.leave(conn, c.state)
+            && self.bug == ServerBug::IgnoreLease
+        {
+            self.end_session(now, sid, "bug: lease ignored");
         }
+        self.run_ready(now);
     }
 
-    /// Time passed: leases run out, handshakes time out.
+    /// Time passed: leases run out, handshakes time out, refused writes are
+    /// tried again.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.note_time(now);
         while let Some(&(at, timer)) = self.timers.first() {
             if at > now {
                 break;
@@ -391,14 +430,14 @@ impl<S: Store> Server<S> {
                     {
                         self.fail_conn(
                             c,
-                            Failure::fatal(ErrorCode::Timeout, "the handshake took too long"),
+                            Failure::fatal(
+                                crate::protocol::ErrorCode::Timeout,
+                                "the handshake took too long",
+                            ),
                         );
                     }
                 }
-                Timer::GraceEnds => {
-                    let waiting = std::mem::take(&mut self.grace_waiting);
-                    self.ready.extend(waiting);
-                }
+                Timer::GraceEnds => self.release_grace_waiting(now),
                 Timer::Lease(sid) => {
                     let Some(s) = self.sessions.get(&sid) else {
                         continue;
@@ -409,8 +448,26 @@ impl<S: Store> Server<S> {
                         self.timers.insert((s.lease_expiry, Timer::Lease(sid)));
                     }
                 }
+                Timer::StoreRetry => {
+                    for f in self.disk.failing_files() {
+                        self.disk.retry(f);
+                    }
+                }
+                Timer::RunStateRetry => self.record_run_state(!self.is_stopping()),
+                Timer::Farewell => self.farewell_over(now),
             }
         }
+        self.run_ready(now);
+    }
+
+    /// A store request finished.
+    pub fn handle_store_done(
+        &mut self,
+        now: Instant,
+        id: StoreId,
+        result: Result<StoreDone, StoreError>,
+    ) {
+        self.on_store_done(now, id, result);
         self.run_ready(now);
     }
 
@@ -421,7 +478,9 @@ impl<S: Store> Server<S> {
 
     /// The next thing the adapter must do.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        self.events
+            .pop_front()
+            .or_else(|| self.disk.poll_request().map(ServerEvent::Store))
     }
 
     /// The next chunk of bytes to write to `conn`.
@@ -439,169 +498,36 @@ impl<S: Store> Server<S> {
         self.conns.get(&conn).map_or(0, |c| c.out.len())
     }
 
-    /// Begins a graceful shutdown: no new sessions, every dirty page is
-    /// recalled and every file synced, then every client gets a `Goodbye`
-    /// and [`ServerEvent::ShutdownComplete`] follows.
-    pub fn begin_shutdown(&mut self, now: Instant) {
-        if self.shutdown.is_none() {
-            self.shutdown = Some(Shutdown { done: false });
-            self.recall_all_owned(now);
-            self.check_shutdown();
-        }
-    }
-
-    /// Whether shutdown has completed.
-    pub fn is_shut_down(&self) -> bool {
-        self.shutdown.as_ref().is_some_and(|s| s.done)
-    }
-
-    fn check_shutdown(&mut self) {
-        let Some(sd) = &self.shutdown else { return };
-        if sd.done || self.shutdown_revs > 0 {
-            return;
-        }
-        // Every owner was recalled when shutdown began, and no operation
-        // grants ownership after that (`finish` refuses it).
-        debug_assert!(
-            self.files
-                .files
-                .values()
-                .all(|f| f.pages.values().all(|p| p.owner.is_none())),
-            "an owner appeared during shutdown"
-        );
-        let stores: Vec<_> = self.files.files.values().map(|f| f.store).collect();
-        let mut failed = 0;
-        for f in stores {
-            if self.store.sync(f).is_err() {
-                failed += 1;
-            }
-        }
-        let message = if failed == 0 {
-            "the server is shutting down; every file was synced".to_string()
-        } else {
-            format!("the server is shutting down; {failed} file(s) failed to sync")
+    /// Whether a reply to session `sid` should wait: its connection has
+    /// more output queued (or being read from the disk) than its limit.
+    pub(crate) fn output_full(&self, sid: SessionId) -> bool {
+        let Some(s) = self.sessions.get(&sid) else {
+            return false;
         };
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
-        for c in conns {
-            self.push(
-                c,
-                &Message::Goodbye(crate::protocol::Goodbye {
-                    code: ErrorCode::ShuttingDown,
-                    message: Bytes::from(message.clone()),
-                }),
-            );
-            self.close_conn(c);
-        }
-        if let Some(sd) = &mut self.shutdown {
-            sd.done = true;
-        }
-        self.events.push_back(ServerEvent::ShutdownComplete);
+        let queued = s
+            .conn
+            .and_then(|c| self.conns.get(&c))
+            .map_or(0, |c| c.out.len());
+        queued + s.reading > self.config.output_soft_limit
     }
 
-    // ---- output helpers ----
-
-    fn push(&mut self, conn: ConnId, msg: &Message) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+    /// The connection's output may have drained: fetches that waited for
+    /// that go on.
+    fn unstall(&mut self, conn: ConnId) {
+        let Some(Connection {
+            state: ConnState::Established(sid),
+            ..
+        }) = self.conns.get(&conn)
+        else {
             return;
         };
-        if matches!(c.state, ConnState::Closing) {
+        let sid = *sid;
+        if self.output_full(sid) {
             return;
         }
-        c.out.push_message(msg);
-        if !c.notified {
-            c.notified = true;
-            self.events.push_back(ServerEvent::Transmit(conn));
-        }
-        if c.out.len() > self.config.output_hard_limit {
-            // The client stopped reading. Its session lives on (and its lease
-            // runs out if it never answers what was queued).
-            c.out.clear();
-            self.close_conn(conn);
-        }
-    }
-
-    /// Sends to the session's current connection, if it has one.
-    fn send(&mut self, sid: SessionId, msg: &Message) {
-        if let Some(c) = self.sessions.get(&sid).and_then(|s| s.conn) {
-            self.push(c, msg);
-        }
-    }
-
-    fn close_conn(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if matches!(c.state, ConnState::Closing) {
-                return;
-            }
-            match std::mem::replace(&mut c.state, ConnState::Closing) {
-                ConnState::AwaitHello | ConnState::AwaitAuth { .. } => self.handshaking -= 1,
-                ConnState::Established(sid) => {
-                    if let Some(s) = self.sessions.get_mut(&sid)
-                        && s.conn == Some(conn)
-                    {
-                        s.conn = None;
-                    }
-                }
-                ConnState::Closing => {}
-            }
-            self.events.push_back(ServerEvent::Close(conn));
-        }
-    }
-
-    /// Sends a fatal error and closes the connection. A session on it loses
-    /// its connection; a protocol violation also dooms the session.
-    fn fail_conn(&mut self, conn: ConnId, f: Failure) {
-        self.push(conn, &error_msg(ReqId(0), &f));
-        let violation = matches!(
-            f.code,
-            ErrorCode::Protocol | ErrorCode::Malformed | ErrorCode::FrameTooLarge
-        );
-        if violation
-            && let Some(Connection {
-                state: ConnState::Established(sid),
-                ..
-            }) = self.conns.get(&conn)
-            && let Some(s) = self.sessions.get_mut(sid)
-        {
-            s.doomed = true;
-        }
-        self.close_conn(conn);
-    }
-
-    fn on_message(&mut self, now: Instant, conn: ConnId, msg: Message) {
-        let state = match self.conns.get(&conn) {
-            Some(c) => &c.state,
-            None => return,
-        };
-        match state {
-            ConnState::Closing => {}
-            ConnState::AwaitHello => match msg {
-                Message::Hello(h) => self.on_hello(now, conn, h),
-                other => self.fail_conn(
-                    conn,
-                    Failure::fatal(
-                        ErrorCode::Protocol,
-                        format!("expected Hello, got {}", other.name()),
-                    ),
-                ),
-            },
-            ConnState::AwaitAuth { .. } => match msg {
-                Message::Authenticate(a) => self.on_authenticate(now, conn, a),
-                other => self.fail_conn(
-                    conn,
-                    Failure::fatal(
-                        ErrorCode::Protocol,
-                        format!("expected Authenticate, got {}", other.name()),
-                    ),
-                ),
-            },
-            &ConnState::Established(sid) => {
-                if let Some(s) = self.sessions.get_mut(&sid)
-                    && s.may_renew()
-                {
-                    s.lease_expiry = now + self.config.lease;
-                }
-                self.on_session_message(now, conn, sid, msg);
-            }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            let stalled = std::mem::take(&mut s.stalled);
+            self.ready.extend(stalled);
         }
     }
 
@@ -611,80 +537,82 @@ impl<S: Store> Server<S> {
         t
     }
 
-    /// Checks the directory's invariants: at most one owner per page and
-    /// never an owner beside sharers; holders are live sessions whose
-    /// mappings cover the page and whose bookkeeping agrees; locks and queues
-    /// name live operations. For tests, the fuzzer and the simulator.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        let ps = self.config.page_size as u64;
-        let mut counted: BTreeMap<SessionId, u64> = BTreeMap::new();
-        for (fid, f) in &self.files.files {
-            for (p, e) in &f.pages {
-                if e.owner.is_some() && !e.sharers.is_empty() {
-                    return Err(format!(
-                        "file {fid:?} page {p}: owner {:?} beside sharers {:?}",
-                        e.owner, e.sharers
-                    ));
-                }
-                if e.version > self.next_version {
-                    return Err(format!(
-                        "file {fid:?} page {p}: version {} was never issued",
-                        e.version
-                    ));
-                }
-                for h in e.owner.iter().chain(e.sharers.iter()) {
-                    let Some(s) = self.sessions.get(h) else {
-                        return Err(format!(
-                            "file {fid:?} page {p}: holder {h:?} is not a live session"
-                        ));
-                    };
-                    if !s.held.get(fid).is_some_and(|set| set.contains(p)) {
-                        return Err(format!(
-                            "file {fid:?} page {p}: {h:?} holds it but does not know"
-                        ));
-                    }
-                    if !s.covers(*fid, *p, ps) {
-                        return Err(format!(
-                            "file {fid:?} page {p}: {h:?} holds it without a mapping"
-                        ));
-                    }
-                    *counted.entry(*h).or_default() += 1;
-                }
-                if let Some(l) = e.lock
-                    && !self.ops.contains_key(&l)
-                {
-                    return Err(format!(
-                        "file {fid:?} page {p}: locked by finished op {l:?}"
-                    ));
-                }
-                if let Some(q) = e.queue.iter().find(|q| !self.ops.contains_key(q)) {
-                    return Err(format!("file {fid:?} page {p}: finished op {q:?} in queue"));
-                }
-            }
+    pub(crate) fn bump_version(&mut self) -> u64 {
+        self.next_version += 1;
+        // Record a new floor well before this run's is used up.
+        if self.next_version + VERSION_BLOCK / 2 > self.recording.version_floor
+            && !self.is_stopping()
+        {
+            self.record_run_state(true);
         }
-        for (sid, s) in &self.sessions {
-            let n = counted.get(sid).copied().unwrap_or(0);
-            if n != s.held_count {
-                return Err(format!(
-                    "{sid:?} counts {} held pages, the directory {n}",
-                    s.held_count
-                ));
-            }
-        }
-        Ok(())
+        self.next_version
     }
-}
 
-pub(crate) fn error_msg(req: ReqId, f: &Failure) -> Message {
-    let mut end = f.message.len().min(1000);
-    while !f.message.is_char_boundary(end) {
-        end -= 1;
+    /// Asks the store to record the run state: `running` while serving, or
+    /// the final state of a clean shutdown.
+    fn record_run_state(&mut self, running: bool) {
+        if self.recording.saving {
+            return;
+        }
+        let state = if running {
+            self.recording.version_floor = self.next_version + VERSION_BLOCK;
+            RunState {
+                running: true,
+                grace: self.recording.grace,
+                version_floor: self.recording.version_floor,
+            }
+        } else {
+            RunState {
+                running: false,
+                grace: self.shutdown_grace(),
+                version_floor: self.next_version + 1,
+            }
+        };
+        self.recording.saving = true;
+        self.disk.save_run_state(state.encode());
     }
-    let message = Bytes::copy_from_slice(&f.message.as_bytes()[..end]);
-    Message::Error(ErrorMsg {
-        req,
-        code: f.code,
-        fatal: f.fatal,
-        message,
-    })
+
+    fn run_state_recorded(&mut self, now: Instant, result: Result<(), StoreError>) {
+        self.recording.saving = false;
+        match result {
+            Ok(()) => {
+                self.recording.saved = true;
+                if self.is_stopping() {
+                    self.run_state_final_recorded();
+                } else {
+                    self.release_grace_waiting(now);
+                }
+            }
+            Err(error) => {
+                self.events.push_back(ServerEvent::DiskTrouble {
+                    path: None,
+                    error: StoreError::Io(format!(
+                        "recording the run state in {}: {error}",
+                        crate::store::RUN_STATE_NAME
+                    )),
+                });
+                if self.is_stopping() {
+                    // The earlier state stays: the next run waits a lease.
+                    self.run_state_final_recorded();
+                } else {
+                    self.timers
+                        .insert((now + STORE_RETRY, Timer::RunStateRetry));
+                }
+            }
+        }
+    }
+
+    fn release_grace_waiting(&mut self, now: Instant) {
+        if !self.in_grace(now) {
+            let waiting = std::mem::take(&mut self.grace_waiting);
+            self.ready.extend(waiting);
+        }
+    }
+
+    /// Makes sure failed writes are tried again.
+    fn schedule_store_retry(&mut self, now: Instant) {
+        if !self.timers.iter().any(|(_, t)| *t == Timer::StoreRetry) {
+            self.timers.insert((now + STORE_RETRY, Timer::StoreRetry));
+        }
+    }
 }

@@ -1,24 +1,23 @@
-//! Operations that need pages in a new state: fetches (shared or
-//! exclusive), atomic operations and file shrinks.
+//! Operations: requests that cannot be answered at once, because they wait
+//! for pages, for revocations, or for the disk.
 //!
-//! An operation locks its pages in ascending order. For each page it locks it
-//! sends the revocations that the new state needs (invalidate sharers, recall
-//! an owner). When it holds every page and every revocation is answered (or
-//! the holder's lease ran out), it runs, replies, and unlocks. Operations
-//! waiting for a page wait in that page's FIFO queue.
-
-use bytes::Bytes;
+//! Operations that need pages in a new state (fetches, atomic operations,
+//! file shrinks) lock their pages in ascending order. For each page it locks,
+//! an operation sends the revocations that the new state needs (invalidate
+//! sharers, recall an owner). When it holds every page and every revocation
+//! is answered (or the holder's lease ran out), it executes: it may still
+//! wait for the disk (a read of the pages, a length change) with its pages
+//! locked, then it replies and unlocks. Operations waiting for a page wait in
+//! that page's FIFO queue. Other requests (map, set length, write-back,
+//! sync) are operations only while they wait for the disk.
 
 use crate::Instant;
-use crate::protocol::{
-    AtomicDone, AtomicOp, ErrorCode, LenSet, Message, PageGrant, PageNo, Pages, ReqId, SessionId,
-    WireMappingId,
-};
-use crate::store::Store;
+use crate::path::ExportPath;
+use crate::protocol::{AtomicOp, Message, PageNo, ReqId, SessionId, Version, WireMappingId};
 
 use super::directory::FileId;
 use super::revoke::RevKind;
-use super::{Failure, Server, ServerBug, error_msg};
+use super::{Server, ServerBug, error_msg};
 
 /// An operation, numbered by the server.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -35,9 +34,53 @@ pub(crate) enum OpKind {
         offset: u64,
         op: AtomicOp,
     },
+    /// Cutting a file below its length (its last page changes).
     Shrink {
         len: u64,
     },
+    Map {
+        path: ExportPath,
+        offset: u64,
+        len: u64,
+        write: bool,
+        create: bool,
+    },
+    /// A `SetLen` request, while its file opens or grows.
+    SetLen {
+        path: ExportPath,
+        len: u64,
+    },
+    /// A write-back, while its writes run: the versions to acknowledge.
+    WriteBack {
+        versions: Vec<Version>,
+    },
+    Sync,
+}
+
+impl OpKind {
+    /// Whether it gives the session a page to write, or writes itself.
+    fn needs_write_ownership(&self) -> bool {
+        matches!(
+            self,
+            OpKind::Fetch {
+                exclusive: true,
+                ..
+            } | OpKind::Atomic { .. }
+                | OpKind::Shrink { .. }
+        )
+    }
+}
+
+/// The pages an operation locks, and how far it got.
+#[derive(Debug)]
+pub(crate) struct PageLock {
+    pub(crate) first: PageNo,
+    pub(crate) end: PageNo,
+    /// Pages `[first, next)` are locked by this op.
+    pub(crate) next: PageNo,
+    pub(crate) pending_revs: u32,
+    /// The page whose queue this op waits in.
+    pub(crate) queued_on: Option<PageNo>,
 }
 
 #[derive(Debug)]
@@ -45,39 +88,95 @@ pub(crate) struct Op {
     pub(crate) session: SessionId,
     pub(crate) req: ReqId,
     pub(crate) mapping: Option<WireMappingId>,
-    pub(crate) file: FileId,
-    pub(crate) first: PageNo,
-    pub(crate) end: PageNo,
-    /// Pages `[first, next)` are locked by this op.
-    pub(crate) next: PageNo,
-    pub(crate) pending_revs: u32,
     pub(crate) kind: OpKind,
-    /// The session or mapping went away; finish revocations, then unlock.
+    /// The file, once known; the op keeps it open.
+    pub(crate) file: Option<FileId>,
+    pub(crate) lock: Option<PageLock>,
+    /// Store requests it waits for.
+    pub(crate) store_waits: u32,
+    /// The session or mapping went away: finish what is under way, reply
+    /// nothing, unlock.
     pub(crate) cancelled: bool,
-    /// The page whose queue this op waits in.
-    pub(crate) queued_on: Option<PageNo>,
+    /// Its pages are locked and it has begun its work on them.
+    pub(crate) executing: bool,
 }
 
-impl<S: Store> Server<S> {
-    /// Registers an op and runs it as far as it goes right away, so that an
-    /// op that needs no waiting replies in the order its request arrived.
-    pub(super) fn start_op(&mut self, now: Instant, op: Op) -> OpId {
+impl Op {
+    pub(crate) fn new(
+        session: SessionId,
+        req: ReqId,
+        mapping: Option<WireMappingId>,
+        kind: OpKind,
+    ) -> Self {
+        Op {
+            session,
+            req,
+            mapping,
+            kind,
+            file: None,
+            lock: None,
+            store_waits: 0,
+            cancelled: false,
+            executing: false,
+        }
+    }
+
+    /// Locking pages `[first, end)` of `file`.
+    pub(crate) fn on_pages(mut self, file: FileId, first: PageNo, end: PageNo) -> Self {
+        self.file = Some(file);
+        self.lock = Some(PageLock {
+            first,
+            end,
+            next: first,
+            pending_revs: 0,
+            queued_on: None,
+        });
+        self
+    }
+
+    /// The most page data a fetch's reply carries.
+    pub(crate) fn reply_bytes(&self, page_size: u32) -> usize {
+        let l = self.lock();
+        (l.end - l.first) as usize * page_size as usize
+    }
+
+    pub(crate) fn lock(&self) -> &PageLock {
+        self.lock.as_ref().expect("a page operation")
+    }
+}
+
+impl Server {
+    /// Registers an op: it keeps its file open and counts as in progress for
+    /// its request.
+    pub(super) fn register_op(&mut self, op: Op) -> OpId {
         self.next_op += 1;
         let id = OpId(self.next_op);
-        self.files.get_mut(op.file).ops += 1;
+        if let Some(f) = op.file {
+            self.files.get_mut(f).ops += 1;
+        }
         if let Some(s) = self.sessions.get_mut(&op.session) {
             s.in_progress.insert(op.req, id);
         }
-        let exclusive = matches!(
-            op.kind,
-            OpKind::Fetch {
-                exclusive: true,
-                ..
-            } | OpKind::Atomic { .. }
-                | OpKind::Shrink { .. }
-        );
         self.ops.insert(id, op);
-        if exclusive && self.in_grace(now) {
+        id
+    }
+
+    /// The op now works on `file` (known once it is open).
+    pub(super) fn op_uses_file(&mut self, id: OpId, file: FileId) {
+        if let Some(op) = self.ops.get_mut(&id)
+            && op.file.is_none()
+        {
+            op.file = Some(file);
+            self.files.get_mut(file).ops += 1;
+        }
+    }
+
+    /// Registers a page op and runs it as far as it goes right away, so that
+    /// an op that needs no waiting replies in the order its request arrived.
+    pub(super) fn start_page_op(&mut self, now: Instant, op: Op) -> OpId {
+        let waits_for_grace = op.kind.needs_write_ownership() && self.in_grace(now);
+        let id = self.register_op(op);
+        if waits_for_grace {
             self.grace_waiting.push(id);
         } else {
             self.advance(now, id);
@@ -87,18 +186,34 @@ impl<S: Store> Server<S> {
 
     /// Runs every operation that may make progress.
     pub(super) fn run_ready(&mut self, now: Instant) {
-        while let Some(id) = self.ready.pop_front() {
-            self.advance(now, id);
+        loop {
+            while let Some(id) = self.ready.pop_front() {
+                self.advance(now, id);
+            }
+            if let Some((id, result)) = self.disk.poll_early() {
+                self.on_store_done(now, id, result);
+                continue;
+            }
+            if self.disk.start_marked() {
+                continue;
+            }
+            self.check_shutdown(now);
+            if self.ready.is_empty() && !self.disk.start_marked() {
+                break;
+            }
         }
-        self.check_shutdown();
     }
 
-    /// Locks as many pages as possible, sends what must be revoked, and runs
-    /// the op when it holds everything.
+    /// Locks as many pages as possible, sends what must be revoked, and
+    /// executes the op when it holds everything.
     fn advance(&mut self, now: Instant, id: OpId) {
         let Some(op) = self.ops.get(&id) else { return };
-        let (file, session, kind, cancelled) = (op.file, op.session, op.kind.clone(), op.cancelled);
-        let (mut next, end) = (op.next, op.end);
+        if op.executing || op.lock.is_none() {
+            return;
+        }
+        let (session, kind, cancelled) = (op.session, op.kind.clone(), op.cancelled);
+        let file = op.file.expect("page ops know their file");
+        let (mut next, end) = (op.lock().next, op.lock().end);
         let mut wanted: Vec<(SessionId, PageNo, RevKind)> = Vec::new();
         let mut queued_on = None;
         {
@@ -127,36 +242,40 @@ impl<S: Store> Server<S> {
             }
         }
         let op = self.ops.get_mut(&id).expect("checked above");
-        op.next = next;
-        op.queued_on = queued_on;
+        let lock = op.lock.as_mut().expect("checked above");
+        lock.next = next;
+        lock.queued_on = queued_on;
         self.send_revocations(now, Some(id), file, wanted);
         let op = &self.ops[&id];
-        if op.next == op.end && op.pending_revs == 0 {
-            self.finish(now, id);
-        } else if op.cancelled && op.pending_revs == 0 {
+        let lock = op.lock();
+        if lock.next == lock.end && lock.pending_revs == 0 {
+            self.execute(now, id);
+        } else if op.cancelled && lock.pending_revs == 0 {
             self.release_op(id);
         }
     }
 
     /// Called when a revocation of `id` completed.
     pub(super) fn revocation_done_for(&mut self, id: OpId) {
-        if let Some(op) = self.ops.get_mut(&id) {
-            op.pending_revs -= 1;
-            if op.pending_revs == 0 {
+        if let Some(lock) = self.ops.get_mut(&id).and_then(|o| o.lock.as_mut()) {
+            lock.pending_revs -= 1;
+            if lock.pending_revs == 0 {
                 self.ready.push_back(id);
             }
         }
     }
 
     /// Cancels an op whose session or mapping went away: it stops waiting,
-    /// and unlocks once its revocations are answered.
+    /// and unlocks once its revocations and store requests are done.
     pub(super) fn cancel_op(&mut self, id: OpId) {
         let Some(op) = self.ops.get_mut(&id) else {
             return;
         };
         op.cancelled = true;
-        if let Some(p) = op.queued_on.take() {
-            let file = op.file;
+        if let Some(lock) = op.lock.as_mut()
+            && let Some(p) = lock.queued_on.take()
+        {
+            let file = op.file.expect("page ops know their file");
             let f = self.files.get_mut(file);
             if let Some(e) = f.pages.get_mut(&p) {
                 e.queue.retain(|q| *q != id);
@@ -168,207 +287,106 @@ impl<S: Store> Server<S> {
             }
             f.gc_page(p);
         }
-        if self.ops[&id].pending_revs == 0 {
+        let op = &self.ops[&id];
+        let revs = op.lock.as_ref().map_or(0, |l| l.pending_revs);
+        if revs == 0 && op.store_waits == 0 {
             self.release_op(id);
         }
     }
 
     /// Unlocks the op's pages, wakes whoever waits for them and forgets it.
-    fn release_op(&mut self, id: OpId) {
+    pub(super) fn release_op(&mut self, id: OpId) {
         let Some(op) = self.ops.remove(&id) else {
             return;
         };
-        if let Some(s) = self.sessions.get_mut(&op.session)
-            && s.in_progress.get(&op.req) == Some(&id)
-        {
-            s.in_progress.remove(&op.req);
-        }
-        let f = self.files.get_mut(op.file);
-        for p in op.first..op.next {
-            if let Some(e) = f.pages.get_mut(&p) {
-                if e.lock == Some(id) {
-                    e.lock = None;
-                }
-                if let Some(&n) = e.queue.front() {
-                    self.ready.push_back(n);
-                }
+        if let Some(s) = self.sessions.get_mut(&op.session) {
+            if s.in_progress.get(&op.req) == Some(&id) {
+                s.in_progress.remove(&op.req);
             }
-            f.gc_page(p);
+            if matches!(op.kind, OpKind::Map { .. }) {
+                s.pending_maps -= 1;
+            }
         }
-        if let Some(p) = op.queued_on
-            && let Some(e) = f.pages.get_mut(&p)
-        {
-            e.queue.retain(|q| *q != id);
+        self.grace_waiting.retain(|w| *w != id);
+        let Some(file) = op.file else { return };
+        let f = self.files.get_mut(file);
+        if let Some(lock) = &op.lock {
+            for p in lock.first..lock.next {
+                if let Some(e) = f.pages.get_mut(&p) {
+                    if e.lock == Some(id) {
+                        e.lock = None;
+                    }
+                    if let Some(&n) = e.queue.front() {
+                        self.ready.push_back(n);
+                    }
+                }
+                f.gc_page(p);
+            }
+            if let Some(p) = lock.queued_on
+                && let Some(e) = f.pages.get_mut(&p)
+            {
+                e.queue.retain(|q| *q != id);
+            }
         }
         f.ops -= 1;
-        if let Some(sf) = self.files.remove_if_unused(op.file) {
-            self.store.close(sf);
-        }
+        self.forget_file_if_unused(file);
     }
 
-    /// Every page is locked and every revocation answered: run the op.
-    fn finish(&mut self, now: Instant, id: OpId) {
-        let op = &self.ops[&id];
+    /// Replies to the op's request (remembering the reply if `remember`, for
+    /// a retransmission) and forgets the op.
+    pub(super) fn answer_op(&mut self, id: OpId, reply: Message, remember: bool) {
+        let Some(op) = self.ops.get(&id) else { return };
+        let (sid, req, cancelled) = (op.session, op.req, op.cancelled);
+        if !cancelled && self.sessions.contains_key(&sid) {
+            if remember {
+                self.remember(sid, req, reply.clone());
+            }
+            self.reply(sid, req, &reply);
+        }
+        self.release_op(id);
+    }
+
+    /// Answers the op with an error.
+    pub(super) fn fail_op(&mut self, id: OpId, f: super::Failure) {
+        let Some(op) = self.ops.get(&id) else { return };
+        let req = op.req;
+        // Requests that change something are answered the same way again.
+        let remember = !matches!(op.kind, OpKind::Fetch { .. } | OpKind::Sync);
+        self.answer_op(id, error_msg(req, &f), remember);
+    }
+
+    /// Every page is locked and every revocation answered: do the work.
+    fn execute(&mut self, now: Instant, id: OpId) {
+        let op = self.ops.get_mut(&id).expect("exists");
         if op.cancelled || !self.sessions.contains_key(&op.session) {
             return self.release_op(id);
         }
-        let (sid, req) = (op.session, op.req);
-        let result = match op.kind.clone() {
-            // Shutdown recalls every owned page once; an exclusive fetch
-            // queued before it began gets no ownership either, so none
-            // appears behind those recalls (the client asks again of the
-            // next run).
-            OpKind::Fetch {
-                exclusive: true, ..
-            } if self.shutdown.is_some() => Err(Failure::new(
-                ErrorCode::ShuttingDown,
-                "the server is shutting down; no new write ownership",
-            )),
+        op.executing = true;
+        let kind = op.kind.clone();
+        let writes = matches!(kind, OpKind::Atomic { .. } | OpKind::Shrink { .. });
+        if writes && self.is_stopping() {
+            return self.fail_op(
+                id,
+                super::Failure::new(
+                    crate::protocol::ErrorCode::ShuttingDown,
+                    "the server is shutting down; no more writes",
+                ),
+            );
+        }
+        match kind {
             OpKind::Fetch {
                 exclusive,
                 want_data,
                 overwrite,
-            } => self.grant(id, exclusive, want_data, overwrite),
-            OpKind::Atomic { offset, op: aop } => self.run_atomic(id, offset, aop),
-            OpKind::Shrink { len } => self.run_shrink(id, len),
-        };
-        match result {
-            Ok((reply, cache)) => {
-                if cache {
-                    self.remember(sid, req, reply.clone());
-                }
-                self.reply(sid, req, &reply);
+            } => self.execute_fetch(now, id, exclusive, want_data, overwrite),
+            OpKind::Atomic { offset, .. } => self.execute_atomic(id, offset),
+            OpKind::Shrink { len } => {
+                let file = self.ops[&id].file.expect("known");
+                self.ops.get_mut(&id).expect("exists").store_waits += 1;
+                self.disk.set_len(file, len, id);
             }
-            Err(f) => {
-                let m = error_msg(req, &f);
-                self.reply(sid, req, &m);
-            }
+            other => unreachable!("{other:?} locks no pages"),
         }
-        self.release_op(id);
-        let _ = now;
-    }
-
-    fn grant(
-        &mut self,
-        id: OpId,
-        exclusive: bool,
-        want_data: bool,
-        overwrite: bool,
-    ) -> Result<(Message, bool), Failure> {
-        let op = &self.ops[&id];
-        let (sid, file, first, end, req) = (op.session, op.file, op.first, op.end, op.req);
-        let ps = self.config.page_size as u64;
-        let f = self.files.get(file);
-        let needs: Vec<bool> = (first..end)
-            .map(|p| !overwrite && (want_data || f.pages.get(&p).is_none_or(|e| !e.holds(sid))))
-            .collect();
-        let data = if needs.iter().any(|n| *n) {
-            let count = (end - first) as usize;
-            Some(
-                self.store
-                    .read(f.store, first * ps, count * ps as usize)
-                    .map_err(|e| Failure::new(ErrorCode::Io, format!("reading {}: {e}", f.path)))?,
-            )
-        } else {
-            None
-        };
-        let handle = self.sessions[&sid].handle_of[&file];
-        let f = self.files.get_mut(file);
-        let mut pages = Vec::with_capacity((end - first) as usize);
-        for (i, p) in (first..end).enumerate() {
-            let e = f.entry(p);
-            if exclusive {
-                e.remove_sharer(sid);
-                e.owner = Some(sid);
-            } else {
-                if e.owner == Some(sid) {
-                    e.owner = None;
-                }
-                e.add_sharer(sid);
-            }
-            let d: Option<Bytes> = match (&data, needs[i]) {
-                (Some(all), true) => Some(all.slice(i * ps as usize..(i + 1) * ps as usize)),
-                _ => None,
-            };
-            pages.push(PageGrant {
-                version: e.version,
-                data: d,
-            });
-        }
-        let s = self.sessions.get_mut(&sid).expect("checked by finish");
-        for p in first..end {
-            s.note_held(file, p);
-        }
-        Ok((
-            Message::Pages(Pages {
-                req,
-                file: handle,
-                first_page: first,
-                exclusive,
-                pages,
-            }),
-            false,
-        ))
-    }
-
-    fn run_atomic(
-        &mut self,
-        id: OpId,
-        offset: u64,
-        aop: AtomicOp,
-    ) -> Result<(Message, bool), Failure> {
-        let op = &self.ops[&id];
-        let (file, req, page) = (op.file, op.req, op.first);
-        let f = self.files.get(file);
-        let io = |e: crate::store::StoreError| {
-            Failure::new(ErrorCode::Io, format!("atomic on {}: {e}", f.path))
-        };
-        let word = self.store.read(f.store, offset, 8).map_err(io)?;
-        let previous =
-            u64::from_le_bytes(word[..8].try_into().expect("store reads exactly 8 bytes"));
-        let (new, applied) = match aop {
-            AtomicOp::FetchAdd(v) => (previous.wrapping_add(v), true),
-            AtomicOp::Swap(v) => (v, true),
-            AtomicOp::CompareExchange { expected, new } => {
-                if previous == expected {
-                    (new, true)
-                } else {
-                    (previous, false)
-                }
-            }
-        };
-        if new != previous {
-            let store = f.store;
-            let path = f.path.clone();
-            self.store
-                .write(store, offset, &new.to_le_bytes())
-                .map_err(|e| Failure::new(ErrorCode::Io, format!("atomic on {path}: {e}")))?;
-            let v = self.bump_version();
-            self.files.get_mut(file).entry(page).version = v;
-        }
-        Ok((
-            Message::AtomicDone(AtomicDone {
-                req,
-                previous,
-                applied,
-            }),
-            true,
-        ))
-    }
-
-    fn run_shrink(&mut self, id: OpId, len: u64) -> Result<(Message, bool), Failure> {
-        let op = &self.ops[&id];
-        let (file, req, page) = (op.file, op.req, op.first);
-        self.apply_set_len(file, len)?;
-        let v = self.bump_version();
-        let f = self.files.get_mut(file);
-        f.entry(page).version = v;
-        Ok((Message::LenSet(LenSet { req, len }), true))
-    }
-
-    pub(super) fn bump_version(&mut self) -> u64 {
-        self.next_version += 1;
-        self.next_version
     }
 }
 
@@ -417,5 +435,6 @@ fn needed_revocations(
                 out.push((o, page, RevKind::Recall { downgrade: false }));
             }
         }
+        _ => {}
     }
 }

@@ -8,15 +8,16 @@ use crate::protocol::{
     Atomic, ErrorCode, Fetch, Message, PagePatch, Release, Revalidate, Revalidated, SessionId,
     Sync, Synced, WriteAck, WriteBack, fetch_flags,
 };
-use crate::store::Store;
+
+use crate::store::WriteRun;
 
 use super::directory::FileId;
-use super::ops::{Op, OpKind};
+use super::ops::{Op, OpId, OpKind};
 use super::requests::{Outcome, store_failure};
 use super::session::MappingEntry;
 use super::{Failure, Server};
 
-impl<S: Store> Server<S> {
+impl Server {
     pub(super) fn do_fetch(&mut self, now: Instant, sid: SessionId, f: Fetch) -> Outcome {
         let m = self.mapping(sid, f.mapping)?;
         if f.flags & !(fetch_flags::EXCLUSIVE | fetch_flags::WANT_DATA | fetch_flags::OVERWRITE)
@@ -76,26 +77,13 @@ impl<S: Store> Server<S> {
                 ),
             ));
         }
-        self.start_op(
-            now,
-            Op {
-                session: sid,
-                req: f.req,
-                mapping: Some(f.mapping),
-                file: m.file,
-                first: f.first_page,
-                end,
-                next: f.first_page,
-                pending_revs: 0,
-                kind: OpKind::Fetch {
-                    exclusive,
-                    want_data,
-                    overwrite,
-                },
-                cancelled: false,
-                queued_on: None,
-            },
-        );
+        let kind = OpKind::Fetch {
+            exclusive,
+            want_data,
+            overwrite,
+        };
+        let op = Op::new(sid, f.req, Some(f.mapping), kind).on_pages(m.file, f.first_page, end);
+        self.start_page_op(now, op);
         Ok(None)
     }
 
@@ -162,7 +150,6 @@ impl<S: Store> Server<S> {
                 format!("mapping {} is read-only", w.mapping),
             ));
         }
-        let ps = self.config.page_size as u64;
         let f = self.files.get(m.file);
         for p in &w.patches {
             self.check_patch(&m, w.mapping, p)?;
@@ -176,52 +163,123 @@ impl<S: Store> Server<S> {
                 ));
             }
         }
-        let (store, path) = (f.store, f.path.clone());
-        // Patches that continue one another (a write-back of consecutive
-        // whole pages) go to the store as one vectored write: one system
-        // call per run instead of one per page, and no copy to join them.
-        let mut i = 0;
-        while i < w.patches.len() {
-            let at = w.patches[i].page * ps + w.patches[i].offset as u64;
-            let mut end = at + w.patches[i].data.len() as u64;
-            let mut j = i + 1;
-            while j < w.patches.len() && w.patches[j].page * ps + w.patches[j].offset as u64 == end
-            {
-                end += w.patches[j].data.len() as u64;
-                j += 1;
-            }
-            let result = if j == i + 1 {
-                self.store.write(store, at, &w.patches[i].data)
-            } else {
-                let parts: Vec<&[u8]> = w.patches[i..j].iter().map(|p| &p.data[..]).collect();
-                self.store.write_vectored(store, at, &parts)
-            };
-            result.map_err(|e| store_failure(&path, e))?;
-            i = j;
-        }
+        // The versions change now: from here on every read gets these bytes
+        // (from the disk, or from memory while they are not on it).
         let mut versions = Vec::with_capacity(w.patches.len());
         for p in &w.patches {
             let v = self.bump_version();
             self.files.get_mut(m.file).entry(p.page).version = v;
             versions.push(v);
         }
-        Ok(Some((
-            Message::WriteAck(WriteAck {
-                req: w.req,
-                versions,
-            }),
-            true,
-        )))
+        let op = Op::new(sid, w.req, Some(w.mapping), OpKind::WriteBack { versions });
+        let id = self.register_op(op);
+        self.op_uses_file(id, m.file);
+        self.write_patches(m.file, &w.patches, sid, Some(id));
+        // Answered when its writes finish (at once if there were none).
+        self.ops.get_mut(&id).expect("registered").store_waits += 1;
+        self.write_back_written(id);
+        Ok(None)
+    }
+
+    /// Writes patches through the disk, as one request: patches that
+    /// continue one another (a write-back of consecutive whole pages) form
+    /// one run, written with one vectored call and no copy to join them.
+    pub(super) fn write_patches(
+        &mut self,
+        file: FileId,
+        patches: &[PagePatch],
+        writer: SessionId,
+        op: Option<OpId>,
+    ) {
+        let ps = self.config.page_size as u64;
+        let len = self.files.get(file).len;
+        let mut runs: Vec<WriteRun> = Vec::new();
+        // The spans of `runs`, to find an overlap in log time.
+        let mut spans: std::collections::BTreeMap<u64, u64> = Default::default();
+        let mut i = 0;
+        while i < patches.len() {
+            let at = patches[i].page * ps + patches[i].offset as u64;
+            let mut end = at + patches[i].data.len() as u64;
+            let mut parts = vec![patches[i].data.clone()];
+            let mut j = i + 1;
+            while j < patches.len() && patches[j].page * ps + patches[j].offset as u64 == end {
+                end += patches[j].data.len() as u64;
+                parts.push(patches[j].data.clone());
+                j += 1;
+            }
+            i = j;
+            // Bytes past the end of the file (the tail of its last page) are
+            // not the file's: a write there would grow it.
+            let keep = len.saturating_sub(at);
+            if keep < end - at {
+                parts = clip(parts, keep as usize);
+            }
+            if !parts.is_empty() {
+                // A later patch of the same bytes wins: runs may not overlap
+                // within one request, so an overlap starts a new request.
+                let end = at + parts.iter().map(|p| p.len() as u64).sum::<u64>();
+                let overlaps = spans.range(..end).next_back().is_some_and(|(_, e)| *e > at);
+                if overlaps {
+                    self.write_unsynced(file, std::mem::take(&mut runs), writer, op);
+                    spans.clear();
+                }
+                spans.insert(at, end);
+                runs.push(WriteRun { offset: at, parts });
+            }
+        }
+        if !runs.is_empty() {
+            self.write_unsynced(file, runs, writer, op);
+        }
+    }
+
+    /// A write of a write-back finished; when the last has, the write-back
+    /// is answered (whatever the disk said: what it refused is kept and
+    /// written again, and the session hears of it at its next sync).
+    pub(super) fn write_back_written(&mut self, id: OpId) {
+        let Some(op) = self.ops.get_mut(&id) else {
+            return;
+        };
+        op.store_waits = op.store_waits.saturating_sub(1);
+        if op.store_waits > 0 {
+            return;
+        }
+        let OpKind::WriteBack { versions } = op.kind.clone() else {
+            return;
+        };
+        let req = op.req;
+        self.answer_op(id, Message::WriteAck(WriteAck { req, versions }), true);
     }
 
     pub(super) fn do_sync(&mut self, sid: SessionId, s: Sync) -> Outcome {
         let m = self.mapping(sid, s.mapping)?;
-        let f = self.files.get(m.file);
-        let (store, path) = (f.store, f.path.clone());
-        self.store
-            .sync(store)
-            .map_err(|e| store_failure(&path, e))?;
-        Ok(Some((Message::Synced(Synced { req: s.req }), false)))
+        let id = self.register_op(Op::new(sid, s.req, Some(s.mapping), OpKind::Sync));
+        self.op_uses_file(id, m.file);
+        self.ops.get_mut(&id).expect("registered").store_waits += 1;
+        self.disk.sync(m.file, Some(id));
+        Ok(None)
+    }
+
+    /// The fsync of a sync finished: it succeeds when none of the session's
+    /// bytes in the file are still off the disk.
+    pub(super) fn sync_done(&mut self, id: OpId) {
+        let Some(op) = self.ops.get_mut(&id) else {
+            return;
+        };
+        op.store_waits -= 1;
+        let (sid, req, file) = (op.session, op.req, op.file.expect("known"));
+        match self.disk.failure_of(file, sid) {
+            None => self.answer_op(id, Message::Synced(Synced { req }), false),
+            Some(e) => {
+                let path = self.files.get(file).path.clone();
+                let mut f = store_failure(&path, e);
+                f.message = format!(
+                    "{}; the data is kept on the server and written again: \
+                     sync again once the cause is fixed",
+                    f.message
+                );
+                self.fail_op(id, f)
+            }
+        }
     }
 
     pub(super) fn on_release(&mut self, sid: SessionId, r: &Release) {
@@ -314,25 +372,26 @@ impl<S: Store> Server<S> {
             ));
         }
         let page = a.offset / self.config.page_size as u64;
-        self.start_op(
-            now,
-            Op {
-                session: sid,
-                req: a.req,
-                mapping: Some(a.mapping),
-                file: m.file,
-                first: page,
-                end: page + 1,
-                next: page,
-                pending_revs: 0,
-                kind: OpKind::Atomic {
-                    offset: a.offset,
-                    op: a.op,
-                },
-                cancelled: false,
-                queued_on: None,
-            },
-        );
+        let kind = OpKind::Atomic {
+            offset: a.offset,
+            op: a.op,
+        };
+        let op = Op::new(sid, a.req, Some(a.mapping), kind).on_pages(m.file, page, page + 1);
+        self.start_page_op(now, op);
         Ok(None)
     }
+}
+
+/// The first `keep` bytes of `parts`.
+fn clip(parts: Vec<Bytes>, mut keep: usize) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    for p in parts {
+        if keep == 0 {
+            break;
+        }
+        let n = p.len().min(keep);
+        out.push(p.slice(..n));
+        keep -= n;
+    }
+    out
 }

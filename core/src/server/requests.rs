@@ -5,7 +5,7 @@ use bytes::Bytes;
 use crate::Instant;
 use crate::path::ExportPath;
 use crate::protocol::{ErrorCode, Message, Pong, ReqId, SessionId};
-use crate::store::{Store, StoreError};
+use crate::store::{RUN_STATE_NAME, StoreError};
 
 use super::session::MappingEntry;
 use super::{ConnId, Failure, Server, error_msg};
@@ -14,7 +14,7 @@ use super::{ConnId, Failure, Server, error_msg};
 /// retransmissions), or later (an operation was started).
 pub(super) type Outcome = Result<Option<(Message, bool)>, Failure>;
 
-impl<S: Store> Server<S> {
+impl Server {
     pub(super) fn on_session_message(
         &mut self,
         now: Instant,
@@ -202,9 +202,26 @@ impl<S: Store> Server<S> {
     }
 
     /// Validates a path from the wire (relative to the session's scope, if
-    /// it has one: see `open_file`).
-    pub(super) fn resolve(&self, raw: &Bytes) -> Result<ExportPath, Failure> {
-        ExportPath::parse(raw).map_err(|e| Failure::new(ErrorCode::BadPath, e.to_string()))
+    /// it has one: see `open_for`).
+    pub(super) fn resolve(&self, sid: SessionId, raw: &Bytes) -> Result<ExportPath, Failure> {
+        let path =
+            ExportPath::parse(raw).map_err(|e| Failure::new(ErrorCode::BadPath, e.to_string()))?;
+        let full = match &self.sessions[&sid].rights.scope {
+            Some(s) => path.within(s),
+            None => path.clone(),
+        };
+        if full.as_str() == RUN_STATE_NAME
+            || full
+                .as_str()
+                .strip_prefix(RUN_STATE_NAME)
+                .is_some_and(|rest| rest.starts_with('.'))
+        {
+            return Err(Failure::new(
+                ErrorCode::BadPath,
+                format!("{full} is where the server records its own state; it cannot be mapped"),
+            ));
+        }
+        Ok(path)
     }
 
     /// The client said goodbye after writing back everything: release what it
@@ -215,6 +232,7 @@ impl<S: Store> Server<S> {
         if let Some(c) = conn {
             self.close_conn(c);
         }
+        self.farewell_check(now);
     }
 }
 
@@ -225,6 +243,7 @@ pub(super) fn store_failure(path: &ExportPath, e: StoreError) -> Failure {
         StoreError::Denied(_) => ErrorCode::Denied,
         StoreError::NotAFile(_) => ErrorCode::NotAFile,
         StoreError::ReadOnly(_) => ErrorCode::ReadOnly,
+        StoreError::NoSpace(_) => ErrorCode::NoSpace,
         StoreError::Io(_) => ErrorCode::Io,
     };
     let detail = match &e {

@@ -5,7 +5,6 @@ use crate::Instant;
 use crate::protocol::{
     ErrorCode, Invalidate, Message, PageNo, PagePatch, Recall, RevId, SessionId,
 };
-use crate::store::Store;
 
 use super::directory::FileId;
 use super::ops::OpId;
@@ -32,7 +31,7 @@ pub(crate) struct Revocation {
     pub(crate) op: Option<OpId>,
 }
 
-impl<S: Store> Server<S> {
+impl Server {
     /// Sends revocations, one message per run of consecutive pages with the
     /// same holder and kind.
     pub(super) fn send_revocations(
@@ -78,11 +77,11 @@ impl<S: Store> Server<S> {
             );
             match op {
                 Some(id) => {
-                    if let Some(o) = self.ops.get_mut(&id) {
-                        o.pending_revs += 1;
+                    if let Some(l) = self.ops.get_mut(&id).and_then(|o| o.lock.as_mut()) {
+                        l.pending_revs += 1;
                     }
                 }
-                None => self.shutdown_revs += 1,
+                None => self.shutdown_recall_sent(),
             }
             self.send(target, &revocation_msg(rev, handle, first, count, kind));
         }
@@ -172,12 +171,11 @@ impl<S: Store> Server<S> {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.outstanding_revs.remove(&rev);
         }
-        let ps = self.config.page_size as u64;
+        let mut returned = Vec::new();
         for page in r.first..r.first + r.count as u64 {
             let Some(f) = self.files.files.get_mut(&r.file) else {
                 break;
             };
-            let (store, len) = (f.store, f.len);
             let Some(e) = f.pages.get_mut(&page) else {
                 continue;
             };
@@ -204,37 +202,40 @@ impl<S: Store> Server<S> {
                         } else {
                             released = true;
                         }
-                        let mut wrote = false;
-                        for p in patches.iter().filter(|p| p.page == page) {
-                            let at = page * ps + p.offset as u64;
-                            let n = (p.data.len() as u64).min(len.saturating_sub(at)) as usize;
-                            if n > 0 && self.store.write(store, at, &p.data[..n]).is_ok() {
-                                wrote = true;
-                            }
-                        }
-                        if wrote {
-                            self.next_version += 1;
-                            let v = self.next_version;
-                            if let Some(e) = self.files.get_mut(r.file).pages.get_mut(&page) {
-                                e.version = v;
-                            }
-                        }
+                        // Only an owner has data to give back.
+                        returned.extend(patches.iter().filter(|p| p.page == page).cloned());
                     }
                 }
             }
             if released && let Some(s) = self.sessions.get_mut(&sid) {
                 s.note_released(r.file, page);
             }
-            self.files.get_mut(r.file).gc_page(page);
+        }
+        if !returned.is_empty() {
+            // The returned bytes are the pages' bytes from now on, for every
+            // reader (from memory until the disk has them).
+            let mut pages: Vec<u64> = returned.iter().map(|p| p.page).collect();
+            pages.dedup();
+            self.write_patches(r.file, &returned, sid, None);
+            for page in pages {
+                let v = self.bump_version();
+                if let Some(e) = self.files.get_mut(r.file).pages.get_mut(&page) {
+                    e.version = v;
+                }
+            }
+        }
+        if self.files.files.contains_key(&r.file) {
+            let f = self.files.get_mut(r.file);
+            for page in r.first..r.first + r.count as u64 {
+                f.gc_page(page);
+            }
         }
         self.maybe_forget_handle(sid, r.file);
-        if let Some(sf) = self.files.remove_if_unused(r.file) {
-            self.store.close(sf);
-        }
         match r.op {
             Some(id) => self.revocation_done_for(id),
-            None => self.shutdown_revs -= 1,
+            None => self.shutdown_recall_done(),
         }
+        self.forget_file_if_unused(r.file);
     }
 
     /// Recalls every owned page (graceful shutdown).
@@ -292,9 +293,7 @@ impl<S: Store> Server<S> {
         files.sort();
         files.dedup();
         for f in files {
-            if let Some(sf) = self.files.remove_if_unused(f) {
-                self.store.close(sf);
-            }
+            self.forget_file_if_unused(f);
         }
         if let Some(c) = conn {
             let f = Failure::fatal(

@@ -62,6 +62,16 @@ pub(crate) struct Session {
     /// gets the same answer. At most `max_inflight` entries.
     pub(crate) replies: BTreeMap<ReqId, Message>,
     pub(crate) in_progress: BTreeMap<ReqId, OpId>,
+    /// Map requests waiting for their file to open: they count against
+    /// the mapping limit already.
+    pub(crate) pending_maps: usize,
+    /// Bytes the disk is reading for this session's fetches: they count as
+    /// output queued for its connection.
+    pub(crate) reading: usize,
+    /// Fetches that hold their pages but wait to read them until the
+    /// connection's output drains below its limit (a client that does not
+    /// read its replies makes the server hold no more than that).
+    pub(crate) stalled: Vec<OpId>,
     pub(crate) next_rev: u64,
     pub(crate) rev_acked: RevId,
     pub(crate) outstanding_revs: BTreeSet<RevId>,
@@ -101,6 +111,9 @@ impl Session {
             highest_req: ReqId(0),
             replies: BTreeMap::new(),
             in_progress: BTreeMap::new(),
+            pending_maps: 0,
+            reading: 0,
+            stalled: Vec::new(),
             next_rev: 0,
             rev_acked: RevId(0),
             outstanding_revs: BTreeSet::new(),

@@ -1,4 +1,4 @@
-//! An in-memory store that can crash.
+//! An in-memory store that can crash, and fail like a disk does.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,7 +11,8 @@ use crate::path::ExportPath;
 /// Files in memory. Clones share the same files, so a test can keep a handle
 /// while a server owns another, then [`crash`](MemStore::crash) it: every
 /// write not followed by a `sync` of its file is lost, and files created but
-/// never synced disappear.
+/// never synced disappear. [`inject`](MemStore::inject) makes it fail the
+/// way disks fail ([`DiskFault`]).
 #[derive(Clone, Debug, Default)]
 pub struct MemStore {
     inner: Arc<Mutex<Inner>>,
@@ -19,6 +20,25 @@ pub struct MemStore {
 
 /// Files in a [`MemStore`] are at most this long by default (1 GiB).
 pub const MEM_STORE_MAX_FILE: u64 = 1 << 30;
+
+/// A way for a [`MemStore`] to fail, as real disks do.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiskFault {
+    /// Every write and every growing length change fails with "no space"
+    /// until [`MemStore::heal`].
+    Full,
+    /// Every read, write, length change and sync fails with an I/O error
+    /// until [`MemStore::heal`].
+    Broken,
+    /// The next write puts only its first half on the disk, then fails with
+    /// "no space".
+    ShortWrite,
+    /// The next sync fails with an I/O error, and the file's writes since its
+    /// last sync are gone from memory too (the kernel dropped the dirty pages
+    /// it could not write): reads return the durable bytes.
+    FailedSync,
+}
 
 #[derive(Debug)]
 struct Inner {
@@ -29,6 +49,12 @@ struct Inner {
     next_handle: u64,
     read_only: bool,
     max_file: u64,
+    full: bool,
+    broken: bool,
+    short_writes: u32,
+    failed_syncs: u32,
+    faults: u64,
+    run_state: Option<Vec<u8>>,
 }
 
 impl Default for Inner {
@@ -41,6 +67,12 @@ impl Default for Inner {
             next_handle: 0,
             read_only: false,
             max_file: MEM_STORE_MAX_FILE,
+            full: false,
+            broken: false,
+            short_writes: 0,
+            failed_syncs: 0,
+            faults: 0,
+            run_state: None,
         }
     }
 }
@@ -122,6 +154,37 @@ impl MemStore {
         g.files.get(ino).and_then(|f| f.durable.clone())
     }
 
+    /// Makes the store fail as `fault` says.
+    pub fn inject(&self, fault: DiskFault) {
+        let mut g = self.lock();
+        match fault {
+            DiskFault::Full => g.full = true,
+            DiskFault::Broken => g.broken = true,
+            DiskFault::ShortWrite => g.short_writes += 1,
+            DiskFault::FailedSync => g.failed_syncs += 1,
+        }
+    }
+
+    /// Ends [`DiskFault::Full`] and [`DiskFault::Broken`], and drops pending
+    /// one-shot faults.
+    pub fn heal(&self) {
+        let mut g = self.lock();
+        g.full = false;
+        g.broken = false;
+        g.short_writes = 0;
+        g.failed_syncs = 0;
+    }
+
+    /// How many operations failed because of an injected fault.
+    pub fn faults_seen(&self) -> u64 {
+        self.lock().faults
+    }
+
+    /// The run state a server saved, if any.
+    pub fn run_state(&self) -> Option<Vec<u8>> {
+        self.lock().run_state.clone()
+    }
+
     /// Simulates a power loss: unsynced writes vanish, open handles are gone.
     pub fn crash(&self) {
         let mut g = self.lock();
@@ -157,7 +220,7 @@ fn too_long(max: u64) -> StoreError {
 }
 
 impl Store for MemStore {
-    fn open(&mut self, path: &ExportPath, opts: OpenOptions) -> Result<OpenedFile, StoreError> {
+    fn open(&self, path: &ExportPath, opts: OpenOptions) -> Result<OpenedFile, StoreError> {
         let mut g = self.lock();
         let ino = match g.names.get(path.as_str()) {
             Some(&ino) => ino,
@@ -202,8 +265,12 @@ impl Store for MemStore {
         })
     }
 
-    fn read(&mut self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
+    fn read(&self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
         let mut g = self.lock();
+        if g.broken {
+            g.faults += 1;
+            return Err(StoreError::Io("read failed (injected EIO)".into()));
+        }
         let f = Self::file(&mut g, file)?;
         let mut out = BytesMut::zeroed(len);
         let start = usize::try_from(offset)
@@ -214,13 +281,27 @@ impl Store for MemStore {
         Ok(out.freeze())
     }
 
-    fn write(&mut self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+    fn write(&self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         let mut g = self.lock();
+        if g.broken {
+            g.faults += 1;
+            return Err(StoreError::Io("write failed (injected EIO)".into()));
+        }
+        if g.full {
+            g.faults += 1;
+            return Err(StoreError::NoSpace("the disk is full (injected)".into()));
+        }
+        let short = g.short_writes > 0;
+        if short {
+            g.short_writes -= 1;
+            g.faults += 1;
+        }
         let (read_only, max) = (g.read_only, g.max_file);
         let f = Self::file(&mut g, file)?;
         if read_only || !f.writable {
             return Err(StoreError::ReadOnly("file".into()));
         }
+        let data = if short { &data[..data.len() / 2] } else { data };
         let end = offset
             .checked_add(data.len() as u64)
             .filter(|e| *e <= max)
@@ -230,12 +311,26 @@ impl Store for MemStore {
             f.current.resize(end, 0);
         }
         f.current[start..end].copy_from_slice(data);
+        if short {
+            return Err(StoreError::NoSpace(
+                "the disk filled up during the write (injected short write)".into(),
+            ));
+        }
         Ok(())
     }
 
-    fn set_len(&mut self, file: StoreFile, len: u64) -> Result<(), StoreError> {
+    fn set_len(&self, file: StoreFile, len: u64) -> Result<(), StoreError> {
         let mut g = self.lock();
-        let (read_only, max) = (g.read_only, g.max_file);
+        if g.broken {
+            g.faults += 1;
+            return Err(StoreError::Io("truncate failed (injected EIO)".into()));
+        }
+        let (read_only, max, full) = (g.read_only, g.max_file, g.full);
+        let current = Self::file(&mut g, file)?.current.len() as u64;
+        if full && len > current {
+            g.faults += 1;
+            return Err(StoreError::NoSpace("the disk is full (injected)".into()));
+        }
         let f = Self::file(&mut g, file)?;
         if read_only || !f.writable {
             return Err(StoreError::ReadOnly("file".into()));
@@ -247,15 +342,45 @@ impl Store for MemStore {
         Ok(())
     }
 
-    fn sync(&mut self, file: StoreFile) -> Result<(), StoreError> {
+    fn sync(&self, file: StoreFile) -> Result<(), StoreError> {
         let mut g = self.lock();
+        let failed = g.broken || g.failed_syncs > 0;
+        if failed {
+            g.faults += 1;
+            g.failed_syncs = g.failed_syncs.saturating_sub(1);
+        }
         let f = Self::file(&mut g, file)?;
+        if failed {
+            // Like Linux after a failed writeback: the dirty pages are
+            // dropped, and what can be read is what is on the disk.
+            match &f.durable {
+                Some(d) => f.current = d.clone(),
+                None => f.current.clear(),
+            }
+            return Err(StoreError::Io("fsync failed (injected EIO)".into()));
+        }
         f.durable = Some(f.current.clone());
         Ok(())
     }
 
-    fn close(&mut self, file: StoreFile) {
+    fn close(&self, file: StoreFile) {
         self.lock().handles.remove(&file.0);
+    }
+
+    fn load_run_state(&self) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.lock().run_state.clone().map(Bytes::from))
+    }
+
+    fn save_run_state(&self, state: &[u8]) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        if g.broken {
+            g.faults += 1;
+            return Err(StoreError::Io(
+                "saving the run state failed (injected EIO)".into(),
+            ));
+        }
+        g.run_state = Some(state.to_vec());
+        Ok(())
     }
 }
 
@@ -269,7 +394,7 @@ mod tests {
 
     #[test]
     fn a_crash_keeps_only_what_was_synced() {
-        let mut s = MemStore::new();
+        let s = MemStore::new();
         s.insert("a", b"hello".to_vec());
         let f = s
             .open(
@@ -301,7 +426,7 @@ mod tests {
 
     #[test]
     fn reads_past_the_end_are_zeros() {
-        let mut s = MemStore::new();
+        let s = MemStore::new();
         s.insert("a", b"ab".to_vec());
         let f = s.open(&p("a"), OpenOptions::default()).unwrap();
         assert_eq!(&s.read(f.file, 1, 4).unwrap()[..], b"b\0\0\0");

@@ -42,8 +42,10 @@ pub(crate) async fn server_host(lab: LabRef, cfg: ServerConfig, seed: [u8; 32]) 
     };
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
     let options = ServeOptions {
-        // Everything must run on the host's turmoil runtime.
+        // Everything must run on the host's turmoil runtime, the disk too,
+        // so that a seed replays exactly.
         dedicated_thread: false,
+        disk_threads: 0,
         seed: Some(seed),
         ..ServeOptions::default()
     };

@@ -22,30 +22,38 @@ impl LyingDisk {
 }
 
 impl Store for LyingDisk {
-    fn open(&mut self, path: &ExportPath, opts: OpenOptions) -> Result<OpenedFile, StoreError> {
+    fn open(&self, path: &ExportPath, opts: OpenOptions) -> Result<OpenedFile, StoreError> {
         self.inner.open(path, opts)
     }
 
-    fn read(&mut self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
+    fn read(&self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
         self.inner.read(file, offset, len)
     }
 
-    fn write(&mut self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+    fn write(&self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         if self.lying.load(Ordering::Relaxed) {
             return Ok(());
         }
         self.inner.write(file, offset, data)
     }
 
-    fn set_len(&mut self, file: StoreFile, len: u64) -> Result<(), StoreError> {
+    fn set_len(&self, file: StoreFile, len: u64) -> Result<(), StoreError> {
         self.inner.set_len(file, len)
     }
 
-    fn sync(&mut self, file: StoreFile) -> Result<(), StoreError> {
+    fn sync(&self, file: StoreFile) -> Result<(), StoreError> {
         self.inner.sync(file)
     }
 
-    fn close(&mut self, file: StoreFile) {
+    fn close(&self, file: StoreFile) {
         self.inner.close(file)
+    }
+
+    fn load_run_state(&self) -> Result<Option<Bytes>, StoreError> {
+        self.inner.load_run_state()
+    }
+
+    fn save_run_state(&self, state: &[u8]) -> Result<(), StoreError> {
+        self.inner.save_run_state(state)
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use mio::{Interest, Registry, Token};
 use rmmap_core::server::{ConnId, InputStatus, Server as Core, ServerEvent};
-use rmmap_core::store::Store;
+use rmmap_core::store::{StoreDone, StoreError, StoreId};
 
 use crate::clock::Clock;
 use crate::link::{advance, write_some};
@@ -61,8 +61,8 @@ struct Slot {
 }
 
 /// Every open connection, and the core.
-pub(super) struct Conns<S> {
-    core: Core<S>,
+pub(super) struct Conns {
+    core: Core,
     clock: Clock,
     registry: Registry,
     slots: BTreeMap<ConnId, Slot>,
@@ -73,9 +73,9 @@ pub(super) struct Conns<S> {
     write_timeout: Duration,
 }
 
-impl<S: Store> Conns<S> {
+impl Conns {
     pub(super) fn new(
-        core: Core<S>,
+        core: Core,
         clock: Clock,
         registry: Registry,
         write_timeout: Duration,
@@ -112,6 +112,11 @@ impl<S: Store> Conns<S> {
         if self.core.poll_timeout().is_none_or(|t| t <= now) {
             self.core.handle_timeout(now);
         }
+    }
+
+    /// A store request finished.
+    pub(super) fn handle_store_done(&mut self, id: StoreId, result: Result<StoreDone, StoreError>) {
+        self.core.handle_store_done(self.clock.now(), id, result);
     }
 
     pub(super) fn begin_shutdown(&mut self) {

@@ -2,14 +2,14 @@
 //! say, drain it, wait.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use rmmap_core::server::{Server as Core, ServerEvent};
 use rmmap_core::store::Store;
-use rmmap_store::FsStore;
+use rmmap_store::{DiskPool, StoreResult};
 
 use super::conns::{Conns, conn_of};
 use super::{Control, ServeError, ServeOptions, ShutdownHandle};
@@ -24,12 +24,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The server's event loop over one listening socket: runs on the thread
 /// that calls [`ServerLoop::run`] until a graceful shutdown completes.
-pub struct ServerLoop<S> {
+pub struct ServerLoop {
     poll: Poll,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     control: Arc<Control>,
-    conns: Conns<S>,
+    conns: Conns,
+    disk: DiskPool,
+    /// Results the disk threads finished, waiting for the loop.
+    disk_done: Arc<Mutex<Vec<StoreResult>>>,
     options: ServeOptions,
     /// Accepting waits: for a free connection slot, or for this instant.
     accept_blocked: bool,
@@ -42,7 +45,7 @@ pub struct ServerLoop<S> {
     shutdown_complete: bool,
 }
 
-impl<S> std::fmt::Debug for ServerLoop<S> {
+impl std::fmt::Debug for ServerLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerLoop")
             .field("local_addr", &self.local_addr)
@@ -51,7 +54,7 @@ impl<S> std::fmt::Debug for ServerLoop<S> {
     }
 }
 
-impl ServerLoop<FsStore> {
+impl ServerLoop {
     /// Listens on `addr` (`host:port`; port 0 picks a free one) to serve
     /// the directory `config.root`.
     pub fn bind(
@@ -69,11 +72,9 @@ impl ServerLoop<FsStore> {
         listener.set_nonblocking(true).map_err(bind_err)?;
         Self::new(listener, config.core, store, options)
     }
-}
 
-impl<S: Store> ServerLoop<S> {
     /// Serves `store` to connections on `listener` (made non-blocking here).
-    pub fn new(
+    pub fn new<S: Store + Send + Sync + 'static>(
         listener: std::net::TcpListener,
         config: rmmap_core::server::ServerConfig,
         store: S,
@@ -86,7 +87,9 @@ impl<S: Store> ServerLoop<S> {
             None => random_seed().map_err(ServeError::Start)?,
         };
         let write_timeout = options.write_timeout.unwrap_or(config.lease);
-        let core = Core::new(config, store, seed)?;
+        let clock = Clock::new();
+        let run_state = store.load_run_state()?;
+        let core = Core::new(config, seed, clock.now(), run_state.as_deref())?;
         let poll = Poll::new().map_err(ServeError::Start)?;
         let mut listener = TcpListener::from_std(listener);
         poll.registry()
@@ -94,12 +97,22 @@ impl<S: Store> ServerLoop<S> {
             .map_err(ServeError::Start)?;
         let waker = mio::Waker::new(poll.registry(), WAKER).map_err(ServeError::Start)?;
         let registry = poll.registry().try_clone().map_err(ServeError::Start)?;
+        let control = Arc::new(Control::new(waker));
+        let disk_done = Arc::new(Mutex::new(Vec::new()));
+        let (done, wake) = (disk_done.clone(), control.clone());
+        let disk = DiskPool::new(Arc::new(store), options.disk_threads, move |r| {
+            done.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+            wake.wake();
+        })
+        .map_err(ServeError::Start)?;
         Ok(ServerLoop {
             poll,
             listener: Some(listener),
             local_addr,
-            control: Arc::new(Control::new(waker)),
-            conns: Conns::new(core, Clock::new(), registry, write_timeout),
+            control,
+            conns: Conns::new(core, clock, registry, write_timeout),
+            disk,
+            disk_done,
             options,
             accept_blocked: false,
             accept_retry_at: None,
@@ -121,9 +134,6 @@ impl<S: Store> ServerLoop<S> {
 
     /// Serves until a graceful shutdown completes (`Ok`) or times out.
     pub fn run(mut self) -> Result<(), ServeError> {
-        // The core counts its restart grace period from the first instant it
-        // sees: make that now, not the first connection.
-        self.conns.handle_timeout();
         let mut events = Events::with_capacity(1024);
         loop {
             self.drain_events();
@@ -147,6 +157,11 @@ impl<S: Store> ServerLoop<S> {
                     WAKER => {}
                     t => self.conns.handle_event(conn_of(t), ev),
                 }
+            }
+            let finished =
+                std::mem::take(&mut *self.disk_done.lock().unwrap_or_else(|e| e.into_inner()));
+            for (id, result) in finished {
+                self.conns.handle_store_done(id, result);
             }
             if self.control.requested() && self.shutdown_deadline.is_none() {
                 self.begin_shutdown();
@@ -254,8 +269,14 @@ impl<S: Store> ServerLoop<S> {
                 ServerEvent::SessionEnded { session, reason } => {
                     tracing::info!(?session, %reason, "session ended");
                 }
+                ServerEvent::Store(req) => self.disk.submit(req),
+                ServerEvent::DiskTrouble { path, error } => {
+                    tracing::warn!(path = ?path, %error, "the disk failed; the data is kept in memory and written again");
+                }
                 ServerEvent::ShutdownComplete => {
-                    tracing::info!("every dirty page recalled and every file synced");
+                    tracing::info!(
+                        "every dirty page recalled, every file synced, every client told"
+                    );
                     self.shutdown_complete = true;
                 }
                 _ => {}
@@ -268,7 +289,7 @@ impl<S: Store> ServerLoop<S> {
 #[allow(dead_code)]
 fn assert_send() {
     fn is_send<T: Send>() {}
-    is_send::<ServerLoop<FsStore>>();
+    is_send::<ServerLoop>();
 }
 
 #[cfg(test)]

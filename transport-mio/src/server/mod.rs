@@ -17,9 +17,10 @@
 //! and a failing `accept` (out of file descriptors) backs off instead of
 //! spinning.
 //!
-//! The core calls the store synchronously: with [`FsStore`](rmmap_store::FsStore)
-//! those are blocking `pread`/`pwrite`/`fsync` calls on the loop's thread,
-//! which is why the loop has a thread of its own.
+//! The core never touches the disk: its store requests run on a
+//! [`DiskPool`](rmmap_store::DiskPool) of [`ServeOptions::disk_threads`]
+//! threads, which wake the loop through its [`mio::Waker`] when one
+//! finishes, so a slow disk never stalls the sockets.
 
 mod conns;
 mod event_loop;
@@ -30,7 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rmmap_core::server::ConfigError;
+use rmmap_core::server::{ConfigError, StartError};
+use rmmap_core::store::StoreError;
 use rmmap_store::RootError;
 
 pub use event_loop::ServerLoop;
@@ -54,6 +56,8 @@ pub struct ServeOptions {
     /// Serve TLS with these settings (rustls over the same non-blocking
     /// sockets, in the same loop). Default `None`: plaintext.
     pub tls: Option<rmmap_secure::ServerTls>,
+    /// Threads that run store requests. Default 4 (at least one).
+    pub disk_threads: usize,
 }
 
 impl Default for ServeOptions {
@@ -64,6 +68,7 @@ impl Default for ServeOptions {
             write_timeout: None,
             seed: None,
             tls: None,
+            disk_threads: 4,
         }
     }
 }
@@ -86,6 +91,12 @@ pub enum ServeError {
     /// The settings do not work together.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The export's run state cannot be read, or is damaged.
+    #[error(transparent)]
+    RunState(#[from] StartError),
+    /// The store failed before the server could start.
+    #[error("cannot read the export's run state: {0}")]
+    Store(#[from] StoreError),
     /// No random seed, no poll instance, or no thread for the loop.
     #[error("cannot start the server: {0}")]
     Start(io::Error),
@@ -118,6 +129,12 @@ impl Control {
 
     pub(crate) fn requested(&self) -> bool {
         self.requested.load(Ordering::Acquire)
+    }
+
+    /// Wakes the loop (it then looks at what changed).
+    pub(crate) fn wake(&self) {
+        // Fails only if the loop's poll is gone, and then it has stopped.
+        let _ = self.waker.wake();
     }
 }
 
@@ -168,10 +185,7 @@ impl Server {
     }
 
     /// Runs `event_loop` on a new thread.
-    pub fn spawn<S>(event_loop: ServerLoop<S>) -> Result<Server, ServeError>
-    where
-        S: rmmap_core::store::Store + Send + 'static,
-    {
+    pub fn spawn(event_loop: ServerLoop) -> Result<Server, ServeError> {
         let local_addr = event_loop.local_addr();
         let handle = event_loop.shutdown_handle();
         let thread = std::thread::Builder::new()

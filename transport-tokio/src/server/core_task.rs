@@ -1,14 +1,17 @@
 //! The task that owns the core: it feeds the core what the connection tasks
-//! report and the time, and hands out what the core wants sent.
+//! and the disk report and the time, and hands out what the core wants sent
+//! and written.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IoSlice;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rmmap_core::server::{ConnId, InputStatus, Server, ServerEvent};
-use rmmap_core::store::Store;
+use rmmap_core::store::{Store, StoreRequest};
+use rmmap_store::{DiskPool, StoreResult};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
@@ -63,8 +66,43 @@ struct Slot {
     closing: bool,
 }
 
+/// Where the core's store requests run.
+pub(super) enum Disk<S> {
+    /// On the core's own task, one at a time (deterministic: simulations).
+    Inline(Arc<S>),
+    /// On a pool of threads; results come back on a channel.
+    Pool(DiskPool, mpsc::UnboundedReceiver<StoreResult>),
+}
+
+impl<S: Store + Send + Sync + 'static> Disk<S> {
+    /// `threads` threads over `store`, or the core's own task for none.
+    pub(super) fn new(store: S, threads: usize) -> std::io::Result<Self> {
+        let store = Arc::new(store);
+        if threads == 0 {
+            return Ok(Disk::Inline(store));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pool = DiskPool::new(store, threads, move |r| {
+            // The core task is gone when this fails: nothing to tell.
+            let _ = tx.send(r);
+        })?;
+        Ok(Disk::Pool(pool, rx))
+    }
+}
+
+impl<S> Disk<S> {
+    /// The next result from the pool (never, when requests run inline).
+    async fn next_result(&mut self) -> Option<StoreResult> {
+        match self {
+            Disk::Pool(_, rx) => rx.recv().await,
+            Disk::Inline(_) => std::future::pending().await,
+        }
+    }
+}
+
 pub(super) struct CoreTask<S> {
-    server: Server<S>,
+    server: Server,
+    disk: Disk<S>,
     clock: Clock,
     inbox: mpsc::Receiver<ToCore>,
     accept: AbortHandle,
@@ -75,7 +113,8 @@ pub(super) struct CoreTask<S> {
 
 impl<S: Store> CoreTask<S> {
     pub(super) fn new(
-        server: Server<S>,
+        server: Server,
+        disk: Disk<S>,
         clock: Clock,
         inbox: mpsc::Receiver<ToCore>,
         accept: AbortHandle,
@@ -83,6 +122,7 @@ impl<S: Store> CoreTask<S> {
     ) -> Self {
         CoreTask {
             server,
+            disk,
             clock,
             inbox,
             accept,
@@ -99,9 +139,6 @@ impl<S: Store> CoreTask<S> {
         mut shutdown: oneshot::Receiver<()>,
         done: oneshot::Sender<bool>,
     ) {
-        // The core counts its restart grace period from the first instant it
-        // sees: make that now, not the first connection.
-        self.server.handle_timeout(self.clock.now());
         let mut deadline: Option<tokio::time::Instant> = None;
         let clean = loop {
             self.drain_events();
@@ -119,6 +156,7 @@ impl<S: Store> CoreTask<S> {
                     None => std::future::pending().await,
                 }
             };
+
             // `biased`, so a simulated run replays exactly from its seed
             // (see the client driver): a due timer first (it cannot starve
             // the rest: its deadline moves on), then a shutdown, then input.
@@ -131,6 +169,9 @@ impl<S: Store> CoreTask<S> {
                         self.drain_events();
                         break self.shutdown_complete && self.conns.is_empty();
                     }
+                }
+                Some((id, result)) = self.disk.next_result() => {
+                    self.server.handle_store_done(self.clock.now(), id, result);
                 }
                 _ = &mut shutdown, if deadline.is_none() => deadline = Some(self.begin_shutdown()),
                 msg = self.inbox.recv() => match msg {
@@ -253,12 +294,30 @@ impl<S: Store> CoreTask<S> {
                 ServerEvent::SessionEnded { session, reason } => {
                     tracing::info!(?session, %reason, "session ended");
                 }
+                ServerEvent::Store(req) => self.run_store(req),
+                ServerEvent::DiskTrouble { path, error } => {
+                    tracing::warn!(path = ?path, %error, "the disk failed; the data is kept in memory and written again");
+                }
                 ServerEvent::ShutdownComplete => {
-                    tracing::info!("every dirty page recalled and every file synced");
+                    tracing::info!(
+                        "every dirty page recalled, every file synced, every client told"
+                    );
                     self.shutdown_complete = true;
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Hands a store request to the disk.
+    fn run_store(&mut self, req: StoreRequest) {
+        match &self.disk {
+            Disk::Inline(store) => {
+                let result = req.op.execute(&**store);
+                self.server
+                    .handle_store_done(self.clock.now(), req.id, result);
+            }
+            Disk::Pool(pool, _) => pool.submit(req),
         }
     }
 

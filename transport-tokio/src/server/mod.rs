@@ -3,17 +3,18 @@
 //!
 //! # Where the core runs
 //!
-//! The core [`rmmap_core::server::Server`] makes every decision and calls
-//! the [`Store`] synchronously from inside them: with [`FsStore`](rmmap_store::FsStore)
-//! those are blocking `pread`/`pwrite`/`fsync` calls. So by default
+//! The core [`rmmap_core::server::Server`] makes every decision; it never
+//! touches the disk, it asks for store requests, which run on a
+//! [`DiskPool`](rmmap_store::DiskPool) of [`ServeOptions::disk_threads`]
+//! threads (several at once: the core only hands out requests that
+//! commute), and whose results come back to the core task on a channel. So
+//! a slow disk stalls nothing but the requests that wait for it. By default
 //! ([`ServeOptions::dedicated_thread`]) the task that owns the core runs on
-//! its own OS thread with a single-threaded Tokio runtime: a slow disk
-//! stalls only the core (which must wait for the store anyway), never the
-//! runtime's workers, which keep accepting, reading and writing sockets.
-//! There is no lock around the core and no hand-off per call, unlike
-//! `block_in_place` or `spawn_blocking`. Under a simulated network (turmoil)
-//! everything must run on the simulation's runtime, so the core task can
-//! instead be spawned there.
+//! its own OS thread with a single-threaded Tokio runtime, with no lock
+//! around the core. Under a simulated network (turmoil) everything must run
+//! on the simulation's runtime and be reproducible, so the core task can
+//! instead be spawned there, and store requests run inline
+//! (`disk_threads: 0`).
 //!
 //! Connection tasks talk to the core over one bounded channel (bytes read,
 //! writer drained, connection gone); the core hands each writer at most one
@@ -41,8 +42,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rmmap_core::server::ConfigError;
-use rmmap_core::store::Store;
+use rmmap_core::server::{ConfigError, StartError};
+use rmmap_core::store::{Store, StoreError};
 use rmmap_store::{RootError, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -74,6 +75,9 @@ pub struct ServeOptions {
     /// Serve TLS with these settings, over whatever listener is given (see
     /// [`TlsListener`]). Default `None`: plaintext.
     pub tls: Option<rmmap_secure::ServerTls>,
+    /// Threads that run store requests. Default 4; 0 runs them one at a
+    /// time on the core's task (reproducible, for simulations).
+    pub disk_threads: usize,
 }
 
 impl Default for ServeOptions {
@@ -85,6 +89,7 @@ impl Default for ServeOptions {
             write_timeout: None,
             seed: None,
             tls: None,
+            disk_threads: 4,
         }
     }
 }
@@ -107,6 +112,12 @@ pub enum ServeError {
     /// The settings do not work together.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The export's run state cannot be read, or is damaged.
+    #[error(transparent)]
+    RunState(#[from] StartError),
+    /// The store failed before the server could start.
+    #[error("cannot read the export's run state: {0}")]
+    Store(#[from] StoreError),
     /// No random seed, or no thread for the core.
     #[error("cannot start the server: {0}")]
     Start(io::Error),
@@ -165,7 +176,7 @@ impl Server {
     ) -> Result<Server, ServeError>
     where
         L: Listener,
-        S: Store + Send + 'static,
+        S: Store + Send + Sync + 'static,
     {
         let local_addr = listener.local_addr().map_err(ServeError::Start)?;
         let seed = match options.seed {
@@ -173,8 +184,11 @@ impl Server {
             None => random_seed().map_err(ServeError::Start)?,
         };
         let write_timeout = options.write_timeout.unwrap_or(config.lease);
-        let core = rmmap_core::server::Server::new(config, store, seed)?;
         let clock = Clock::new();
+        let run_state = store.load_run_state()?;
+        let core =
+            rmmap_core::server::Server::new(config, seed, clock.now(), run_state.as_deref())?;
+        let disk = core_task::Disk::new(store, options.disk_threads).map_err(ServeError::Start)?;
         let (to_core, from_conns) = mpsc::channel(1024);
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let (done_tx, done_rx) = oneshot::channel();
@@ -188,6 +202,7 @@ impl Server {
         };
         let task = core_task::CoreTask::new(
             core,
+            disk,
             clock,
             from_conns,
             accept.abort_handle(),
