@@ -450,6 +450,44 @@ impl MemoryMapping {
         Ok(if applied { Ok(previous) } else { Err(previous) })
     }
 
+    /// Brings the pages under `range` (offsets in the mapping) into memory
+    /// in the state an access needs (writable with `write`), as faults
+    /// would, but reports a failure as an error instead of SIGBUS: for code
+    /// that copies with a system call that fails with `EFAULT` where a load
+    /// would fault (`process_vm_readv`), as the C library's reads and writes
+    /// do. A page may leave memory again at any time (another client's
+    /// write): copy, and fault in again what the copy did not reach.
+    pub async fn fault_in(&self, range: Range<u64>, write: bool) -> Result<(), OpError> {
+        let len = self.len as u64;
+        if range.start > range.end || range.end > len {
+            return Err(OpError::OutOfRange {
+                offset: range.start,
+                len: range.end.saturating_sub(range.start),
+                mapping_len: len,
+            });
+        }
+        if range.is_empty() {
+            return Ok(());
+        }
+        let page = self.page_size() as u64;
+        let (id, shared) = (self.id(), self.client().shared());
+        let mut waiting = Vec::new();
+        for index in range.start / page..range.end.div_ceil(page) {
+            let (rx, _) = shared.register(|c, now| c.memory_fault(now, id, index, write))?;
+            waiting.push(rx);
+        }
+        shared.wake_driver();
+        for rx in waiting {
+            match rx.await {
+                Ok(Ok(Completion::FaultResolved)) => {}
+                Ok(Ok(other)) => return Err(unexpected(other)),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(shared.stopped()),
+            }
+        }
+        Ok(())
+    }
+
     /// Writes back the dirty pages and ends the mapping; the memory goes
     /// back to the system once the client has taken the pages out.
     pub async fn unmap(self) -> Result<(), OpError> {
