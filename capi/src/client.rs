@@ -5,7 +5,7 @@ use std::ffi::{CStr, c_char};
 use std::path::Path;
 use std::time::Duration;
 
-use rmmap_tokio::{Client, ClientConfig, ClientTls, TlsConnector, Token};
+use rmmap_tokio::{Client, ClientConfig, ClientTls, ConnectError, TlsConnector, Token};
 
 use crate::boundary::status;
 use crate::error::{Failure, rmmap_error};
@@ -57,8 +57,15 @@ impl rmmap_options {
     /// Connects to `addr` (`host:port`): the first connection and handshake
     /// must succeed within the connect timeout.
     pub(crate) async fn connect(&self, addr: &str) -> Result<Client, Failure> {
-        // The client bounds the handshake; this bounds the TCP connect too.
-        let limit = self.config.handshake_timeout + Duration::from_secs(1);
+        let timeout = self.config.handshake_timeout;
+        let too_slow = || {
+            Failure::new(
+                rmmap_error::RMMAP_TIMEOUT,
+                format!("cannot connect to {addr}: no handshake within {timeout:?}"),
+            )
+            .with_errno(libc::ETIMEDOUT)
+        };
+        let started = std::time::Instant::now();
         let config = self.config.clone();
         let connecting = async {
             match &self.tls {
@@ -68,13 +75,16 @@ impl rmmap_options {
                 None => Client::connect(addr, config).await,
             }
         };
-        match tokio::time::timeout(limit, connecting).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(Failure::new(
-                rmmap_error::RMMAP_CONNECT_FAILED,
-                format!("cannot connect to {addr}: no answer within {limit:?}"),
-            )
-            .with_errno(libc::ETIMEDOUT)),
+        // The client gives up on a connection that takes longer than the
+        // handshake timeout (and says "did not complete the handshake");
+        // this bounds the whole call even so.
+        match tokio::time::timeout(timeout + Duration::from_secs(1), connecting).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(ConnectError::Handshake { .. })) if started.elapsed() >= timeout => {
+                Err(too_slow())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(too_slow()),
         }
     }
 }

@@ -326,6 +326,38 @@ mod tests {
     }
 
     #[test]
+    fn a_server_out_of_reach_sets_the_errno_the_seed_promises() {
+        use std::io::{Error, ErrorKind};
+        let cases = [
+            (
+                Error::from_raw_os_error(libc::ECONNREFUSED),
+                libc::ECONNREFUSED,
+            ),
+            (Error::from_raw_os_error(libc::ETIMEDOUT), libc::ETIMEDOUT),
+            (
+                Error::from_raw_os_error(libc::EHOSTUNREACH),
+                libc::EHOSTUNREACH,
+            ),
+            (
+                Error::from_raw_os_error(libc::ENETUNREACH),
+                libc::EHOSTUNREACH,
+            ),
+            (Error::from(ErrorKind::TimedOut), libc::ETIMEDOUT),
+            (Error::from(ErrorKind::HostUnreachable), libc::EHOSTUNREACH),
+            (Error::from(ErrorKind::InvalidData), libc::EIO),
+        ];
+        for (source, errno) in cases {
+            let what = source.to_string();
+            let f = Failure::from(ConnectError::Io {
+                addr: "192.0.2.1:7878".into(),
+                source,
+            });
+            assert_eq!(f.code, RMMAP_CONNECT_FAILED);
+            assert_eq!(f.errno, errno, "{what}");
+        }
+    }
+
+    #[test]
     fn names_are_unique_and_numbers_round_trip() {
         for (i, (e, n)) in NAMES.iter().enumerate() {
             assert_eq!(rmmap_error::from_number(*e as c_int), Some(*e));
