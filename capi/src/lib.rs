@@ -17,7 +17,7 @@
 //! call runs rmmap-tokio's [`Client`](rmmap_tokio::Client) on a
 //! process-wide runtime and waits for it on the caller's thread. No panic
 //! crosses into C: every exported function runs inside
-//! [`boundary::guard`].
+//! `boundary::guard`.
 //!
 //! Build and link:
 //!

@@ -18,6 +18,9 @@ use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// One test: compiles and runs a program, and says what went wrong.
+type Case = dyn Fn(&Harness) -> Result<(), String>;
+
 /// Longest a C program may run (under AddressSanitizer, on a busy machine).
 const PROGRAM_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -35,7 +38,7 @@ fn main() -> ExitCode {
             false
         }
     };
-    let mut cases: Vec<(String, Box<dyn Fn(&Harness) -> Result<(), String>>)> = Vec::new();
+    let mut cases: Vec<(String, Box<Case>)> = Vec::new();
     for mem in [false, true] {
         if mem && !memory {
             continue;
