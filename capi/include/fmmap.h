@@ -8,7 +8,10 @@
  * What is guaranteed everywhere:
  * - A completed mwrite is seen by every later mread of every client on every
  *   machine (per page, linearizable; docs/CONSISTENCY.md). When rmunmap
- *   returns 0, the mapping's writes are on the server's disk.
+ *   returns 0, the mapping's writes are on the server's disk. A process that
+ *   calls exit() with mappings left has them written back by an exit handler
+ *   (as stdio flushes its buffers); one that is killed, or ends with _exit(),
+ *   loses the writes of its mappings that the server does not have yet.
  * - One TCP connection per process per server, shared by every mapping and
  *   every thread; it closes with the process's last mapping on that server.
  *   Lost connections are repaired in the background (sessions resume,

@@ -309,6 +309,12 @@ unsafe fn map(location: &fileloc, offset: libc::off_t) -> Result<usize, Failure>
             })
             .clone()
     });
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a function with the C library; it is `extern
+        // "C"`, takes nothing and catches its own panics.
+        unsafe { libc::atexit(write_back_at_exit) };
+    });
     let mut slot = lock(&server.slot);
     let client = connected(&server, &mut slot)?;
     slot.mappings += 1;
@@ -391,6 +397,39 @@ fn map_window(
             Err(f) => return Err(f),
         }
     }
+}
+
+/// At `exit`, like stdio's buffers: writes back what the process's
+/// mappings still hold and ends its sessions, so that a write the program
+/// completed is not lost with the process because it forgot `rmunmap`.
+/// Nothing waits for a lock another thread holds (that thread is in the
+/// middle of a call; its client is left as it is). The closing runs on a
+/// thread of its own: by now `exit` has destroyed this thread's
+/// thread-locals, the runtime's among them.
+extern "C" fn write_back_at_exit() {
+    let _ = std::panic::catch_unwind(|| {
+        let clients: Vec<Client> = {
+            let Ok(mut seed) = SEED.try_lock() else {
+                return;
+            };
+            let Some(seed) = seed.as_mut().filter(|s| s.pid == std::process::id()) else {
+                return;
+            };
+            seed.servers
+                .values()
+                .filter_map(|server| server.slot.try_lock().ok()?.client.take())
+                .collect()
+        };
+        if clients.is_empty() {
+            return;
+        }
+        let closing = std::thread::spawn(move || {
+            for client in clients {
+                let _ = block_on(client.close());
+            }
+        });
+        let _ = closing.join();
+    });
 }
 
 fn unmap(address: usize) -> Result<(), Failure> {

@@ -1,6 +1,7 @@
 /* Two processes, each with its own connection, see each other's writes. The
  * parent maps before it forks: the child cannot use that mapping (mappings
- * do not survive fork), and maps for itself on a connection of its own.
+ * do not survive fork), and maps for itself on a connection of its own. The
+ * child's last write survives its exit without rmunmap.
  *
  * usage: seed_processes PORT
  * procs.bin: 8192 zero bytes. */
@@ -43,8 +44,9 @@ int main(int argc, char **argv) {
         wait_token(to_child[0], '3');
         CHECK(mread(c, 100, buf, 13) == 13);
         CHECK(memcmp(buf, "parent again!", 13) == 0);
-        CHECK(rmunmap(c) == 0);
-        _exit(0);
+        /* A last write, and exit without rmunmap: exit writes it back. */
+        CHECK(mwrite(c, 200, "written at exit", 15) == 15);
+        exit(0);
     }
     CHECK(mwrite(m, 100, "parent wrote", 12) == 12);
     send_token(to_child[1], '1');
@@ -56,6 +58,8 @@ int main(int argc, char **argv) {
     int status;
     CHECK(waitpid(pid, &status, 0) == pid);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(mread(m, 200, buf, 15) == 15);
+    CHECK(memcmp(buf, "written at exit", 15) == 0);
     CHECK(rmunmap(m) == 0);
     CHECK(wait_for_sockets(0) == 0);
     printf("seed_processes: ok\n");
