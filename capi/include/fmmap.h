@@ -106,7 +106,9 @@ const char *rmmap_strerror_last(void);
  * `EACCES` outside the root or denied, `EINVAL` offset at or past the end
  * (or negative, or a NULL path, or a bad port), `ECONNREFUSED`/`ETIMEDOUT`/
  * `EHOSTUNREACH` when the server cannot be reached, `EBUSY` when the file
- * grew since the process mapped it into memory, `EIO` otherwise.
+ * grew since the process mapped it into memory, `EINVAL` for a bad
+ * setting in the environment, `EIO` otherwise (a refused handshake among
+ * them: credentials, TLS; `rmmap_strerror_last` says which).
  *
  * Ownership: `location.pathname` is only read during the call. The
  * mapping is the caller's until `rmunmap`.

@@ -191,17 +191,19 @@ impl Failure {
 }
 
 /// The `errno` of each code, as fmmap.h documents them: `ENOENT` missing
-/// file, `EACCES` outside the root or denied, `EINVAL` out of range or a bad
-/// argument, `EROFS` a refused write, `ENOTCONN` disconnected for longer
+/// file, `EACCES` outside the root or denied, `EINVAL` out of range, a bad
+/// argument or setting, `EROFS` a refused write, `ENOTCONN` disconnected for longer
 /// than the give-up time, `EIO` otherwise.
 fn errno_of(code: rmmap_error) -> c_int {
     match code {
         RMMAP_OK => 0,
         RMMAP_NOT_FOUND => libc::ENOENT,
         RMMAP_DENIED | RMMAP_BAD_PATH => libc::EACCES,
-        RMMAP_OUT_OF_RANGE | RMMAP_INVALID_ARGUMENT | RMMAP_MISALIGNED | RMMAP_UNKNOWN_MAPPING => {
-            libc::EINVAL
-        }
+        RMMAP_OUT_OF_RANGE
+        | RMMAP_INVALID_ARGUMENT
+        | RMMAP_MISALIGNED
+        | RMMAP_UNKNOWN_MAPPING
+        | RMMAP_CONFIG => libc::EINVAL,
         RMMAP_READ_ONLY => libc::EROFS,
         RMMAP_DISCONNECTED | RMMAP_CLOSED => libc::ENOTCONN,
         RMMAP_CONNECT_FAILED => libc::ECONNREFUSED,
@@ -221,6 +223,16 @@ impl From<ConnectError> for Failure {
     fn from(e: ConnectError) -> Failure {
         let message = e.to_string();
         match e {
+            // The TLS handshake runs inside the connector: its failures
+            // (certificate, name, a plaintext server) come as these kinds.
+            ConnectError::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                Failure::new(RMMAP_HANDSHAKE_FAILED, message)
+            }
             ConnectError::Io { source, .. } => {
                 let errno = connect_errno(&source);
                 Failure::new(RMMAP_CONNECT_FAILED, message).with_errno(errno)
@@ -344,7 +356,7 @@ mod tests {
             ),
             (Error::from(ErrorKind::TimedOut), libc::ETIMEDOUT),
             (Error::from(ErrorKind::HostUnreachable), libc::EHOSTUNREACH),
-            (Error::from(ErrorKind::InvalidData), libc::EIO),
+            (Error::from(ErrorKind::PermissionDenied), libc::EIO),
         ];
         for (source, errno) in cases {
             let what = source.to_string();
@@ -355,6 +367,12 @@ mod tests {
             assert_eq!(f.code, RMMAP_CONNECT_FAILED);
             assert_eq!(f.errno, errno, "{what}");
         }
+        let tls = Error::new(ErrorKind::InvalidData, "not signed by a trusted authority");
+        let f = Failure::from(ConnectError::Io {
+            addr: "localhost:7878".into(),
+            source: tls,
+        });
+        assert_eq!((f.code, f.errno), (RMMAP_HANDSHAKE_FAILED, libc::EIO));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! No Rust panic may unwind into C: every exported function's body is one
-//! call of `guard` or `status` (src/boundary.rs), which catch it. This
-//! reads the source and fails for a function that forgets.
+//! call of `guard` or `status` (src/boundary.rs), which catch it (and a
+//! callback handed to C catches for itself). This reads the source and
+//! fails for a function that forgets.
 
 use std::path::Path;
 
@@ -29,9 +30,15 @@ fn every_exported_function_runs_inside_the_panic_boundary() {
                 .map(str::trim)
                 .find(|l| !l.is_empty() && !l.starts_with("//"))
                 .unwrap_or_default();
-            let enters = ["guard(", "status(", "crate::boundary::guard("]
-                .iter()
-                .any(|g| first.starts_with(g));
+            let enters = [
+                "guard(",
+                "status(",
+                "crate::boundary::guard(",
+                // A callback the library registers (atexit) catches for itself.
+                "let _ = std::panic::catch_unwind(",
+            ]
+            .iter()
+            .any(|g| first.starts_with(g));
             if !enters {
                 unguarded.push(format!("{}: {name} starts with `{first}`", path.display()));
             }
@@ -40,8 +47,8 @@ fn every_exported_function_runs_inside_the_panic_boundary() {
         }
     }
     assert!(exported > 0);
-    assert_eq!(
-        exported, no_mangle,
+    assert!(
+        exported >= no_mangle,
         "every #[no_mangle] item is an extern \"C\" fn this test read"
     );
     assert!(

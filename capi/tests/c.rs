@@ -66,6 +66,7 @@ fn main() -> ExitCode {
         ));
     }
     cases.push(("rmmap_api".into(), Box::new(rmmap_api)));
+    cases.push(("tls_and_tokens".into(), Box::new(tls_and_tokens)));
     cases.push(("example_counter".into(), Box::new(example_counter)));
     cases.push((
         "example_counter_static".into(),
@@ -103,8 +104,10 @@ fn main() -> ExitCode {
 }
 
 /// The test server: exports `root` on 127.0.0.1 (`RMMAP_C_TEST_PORT`, or a
-/// free port), read-only with `RMMAP_C_TEST_READ_ONLY`, prints `port N`,
-/// and serves until its standard input closes.
+/// free port), read-only with `RMMAP_C_TEST_READ_ONLY`, over TLS with the
+/// PEM files in `RMMAP_C_TEST_TLS` (a directory from `test_pki`) and only to
+/// the clients of its `access` file, prints `port N`, and serves until its
+/// standard input closes.
 fn serve(root: PathBuf) {
     let port: u16 = std::env::var("RMMAP_C_TEST_PORT")
         .ok()
@@ -120,11 +123,21 @@ fn serve(root: PathBuf) {
         // A short lease keeps failure tests short; no restart grace, so
         // writes after a restart do not wait (the only earlier clients are
         // the test's own).
-        let config = rmmap_tokio::ServerConfig::new(root)
+        let mut config = rmmap_tokio::ServerConfig::new(root)
             .read_only(read_only)
             .lease(Duration::from_secs(2))
             .restart_grace(Some(Duration::ZERO));
-        let server = rmmap_tokio::Server::bind(&format!("127.0.0.1:{port}"), config)
+        let mut options = rmmap_tokio::ServeOptions::default();
+        if let Some(dir) = std::env::var_os("RMMAP_C_TEST_TLS").map(PathBuf::from) {
+            let tls = rmmap_tokio::ServerTls::from_pem_files(
+                &dir.join("server.pem"),
+                &dir.join("server.key"),
+            );
+            options.tls = Some(tls.expect("the test certificate"));
+            let access = rmmap_secure::load_access_list(dir.join("access"));
+            config.core.access = Some(access.expect("the test access list"));
+        }
+        let server = rmmap_tokio::Server::bind_with(&format!("127.0.0.1:{port}"), config, options)
             .await
             .expect("the test server binds");
         println!("port {}", server.local_addr().port());
@@ -153,6 +166,10 @@ impl ServerProcess {
         if read_only {
             cmd.env("RMMAP_C_TEST_READ_ONLY", "1");
         }
+        ServerProcess::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> ServerProcess {
         let mut child = cmd.spawn().expect("start the test server");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped"))
@@ -463,6 +480,31 @@ fn rmmap_api(h: &Harness) -> Result<(), String> {
     let mut cmd = h.command(&exe, true);
     cmd.arg(server.port.to_string())
         .arg(closed_port().to_string());
+    run(cmd, |_, _| {})
+}
+
+fn tls_and_tokens(h: &Harness) -> Result<(), String> {
+    let exe = h.compile("tests/c/tls_and_tokens.c", false)?;
+    let export = Export::new();
+    let pki = export.dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    let files = rmmap_secure::test_pki::write_files(&pki);
+    let secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    rmmap_secure::test_pki::write(&pki.join("access"), &format!("capi {secret} rw\n"));
+    rmmap_secure::test_pki::write(&pki.join("capi.token"), &format!("capi {secret}\n"));
+    rmmap_secure::test_pki::write(&pki.join("stranger.token"), &format!("stranger {secret}\n"));
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env("RMMAP_C_TEST_SERVE", export.root())
+        .env("RMMAP_C_TEST_TLS", &pki)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let server = ServerProcess::spawn(cmd);
+    let mut cmd = h.command(&exe, true);
+    cmd.arg(server.port.to_string())
+        .arg(&files.ca)
+        .arg(&files.other_ca)
+        .arg(pki.join("capi.token"))
+        .arg(pki.join("stranger.token"));
     run(cmd, |_, _| {})
 }
 
