@@ -61,6 +61,11 @@
 //!   [`MemoryMapping::last_fault_error`] says why. If the handler returns,
 //!   the access is retried (and faults again).
 //!
+//! [`MemoryMapping::read`] and [`MemoryMapping::write`] copy the same
+//! coherent bytes as loads and stores, and return these failures as errors
+//! instead, for code that cannot handle `SIGBUS` (the C library's `mread`
+//! and `mwrite` use them).
+//!
 //! Without a handler, `SIGBUS` ends the process (with a core dump). An
 //! application that wants to survive installs a handler with `SA_SIGINFO`
 //! that leaves the access (`siglongjmp`, or ends the thread's work) and
@@ -84,6 +89,7 @@
 //! [userfaultfd]: https://docs.kernel.org/admin-guide/mm/userfaultfd.html
 
 mod backing;
+mod copy;
 mod faults;
 mod uffd;
 
@@ -264,7 +270,7 @@ impl Client {
         let region_len = usize::try_from(len.div_ceil(server) * server).map_err(too_big)?;
         let writable = opts.access == Access::ReadWrite;
 
-        let (uffd, _) = Uffd::open().map_err(|e| MemoryError::Unavailable {
+        let (uffd, opened) = Uffd::open().map_err(|e| MemoryError::Unavailable {
             syscall: e.syscall.to_string(),
             device: e.device.to_string(),
         })?;
@@ -297,6 +303,7 @@ impl Client {
             exclusive,
             len: len as usize,
             writable,
+            kernel_faults_fail: opened != Opened::Syscall,
         })
     }
 }
@@ -319,6 +326,10 @@ pub struct MemoryMapping {
     exclusive: uffd::Exclusive,
     len: usize,
     writable: bool,
+    /// The userfaultfd is user-mode-only: the kernel's own accesses to a
+    /// page not in memory fail with EFAULT instead of waiting (see
+    /// [`MemoryMapping::read`]).
+    kernel_faults_fail: bool,
 }
 
 impl std::fmt::Debug for MemoryMapping {
@@ -448,44 +459,6 @@ impl MemoryMapping {
             .atomic(offset, AtomicOp::CompareExchange { expected, new })
             .await?;
         Ok(if applied { Ok(previous) } else { Err(previous) })
-    }
-
-    /// Brings the pages under `range` (offsets in the mapping) into memory
-    /// in the state an access needs (writable with `write`), as faults
-    /// would, but reports a failure as an error instead of SIGBUS: for code
-    /// that copies with a system call that fails with `EFAULT` where a load
-    /// would fault (`process_vm_readv`), as the C library's reads and writes
-    /// do. A page may leave memory again at any time (another client's
-    /// write): copy, and fault in again what the copy did not reach.
-    pub async fn fault_in(&self, range: Range<u64>, write: bool) -> Result<(), OpError> {
-        let len = self.len as u64;
-        if range.start > range.end || range.end > len {
-            return Err(OpError::OutOfRange {
-                offset: range.start,
-                len: range.end.saturating_sub(range.start),
-                mapping_len: len,
-            });
-        }
-        if range.is_empty() {
-            return Ok(());
-        }
-        let page = self.page_size() as u64;
-        let (id, shared) = (self.id(), self.client().shared());
-        let mut waiting = Vec::new();
-        for index in range.start / page..range.end.div_ceil(page) {
-            let (rx, _) = shared.register(|c, now| c.memory_fault(now, id, index, write))?;
-            waiting.push(rx);
-        }
-        shared.wake_driver();
-        for rx in waiting {
-            match rx.await {
-                Ok(Ok(Completion::FaultResolved)) => {}
-                Ok(Ok(other)) => return Err(unexpected(other)),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(shared.stopped()),
-            }
-        }
-        Ok(())
     }
 
     /// Writes back the dirty pages and ends the mapping; the memory goes
