@@ -45,6 +45,18 @@ pub(crate) fn status(body: impl FnOnce() -> Result<(), Failure>) -> rmmap_error 
     })
 }
 
+/// Runs the body of a POSIX-style function of the seed (fmmap.h): its
+/// value, or on failure `failed` (-1, `MAP_FAILED`) with `errno` and this
+/// thread's last message set; a panic too.
+pub(crate) fn posix<T: Copy>(failed: T, body: impl FnOnce() -> Result<T, Failure>) -> T {
+    guard(failed, || {
+        body().unwrap_or_else(|f| {
+            record(&f);
+            failed
+        })
+    })
+}
+
 /// Remembers `f` as this thread's last failure and sets `errno`.
 pub(crate) fn record(f: &Failure) {
     let text = CString::new(f.message.replace('\0', " ")).unwrap_or_default();

@@ -39,8 +39,6 @@ mod boundary;
 mod client;
 mod error;
 mod mapping;
-#[cfg(target_os = "linux")]
-mod memcopy;
 mod runtime;
 mod seed;
 mod target;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rmmap_tokio::{Access, Client, MapOptions};
 
-use crate::boundary::{guard, record};
+use crate::boundary::posix;
 use crate::client::{c_str, rmmap_options};
 use crate::error::{Failure, rmmap_error};
 use crate::runtime::block_on;
@@ -544,15 +544,9 @@ fn io(address: usize, offset: libc::off_t, buf: Io, count: usize) -> Result<usiz
 /// `location.pathname` is a NUL-terminated string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rmmap(location: fileloc_t, offset: libc::off_t) -> *mut c_void {
-    // SAFETY: the caller's contract.
-    guard(libc::MAP_FAILED, || {
-        match unsafe { map(&location, offset) } {
-            Ok(address) => address as *mut c_void,
-            Err(f) => {
-                record(&f);
-                libc::MAP_FAILED
-            }
-        }
+    posix(libc::MAP_FAILED, || {
+        // SAFETY: the caller's contract.
+        unsafe { map(&location, offset) }.map(|address| address as *mut c_void)
     })
 }
 
@@ -569,13 +563,7 @@ pub unsafe extern "C" fn rmmap(location: fileloc_t, offset: libc::off_t) -> *mut
 /// and no pointer into its memory is used after it.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rmunmap(addr: *mut c_void) -> c_int {
-    guard(-1, || match unmap(addr as usize) {
-        Ok(()) => 0,
-        Err(f) => {
-            record(&f);
-            -1
-        }
-    })
+    posix(-1, || unmap(addr as usize).map(|()| 0))
 }
 
 /// Reads up to `count` bytes at `offset` (from the start of the mapping at
@@ -595,14 +583,8 @@ pub unsafe extern "C" fn mread(
     buff: *mut c_void,
     count: libc::size_t,
 ) -> libc::ssize_t {
-    guard(-1, || {
-        match io(addr as usize, offset, Io::Read(buff), count) {
-            Ok(n) => n as libc::ssize_t,
-            Err(f) => {
-                record(&f);
-                -1
-            }
-        }
+    posix(-1, || {
+        io(addr as usize, offset, Io::Read(buff), count).map(|n| n as libc::ssize_t)
     })
 }
 
@@ -625,13 +607,7 @@ pub unsafe extern "C" fn mwrite(
     buff: *mut c_void,
     count: libc::size_t,
 ) -> libc::ssize_t {
-    guard(-1, || {
-        match io(addr as usize, offset, Io::Write(buff), count) {
-            Ok(n) => n as libc::ssize_t,
-            Err(f) => {
-                record(&f);
-                -1
-            }
-        }
+    posix(-1, || {
+        io(addr as usize, offset, Io::Write(buff), count).map(|n| n as libc::ssize_t)
     })
 }

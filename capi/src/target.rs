@@ -1,6 +1,8 @@
 //! What a C mapping is underneath: a mapping of the Rust client, read and
 //! written through the client, or (Linux) a memory mapping, read and
-//! written through its memory. Both C APIs use it.
+//! written by copying through its memory (`MemoryMapping::read`/`write`,
+//! which fail with an error where a load would raise SIGBUS). Both C APIs
+//! use it.
 
 use std::ops::Range;
 
@@ -86,7 +88,7 @@ impl Target {
         match &self.kind {
             Kind::Bytes(m) => m.read(offset, buf).await,
             #[cfg(target_os = "linux")]
-            Kind::Memory(m) => crate::memcopy::read(m, offset, buf).await,
+            Kind::Memory(m) => m.read(offset, buf).await,
         }
     }
 
@@ -95,7 +97,7 @@ impl Target {
         match &self.kind {
             Kind::Bytes(m) => m.write(offset, data).await,
             #[cfg(target_os = "linux")]
-            Kind::Memory(m) => crate::memcopy::write(m, offset, data).await,
+            Kind::Memory(m) => m.write(offset, data).await,
         }
     }
 

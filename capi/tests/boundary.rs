@@ -1,5 +1,5 @@
 //! No Rust panic may unwind into C: every exported function's body is one
-//! call of `guard` or `status` (src/boundary.rs), which catch it (and a
+//! call of `guard`, `status` or `posix` (src/boundary.rs), which catch it (and a
 //! callback handed to C catches for itself). This reads the source and
 //! fails for a function that forgets.
 
@@ -33,6 +33,7 @@ fn every_exported_function_runs_inside_the_panic_boundary() {
             let enters = [
                 "guard(",
                 "status(",
+                "posix(",
                 "crate::boundary::guard(",
                 // A callback the library registers (atexit) catches for itself.
                 "let _ = std::panic::catch_unwind(",

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fmmap.h"
+#include "rmmap.h"
 
 #define CHECK(cond)                                                                  \
     do {                                                                             \
@@ -37,6 +38,21 @@
             exit(1);                                                                 \
         }                                                                            \
         printf("  %-14s %s\n", #want, rmmap_strerror_last());                       \
+    } while (0)
+
+/* A call of rmmap.h that must succeed. */
+#define OK(call) CHECK((call) == RMMAP_OK)
+
+/* A call of rmmap.h that must fail with `code`. */
+#define FAILS(call, code)                                                            \
+    do {                                                                             \
+        rmmap_error r_ = (call);                                                     \
+        if (r_ != (code)) {                                                          \
+            fprintf(stderr, "%s:%d: %s gave %s, expected %s (%s)\n", __FILE__, __LINE__, \
+                    #call, rmmap_error_name(r_), rmmap_error_name(code), rmmap_strerror_last()); \
+            exit(1);                                                                 \
+        }                                                                            \
+        printf("  %-24s %s\n", #code, rmmap_strerror_last());                       \
     } while (0)
 
 /* The file location of `path` on 127.0.0.1:`port`. */

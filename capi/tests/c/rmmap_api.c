@@ -7,19 +7,6 @@
 #include <stdint.h>
 
 #include "check.h"
-#include "rmmap.h"
-
-#define OK(call) CHECK((call) == RMMAP_OK)
-#define FAILS(call, code)                                                            \
-    do {                                                                             \
-        rmmap_error r_ = (call);                                                     \
-        if (r_ != (code)) {                                                          \
-            fprintf(stderr, "%s:%d: %s gave %s, expected %s (%s)\n", __FILE__, __LINE__, \
-                    #call, rmmap_error_name(r_), rmmap_error_name(code), rmmap_strerror_last()); \
-            exit(1);                                                                 \
-        }                                                                            \
-        printf("  %-24s %s\n", #code, rmmap_strerror_last());                       \
-    } while (0)
 
 int main(int argc, char **argv) {
     CHECK(argc == 3);

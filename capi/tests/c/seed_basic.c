@@ -10,7 +10,6 @@
 #include <fcntl.h>
 
 #include "check.h"
-#include "rmmap.h"
 
 static char expected(long i) { return (char)(i % 251); }
 

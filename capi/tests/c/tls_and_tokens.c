@@ -7,19 +7,6 @@
  * 127.0.0.1) and admits only the client of TOKEN. data.bin: 10000 bytes,
  * byte i = i % 251. */
 #include "check.h"
-#include "rmmap.h"
-
-#define OK(call) CHECK((call) == RMMAP_OK)
-#define FAILS(call, code)                                                            \
-    do {                                                                             \
-        rmmap_error r_ = (call);                                                     \
-        if (r_ != (code)) {                                                          \
-            fprintf(stderr, "%s:%d: %s gave %s, expected %s (%s)\n", __FILE__, __LINE__, \
-                    #call, rmmap_error_name(r_), rmmap_error_name(code), rmmap_strerror_last()); \
-            exit(1);                                                                 \
-        }                                                                            \
-        printf("  %-24s %s\n", #code, rmmap_strerror_last());                       \
-    } while (0)
 
 static rmmap_error connect_with(const char *addr, const char *ca, const char *token,
                                 const char *name, rmmap_client **c) {
