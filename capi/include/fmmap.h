@@ -32,7 +32,8 @@
  * The process maps each file into memory once, from offset 0: every rmmap of
  * a file is a window onto that mapping, and fails with EBUSY if the file grew
  * since that mapping was made (rmunmap the file's other mappings first).
- * Forked children do not inherit mappings.
+ * Forked children do not inherit mappings; they may map anew (unless another
+ * thread of the parent was inside a call of this library when it forked).
  * Elsewhere (no userfaultfd, another OS, or RMMAP_MEMORY=0) the address only
  * identifies the mapping: it points to inaccessible memory, and every byte
  * moves through mread and mwrite.
