@@ -465,7 +465,7 @@ fn seed_restart(h: &Harness, memory: bool) -> Result<(), String> {
     let port = server.port;
     let mut cmd = h.command(&exe, memory);
     cmd.arg(port.to_string())
-        .env("RMMAP_GIVE_UP_MS", "4000")
+        .env("RMMAP_GIVE_UP_MS", "10000")
         .stdin(Stdio::piped());
     let root = export.root();
     run(cmd, |line, stdin| {

@@ -1,6 +1,7 @@
 /* A server killed and restarted, then killed for good.
  *
- * usage: seed_restart PORT, with RMMAP_GIVE_UP_MS set small. It prints
+ * usage: seed_restart PORT, with RMMAP_GIVE_UP_MS longer than a restart
+ * takes. It prints
  * "kill" and waits for "restarted" on stdin (the harness kills the server
  * with SIGKILL and starts it again on the same port and directory), then
  * "kill-for-good" and waits for "killed".
@@ -51,6 +52,15 @@ int main(int argc, char **argv) {
     CHECK(mwrite(d, 0, "again", 5) == 5);
     CHECK(rmunmap(d) == 0);
     CHECK(count_sockets() == 1);
+
+    /* A new client (the last mapping closes the old one) with a short
+     * give-up time: RMMAP_GIVE_UP_MS is read when a client connects. */
+    CHECK(rmunmap(a) == 0);
+    CHECK(wait_for_sockets(0) == 0);
+    setenv("RMMAP_GIVE_UP_MS", "1500", 1);
+    a = rmmap(loc(port, "clean.bin"), 0);
+    CHECK(a != MAP_FAILED);
+    CHECK(mread(a, 10, buf, 5) == 5 && memcmp(buf, "after", 5) == 0);
 
     ask("kill-for-good", "killed");
     /* No server: a read that needs it fails once the client has been
