@@ -125,8 +125,9 @@ void *rmmap(fileloc_t location, off_t offset);
  * when it was the process's last mapping on that server.
  *
  * Returns 0, or -1 with `errno`: `EINVAL` for an address that is no
- * mapping (or was unmapped already), `EIO`/`ENOTCONN` when the data could
- * not be made durable. The mapping is freed either way.
+ * mapping (or was unmapped already), `ENOSPC` when the server's disk is
+ * full, `EIO`/`ENOTCONN` when the data could not be made durable otherwise.
+ * The mapping is freed either way.
  *
  * # Safety
  * No other thread reads or writes through `addr` during or after the call,

@@ -170,6 +170,12 @@ typedef enum rmmap_error {
    */
   RMMAP_CANCELLED = 23,
   /**
+   * The server's disk is full: written data is kept in the server's
+   * memory and not yet on its disk (a sync says so), or no more writes
+   * are accepted until space is freed.
+   */
+  RMMAP_NO_SPACE = 24,
+  /**
    * The mapping was unmapped while the operation waited.
    */
   RMMAP_UNMAPPED = 100,

@@ -64,6 +64,10 @@ pub enum rmmap_error {
     RMMAP_MISALIGNED = 22,
     /// The request was cancelled because its mapping was unmapped.
     RMMAP_CANCELLED = 23,
+    /// The server's disk is full: written data is kept in the server's
+    /// memory and not yet on its disk (a sync says so), or no more writes
+    /// are accepted until space is freed.
+    RMMAP_NO_SPACE = 24,
     /// The mapping was unmapped while the operation waited.
     RMMAP_UNMAPPED = 100,
     /// The session was lost while the operation was in flight: it may or
@@ -124,6 +128,7 @@ const NAMES: &[(rmmap_error, &CStr)] = &[
     (RMMAP_FRAME_TOO_LARGE, c"frame_too_large"),
     (RMMAP_MISALIGNED, c"misaligned"),
     (RMMAP_CANCELLED, c"cancelled"),
+    (RMMAP_NO_SPACE, c"no_space"),
     (RMMAP_UNMAPPED, c"unmapped"),
     (RMMAP_OUTCOME_UNKNOWN, c"outcome_unknown"),
     (RMMAP_DISCONNECTED, c"disconnected"),
@@ -192,8 +197,9 @@ impl Failure {
 
 /// The `errno` of each code, as fmmap.h documents them: `ENOENT` missing
 /// file, `EACCES` outside the root or denied, `EINVAL` out of range, a bad
-/// argument or setting, `EROFS` a refused write, `ENOTCONN` disconnected for longer
-/// than the give-up time, `EIO` otherwise.
+/// argument or setting, `EROFS` a refused write, `ENOSPC` the server's disk
+/// is full, `ENOTCONN` disconnected for longer than the give-up time, `EIO`
+/// otherwise.
 fn errno_of(code: rmmap_error) -> c_int {
     match code {
         RMMAP_OK => 0,
@@ -205,6 +211,7 @@ fn errno_of(code: rmmap_error) -> c_int {
         | RMMAP_UNKNOWN_MAPPING
         | RMMAP_CONFIG => libc::EINVAL,
         RMMAP_READ_ONLY => libc::EROFS,
+        RMMAP_NO_SPACE => libc::ENOSPC,
         RMMAP_DISCONNECTED | RMMAP_CLOSED => libc::ENOTCONN,
         RMMAP_CONNECT_FAILED => libc::ECONNREFUSED,
         RMMAP_TIMEOUT => libc::ETIMEDOUT,
@@ -301,7 +308,7 @@ mod tests {
             assert_eq!(c.name().to_str().unwrap(), code.kind(), "code {n}");
             assert!(n < 100, "protocol codes must stay below the client's own");
         }
-        assert!(known >= 23);
+        assert!(known >= 24);
         // And nothing below 100 that the protocol does not have.
         for (e, name) in NAMES {
             let n = *e as c_int;
