@@ -146,10 +146,8 @@ pub(crate) async fn run(a: DemoArgs) -> Result<ExitCode, CliError> {
     let len = PAGES * PAGE;
     std::fs::write(dir.path().join("demo.bin"), vec![0u8; len as usize])
         .context(|| "creating the demo file".into())?;
-    // A fresh directory: no earlier server to wait for.
-    let config = ServerConfig::new(dir.path())
-        .lease(Duration::from_secs(2))
-        .restart_grace(Some(Duration::ZERO));
+    // A fresh directory: no earlier server to wait for (its run state says so).
+    let config = ServerConfig::new(dir.path()).lease(Duration::from_secs(2));
     let server = Server::bind("127.0.0.1:0", config).await?;
     let addr = server.local_addr().to_string();
     println!(

@@ -52,7 +52,8 @@ pub(crate) struct LimitArgs {
     /// Most pages one session may hold; more get `too_many_pages`.
     #[arg(long, default_value_t = core().max_held_pages)]
     max_held_pages: u64,
-    /// Most files open at once; opening more gets `busy`.
+    /// Most files kept open at once: past it, the least recently used file
+    /// nobody is reading or writing is closed, and opened again when needed.
     #[arg(long, default_value_t = core().max_open_files, value_parser = clap::value_parser!(u32).range(1..))]
     max_open_files: u32,
     /// Close a connection whose client takes none of the bytes sent to it

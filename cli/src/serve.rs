@@ -33,9 +33,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 10_000)]
     lease_ms: u64,
     /// After starting, grant no write ownership for this long, so that
-    /// clients of a previous run have stopped trusting their caches
-    /// (default: one lease). Zero is only safe for a directory no earlier
-    /// server has exported.
+    /// clients of a previous run have stopped trusting their caches.
+    /// Default: what the previous run recorded in the export's
+    /// .rmmap-state (nothing for a directory never exported or after a
+    /// clean shutdown whose clients confirmed; its longest lease after a
+    /// crash). Setting it overrides that record.
     #[arg(long)]
     restart_grace_ms: Option<u64>,
     /// The server implementation: a Tokio runtime, or one mio event loop.

@@ -24,6 +24,7 @@ use rmmap_core::protocol::{ErrorCode, Hello, Message, Resume, ResumeStatus, fetc
 both_transports!(
     ten_thousand_pipelined_map_requests,
     requests_past_the_inflight_limit_are_refused_not_queued,
+    one_client_mapping_thousands_of_files_stalls_nobody,
     ten_thousand_pipelined_fetches_never_read,
     a_thousand_silent_connections,
     silent_connections_beyond_the_handshake_limit,
@@ -156,6 +157,71 @@ fn requests_past_the_inflight_limit_are_refused_not_queued(transport: &str) {
     raw.send(&Message::Bye);
     assert!(raw.until_closed().is_empty());
     scene.bystander_progresses();
+    scene.finish();
+}
+
+/// Open files are a cache, not a limit one client can exhaust: with room
+/// for 64 open files, one client maps 4,200 distinct files (the default limit
+/// of 4,096 once locked everyone else out with `busy`), then reads the first
+/// and last of them (closed, then opened again), while the bystander keeps
+/// working.
+fn one_client_mapping_thousands_of_files_stalls_nobody(transport: &str) {
+    let scene = Scene::start(
+        transport,
+        &["--max-open-files", "64", "--max-mappings", "5000"],
+    );
+    let dir = scene.root.join("many");
+    std::fs::create_dir(&dir).unwrap();
+    const FILES: u64 = 4200;
+    for k in 0..FILES {
+        std::fs::write(dir.join(k.to_string()), k.to_le_bytes()).unwrap();
+    }
+    let (mut raw, _) = Raw::handshake(scene.addr());
+    let mut mappings = Vec::new();
+    let all: Vec<u64> = (0..FILES).collect();
+    for window in all.chunks(64) {
+        for &k in window {
+            let path = format!("many/{k}");
+            raw.send(&map_msg(k + 1, path.as_bytes(), 0, 0, 8));
+        }
+        // Opening files takes the disk: replies come in any order.
+        let mut replies = std::collections::BTreeMap::new();
+        while replies.len() < window.len() {
+            match raw.recv() {
+                Recv::Frame(m) => {
+                    if let Some(r) = reply_req(&m) {
+                        replies.insert(r.0, m);
+                    }
+                }
+                Recv::Closed => panic!("closed after {} maps", mappings.len()),
+            }
+        }
+        for &k in window {
+            match replies.remove(&(k + 1)) {
+                Some(Message::Mapped(m)) => mappings.push(m.mapping),
+                other => panic!("map many/{k}: {other:?}"),
+            }
+        }
+    }
+    scene.bystander_progresses();
+    for (req, k) in [(FILES + 1, 0u64), (FILES + 2, FILES - 1), (FILES + 3, 1)] {
+        raw.send(&fetch_msg(
+            req,
+            mappings[k as usize],
+            0,
+            1,
+            fetch_flags::WANT_DATA,
+        ));
+        match raw.reply(req) {
+            Message::Pages(p) => {
+                let page = p.pages[0].data.as_ref().expect("asked for data");
+                assert_eq!(&page[..8], &k.to_le_bytes(), "many/{k}");
+            }
+            other => panic!("fetch many/{k}: {other:?}"),
+        }
+    }
+    raw.send(&Message::Bye);
+    assert!(raw.until_closed().is_empty());
     scene.finish();
 }
 

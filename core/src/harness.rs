@@ -485,6 +485,17 @@ impl Cluster {
             self.run_store(req);
             self.flush();
         }
+        // Input the server paused (a session waiting for its run state, a
+        // reply waiting for output room) is offered again.
+        for i in 0..self.nodes.len() {
+            if self.nodes[i]
+                .link
+                .as_ref()
+                .is_some_and(|l| !l.to_server.inbox.is_empty() && !l.to_server.held)
+            {
+                self.feed_server(i, now);
+            }
+        }
         // Deliveries, in client order, each direction in stream order.
         for i in 0..self.nodes.len() {
             while let Some(link) = self.nodes[i].link.as_mut() {
@@ -506,19 +517,7 @@ impl Cluster {
                         let (_, b) = link.to_server.queue.pop_front().expect("due");
                         link.to_server.inbox.extend_from_slice(&b);
                     }
-                    let conn = link.conn;
-                    let mut inbox = std::mem::take(&mut link.to_server.inbox);
-                    // Back-pressure: the server pauses while its output for
-                    // this connection is over its limit; the harness drains
-                    // output at once, so input resumes straight away.
-                    while self.server.handle_input(now, conn, &mut inbox) == InputStatus::Paused {
-                        self.flush();
-                    }
-                    if let Some(link) = self.nodes[i].link.as_mut()
-                        && link.conn == conn
-                    {
-                        link.to_server.inbox = inbox;
-                    }
+                    self.feed_server(i, now);
                 }
                 if due_c && let Some(link) = self.nodes[i].link.as_mut() {
                     while link.to_client.next_time().is_some_and(|x| x <= now) {
@@ -542,6 +541,30 @@ impl Cluster {
         }
         self.flush();
         true
+    }
+
+    /// Hands the server what arrived on client `i`'s link. The server may
+    /// pause: while its output for the connection is over its limit (the
+    /// harness drains output at once, so input resumes straight away), or
+    /// while it waits for the disk (then the rest stays for a later step).
+    fn feed_server(&mut self, i: usize, now: Instant) {
+        let Some(link) = self.nodes[i].link.as_mut() else {
+            return;
+        };
+        let conn = link.conn;
+        let mut inbox = std::mem::take(&mut link.to_server.inbox);
+        while self.server.handle_input(now, conn, &mut inbox) == InputStatus::Paused {
+            let queued = self.server.pending_output(conn);
+            self.flush();
+            if queued == 0 {
+                break;
+            }
+        }
+        if let Some(link) = self.nodes[i].link.as_mut()
+            && link.conn == conn
+        {
+            link.to_server.inbox = inbox;
+        }
     }
 
     /// Runs until virtual time `d` from now has passed.

@@ -53,6 +53,73 @@ impl Serve {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+
+    /// SIGTERM, then waits for the graceful shutdown to end the process.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        self.child.wait().unwrap()
+    }
+}
+
+/// A small tmpfs mounted for a test (unmounted when dropped), to fill a disk
+/// for real; `None`, with the reason on stderr, where mounting is not
+/// allowed (not root, or a container without CAP_SYS_ADMIN).
+pub struct Tmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
+            Ok(o) => {
+                eprintln!(
+                    "skipped: cannot mount a tmpfs to fill ({})",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run mount ({e})");
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the file system with `name` until it refuses more; returns
+    /// the bytes written.
+    pub fn fill(&self, name: &str) -> u64 {
+        let mut f = std::fs::File::create(self.path().join(name)).unwrap();
+        let chunk = vec![0x5au8; 4096];
+        let mut n = 0;
+        while f.write_all(&chunk).is_ok() {
+            n += chunk.len() as u64;
+        }
+        let _ = f.sync_all();
+        n
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
 }
 
 impl Drop for Serve {

@@ -19,6 +19,13 @@ pub(crate) enum ConnState {
         hello: crate::protocol::Hello,
         server_nonce: Nonce,
     },
+    /// The handshake is done, but the session waits for this run's state
+    /// to be recorded (frames behind the handshake wait too).
+    Parked {
+        hello: crate::protocol::Hello,
+        rights: super::config::Rights,
+        server_proof: [u8; 32],
+    },
     Established(SessionId),
     Closing,
 }
@@ -123,7 +130,9 @@ impl Server {
     /// left without a connection (returned).
     pub(super) fn leave(&mut self, conn: ConnId, state: ConnState) -> Option<SessionId> {
         match state {
-            ConnState::AwaitHello | ConnState::AwaitAuth { .. } => self.handshaking -= 1,
+            ConnState::AwaitHello | ConnState::AwaitAuth { .. } | ConnState::Parked { .. } => {
+                self.handshaking -= 1
+            }
             ConnState::Established(sid) => {
                 if let Some(s) = self.sessions.get_mut(&sid)
                     && s.conn == Some(conn)
@@ -165,7 +174,7 @@ impl Server {
             None => return,
         };
         match state {
-            ConnState::Closing => {}
+            ConnState::Closing | ConnState::Parked { .. } => {}
             ConnState::AwaitHello => match msg {
                 Message::Hello(h) => self.on_hello(now, conn, h),
                 other => self.fail_conn(

@@ -66,7 +66,7 @@ impl Server {
                 write: !self.config.read_only,
                 scope: None,
             };
-            self.establish(now, conn, hello, rights, [0; 32]);
+            self.establish_or_park(now, conn, hello, rights, [0; 32]);
         }
     }
 
@@ -108,7 +108,7 @@ impl Server {
                     &hello.client_nonce,
                     &server_nonce,
                 );
-                self.establish(now, conn, hello, rights, server_proof);
+                self.establish_or_park(now, conn, hello, rights, server_proof);
             }
             _ => self.fail_conn(
                 conn,
@@ -117,6 +117,52 @@ impl Server {
                     format!("authentication failed for client {name:?}"),
                 ),
             ),
+        }
+    }
+
+    /// Establishes the session, or, until this run's state is recorded,
+    /// parks the connection: a session comes with a lease its client may
+    /// serve reads under, and a crash before the record would leave the next
+    /// run no reason to wait for it.
+    fn establish_or_park(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        hello: Hello,
+        rights: Rights,
+        server_proof: [u8; 32],
+    ) {
+        if self.recording.saved {
+            return self.establish(now, conn, hello, rights, server_proof);
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnState::Parked {
+                hello,
+                rights,
+                server_proof,
+            };
+        }
+    }
+
+    /// The run state is recorded: parked connections get their sessions.
+    pub(super) fn unpark(&mut self, now: Instant) {
+        let parked: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.state, ConnState::Parked { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in parked {
+            let c = self.conns.get_mut(&conn).expect("listed");
+            let ConnState::Parked {
+                hello,
+                rights,
+                server_proof,
+            } = std::mem::replace(&mut c.state, ConnState::AwaitHello)
+            else {
+                continue;
+            };
+            self.establish(now, conn, hello, rights, server_proof);
         }
     }
 

@@ -105,9 +105,12 @@ pub enum ServerEvent {
         error: StoreError,
     },
     /// [`Server::begin_shutdown`] finished: every dirty page was recalled,
-    /// every file synced (or the failures reported to their writers), every
-    /// client told, and the run state recorded.
-    ShutdownComplete,
+    /// every file synced, every client told, and the run state recorded.
+    ShutdownComplete {
+        /// Files whose data the disk would not take: what was written to them
+        /// and not synced is lost (their clients were told).
+        unwritten: Vec<ExportPath>,
+    },
 }
 
 /// What became of the bytes given to [`Server::handle_input`].
@@ -377,6 +380,8 @@ impl Server {
             };
             let (max, reading) = match c.state {
                 ConnState::Closing => break InputStatus::Closing,
+                // Whatever follows the handshake waits for the session.
+                ConnState::Parked { .. } => break InputStatus::Paused,
                 ConnState::Established(sid) => (
                     self.config.max_frame,
                     self.sessions.get(&sid).map_or(0, |s| s.reading),
@@ -422,20 +427,19 @@ impl Server {
             self.timers.pop_first();
             match timer {
                 Timer::Handshake(c) => {
-                    if let Some(conn) = self.conns.get(&c)
-                        && matches!(
-                            conn.state,
-                            ConnState::AwaitHello | ConnState::AwaitAuth { .. }
-                        )
-                    {
-                        self.fail_conn(
-                            c,
-                            Failure::fatal(
-                                crate::protocol::ErrorCode::Timeout,
-                                "the handshake took too long",
-                            ),
-                        );
-                    }
+                    let message = match self.conns.get(&c).map(|c| &c.state) {
+                        Some(ConnState::AwaitHello | ConnState::AwaitAuth { .. }) => {
+                            "the handshake took too long"
+                        }
+                        Some(ConnState::Parked { .. }) => {
+                            "the server could not record its run state in the export in time; try again"
+                        }
+                        _ => continue,
+                    };
+                    self.fail_conn(
+                        c,
+                        Failure::fatal(crate::protocol::ErrorCode::Timeout, message),
+                    );
                 }
                 Timer::GraceEnds => self.release_grace_waiting(now),
                 Timer::Lease(sid) => {
@@ -580,6 +584,7 @@ impl Server {
                 if self.is_stopping() {
                     self.run_state_final_recorded();
                 } else {
+                    self.unpark(now);
                     self.release_grace_waiting(now);
                 }
             }

@@ -260,9 +260,12 @@ impl Server {
         for c in conns {
             self.close_conn(c);
         }
+        let mut unwritten = Vec::new();
         if let Some(sd) = &mut self.shutdown {
             sd.stage = Stage::Done;
+            unwritten = sd.failures.iter().map(|(p, _)| p.clone()).collect();
         }
-        self.events.push_back(ServerEvent::ShutdownComplete);
+        self.events
+            .push_back(ServerEvent::ShutdownComplete { unwritten });
     }
 }

@@ -43,6 +43,8 @@ pub struct ServerLoop {
     /// The shutdown gives up at this instant.
     shutdown_deadline: Option<std::time::Instant>,
     shutdown_complete: bool,
+    /// Files the shutdown could not write.
+    unwritten: Vec<rmmap_core::path::ExportPath>,
 }
 
 impl std::fmt::Debug for ServerLoop {
@@ -119,6 +121,7 @@ impl ServerLoop {
             accept_failures: 0,
             shutdown_deadline: None,
             shutdown_complete: false,
+            unwritten: Vec::new(),
         })
     }
 
@@ -138,7 +141,7 @@ impl ServerLoop {
         loop {
             self.drain_events();
             if self.shutdown_deadline.is_some() && self.shutdown_complete && self.conns.is_empty() {
-                return Ok(());
+                return self.stopped();
             }
             let timeout = if self.conns.has_unread() {
                 Some(Duration::ZERO)
@@ -181,7 +184,7 @@ impl ServerLoop {
             if self.shutdown_deadline.is_some_and(|d| now >= d) {
                 self.drain_events();
                 if self.shutdown_complete && self.conns.is_empty() {
-                    return Ok(());
+                    return self.stopped();
                 }
                 tracing::warn!(
                     open = self.conns.len(),
@@ -190,6 +193,14 @@ impl ServerLoop {
                 );
                 return Err(ServeError::ShutdownTimedOut(self.options.shutdown_timeout));
             }
+        }
+    }
+
+    /// The shutdown completed: fine, unless the disk refused some data.
+    fn stopped(&mut self) -> Result<(), ServeError> {
+        match std::mem::take(&mut self.unwritten) {
+            u if u.is_empty() => Ok(()),
+            u => Err(ServeError::Unwritten(u)),
         }
     }
 
@@ -273,10 +284,15 @@ impl ServerLoop {
                 ServerEvent::DiskTrouble { path, error } => {
                     tracing::warn!(path = ?path, %error, "the disk failed; the data is kept in memory and written again");
                 }
-                ServerEvent::ShutdownComplete => {
-                    tracing::info!(
-                        "every dirty page recalled, every file synced, every client told"
-                    );
+                ServerEvent::ShutdownComplete { unwritten } => {
+                    if unwritten.is_empty() {
+                        tracing::info!(
+                            "every dirty page recalled, every file synced, every client told"
+                        );
+                    } else {
+                        tracing::error!(files = ?unwritten, "shutdown: the disk would not take the data of these files; their unsynced writes are lost (their clients were told)");
+                    }
+                    self.unwritten = unwritten;
                     self.shutdown_complete = true;
                 }
                 _ => {}

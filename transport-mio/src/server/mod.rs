@@ -107,6 +107,11 @@ pub enum ServeError {
     /// have written back their dirty pages.
     #[error("the graceful shutdown did not finish within {0:?}")]
     ShutdownTimedOut(Duration),
+    /// The graceful shutdown finished, but the disk would not take the data
+    /// of these files: what was written to them and not synced is lost (the
+    /// clients concerned were told).
+    #[error("the disk would not take the data of {}", .0.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "))]
+    Unwritten(Vec<rmmap_core::path::ExportPath>),
     /// The loop's thread ended unexpectedly (it panicked).
     #[error("the server's event loop stopped unexpectedly")]
     Crashed,

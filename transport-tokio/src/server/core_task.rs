@@ -66,6 +66,15 @@ struct Slot {
     closing: bool,
 }
 
+/// How the core task stopped.
+#[derive(Debug)]
+pub(super) struct Stopped {
+    /// The graceful shutdown completed in time.
+    pub(super) clean: bool,
+    /// Files whose data the disk would not take.
+    pub(super) unwritten: Vec<rmmap_core::path::ExportPath>,
+}
+
 /// Where the core's store requests run.
 pub(super) enum Disk<S> {
     /// On the core's own task, one at a time (deterministic: simulations).
@@ -109,6 +118,8 @@ pub(super) struct CoreTask<S> {
     conns: BTreeMap<ConnId, Slot>,
     shutdown_timeout: Duration,
     shutdown_complete: bool,
+    /// Files the shutdown could not write.
+    unwritten: Vec<rmmap_core::path::ExportPath>,
 }
 
 impl<S: Store> CoreTask<S> {
@@ -129,6 +140,7 @@ impl<S: Store> CoreTask<S> {
             conns: BTreeMap::new(),
             shutdown_timeout,
             shutdown_complete: false,
+            unwritten: Vec::new(),
         }
     }
 
@@ -137,7 +149,7 @@ impl<S: Store> CoreTask<S> {
     pub(super) async fn run(
         mut self,
         mut shutdown: oneshot::Receiver<()>,
-        done: oneshot::Sender<bool>,
+        done: oneshot::Sender<Stopped>,
     ) {
         let mut deadline: Option<tokio::time::Instant> = None;
         let clean = loop {
@@ -191,7 +203,10 @@ impl<S: Store> CoreTask<S> {
         self.accept.abort();
         // Dropping the slots closes every remaining connection.
         self.conns.clear();
-        let _ = done.send(clean);
+        let _ = done.send(Stopped {
+            clean,
+            unwritten: self.unwritten,
+        });
     }
 
     fn begin_shutdown(&mut self) -> tokio::time::Instant {
@@ -298,10 +313,15 @@ impl<S: Store> CoreTask<S> {
                 ServerEvent::DiskTrouble { path, error } => {
                     tracing::warn!(path = ?path, %error, "the disk failed; the data is kept in memory and written again");
                 }
-                ServerEvent::ShutdownComplete => {
-                    tracing::info!(
-                        "every dirty page recalled, every file synced, every client told"
-                    );
+                ServerEvent::ShutdownComplete { unwritten } => {
+                    if unwritten.is_empty() {
+                        tracing::info!(
+                            "every dirty page recalled, every file synced, every client told"
+                        );
+                    } else {
+                        tracing::error!(files = ?unwritten, "shutdown: the disk would not take the data of these files; their unsynced writes are lost (their clients were told)");
+                    }
+                    self.unwritten = unwritten;
                     self.shutdown_complete = true;
                 }
                 _ => {}

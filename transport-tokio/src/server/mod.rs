@@ -125,9 +125,23 @@ pub enum ServeError {
     /// have written back their dirty pages.
     #[error("the graceful shutdown did not finish within {0:?}")]
     ShutdownTimedOut(Duration),
+    /// The graceful shutdown finished, but the disk would not take the data
+    /// of these files: what was written to them and not synced is lost (the
+    /// clients concerned were told).
+    #[error("the disk would not take the data of {}", list(.0))]
+    Unwritten(Vec<rmmap_core::path::ExportPath>),
     /// The core task ended unexpectedly (it panicked).
     #[error("the server's core task stopped unexpectedly")]
     Crashed,
+}
+
+/// `a, b, c` for an error message.
+fn list(paths: &[rmmap_core::path::ExportPath]) -> String {
+    paths
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A running server. Dropping it starts a graceful shutdown in the
@@ -136,7 +150,7 @@ pub enum ServeError {
 pub struct Server {
     local_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
-    done: oneshot::Receiver<bool>,
+    done: oneshot::Receiver<core_task::Stopped>,
     shutdown_timeout: Duration,
 }
 
@@ -242,8 +256,9 @@ impl Server {
             let _ = tx.send(());
         }
         match (&mut self.done).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ServeError::ShutdownTimedOut(self.shutdown_timeout)),
+            Ok(s) if !s.clean => Err(ServeError::ShutdownTimedOut(self.shutdown_timeout)),
+            Ok(s) if !s.unwritten.is_empty() => Err(ServeError::Unwritten(s.unwritten)),
+            Ok(_) => Ok(()),
             Err(_) => Err(ServeError::Crashed),
         }
     }
