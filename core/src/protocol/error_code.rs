@@ -92,6 +92,8 @@ codes! {
     /// The server's file system is full: written data is kept in the
     /// server's memory and not yet on its disk, or no more can be accepted.
     NoSpace = 24, "no_space";
+    /// The file's shard is owned by another cluster member; the message is its address.
+    Moved = 25, "moved";
 }
 
 impl fmt::Display for ErrorCode {

@@ -10,7 +10,7 @@ fn bytes_upto(n: usize) -> impl Strategy<Value = Bytes> {
 fn code() -> impl Strategy<Value = ErrorCode> {
     // Unknown codes that collide with known ones would decode as the known one.
     prop_oneof![
-        (1u16..=23).prop_map(ErrorCode::from_u16),
+        (1u16..=25).prop_map(ErrorCode::from_u16),
         (1000u16..).prop_map(ErrorCode::Unknown)
     ]
 }
