@@ -99,6 +99,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod cluster;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 #[cfg(any(test, feature = "harness"))]
