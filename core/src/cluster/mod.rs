@@ -38,6 +38,7 @@
 //! assert!(matches!(asked[1], CoordRequest::Range { .. }));
 //! ```
 
+mod answers;
 mod config;
 mod coordinator;
 #[cfg(any(test, feature = "harness"))]
@@ -49,12 +50,11 @@ mod view;
 #[cfg(test)]
 mod tests;
 
+pub use answers::{LocalShard, LossReason, OwnershipBug, OwnershipEvent, Placement};
 pub use config::ClusterConfig;
 pub use coordinator::{
     CoordError, CoordRequest, CoordRequestId, CoordResponse, Expect, KeyValue, LeaseId, WatchEvent,
 };
-pub use ownership::{
-    LocalShard, LossReason, OwnershipBug, OwnershipEvent, Placement, ShardOwnership,
-};
+pub use ownership::ShardOwnership;
 pub use placement::{ShardId, desired_owner, fmix64, fnv1a64, shard_of};
 pub use view::{ClusterView, MemberEntry, RELEASED, ShardKey, config_key, member_key, shard_key};
