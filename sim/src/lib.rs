@@ -40,6 +40,14 @@
 //! core level need the cores, which `rmmap-tokio` keeps private, so the
 //! network level relies on the history checks alone.
 //!
+//! # The cluster level
+//!
+//! [`cluster::run_cluster_seed`] runs the shard-ownership machines of a few
+//! cluster members against an in-memory etcd, with member kills,
+//! member–coordinator partitions, planned leaves, slow links and drifting
+//! clocks, and checks that no two members serve a shard at the same instant
+//! and that a takeover waits out the grace (see [`cluster`]).
+//!
 //! # The consistency model checked
 //!
 //! Every written 8-byte word is unique ([`history::encode_value`]), so a
@@ -130,6 +138,7 @@
 //! `--scenario NAME` for a scenario).
 
 pub mod checker;
+pub mod cluster;
 pub mod config;
 pub mod history;
 pub mod net;

@@ -4,8 +4,11 @@
 //! always); `--seeds N [--start S]` runs many and reports seeds per second
 //! and operations checked. `--net` does the same at the network level (the
 //! real rmmap-tokio client and server over turmoil), with `--scenario NAME`
-//! for a scripted scenario instead of a random fault schedule.
+//! for a scripted scenario instead of a random fault schedule. `--cluster`
+//! runs the cluster level: shard ownership of several members (`--clients`
+//! sets how many) against an in-memory etcd.
 
+mod cluster_cli;
 mod net_cli;
 
 use std::process::ExitCode;
@@ -36,7 +39,8 @@ struct Args {
     #[arg(long)]
     trace: bool,
     /// Inject a protocol bug (needs `--features bug-injection`):
-    /// skip-invalidation or client-ignores-lease.
+    /// skip-invalidation or client-ignores-lease; with `--cluster`,
+    /// serve-after-lease-loss.
     #[arg(long)]
     bug: Option<String>,
     /// Stop at the first failing seed.
@@ -48,6 +52,10 @@ struct Args {
     /// Network level: the real rmmap-tokio client and server over turmoil.
     #[arg(long)]
     net: bool,
+    /// Cluster level: shard ownership of several members against an
+    /// in-memory etcd, with kills, partitions and drifting clocks.
+    #[arg(long)]
+    cluster: bool,
     /// With `--net`: run this scripted scenario (`--scenario list` lists them).
     #[arg(long)]
     scenario: Option<String>,
@@ -57,7 +65,7 @@ struct Args {
     /// With `--net`: random operations per second over all clients (default 14).
     #[arg(long)]
     op_rate: Option<u32>,
-    /// With `--net`: seconds of the fault phase (default 15).
+    /// With `--net` or `--cluster`: seconds of the fault phase (default 15; 60 with `--cluster`).
     #[arg(long)]
     fault_secs: Option<u64>,
     /// With `--net`: from 3 s on, the server's disk drops writes while
@@ -108,6 +116,9 @@ fn print_failure(r: &SeedReport, cfg: &SimConfig) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.cluster {
+        return cluster_cli::main(&args);
+    }
     if args.net || args.scenario.is_some() {
         return net_cli::main(&args);
     }

@@ -85,8 +85,8 @@ impl Bench {
                     }
                 }
                 while let Some(ev) = n.m.poll_event() {
-                    if let OwnershipEvent::DrainShard { shard, .. } = ev {
-                        n.m.handle_shard_drained(now, shard);
+                    if let OwnershipEvent::DrainShard { shard, epoch } = ev {
+                        n.m.handle_shard_drained(now, shard, epoch);
                     }
                     n.events.push((now, ev));
                     moved = true;

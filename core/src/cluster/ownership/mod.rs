@@ -88,6 +88,7 @@ enum Pending {
     },
     Release {
         shard: ShardId,
+        epoch: i64,
     },
     Cleanup {
         shard: ShardId,
@@ -114,6 +115,9 @@ pub struct ShardOwnership {
     held: BTreeMap<ShardId, Held>,
     /// Shards with an acquire or a cleanup in flight.
     acquiring: BTreeSet<ShardId>,
+    /// The epoch each shard was last handed over at: the watch may still
+    /// show that key as ours, which is no acquire whose answer was lost.
+    released: BTreeMap<ShardId, i64>,
     pending: BTreeMap<CoordRequestId, Pending>,
     requests: VecDeque<(CoordRequestId, CoordRequest)>,
     events: VecDeque<OwnershipEvent>,
@@ -144,6 +148,7 @@ impl ShardOwnership {
             registration: Registration::No,
             held: BTreeMap::new(),
             acquiring: BTreeSet::new(),
+            released: BTreeMap::new(),
             pending: BTreeMap::new(),
             requests: VecDeque::new(),
             events: VecDeque::new(),
@@ -180,6 +185,7 @@ impl ShardOwnership {
 
     /// The answer to a request.
     pub fn handle_response(&mut self, now: Instant, id: CoordRequestId, response: CoordResponse) {
+        self.close_window_if_due(now);
         if let Some(p) = self.pending.remove(&id) {
             self.on_response(now, id, p, response);
         }
@@ -193,6 +199,7 @@ impl ShardOwnership {
         watch: CoordRequestId,
         events: &[WatchEvent],
     ) {
+        self.close_window_if_due(now);
         if self.watch == Some(watch) {
             self.view.apply(events);
         }
@@ -202,6 +209,7 @@ impl ShardOwnership {
     /// The watch `watch` ended (its stream broke, or it was compacted): the
     /// view is read again.
     pub fn handle_watch_ended(&mut self, now: Instant, watch: CoordRequestId) {
+        self.close_window_if_due(now);
         if self.watch == Some(watch) {
             self.watch = None;
             self.synced = false;
@@ -209,11 +217,15 @@ impl ShardOwnership {
         self.progress(now);
     }
 
-    /// The server finished a [`OwnershipEvent::DrainShard`]: no page of the
-    /// shard is held by any session, and its files are synced.
-    pub fn handle_shard_drained(&mut self, now: Instant, shard: ShardId) {
+    /// The server finished the [`OwnershipEvent::DrainShard`] of `shard` at
+    /// `epoch`: no page of the shard is held by any session, and its files
+    /// are synced. A report about an older epoch (the shard was lost and
+    /// taken again meanwhile) changes nothing.
+    pub fn handle_shard_drained(&mut self, now: Instant, shard: ShardId, epoch: i64) {
+        self.close_window_if_due(now);
         if let Some(h) = self.held.get_mut(&shard)
             && h.state == HeldState::Draining
+            && h.epoch == epoch
         {
             h.state = HeldState::Drained;
         }
@@ -223,6 +235,7 @@ impl ShardOwnership {
     /// Leave the cluster (SIGTERM): deregister, hand every shard over, then
     /// revoke the lease; [`OwnershipEvent::Left`] says when it is done.
     pub fn leave(&mut self, now: Instant) {
+        self.close_window_if_due(now);
         if self.leaving == Leaving::No {
             self.leaving = Leaving::Leaving;
         }
@@ -424,14 +437,19 @@ impl ShardOwnership {
                     });
                 }
             }
-            (Pending::Release { shard }, _) => {
+            (Pending::Release { shard, epoch }, _) => {
+                // Only about the epoch it released: the shard may have been
+                // lost and taken again since.
+                let Some(h) = self.held.get_mut(&shard).filter(|h| h.epoch == epoch) else {
+                    return;
+                };
                 if failed {
                     // Unknown outcome: ask again; a second try that finds the
                     // key changed means the first one went through.
-                    if let Some(h) = self.held.get_mut(&shard) {
-                        h.state = HeldState::Drained;
-                    }
-                } else if self.held.remove(&shard).is_some() {
+                    h.state = HeldState::Drained;
+                } else {
+                    self.held.remove(&shard);
+                    self.released.insert(shard, epoch);
                     self.events
                         .push_back(OwnershipEvent::ShardReleased { shard });
                 }
@@ -516,6 +534,18 @@ impl ShardOwnership {
         }
     }
 
+    /// Closes the serving window once its time has come. Every input runs
+    /// this first: a keep-alive answered after the window closed reopens
+    /// nothing (the server was told to stop; it starts over).
+    fn close_window_if_due(&mut self, now: Instant) {
+        if let Lease::Held { serve_until, .. } = self.lease
+            && now >= serve_until
+            && self.bug != OwnershipBug::ServeAfterLeaseLoss
+        {
+            self.lose_lease(LossReason::WindowClosed);
+        }
+    }
+
     /// Gives up the lease and every shard: the window closed, or the lease is gone.
     fn lose_lease(&mut self, reason: LossReason) {
         for (shard, h) in std::mem::take(&mut self.held) {
@@ -557,14 +587,9 @@ impl ShardOwnership {
         if self.misconfigured || self.leaving == Leaving::Left {
             return;
         }
-        if let Lease::Held { serve_until, .. } = self.lease
-            && now >= serve_until
-            && self.bug != OwnershipBug::ServeAfterLeaseLoss
-        {
-            self.lose_lease(LossReason::WindowClosed);
-            if self.leaving == Leaving::Left {
-                return;
-            }
+        self.close_window_if_due(now);
+        if self.leaving == Leaving::Left {
+            return;
         }
         self.keep_lease(now);
         self.keep_view(now);

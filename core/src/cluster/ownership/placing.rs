@@ -142,7 +142,9 @@ impl ShardOwnership {
                     lease: Some(l),
                     epoch,
                     ..
-                } if Some(l) == lease => cleanup.push((s, epoch)),
+                } if Some(l) == lease && self.released.get(&s) != Some(&epoch) => {
+                    cleanup.push((s, epoch))
+                }
                 ShardKey::Absent { .. } if desired == Some(me.as_str()) => {
                     acquire.push((s, Expect::Absent, false));
                 }
@@ -178,8 +180,9 @@ impl ShardOwnership {
             if let Some(h) = self.held.get_mut(&s) {
                 // A drained shard: release it.
                 h.state = HeldState::Releasing;
+                let epoch = h.epoch;
                 self.send(
-                    Pending::Release { shard: s },
+                    Pending::Release { shard: s, epoch },
                     CoordRequest::Put {
                         key,
                         value: RELEASED.into(),
