@@ -1,6 +1,7 @@
 //! The `rmmap` command: serve a directory, copy files in and out, explore
 //! from a scriptable shell, and run the demo.
 
+mod cluster;
 mod copy;
 mod demo;
 mod limits;
@@ -41,6 +42,8 @@ enum Command {
     /// A scriptable client over one connection: one command per line on
     /// stdin, one response line per command on stdout.
     Shell(shell::ShellArgs),
+    /// Look at an rmmap cluster coordinated by etcd (docs/CLUSTER.md).
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
             Command::Put(a) => copy::put(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Shell(a) => shell::run(a).await,
+            Command::Cluster(a) => cluster::run(a).await,
         }
     });
     // Background tasks (a client's driver) must not keep the process alive.
@@ -108,6 +112,8 @@ enum CliError {
         context: String,
         source: rmmap_tokio::OpError,
     },
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

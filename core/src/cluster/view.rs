@@ -25,6 +25,7 @@ pub struct MemberEntry {
 
 /// The state of one shard key.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ShardKey {
     /// No key (never owned, or deleted: maybe with a dead owner's lease) as
     /// of `revision` (0: never seen).
