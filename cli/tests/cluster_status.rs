@@ -63,7 +63,8 @@ async fn status_lists_the_members_and_every_shard_with_its_epoch() {
     let _etcd = Etcd(child, dir);
     let started = Instant::now();
     let etcd = loop {
-        if let Ok(e) = EtcdCoordinator::connect(&[url.clone()], Duration::from_secs(1)).await
+        if let Ok(e) =
+            EtcdCoordinator::connect(std::slice::from_ref(&url), Duration::from_secs(1)).await
             && e.range("/").await.is_ok()
         {
             break e;
@@ -96,11 +97,7 @@ async fn status_lists_the_members_and_every_shard_with_its_epoch() {
         members.push(m);
     }
     // Both registered and all 6 shards owned (the first owner waits for no one).
-    while members
-        .iter()
-        .map(|m| m.held_shards().len())
-        .sum::<usize>()
-        < 6
+    while members.iter().map(|m| m.held_shards().len()).sum::<usize>() < 6
         || members.iter().any(|m| m.held_shards().is_empty())
     {
         assert!(

@@ -79,7 +79,8 @@ impl Etcd {
         let started = Instant::now();
         loop {
             if let Ok(c) =
-                EtcdCoordinator::connect(&[etcd.url.clone()], Duration::from_secs(1)).await
+                EtcdCoordinator::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(1))
+                    .await
                 && c.range("/").await.is_ok()
             {
                 return Some(etcd);

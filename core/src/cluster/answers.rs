@@ -92,7 +92,7 @@ pub enum OwnershipEvent {
     },
     /// Hand the shard over: grant nothing new, recall every exclusive page,
     /// invalidate every shared copy, sync every file, then call
-    /// [`ShardOwnership::handle_shard_drained`].
+    /// [`ShardOwnership::handle_shard_drained`](super::ShardOwnership::handle_shard_drained).
     DrainShard {
         /// The shard.
         shard: ShardId,

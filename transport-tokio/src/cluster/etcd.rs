@@ -173,14 +173,15 @@ impl EtcdCoordinator {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(from_revision);
-        let mut stream =
-            match tokio::time::timeout(self.timeout, c.watch(prefix, Some(options))).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return CoordResponse::Failed(unavailable(e)),
-                Err(_) => {
-                    return CoordResponse::Failed(CoordError::Unavailable("watch timed out".into()));
-                }
-            };
+        let mut stream = match tokio::time::timeout(self.timeout, c.watch(prefix, Some(options)))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return CoordResponse::Failed(unavailable(e)),
+            Err(_) => {
+                return CoordResponse::Failed(CoordError::Unavailable("watch timed out".into()));
+            }
+        };
         tokio::spawn(async move {
             loop {
                 match stream.message().await {

@@ -59,8 +59,8 @@ struct Held {
 }
 
 #[derive(Copy, Clone, PartialEq, Eq)]
-enum Leaving {
-    No,
+enum Departure {
+    Staying,
     Leaving,
     Left,
 }
@@ -123,7 +123,7 @@ pub struct ShardOwnership {
     events: VecDeque<OwnershipEvent>,
     next_id: u64,
     retry_at: Option<Instant>,
-    leaving: Leaving,
+    leaving: Departure,
     misconfigured: bool,
     bug: OwnershipBug,
 }
@@ -154,7 +154,7 @@ impl ShardOwnership {
             events: VecDeque::new(),
             next_id: 1,
             retry_at: None,
-            leaving: Leaving::No,
+            leaving: Departure::Staying,
             misconfigured: false,
             bug: OwnershipBug::None,
         })
@@ -236,8 +236,8 @@ impl ShardOwnership {
     /// revoke the lease; [`OwnershipEvent::Left`] says when it is done.
     pub fn leave(&mut self, now: Instant) {
         self.close_window_if_due(now);
-        if self.leaving == Leaving::No {
-            self.leaving = Leaving::Leaving;
+        if self.leaving == Departure::Staying {
+            self.leaving = Departure::Leaving;
         }
         self.progress(now);
     }
@@ -492,7 +492,7 @@ impl ShardOwnership {
                     next_keepalive: sent_at + self.config.keepalive_interval(ttl),
                     keepalive_in_flight: false,
                 };
-                if self.leaving == Leaving::Leaving {
+                if self.leaving == Departure::Leaving {
                     self.finish_leaving();
                 }
             }
@@ -563,8 +563,8 @@ impl ShardOwnership {
         self.lease = Lease::None;
         self.lease_gen += 1;
         self.registration = Registration::No;
-        if self.leaving == Leaving::Leaving {
-            self.leaving = Leaving::Left;
+        if self.leaving == Departure::Leaving {
+            self.leaving = Departure::Left;
             self.events.push_back(OwnershipEvent::Left);
         }
     }
@@ -575,7 +575,7 @@ impl ShardOwnership {
         }
         self.lease = Lease::None;
         self.lease_gen += 1;
-        self.leaving = Leaving::Left;
+        self.leaving = Departure::Left;
         self.events.push_back(OwnershipEvent::Left);
     }
 
@@ -584,11 +584,11 @@ impl ShardOwnership {
         if self.retry_at.is_some_and(|t| t <= now) {
             self.retry_at = None;
         }
-        if self.misconfigured || self.leaving == Leaving::Left {
+        if self.misconfigured || self.leaving == Departure::Left {
             return;
         }
         self.close_window_if_due(now);
-        if self.leaving == Leaving::Left {
+        if self.leaving == Departure::Left {
             return;
         }
         self.keep_lease(now);
@@ -600,7 +600,7 @@ impl ShardOwnership {
                     .push_back(OwnershipEvent::WritesAllowed { shard: *shard });
             }
         }
-        if self.leaving == Leaving::Leaving {
+        if self.leaving == Departure::Leaving {
             if let Registration::Done { revision } = self.registration {
                 let key = member_key(&self.config.prefix, &self.config.node_id);
                 let expect = Expect::ModRevision(revision);
@@ -623,7 +623,7 @@ impl ShardOwnership {
     }
 
     fn keep_lease(&mut self, now: Instant) {
-        let may_grant = !self.waiting(now) && self.leaving == Leaving::No;
+        let may_grant = !self.waiting(now) && self.leaving == Departure::Staying;
         match &mut self.lease {
             Lease::None if may_grant => {
                 self.lease = Lease::Granting;

@@ -7,7 +7,7 @@ use super::super::placement::{ShardId, desired_owner};
 use super::super::view::{
     RELEASED, ShardKey, config_key, config_value, member_key, owned_value, shard_key,
 };
-use super::{HeldState, Leaving, Pending, Registration, ShardOwnership};
+use super::{Departure, HeldState, Pending, Registration, ShardOwnership};
 use crate::Instant;
 
 impl ShardOwnership {
@@ -67,7 +67,9 @@ impl ShardOwnership {
             return;
         }
         let Some(lease) = self.lease() else { return };
-        if self.registration != Registration::No || self.leaving != Leaving::No || self.waiting(now)
+        if self.registration != Registration::No
+            || self.leaving != Departure::Staying
+            || self.waiting(now)
         {
             return;
         }
@@ -106,7 +108,7 @@ impl ShardOwnership {
             .members()
             .keys()
             .map(String::as_str)
-            .filter(|id| self.leaving == Leaving::No || *id != me)
+            .filter(|id| self.leaving == Departure::Staying || *id != me)
             .collect();
         let registered = matches!(self.registration, Registration::Done { .. });
         let lease = self.lease();
@@ -123,7 +125,7 @@ impl ShardOwnership {
                 if live && !ours && key.revision() > h.epoch {
                     lost.push(s);
                 } else if h.state == HeldState::Serving
-                    && (self.leaving != Leaving::No || desired.is_some_and(|d| d != me))
+                    && (self.leaving != Departure::Staying || desired.is_some_and(|d| d != me))
                 {
                     drain.push(s);
                 } else if h.state == HeldState::Drained && !self.waiting(now) {
@@ -131,7 +133,7 @@ impl ShardOwnership {
                 }
                 continue;
             }
-            if self.acquiring.contains(&s) || !registered || self.leaving != Leaving::No {
+            if self.acquiring.contains(&s) || !registered || self.leaving != Departure::Staying {
                 continue;
             }
             if self.waiting(now) {
