@@ -62,3 +62,26 @@ fn a_cluster_seed_replays_to_the_same_trace() {
         assert_eq!(a.stats, b.stats);
     }
 }
+
+#[test]
+fn clocks_drifting_past_the_assumed_bound_break_exclusivity_so_the_bound_is_load_bearing() {
+    // Members assume 1% but their clocks drift up to 30%: a slow clock keeps
+    // a window open after etcd expired the lease. The checker must see it.
+    let cfg = ClusterConfig {
+        clock_drift_ppm: 300_000,
+        ..ClusterConfig::default()
+    };
+    let caught = (0..40)
+        .filter(|&seed| {
+            run_cluster_seed(seed, &cfg)
+                .violations
+                .iter()
+                .any(|v| v.check == "cluster-overlap")
+        })
+        .count();
+    eprintln!("clocks drifting 30% (bound 1%): {caught} of 40 seeds overlap");
+    assert!(
+        caught > 0,
+        "clocks 30x past the drift bound went unnoticed for 40 seeds"
+    );
+}

@@ -67,8 +67,12 @@ pub struct ClusterConfig {
     pub lease_ttl: Duration,
     /// The safety margin.
     pub safety_margin: Duration,
-    /// The drift bound, in ppm; member clocks run at rates inside it.
+    /// The drift bound the members assume, in ppm.
     pub drift_ppm: u32,
+    /// How far member clocks actually drift, in ppm (each member's rate is
+    /// drawn in `±clock_drift_ppm`); within `drift_ppm` unless a test breaks
+    /// the assumption on purpose.
+    pub clock_drift_ppm: u32,
     /// The servers' client lease (the takeover grace derives from it).
     pub client_lease: Duration,
     /// How long the fault schedule runs.
@@ -91,6 +95,7 @@ impl Default for ClusterConfig {
             lease_ttl: Duration::from_secs(2),
             safety_margin: Duration::from_millis(400),
             drift_ppm: 10_000,
+            clock_drift_ppm: 10_000,
             client_lease: Duration::from_millis(1500),
             fault_time: Duration::from_secs(60),
             liveness_bound: Duration::from_secs(30),

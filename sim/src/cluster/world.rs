@@ -131,7 +131,7 @@ pub fn run_cluster_seed(seed: u64, cfg: &ClusterConfig) -> ClusterReport {
     let mut rng = SimRng::new(seed, 0xC1u64);
     let members = (0..cfg.members)
         .map(|i| {
-            let span = i64::from(cfg.drift_ppm);
+            let span = i64::from(cfg.clock_drift_ppm);
             Member {
                 id: format!("m{i}"),
                 incarnation: 0,
