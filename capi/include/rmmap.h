@@ -176,6 +176,11 @@ typedef enum rmmap_error {
    */
   RMMAP_NO_SPACE = 24,
   /**
+   * The file's shard is owned by another member of a cluster (the
+   * message is its address): map it there.
+   */
+  RMMAP_MOVED = 25,
+  /**
    * The mapping was unmapped while the operation waited.
    */
   RMMAP_UNMAPPED = 100,

@@ -68,6 +68,9 @@ pub enum rmmap_error {
     /// memory and not yet on its disk (a sync says so), or no more writes
     /// are accepted until space is freed.
     RMMAP_NO_SPACE = 24,
+    /// The file's shard is owned by another member of a cluster (the
+    /// message is its address): map it there.
+    RMMAP_MOVED = 25,
     /// The mapping was unmapped while the operation waited.
     RMMAP_UNMAPPED = 100,
     /// The session was lost while the operation was in flight: it may or
@@ -129,6 +132,7 @@ const NAMES: &[(rmmap_error, &CStr)] = &[
     (RMMAP_MISALIGNED, c"misaligned"),
     (RMMAP_CANCELLED, c"cancelled"),
     (RMMAP_NO_SPACE, c"no_space"),
+    (RMMAP_MOVED, c"moved"),
     (RMMAP_UNMAPPED, c"unmapped"),
     (RMMAP_OUTCOME_UNKNOWN, c"outcome_unknown"),
     (RMMAP_DISCONNECTED, c"disconnected"),
@@ -212,6 +216,7 @@ fn errno_of(code: rmmap_error) -> c_int {
         | RMMAP_CONFIG => libc::EINVAL,
         RMMAP_READ_ONLY => libc::EROFS,
         RMMAP_NO_SPACE => libc::ENOSPC,
+        RMMAP_MOVED => libc::EREMOTE,
         RMMAP_DISCONNECTED | RMMAP_CLOSED => libc::ENOTCONN,
         RMMAP_CONNECT_FAILED => libc::ECONNREFUSED,
         RMMAP_TIMEOUT => libc::ETIMEDOUT,
@@ -308,7 +313,7 @@ mod tests {
             assert_eq!(c.name().to_str().unwrap(), code.kind(), "code {n}");
             assert!(n < 100, "protocol codes must stay below the client's own");
         }
-        assert!(known >= 24);
+        assert!(known >= 25);
         // And nothing below 100 that the protocol does not have.
         for (e, name) in NAMES {
             let n = *e as c_int;
