@@ -1,6 +1,10 @@
 //! The `rmmap` command: serve a directory, copy files in and out, explore
 //! from a scriptable shell, and run the demo.
 
+#[cfg(feature = "cluster")]
+mod cluster;
+#[cfg(not(feature = "cluster"))]
+#[path = "cluster_absent.rs"]
 mod cluster;
 mod copy;
 mod demo;
