@@ -221,15 +221,17 @@ impl Server {
         let ps = self.config.page_size as u64;
         let s = self.sessions.get_mut(&sid).expect("live");
         s.mappings.remove(&u.mapping);
-        // Fetches and atomics of the mapping that have not begun their work
-        // end here; write-backs and syncs finish and are answered.
+        // Fetches and atomics of the mapping end here, even one whose read
+        // is under way (it grants and writes nothing when the read comes
+        // back: the session may not hold pages it has no mapping for);
+        // write-backs and syncs finish and are answered.
         let cancelled: Vec<_> = s
             .in_progress
             .iter()
             .filter(|(_, op)| {
-                self.ops.get(op).is_some_and(|o| {
-                    o.mapping == Some(u.mapping) && o.lock.is_some() && !o.executing
-                })
+                self.ops
+                    .get(op)
+                    .is_some_and(|o| o.mapping == Some(u.mapping) && o.lock.is_some())
             })
             .map(|(r, op)| (*r, *op))
             .collect();
