@@ -278,7 +278,7 @@ impl Store for FsStore {
         let f = self.handle(file)?;
         let buf = crate::positioned::read_exact_or_zeros(&f.file, offset, len)
             .map_err(|e| map_err(&f.path, e))?;
-        Ok(buf.freeze())
+        Ok(Bytes::from(buf))
     }
 
     fn write(&self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {

@@ -1,5 +1,6 @@
 //! Positioned IO without extra copies: reads into fresh memory without
-//! zeroing it first, and writes of many slices in one `pwritev`.
+//! zeroing it first, and writes of many slices in one `pwritev`, both
+//! through rustix.
 //!
 //! A `Pages` reply reads up to a fetch's worth of bytes (4 MiB by default)
 //! from the file into a new buffer. Zeroing that buffer before `pread`
@@ -13,49 +14,43 @@
 //! Long runs also start their way to the disk at once (see
 //! [`start_writeback`]).
 
-#![allow(unsafe_code)]
-
 use std::io::{self, IoSlice};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
-use bytes::BytesMut;
+use rustix::buffer::spare_capacity;
+use rustix::io::Errno;
 
 /// Reads `len` bytes at `offset`; bytes past the end of the file (or past
 /// the largest offset a file can have) read as zeros.
+///
+/// The buffer is a `Vec` of exactly `len` bytes' capacity that `pread` fills
+/// through rustix's [`spare_capacity`], which extends the `Vec` by what the
+/// kernel wrote: no zeroing first, and no `unsafe` here. A `Vec` whose
+/// length is its capacity becomes `Bytes` without a copy.
 pub(crate) fn read_exact_or_zeros(
-    file: &impl AsRawFd,
+    file: &impl AsFd,
     offset: u64,
     len: usize,
-) -> io::Result<BytesMut> {
-    let mut buf = BytesMut::with_capacity(len);
+) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len);
     while buf.len() < len {
+        // Offsets past i64::MAX cannot be read; they read as zeros.
         let Some(at) = offset
             .checked_add(buf.len() as u64)
-            .and_then(|a| libc::off_t::try_from(a).ok())
+            .filter(|a| i64::try_from(*a).is_ok())
         else {
             break;
         };
-        let want = len - buf.len();
-        let spare = &mut buf.spare_capacity_mut()[..want];
-        // SAFETY: `spare` is valid for writes of `spare.len()` bytes, and
-        // `pread` writes at most that many into it.
-        let n =
-            unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at) };
-        match n {
-            0 => break,
-            n if n > 0 => {
-                // SAFETY: `pread` initialised the first `n` bytes of the
-                // spare capacity, and `n <= spare.len()`.
-                unsafe { buf.set_len(buf.len() + n as usize) };
-            }
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+        match rustix::io::pread(file, spare_capacity(&mut buf), at) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
+    // `with_capacity` may give more room than asked for; bytes read into it
+    // past `len` are not ours to return.
+    buf.truncate(len);
     buf.resize(len, 0);
     Ok(buf)
 }
@@ -74,29 +69,36 @@ const WRITEBACK_HINT_MIN: usize = 256 << 10;
 /// still comes from `fsync`, which reports any error, so this one's result
 /// is ignored. Single pages (random writes, hot pages written again and
 /// again) are left to the kernel, which may merge their rewrites.
+///
+/// The one `unsafe` of this module: rustix has no `sync_file_range`, so it
+/// is called through libc. It passes no memory, only a descriptor that the
+/// borrow keeps open and two integers.
 #[cfg(target_os = "linux")]
-fn start_writeback(file: &impl AsRawFd, offset: u64, len: usize) {
+#[allow(unsafe_code)]
+fn start_writeback(file: &impl AsFd, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
     let (Ok(at), Ok(n)) = (
         libc::off64_t::try_from(offset),
         libc::off64_t::try_from(len),
     ) else {
         return;
     };
-    // SAFETY: a plain system call on a valid descriptor; no memory is
-    // passed.
-    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), at, n, libc::SYNC_FILE_RANGE_WRITE) };
+    let fd = file.as_fd().as_raw_fd();
+    // SAFETY: a plain system call on a descriptor borrowed for the call;
+    // no memory is passed.
+    let _ = unsafe { libc::sync_file_range(fd, at, n, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 /// Elsewhere the kernel's own write-back does it.
 #[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &impl AsRawFd, _offset: u64, _len: usize) {}
+fn start_writeback(_file: &impl AsFd, _offset: u64, _len: usize) {}
 
 /// The most slices one `pwritev` takes (Linux's `IOV_MAX`).
 const MAX_IOVECS: usize = 1024;
 
 /// Writes `parts`, one after another, at `offset`, all of them.
 pub(crate) fn write_all_vectored_at(
-    file: &impl AsRawFd,
+    file: &impl AsFd,
     mut offset: u64,
     parts: &[&[u8]],
 ) -> io::Result<()> {
@@ -108,34 +110,26 @@ pub(crate) fn write_all_vectored_at(
         .collect();
     let mut rest = &mut slices[..];
     while !rest.is_empty() {
-        let at = libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-        let count = rest.len().min(MAX_IOVECS);
-        // SAFETY: `IoSlice` is ABI-compatible with `iovec` (std guarantees
-        // it on Unix), and the `count` slices are valid for reads.
-        let n = unsafe {
-            libc::pwritev(
-                file.as_raw_fd(),
-                rest.as_ptr().cast::<libc::iovec>(),
-                count as libc::c_int,
-                at,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
+        if i64::try_from(offset).is_err() {
             return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "the file took no bytes",
+                io::ErrorKind::InvalidInput,
+                "offset too large",
             ));
         }
+        let count = rest.len().min(MAX_IOVECS);
+        let n = match rustix::io::pwritev(file, &rest[..count], offset) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the file took no bytes",
+                ));
+            }
+            Ok(n) => n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
         offset += n as u64;
-        IoSlice::advance_slices(&mut rest, n as usize);
+        IoSlice::advance_slices(&mut rest, n);
     }
     if total >= WRITEBACK_HINT_MIN {
         start_writeback(file, start, total);
