@@ -1,15 +1,27 @@
 //! Token files (the client's side of a shared secret) and access lists (the
 //! server's side).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rmmap_core::client::ClientConfig;
+use rmmap_core::path::ExportPath;
 use rmmap_core::protocol::MAX_NAME_LEN;
-use rmmap_core::server::{AccessList, decode_hex};
+use rmmap_core::server::{AccessList, ClientEntry, Rights};
 
-/// The shortest secret accepted, as in the server's access list.
+/// The shortest secret accepted, in token files and access lists alike.
 const MIN_SECRET: usize = 16;
+
+/// Why an access list could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("access list line {line}: {reason}")]
+pub struct AccessListError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
 
 /// Why credentials could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +49,7 @@ pub enum CredentialError {
         /// The file.
         path: PathBuf,
         /// What is wrong, with the line number.
-        source: rmmap_core::server::AccessListError,
+        source: AccessListError,
     },
 }
 
@@ -109,9 +121,7 @@ impl Token {
                 }
                 _ => return Err(at("expected `NAME SECRET_HEX`")),
             }
-            let secret = decode_hex(f[1])
-                .filter(|_| f[1].bytes().all(|b| b.is_ascii_hexdigit()))
-                .ok_or_else(|| at("SECRET_HEX is not hex"))?;
+            let secret = hex::decode(f[1]).map_err(|_| at("SECRET_HEX is not hex"))?;
             let token = Token::new(f[0], &secret).map_err(|e| match e {
                 CredentialError::Token { reason, .. } => at(&reason),
                 other => other,
@@ -155,12 +165,60 @@ impl Token {
     }
 }
 
-/// Reads and parses an access list (`NAME SECRET_HEX ro|rw [SUBDIR]` per
-/// line; see [`AccessList::parse`]).
+/// Parses the text of an access list: one client per line,
+/// `NAME SECRET_HEX ro|rw [SUBDIR]`, where `SECRET_HEX` is at least 16
+/// bytes in hex and `SUBDIR` a directory beneath the export root the client
+/// is confined to; blank lines and lines starting with `#` are ignored.
+pub fn parse_access_list(text: &str) -> Result<AccessList, AccessListError> {
+    let mut clients = BTreeMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |reason: &str| AccessListError {
+            line: i + 1,
+            reason: reason.to_owned(),
+        };
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 3 || f.len() > 4 {
+            return Err(err("expected `NAME SECRET_HEX ro|rw [SUBDIR]`"));
+        }
+        if f[0].len() > MAX_NAME_LEN {
+            return Err(err("NAME is too long"));
+        }
+        let secret = hex::decode(f[1]).map_err(|_| err("SECRET_HEX is not hex"))?;
+        if secret.len() < MIN_SECRET {
+            return Err(err("SECRET_HEX must be at least 16 bytes (32 hex digits)"));
+        }
+        let write = match f[2] {
+            "rw" => true,
+            "ro" => false,
+            _ => return Err(err("rights must be `ro` or `rw`")),
+        };
+        let scope = match f.get(3) {
+            None => None,
+            Some(s) => Some(
+                ExportPath::parse(s.trim_end_matches('/').as_bytes())
+                    .map_err(|e| err(&format!("SUBDIR: {e}")))?,
+            ),
+        };
+        let entry = ClientEntry {
+            secret,
+            rights: Rights { write, scope },
+        };
+        if clients.insert(f[0].to_owned(), entry).is_some() {
+            return Err(err("NAME appears twice"));
+        }
+    }
+    Ok(AccessList { clients })
+}
+
+/// Reads and parses an access list (see [`parse_access_list`]).
 pub fn load_access_list(path: impl AsRef<Path>) -> Result<AccessList, CredentialError> {
     let path = path.as_ref();
     let text = read(path)?;
-    AccessList::parse(&text).map_err(|source| CredentialError::AccessList {
+    parse_access_list(&text).map_err(|source| CredentialError::AccessList {
         path: path.to_owned(),
         source,
     })
@@ -227,6 +285,41 @@ mod tests {
             let e = Token::parse(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn access_lists_parse_and_say_what_is_wrong() {
+        let a = parse_access_list(&format!(
+            "# comment\nalice {HEX} rw\nbob {} ro team/bob/\n",
+            HEX.to_uppercase()
+        ))
+        .unwrap();
+        assert!(a.clients["alice"].rights.write);
+        assert_eq!(a.clients["alice"].secret, hex::decode(HEX).unwrap());
+        assert!(!a.clients["bob"].rights.write);
+        assert_eq!(
+            a.clients["bob"].rights.scope.as_ref().unwrap().as_str(),
+            "team/bob"
+        );
+        let cases = [
+            ("carol 0011 rw".to_owned(), "16 bytes"),
+            (format!("d {HEX} rw ../up"), "SUBDIR"),
+            (format!("e +{} rw", &HEX[1..]), "not hex"),
+            (format!("f {HEX}0 rw"), "not hex"),
+            (format!("g {HEX} rx"), "`ro` or `rw`"),
+            (format!("h {HEX}"), "expected"),
+            (
+                format!("{} {HEX} rw", "n".repeat(MAX_NAME_LEN + 1)),
+                "too long",
+            ),
+            (format!("i {HEX} rw\n\ni {HEX} ro"), "twice"),
+        ];
+        for (text, want) in cases {
+            let e = parse_access_list(&text).unwrap_err();
+            assert!(e.to_string().contains(want), "{text:?}: {e}");
+        }
+        let e = parse_access_list(&format!("# x\n\nj {HEX} rw\nk 00 rw")).unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
     }
 
     #[test]

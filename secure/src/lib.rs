@@ -3,7 +3,8 @@
 //! * **Credentials** ([`Token`], [`load_access_list`]): a client's token
 //!   file holds one line `NAME SECRET_HEX`, the first two fields of that
 //!   client's line in the server's access list (`NAME SECRET_HEX ro|rw
-//!   [SUBDIR]`, parsed by [`rmmap_core::server::AccessList`]). The secret
+//!   [SUBDIR]`, parsed by [`parse_access_list`] into the
+//!   [`rmmap_core::server::AccessList`] the server decides with). The secret
 //!   never crosses the wire: the core proves knowledge of it with a
 //!   challenge-response (docs/PROTOCOL.md, section 8).
 //! * **TLS settings** ([`ServerTls`], [`ClientTls`]): rustls configurations
@@ -23,6 +24,9 @@ mod tls;
 #[cfg(feature = "test-pki")]
 pub mod test_pki;
 
-pub use credentials::{CredentialError, Token, load_access_list, readable_by_others};
+pub use credentials::{
+    AccessListError, CredentialError, Token, load_access_list, parse_access_list,
+    readable_by_others,
+};
 pub use rustls;
 pub use tls::{ALPN, ClientTls, ServerTls, TlsSetupError, host_of};

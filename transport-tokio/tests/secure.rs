@@ -6,7 +6,6 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rmmap_core::server::AccessList;
 use rmmap_secure::test_pki::TestCa;
 use rmmap_tokio::{
     Access, AtomicOp, Client, ClientConfig, ClientTls, ConnectError, MapOptions, ServeOptions,
@@ -50,7 +49,7 @@ impl Site {
             .restart_grace(Some(Duration::ZERO));
         if auth {
             let list = format!("writer {RW} rw\nreader {RO} ro\nteam {TEAM} rw team\n");
-            config.core.access = Some(AccessList::parse(&list).unwrap());
+            config.core.access = Some(rmmap_secure::parse_access_list(&list).unwrap());
         }
         let ca = TestCa::new("test CA");
         let options = ServeOptions {

@@ -35,88 +35,12 @@ pub struct ClientEntry {
 }
 
 /// Who may connect. Without one, anyone may, with full rights (minus
-/// [`ServerConfig::read_only`]).
+/// [`ServerConfig::read_only`]). Read from its file by `rmmap-secure`; the
+/// core only decides with it.
 #[derive(Clone, Debug, Default)]
 pub struct AccessList {
     /// Clients by name.
     pub clients: BTreeMap<String, ClientEntry>,
-}
-
-/// Why an access list could not be parsed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("access list line {line}: {reason}")]
-pub struct AccessListError {
-    /// 1-based line number.
-    pub line: usize,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl AccessList {
-    /// Parses the access-list file format: one client per line,
-    /// `NAME SECRET ro|rw [SUBDIR]`, where SECRET is hex (at least 16 bytes);
-    /// blank lines and lines starting with `#` are ignored.
-    pub fn parse(text: &str) -> Result<Self, AccessListError> {
-        let mut clients = BTreeMap::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let err = |reason: &str| AccessListError {
-                line: i + 1,
-                reason: reason.to_owned(),
-            };
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 3 || f.len() > 4 {
-                return Err(err("expected `NAME SECRET ro|rw [SUBDIR]`"));
-            }
-            let secret = decode_hex(f[1]).ok_or_else(|| err("SECRET is not hex"))?;
-            if secret.len() < 16 {
-                return Err(err("SECRET must be at least 16 bytes (32 hex digits)"));
-            }
-            let write = match f[2] {
-                "rw" => true,
-                "ro" => false,
-                _ => return Err(err("rights must be `ro` or `rw`")),
-            };
-            let scope = match f.get(3) {
-                None => None,
-                Some(s) => Some(
-                    ExportPath::parse(s.trim_end_matches('/').as_bytes())
-                        .map_err(|e| err(&format!("SUBDIR: {e}")))?,
-                ),
-            };
-            if f[0].len() > crate::protocol::MAX_NAME_LEN {
-                return Err(err("NAME is too long"));
-            }
-            if clients
-                .insert(
-                    f[0].to_owned(),
-                    ClientEntry {
-                        secret,
-                        rights: Rights { write, scope },
-                    },
-                )
-                .is_some()
-            {
-                return Err(err("NAME appears twice"));
-            }
-        }
-        Ok(AccessList { clients })
-    }
-}
-
-/// Decodes lowercase or uppercase hex.
-pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    // from_str_radix alone would accept a sign ("+f").
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Everything a server can be told. `Default` gives the documented defaults.
@@ -246,26 +170,5 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         ServerConfig::default().validate().unwrap();
-    }
-
-    #[test]
-    fn access_lists_parse_and_say_what_is_wrong() {
-        let a = AccessList::parse(
-            "# comment\nalice 00112233445566778899aabbccddeeff rw\nbob 00112233445566778899aabbccddeeff ro team/bob/\n",
-        )
-        .unwrap();
-        assert!(a.clients["alice"].rights.write);
-        assert_eq!(
-            a.clients["bob"].rights.scope.as_ref().unwrap().as_str(),
-            "team/bob"
-        );
-        let e = AccessList::parse("carol 0011 rw").unwrap_err();
-        assert_eq!(e.line, 1);
-        assert!(e.reason.contains("16 bytes"));
-        assert!(AccessList::parse("d 00112233445566778899aabbccddeeff rw ../up").is_err());
-        assert!(
-            AccessList::parse("e +0112233445566778899aabbccddeeff rw").is_err(),
-            "a sign is not hex"
-        );
     }
 }

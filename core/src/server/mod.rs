@@ -46,9 +46,7 @@ use bytes::{Bytes, BytesMut};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-pub use config::{
-    AccessList, AccessListError, ClientEntry, ConfigError, Rights, ServerConfig, decode_hex,
-};
+pub use config::{AccessList, ClientEntry, ConfigError, Rights, ServerConfig};
 pub use conns::ConnId;
 
 use crate::Instant;
