@@ -1,15 +1,19 @@
 //! Decoding: total, bounded and copy-free.
 //!
-//! [`decode_frame`] looks at the length prefix first (a streaming nom parser:
-//! too few bytes means "read more", never an error), refuses lengths over the
-//! limit before anything is allocated, and only then parses the body with
-//! complete parsers. Payloads (page data, paths) are slices of the received
-//! buffer, so page data reaches the cache without a copy. No input can make
-//! it panic, loop, or allocate more than the frame it was given.
+//! [`decode_frame`] looks at the length prefix first (too few bytes means
+//! "read more", never an error), refuses lengths over the limit before
+//! anything is allocated, and only then walks the body with one cursor
+//! (`Reader`) that reads each field in order and checks each read against
+//! the end of the frame. Payloads (page data, paths) are slices of the
+//! received buffer, so page data reaches the cache without a copy. No input
+//! can make it panic, loop, or allocate more than the frame it was given.
+//!
+//! The grammar is a fixed sequence of big-endian fields per message type,
+//! with counts checked before anything is allocated for them; the standard
+//! library's `split_first_chunk` and `from_be_bytes` read the fields (why no
+//! parser-combinator crate: docs/ARCHITECTURE.md, "The wire decoder").
 
 use bytes::{Buf, Bytes, BytesMut};
-use nom::IResult;
-use nom::number::complete::{be_u8, be_u16, be_u32, be_u64};
 
 use super::error_code::ErrorCode;
 use super::ids::{FileHandle, ReqId, RevId, SessionId, WireMappingId};
@@ -57,12 +61,10 @@ impl DecodeError {
 /// (the length prefix excluded). Returns the whole frame's length including
 /// the prefix, or `None` when more bytes are needed.
 pub fn check_frame(buf: &[u8], max_frame: u32) -> Result<Option<usize>, DecodeError> {
-    let r: IResult<&[u8], u32> = nom::number::streaming::be_u32(buf);
-    let len = match r {
-        Ok((_, len)) => len,
-        Err(nom::Err::Incomplete(_)) => return Ok(None),
-        Err(_) => return Ok(None),
+    let Some((prefix, _)) = buf.split_first_chunk::<4>() else {
+        return Ok(None);
     };
+    let len = u32::from_be_bytes(*prefix);
     if len == 0 {
         return Err(DecodeError::Empty);
     }
@@ -148,8 +150,8 @@ fn kind_name(k: u8) -> Option<&'static str> {
     })
 }
 
-/// Walks one frame with nom's complete parsers, keeping the position so that
-/// payloads can be cut out of the frame's `Bytes` without copying.
+/// Walks one frame field by field, keeping the position so that payloads
+/// can be cut out of the frame's `Bytes` without copying.
 struct Reader<'a> {
     frame: &'a Bytes,
     pos: usize,
@@ -166,36 +168,32 @@ impl Reader<'_> {
         }
     }
 
-    fn rest(&self) -> &[u8] {
-        &self.frame[self.pos..]
-    }
-
     fn remaining(&self) -> usize {
         self.frame.len() - self.pos
     }
 
-    fn run<T>(&mut self, p: impl for<'i> Fn(&'i [u8]) -> IResult<&'i [u8], T>) -> Res<T> {
-        let input = self.rest();
-        match p(input) {
-            Ok((left, v)) => {
-                self.pos += input.len() - left.len();
-                Ok(v)
+    /// The next `N` bytes, as an array.
+    fn array<const N: usize>(&mut self) -> Res<[u8; N]> {
+        match self.frame[self.pos..].split_first_chunk::<N>() {
+            Some((a, _)) => {
+                self.pos += N;
+                Ok(*a)
             }
-            Err(_) => Err(self.bad("frame ends inside a field")),
+            None => Err(self.bad("frame ends inside a field")),
         }
     }
 
     fn u8(&mut self) -> Res<u8> {
-        self.run(|i| be_u8(i))
+        self.array().map(u8::from_be_bytes)
     }
     fn u16(&mut self) -> Res<u16> {
-        self.run(|i| be_u16(i))
+        self.array().map(u16::from_be_bytes)
     }
     fn u32(&mut self) -> Res<u32> {
-        self.run(|i| be_u32(i))
+        self.array().map(u32::from_be_bytes)
     }
     fn u64(&mut self) -> Res<u64> {
-        self.run(|i| be_u64(i))
+        self.array().map(u64::from_be_bytes)
     }
 
     fn flag(&mut self) -> Res<bool> {
@@ -208,22 +206,12 @@ impl Reader<'_> {
 
     /// `n` bytes as a slice of the frame.
     fn bytes(&mut self, n: usize) -> Res<Bytes> {
-        let r: IResult<&[u8], &[u8]> = nom::bytes::complete::take(n)(self.rest());
-        match r {
-            Ok((_, taken)) => {
-                let b = self.frame.slice(self.pos..self.pos + taken.len());
-                self.pos += n;
-                Ok(b)
-            }
-            Err(_) => Err(self.bad("a length field points past the end of the frame")),
+        if n > self.remaining() {
+            return Err(self.bad("a length field points past the end of the frame"));
         }
-    }
-
-    fn array<const N: usize>(&mut self) -> Res<[u8; N]> {
-        let b = self.bytes(N)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(&b);
-        Ok(a)
+        let b = self.frame.slice(self.pos..self.pos + n);
+        self.pos += n;
+        Ok(b)
     }
 
     fn str16(&mut self) -> Res<Bytes> {
