@@ -52,7 +52,8 @@ id_type!(
 pub type PageNo = u64;
 
 /// The version of a page's contents at the server. Versions grow whenever the
-/// server's copy changes and are never reused within an epoch.
+/// server's copy changes and are never reused, not even by a later run of
+/// the server (it records a floor in the export).
 pub type Version = u64;
 
 /// A secret that lets a client resume its session on a new connection.
