@@ -22,6 +22,8 @@
 //! an `Error` frame naming what was wrong and loses its connection, and
 //! nobody else notices.
 
+#[cfg(feature = "bug-injection")]
+mod bugs;
 mod config;
 mod conns;
 mod directory;
@@ -46,6 +48,8 @@ use bytes::{Bytes, BytesMut};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
+#[cfg(feature = "bug-injection")]
+pub use bugs::ServerBug;
 pub use config::{AccessList, ClientEntry, ConfigError, Rights, ServerConfig};
 pub use conns::ConnId;
 
@@ -123,23 +127,6 @@ pub enum InputStatus {
     Closing,
 }
 
-/// Deliberate protocol bugs, to prove that the tests and the simulator can
-/// catch them (feature `bug-injection`).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ServerBug {
-    /// No bug.
-    #[default]
-    None,
-    /// Grant exclusive ownership without invalidating shared copies.
-    SkipInvalidation,
-    /// Give a silent session's pages away without waiting for its lease.
-    IgnoreLease,
-    /// Treat a failed disk write as written (the server before the disk
-    /// became an effect): the data is dropped and its writer told nothing.
-    IgnoreStoreErrors,
-}
-
 /// Why a server could not start.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -213,6 +200,7 @@ pub struct Server {
     /// (and for the run state to be recorded).
     grace_waiting: Vec<OpId>,
     recording: Recording,
+    #[cfg(feature = "bug-injection")]
     bug: ServerBug,
 }
 
@@ -281,6 +269,7 @@ impl Server {
                 version_floor: next_version,
                 grace: Duration::ZERO,
             },
+            #[cfg(feature = "bug-injection")]
             bug: ServerBug::None,
         };
         server.timers.insert((server.grace_until, Timer::GraceEnds));
@@ -334,12 +323,6 @@ impl Server {
     /// Store requests handed out and not yet finished.
     pub fn store_requests_outstanding(&self) -> usize {
         self.disk.outstanding()
-    }
-
-    /// Switches on a deliberate bug (tests only).
-    #[cfg(feature = "bug-injection")]
-    pub fn inject_bug(&mut self, bug: ServerBug) {
-        self.bug = bug;
     }
 
     /// Whether the restart grace period is running: write ownership waits
@@ -406,11 +389,11 @@ impl Server {
 
     /// The connection is gone (closed by either side, or failed).
     pub fn handle_disconnect(&mut self, now: Instant, conn: ConnId) {
-        if let Some(c) = self.conns.remove(&conn)
-            && let Some(sid) = self.leave(conn, c.state)
-            && self.bug == ServerBug::IgnoreLease
-        {
-            self.end_session(now, sid, "bug: lease ignored");
+        if let Some(c) = self.conns.remove(&conn) {
+            // A session left without a connection waits for its lease.
+            let _left = self.leave(conn, c.state);
+            #[cfg(feature = "bug-injection")]
+            self.bug_ignores_lease(now, _left);
         }
         self.run_ready(now);
     }

@@ -17,7 +17,7 @@ use crate::protocol::{AtomicOp, Message, PageNo, ReqId, SessionId, Version, Wire
 
 use super::directory::FileId;
 use super::revoke::RevKind;
-use super::{Server, ServerBug, error_msg};
+use super::{Server, error_msg};
 
 /// An operation, numbered by the server.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -235,12 +235,14 @@ impl Server {
                     }
                     e.lock = Some(id);
                     if !cancelled {
-                        needed_revocations(e, session, &kind, self.bug, next, &mut wanted);
+                        needed_revocations(e, session, &kind, next, &mut wanted);
                     }
                 }
                 next += 1;
             }
         }
+        #[cfg(feature = "bug-injection")]
+        self.bug_skips_invalidations(&kind, &mut wanted);
         let op = self.ops.get_mut(&id).expect("checked above");
         let lock = op.lock.as_mut().expect("checked above");
         lock.next = next;
@@ -396,7 +398,6 @@ fn needed_revocations(
     e: &super::directory::PageEntry,
     session: SessionId,
     kind: &OpKind,
-    bug: ServerBug,
     page: PageNo,
     out: &mut Vec<(SessionId, PageNo, RevKind)>,
 ) {
@@ -414,11 +415,9 @@ fn needed_revocations(
         OpKind::Fetch {
             exclusive: true, ..
         } => {
-            if bug != ServerBug::SkipInvalidation {
-                for &x in &e.sharers {
-                    if x != session {
-                        out.push((x, page, RevKind::Invalidate));
-                    }
+            for &x in &e.sharers {
+                if x != session {
+                    out.push((x, page, RevKind::Invalidate));
                 }
             }
             if let Some(o) = e.owner

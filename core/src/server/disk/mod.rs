@@ -145,7 +145,8 @@ impl Disk {
         self.early.pop_front()
     }
 
-    /// What request `id` is for.
+    /// What request `id` is for (only a deliberate bug asks).
+    #[cfg(feature = "bug-injection")]
     pub(crate) fn purpose_of(&self, id: StoreId) -> Option<Purpose> {
         self.purposes.get(&id).copied()
     }
