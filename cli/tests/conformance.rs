@@ -7,8 +7,16 @@
 //! Test names are `<case>::<client>_client_<server>_server[_over_tls]`, so
 //! `cargo test --test conformance mio_client_mio_server` runs one pairing
 //! both ways and `cargo test --test conformance over_tls` every TLS run.
+//! The cases under `wire::` (conformance_wire/) check the server against
+//! docs/PROTOCOL.md with hand-made frames, once per server transport
+//! (`wire::<case>::raw_client_<server>_server`).
 
 mod common;
+// The raw-frame cases (`wire::...`) speak the protocol by hand.
+#[allow(unused_macros)]
+mod hostile_common;
+#[path = "conformance_wire/mod.rs"]
+mod wire;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
@@ -104,9 +112,22 @@ conformance!(
     a_graceful_shutdown_writes_back_dirty_pages,
 );
 
+/// Runs a raw-frame case against `rmmap serve --transport SERVER` on a
+/// thread, with the same two-minute limit.
+fn within_raw(case: fn(&str), server: &'static str) {
+    within(
+        move |_| case(server),
+        Pairing {
+            client: "raw",
+            server,
+            tls: false,
+        },
+    );
+}
+
 /// Runs a case on a thread and fails it, instead of hanging the suite, if
 /// it takes longer than two minutes.
-fn within(case: fn(Pairing), p: Pairing) {
+fn within(case: impl FnOnce(Pairing) + Send + 'static, p: Pairing) {
     let (tx, rx) = std::sync::mpsc::channel();
     let t = std::thread::spawn(move || {
         case(p);

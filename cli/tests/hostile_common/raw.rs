@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rmmap_core::protocol::{
-    ErrorCode, ErrorMsg, Fetch, HARD_MAX_FRAME, Hello, Map, Message, PROTOCOL_VERSION, ReqId,
-    Welcome, WireMappingId, decode_frame,
+    ErrorCode, ErrorMsg, Fetch, HARD_MAX_FRAME, Hello, Map, Message, PROTOCOL_VERSION, Ping, ReqId,
+    Resume, Welcome, WireMappingId, check_frame, decode_frame,
 };
 
 use super::PATIENCE;
@@ -35,6 +35,18 @@ pub fn hello() -> Hello {
         client_nonce: [7; 16],
         client_name: Bytes::new(),
         resume: None,
+    }
+}
+
+/// A Hello that resumes the session `w` began.
+pub fn resume_hello(w: &Welcome) -> Hello {
+    Hello {
+        resume: Some(Resume {
+            session: w.session,
+            token: w.token,
+            epoch: w.epoch,
+        }),
+        ..hello()
     }
 }
 
@@ -108,14 +120,64 @@ impl Raw {
             if start.elapsed() > within {
                 return None;
             }
-            let mut chunk = [0u8; 64 * 1024];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Some(Recv::Closed),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // Reset: the server closed with our input unread.
-                Err(_) => return Some(Recv::Closed),
+            if !self.read_some() {
+                return Some(Recv::Closed);
+            }
+        }
+    }
+
+    /// Reads what the socket has (waiting at most its read timeout); false
+    /// once the server has closed.
+    fn read_some(&mut self) -> bool {
+        let mut chunk = [0u8; 64 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => true,
+            Err(e) if e.kind() == ErrorKind::Interrupted => true,
+            // Reset: the server closed with our input unread.
+            Err(_) => false,
+        }
+    }
+
+    /// The next frame as it came on the wire, without its length prefix
+    /// (the type byte, then the body), undecoded; `None` if the server
+    /// closed. Panics after [`PATIENCE`].
+    pub fn recv_bytes(&mut self) -> Option<Bytes> {
+        let start = Instant::now();
+        loop {
+            match check_frame(&self.buf, HARD_MAX_FRAME) {
+                Ok(Some(total)) => {
+                    let mut frame = self.buf.split_to(total).freeze();
+                    let _ = frame.split_to(4);
+                    return Some(frame);
+                }
+                Ok(None) => {}
+                Err(e) => panic!("the server sent an impossible length prefix: {e}"),
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "the server sent nothing for {PATIENCE:?}"
+            );
+            if !self.read_some() {
+                return None;
+            }
+        }
+    }
+
+    /// Sends a Ping and returns every frame the server sent before its
+    /// Pong: what it had to say up to that point.
+    pub fn until_pong(&mut self, nonce: u64) -> Vec<Message> {
+        self.send(&Message::Ping(Ping { nonce }));
+        let mut frames = Vec::new();
+        loop {
+            match self.recv() {
+                Recv::Frame(Message::Pong(p)) if p.nonce == nonce => return frames,
+                Recv::Frame(m) => frames.push(m),
+                Recv::Closed => panic!("closed before the pong; got {frames:?}"),
             }
         }
     }
