@@ -5,14 +5,16 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use rmmap_core::protocol::{
-    Atomic, AtomicOp, ErrorCode, Mapped, Message, Pages, Pong, Recall, Release, ReqId,
-    ResumeStatus, RevId, Welcome, WireMappingId, fetch_flags, kind, map_flags,
+    Atomic, AtomicOp, ErrorCode, HARD_MAX_FRAME, Hello, Mapped, Message, PagePatch, Pages, Pong,
+    Recall, RecallAck, Release, ReqId, ResumeStatus, RevId, Welcome, WireMappingId, fetch_flags,
+    kind, map_flags,
 };
 
 use super::common::{Serve, root};
 use super::hostile_common::raw::{
-    Raw, Recv, check_error, fetch_msg, map_msg, reply_req, resume_hello,
+    Raw, Recv, check_error, fetch_msg, hello, map_msg, reply_req, resume_hello,
 };
 
 const PAGE: usize = 4096;
@@ -39,6 +41,8 @@ wire!(
     a_copy_of_a_request_is_answered_once_per_connection_and_again_after_a_resume,
     an_atomic_outside_the_grammar_is_malformed_and_ends_the_session,
     a_server_message_from_a_client_is_a_protocol_violation_in_every_state,
+    hello_limits_names_creation_pipelining_and_bye_behave_as_written,
+    recalled_data_outside_the_recalled_pages_ends_the_session_unapplied,
 );
 
 /// `rmmap serve` over a fresh root holding `f` (two pages of a known
@@ -67,6 +71,25 @@ fn mapped(raw: &mut Raw, req: u64) -> Mapped {
     match raw.reply(req) {
         Message::Mapped(m) => m,
         other => panic!("map {req}: {other:?}"),
+    }
+}
+
+/// The reply to `req`, pinging every lease / 5 meanwhile so that a wait of
+/// more than a lease (for another session's lease to run out) does not
+/// end this session too.
+fn reply_keeping_lease(raw: &mut Raw, req: u64, lease: Duration) -> Message {
+    let mut nonce = 1000;
+    loop {
+        match raw.try_recv(lease / 5) {
+            Some(Recv::Frame(m)) if reply_req(&m) == Some(ReqId(req)) => return m,
+            Some(Recv::Frame(Message::Error(e))) if e.fatal => panic!("waiting for {req}: {e:?}"),
+            Some(Recv::Frame(_)) => {}
+            Some(Recv::Closed) => panic!("closed while waiting for {req}"),
+            None => {
+                nonce += 1;
+                raw.send(&Message::Ping(rmmap_core::protocol::Ping { nonce }));
+            }
+        }
     }
 }
 
@@ -339,4 +362,135 @@ fn a_server_message_from_a_client_is_a_protocol_violation_in_every_state(transpo
         raw.send_raw(&short_pong).unwrap();
         raw.expect_fatal(ErrorCode::Malformed);
     }
+}
+
+/// What an implementer had to find by experiment, as sections 2, 3, 5, 6
+/// and 8 now say it: the least `Hello.max_frame` and what it lowers, a name
+/// without authentication, a request pipelined behind `Hello`, `CREATE`
+/// without `WRITE`, what `Bye` gets.
+fn hello_limits_names_creation_pipelining_and_bye_behave_as_written(transport: &str) {
+    let (_dir, root, server) = serve(transport, "2000");
+    let ps = PAGE as u32;
+    let with_frame = |max_frame: u32| Hello {
+        max_frame,
+        ..hello()
+    };
+    // One page must fit in a Pages reply: page_size + 73.
+    let mut raw = Raw::connect(&server.addr);
+    raw.send(&Message::Hello(with_frame(ps + 72)));
+    raw.expect_fatal(ErrorCode::Protocol);
+    for (max_frame, pages) in [
+        (ps + 73, 1),
+        (64 + 10 * (ps + 9), 10),
+        (HARD_MAX_FRAME + 1, 256),
+        (u32::MAX, 256),
+    ] {
+        let mut raw = Raw::connect(&server.addr);
+        raw.send(&Message::Hello(with_frame(max_frame)));
+        let w = welcome(&mut raw);
+        assert_eq!(w.max_pages_per_request, pages, "max_frame {max_frame}");
+        // The lowered limit is the one enforced.
+        raw.send(&map_msg(1, b"f", 0, 0, 2 * PAGE as u64));
+        let m = mapped(&mut raw, 1).mapping;
+        if pages == 1 {
+            raw.send(&fetch_msg(2, m, 0, 2, 0));
+            match raw.reply(2) {
+                Message::Error(e) => check_error(&e, ErrorCode::OutOfRange, false),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    // A name without authentication, and a Map pipelined behind Hello.
+    let mut raw = Raw::connect(&server.addr);
+    let named = Hello {
+        client_name: Bytes::from_static(b"someone"),
+        ..hello()
+    };
+    let mut both = Message::Hello(named.clone()).to_bytes().to_vec();
+    both.extend_from_slice(&map_msg(1, b"f", 0, 0, 10).to_bytes());
+    raw.send_raw(&both).unwrap();
+    let w = welcome(&mut raw);
+    assert_eq!(w.status, ResumeStatus::New);
+    mapped(&mut raw, 1);
+    // A resume must carry the same name.
+    let mut other = Raw::connect(&server.addr);
+    other.send(&Message::Hello(resume_hello(&w)));
+    other.expect_fatal(ErrorCode::Denied);
+
+    // CREATE without WRITE: the file is made, the mapping is read-only.
+    raw.send(&map_msg(2, b"new", map_flags::CREATE, 0, 100));
+    let m = mapped(&mut raw, 2);
+    assert_eq!(m.file_len, 100);
+    assert_eq!(std::fs::metadata(root.join("new")).unwrap().len(), 100);
+    raw.send(&fetch_msg(3, m.mapping, 0, 1, fetch_flags::EXCLUSIVE));
+    match raw.reply(3) {
+        Message::Error(e) => check_error(&e, ErrorCode::ReadOnly, false),
+        other => panic!("{other:?}"),
+    }
+    raw.send(&fetch_msg(4, m.mapping, 0, 1, 0));
+    assert!(matches!(raw.reply(4), Message::Pages(_)));
+
+    // Bye: nothing in answer, the connection closes, the session is gone.
+    let mut resume = resume_hello(&w);
+    resume.client_name = named.client_name.clone();
+    raw.send(&Message::Bye);
+    raw.send(&map_msg(5, b"f", 0, 0, 10));
+    assert_eq!(
+        raw.until_closed(),
+        vec![],
+        "nothing answers Bye or follows it"
+    );
+    let mut back = Raw::connect(&server.addr);
+    back.send(&Message::Hello(resume));
+    assert_eq!(welcome(&mut back).status, ResumeStatus::Expired);
+}
+
+/// Sections 5 and 7.2: a RecallAck whose data lies outside the recalled
+/// pages is a protocol violation: the session ends, its data is not
+/// applied, and the fetch that recalled waits for the lease to run out.
+fn recalled_data_outside_the_recalled_pages_ends_the_session_unapplied(transport: &str) {
+    let (_dir, root, server) = serve(transport, "1000");
+    let (mut owner, _) = Raw::handshake(&server.addr);
+    owner.send(&map_msg(1, b"f", map_flags::WRITE, 0, 2 * PAGE as u64));
+    let om = mapped(&mut owner, 1).mapping;
+    let excl = fetch_flags::EXCLUSIVE | fetch_flags::WANT_DATA;
+    owner.send(&fetch_msg(2, om, 0, 2, excl));
+    assert!(matches!(owner.reply(2), Message::Pages(p) if p.exclusive));
+
+    let (mut reader, _) = Raw::handshake(&server.addr);
+    reader.send(&map_msg(1, b"f", 0, 0, 2 * PAGE as u64));
+    let rm = mapped(&mut reader, 1).mapping;
+    reader.send(&fetch_msg(2, rm, 0, 1, 0));
+    let recall = match owner.recv() {
+        Recv::Frame(Message::Recall(r)) => r,
+        other => panic!("expected a recall, got {other:?}"),
+    };
+    assert_eq!((recall.first_page, recall.count), (0, 1));
+    // Dirty bytes for page 1, which was not recalled.
+    owner.send(&Message::RecallAck(RecallAck {
+        rev: recall.rev,
+        patches: vec![PagePatch {
+            page: 1,
+            offset: 0,
+            data: Bytes::from_static(b"not recalled"),
+        }],
+    }));
+    let said = owner.expect_fatal(ErrorCode::Protocol);
+    assert!(said.contains("outside"), "{said}");
+    // The reader gets the page once the owner's lease has run out, with the
+    // file's own bytes.
+    let pages = match reply_keeping_lease(&mut reader, 2, Duration::from_millis(1000)) {
+        Message::Pages(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(pages.pages[0].data.as_deref(), Some(&pattern(PAGE)[..]));
+    reader.send(&fetch_msg(3, rm, 1, 1, 0));
+    match reader.reply(3) {
+        Message::Pages(p) => {
+            assert_eq!(p.pages[0].data.as_deref(), Some(&pattern(2 * PAGE)[PAGE..]))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read(root.join("f")).unwrap(), pattern(2 * PAGE));
 }

@@ -53,9 +53,12 @@ pub struct ServerConfig {
     /// After it starts, the server grants no write ownership (and runs no
     /// atomic or shrinking operation) for this long, so that clients of a
     /// previous run, which may still trust their leases and serve reads from
-    /// their caches, have stopped before anyone writes. `None`: one lease.
-    /// Only set it to zero when no previous server can have served this
-    /// export (a fresh directory). Default `None`.
+    /// their caches, have stopped before anyone writes. `None`: the grace
+    /// the previous run recorded in the export (its lease if it crashed,
+    /// what was left of its clients' leases if it shut down cleanly, none
+    /// if no server ever ran there; docs/PROTOCOL.md, section 6.1). Only set
+    /// it to zero when no previous server can have served this export within
+    /// a lease (a fresh directory). Default `None`.
     pub restart_grace: Option<Duration>,
     /// Refuse every write and every read-write mapping. Default false.
     pub read_only: bool,
