@@ -13,8 +13,8 @@
 //!   [`memory`]).
 //! * Sockets are pluggable ([`Connector`], [`Listener`]) and only
 //!   `tokio::time` is read, so the same code runs over a simulated network.
-//! * With feature `cluster`, [`cluster`] drives the shard-ownership machine
-//!   of a cluster member against etcd (docs/CLUSTER.md).
+//! * With feature `cluster`, the module `cluster` drives the shard-ownership
+//!   machine of a cluster member against etcd (docs/CLUSTER.md).
 //! * TLS ([`tls`]) wraps any of them: [`ServeOptions::tls`] on the server,
 //!   [`TlsConnector`] on the client; credentials ([`Token`]) go in the
 //!   [`ClientConfig`].
