@@ -47,7 +47,8 @@ pub(crate) enum Purpose {
     SetLenFor(OpId),
     /// Writing unsynced pieces; `op`, a write-back waiting for it.
     Write { file: FileId, op: Option<OpId> },
-    /// An fsync; `op`, a sync waiting for it.
+    /// An fsync; `op`, a sync waiting for it. `mark` says which written
+    /// pieces it covers, set when it starts.
     Sync {
         file: FileId,
         mark: u64,
@@ -358,7 +359,19 @@ impl Disk {
         f.last_use = tick;
         let unsynced = &f.unsynced;
         let (started, skipped) = f.queue.start(handle, |id| !unsynced.is_writing(id));
+        // An fsync covers every piece written before it starts, including
+        // those of writes queued ahead of it after it was asked for (a
+        // sync's rewrite of what failed): no write runs beside an fsync, so
+        // all of them are done now. Had the mark been taken when the fsync
+        // was asked for, a failure of it would leave the rewritten pieces
+        // counted as written while the kernel dropped them.
+        let mark = f.unsynced.sync_mark();
         for (id, op) in started {
+            if let StoreOp::Sync { .. } = op
+                && let Some(Purpose::Sync { mark: m, .. }) = self.purposes.get_mut(&id)
+            {
+                *m = mark;
+            }
             self.out.push_back(StoreRequest { id, op });
         }
         for id in skipped {
@@ -448,8 +461,8 @@ impl Disk {
     /// Writes again what failed, then fsyncs; `op` waits for the fsync.
     pub(crate) fn sync(&mut self, file: FileId, op: Option<OpId>) -> StoreId {
         self.retry(file);
-        let mark = self.files.get(&file).map_or(0, |f| f.unsynced.sync_mark());
-        self.submit(file, FileOp::Sync, Purpose::Sync { file, mark, op })
+        // The mark is set when the fsync starts.
+        self.submit(file, FileOp::Sync, Purpose::Sync { file, mark: 0, op })
     }
 
     /// Bytes whose write or fsync failed, over every file.
