@@ -187,3 +187,30 @@ fn an_unsynced_atomic_is_reported_lost_by_a_server_crash() {
     assert_eq!(lost[0].1.len(), 1);
     assert!(lost[0].1[0].1.unsynced_writes);
 }
+
+/// sim-6: a clean shutdown recorded as the next run's grace only what was
+/// left of its own clients' leases, not what was left of the grace it had
+/// started with. A run that started inside an earlier run's grace and shut
+/// down at once (nobody connected) let the run after it grant write
+/// ownership while a client of the first run still trusted its cache.
+#[test]
+fn a_clean_shutdown_keeps_what_is_left_of_the_grace_it_started_with() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; PAGE as usize]);
+    let mut c = Cluster::new(config(10_000), store, 1, 111);
+    c.settle();
+    let m = c.map(0, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    c.read(0, m, 0, 8).unwrap();
+    // The client hears nothing more (no goodbye) and cannot reconnect: it
+    // trusts its cached page until its lease runs out.
+    c.hold(0, Direction::ToClient, true);
+    c.nodes[0].unreachable = true;
+    assert!(c.graceful_restart(Duration::from_secs(5)));
+    assert!(c.graceful_restart(Duration::from_secs(5)));
+    c.run_for(Duration::from_millis(10));
+    assert!(c.nodes[0].client.lease_valid_at(c.now));
+    assert!(
+        c.server.in_grace(c.now),
+        "a client of the first run still trusts its cache, but the third run grants writes"
+    );
+}

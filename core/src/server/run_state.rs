@@ -8,7 +8,8 @@
 //!   its lease (or more, if it started inside an earlier run's grace), so
 //!   that a crash is covered whatever lease the next run is given; a clean
 //!   shutdown records what is left of the leases of clients that did not
-//!   confirm its goodbye (usually nothing).
+//!   confirm its goodbye (usually nothing), or of the grace it started
+//!   with, if that is more.
 //! - `version_floor`: every page version this run issues is below it, so a
 //!   later run starts numbering there and a version means the same page
 //!   contents in every run.

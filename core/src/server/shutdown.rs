@@ -12,8 +12,9 @@
 //!    longer than a lease).
 //! 4. **Recording.** The run state records how long the next run must wait
 //!    before it grants write ownership: what is left of the leases of
-//!    clients that did not confirm (nothing, when all did). Then every
-//!    connection closes and [`ServerEvent::ShutdownComplete`] follows.
+//!    clients that did not confirm (nothing, when all did), and of the grace
+//!    this run started with. Then every connection closes and
+//!    [`ServerEvent::ShutdownComplete`] follows.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -231,13 +232,15 @@ impl Server {
             return;
         }
         // Clients that did not confirm may trust their leases until these
-        // run out.
+        // run out, and clients of an earlier run until the grace this run
+        // started with is over.
         let grace = self
             .sessions
             .values()
             .map(|s| s.lease_expiry.saturating_duration_since(now))
             .max()
-            .unwrap_or(Duration::ZERO);
+            .unwrap_or(Duration::ZERO)
+            .max(self.grace_until.saturating_duration_since(now));
         let sd = self.shutdown.as_mut().expect("stopping");
         sd.grace = grace;
         sd.stage = Stage::Recording;
