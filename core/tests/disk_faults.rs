@@ -55,3 +55,33 @@ fn a_sync_whose_rewrite_and_fsync_fail_again_reports_the_failure() {
     c.sync(0, a).unwrap();
     assert_eq!(&store.durable_contents("f").unwrap()[..8], b"abcdefgh");
 }
+
+/// A write replaces bytes of another client's earlier write before either
+/// reached the disk (the disk is full): the earlier writer's sync must not
+/// report success while the disk holds neither write. (The server once
+/// blamed a failed write only on the session whose bytes it carried, so
+/// the earlier writer, whose own bytes had been replaced, was told its sync
+/// succeeded. Simulator seed 402.)
+#[test]
+fn a_sync_fails_while_a_later_write_over_its_bytes_is_off_the_disk() {
+    let (mut c, store) = cluster(2);
+    let a = c.map(0, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    let b = c.map(1, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    c.write(0, a, 0, b"aaaaaaaa").unwrap();
+    store.inject(DiskFault::Full);
+    // Client 1's write recalls client 0's page: its bytes reach the server,
+    // whose disk refuses them.
+    c.write(1, b, 0, b"bbbbbbbb").unwrap();
+    // Client 1's sync writes its own bytes over them; the disk refuses those
+    // too.
+    assert!(c.sync(1, b).is_err(), "the disk is full");
+    let synced = c.sync(0, a);
+    assert!(
+        synced.is_err(),
+        "client 0's sync reported {synced:?} though the disk holds neither write: {:?}",
+        &store.durable_contents("f").unwrap()[..8]
+    );
+    store.heal();
+    c.sync(0, a).unwrap();
+    assert_eq!(&store.durable_contents("f").unwrap()[..8], b"bbbbbbbb");
+}

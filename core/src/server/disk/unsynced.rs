@@ -36,7 +36,17 @@ struct Piece {
     /// The session whose write it is: the one told if it never reaches
     /// the disk.
     writer: SessionId,
+    /// Sessions whose bytes it replaced before those reached the disk: their
+    /// writes survive only through this piece, so they are told too.
+    covers: Vec<SessionId>,
     state: PieceState,
+}
+
+impl Piece {
+    /// Whether `session`'s writes depend on this piece reaching the disk.
+    fn concerns(&self, session: SessionId) -> bool {
+        self.writer == session || self.covers.contains(&session)
+    }
 }
 
 /// A file's unsynced pieces.
@@ -154,15 +164,27 @@ impl Unsynced {
     }
 
     /// A new write by `writer` of `data` at `offset`, whose store request is
-    /// `write`: the latest bytes of that range from now on.
+    /// `write`: the latest bytes of that range from now on. The writers of
+    /// the bytes it replaces, which are not on the disk either, are covered
+    /// by it: a sync of theirs succeeds only once it is durable.
     pub(crate) fn insert(&mut self, offset: u64, data: Bytes, writer: SessionId, write: StoreId) {
         let end = offset + data.len() as u64;
+        let mut covers: Vec<SessionId> = Vec::new();
+        for s in self.overlapping(offset, end) {
+            let p = &self.pieces[&s];
+            covers.push(p.writer);
+            covers.extend_from_slice(&p.covers);
+        }
+        covers.sort_unstable();
+        covers.dedup();
+        covers.retain(|s| *s != writer);
         self.cut(offset, end);
         self.put(
             offset,
             Piece {
                 data,
                 writer,
+                covers,
                 state: PieceState::Writing(write),
             },
         );
@@ -267,18 +289,19 @@ impl Unsynced {
         self.cut(len, u64::MAX);
     }
 
-    /// Why `writer`'s bytes are not on the disk, if some are not: the
-    /// failure of its first failed piece.
+    /// Why `writer`'s writes are not on the disk, if some are not: the
+    /// failure of the first failed piece that carries them (its own bytes,
+    /// or bytes written over them).
     pub(crate) fn failure_of(&self, writer: SessionId) -> Option<&StoreError> {
         self.pieces.values().find_map(|p| match &p.state {
-            PieceState::Failed(e) if p.writer == writer => Some(e),
+            PieceState::Failed(e) if p.concerns(writer) => Some(e),
             _ => None,
         })
     }
 
-    /// Whether `writer` has bytes here that are not yet durable.
+    /// Whether `writer` has writes here that are not yet durable.
     pub(crate) fn holds_from(&self, writer: SessionId) -> bool {
-        self.pieces.values().any(|p| p.writer == writer)
+        self.pieces.values().any(|p| p.concerns(writer))
     }
 
     /// Any failure, for messages.
@@ -351,6 +374,24 @@ mod tests {
         assert_eq!(u.failed_bytes(), 3);
         assert!(u.failure_of(A).is_some());
         assert_eq!(u.written_bytes(), 3, "B's write came after the fsync");
+    }
+
+    #[test]
+    fn a_write_over_another_sessions_unwritten_bytes_answers_for_them_too() {
+        let mut u = Unsynced::default();
+        u.insert(0, b("aaaa"), A, StoreId(1));
+        u.write_done(StoreId(1), &Err(StoreError::NoSpace("full".into())));
+        u.insert(0, b("bbbb"), B, StoreId(2));
+        assert!(u.failure_of(A).is_none(), "B's write is still running");
+        assert!(u.holds_from(A), "A's write survives only through B's");
+        u.write_done(StoreId(2), &Err(StoreError::NoSpace("full".into())));
+        assert!(u.failure_of(A).is_some());
+        assert!(u.failure_of(B).is_some());
+        assert_eq!(u.retry(StoreId(3)).len(), 1);
+        u.write_done(StoreId(3), &Ok(()));
+        let mark = u.sync_mark();
+        u.sync_done(mark, &Ok(()));
+        assert!(!u.holds_from(A) && !u.holds_from(B));
     }
 
     #[test]
