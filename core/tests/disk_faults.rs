@@ -7,7 +7,7 @@ use std::time::Duration;
 use rmmap_core::client::MapOptions;
 use rmmap_core::harness::Cluster;
 use rmmap_core::server::ServerConfig;
-use rmmap_core::store::{DiskFault, MemStore};
+use rmmap_core::store::{DiskFault, MemStore, StoreOp, StoreRequest};
 
 const PAGE: u64 = 4096;
 
@@ -81,6 +81,49 @@ fn a_sync_fails_while_a_later_write_over_its_bytes_is_off_the_disk() {
         "client 0's sync reported {synced:?} though the disk holds neither write: {:?}",
         &store.durable_contents("f").unwrap()[..8]
     );
+    store.heal();
+    c.sync(0, a).unwrap();
+    assert_eq!(&store.durable_contents("f").unwrap()[..8], b"bbbbbbbb");
+}
+
+/// The same, with a write over the bytes queued behind the sync's fsync: the
+/// sync's rewrite of its own (earlier refused) bytes fails again, but they
+/// had already been replaced in memory by a later write, which only runs
+/// after the fsync. When the fsync finishes, the sync's bytes survive only
+/// in that later write, still on its way: the sync waits for it (and here
+/// reports its failure) instead of succeeding. Simulator seed 505.
+#[test]
+fn a_sync_waits_for_a_later_write_over_its_bytes_queued_behind_its_fsync() {
+    let (mut c, store) = cluster(2);
+    let a = c.map(0, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    let b = c.map(1, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    c.write(0, a, 0, b"aaaaaaaa").unwrap();
+    store.inject(DiskFault::Full);
+    c.write(1, b, 0, b"bbbbbbbb").unwrap();
+    store.heal();
+    // Every write takes 100 ms: the fsync of client 0's sync waits behind
+    // the rewrite of its bytes, and client 1's write-back behind the fsync.
+    c.set_disk_hook(Box::new(|r: &StoreRequest| match r.op {
+        StoreOp::Write { .. } => Duration::from_millis(100),
+        _ => Duration::ZERO,
+    }));
+    let now = c.now;
+    let sync_a = c.nodes[0].client.sync(now, a).unwrap();
+    c.flush();
+    c.run_for(Duration::from_millis(10));
+    let now = c.now;
+    let sync_b = c.nodes[1].client.sync(now, b).unwrap();
+    c.flush();
+    c.run_for(Duration::from_millis(10));
+    store.inject(DiskFault::Full);
+    let done_a = c.wait(0, sync_a, Duration::from_secs(10));
+    let durable = store.durable_contents("f").unwrap()[..8].to_vec();
+    assert!(
+        !matches!(done_a, Some(Ok(_))) || durable == b"aaaaaaaa" || durable == b"bbbbbbbb",
+        "client 0's sync reported success though the disk holds {durable:?}"
+    );
+    assert!(matches!(done_a, Some(Err(_))), "{done_a:?}");
+    assert!(c.wait(1, sync_b, Duration::from_secs(10)).is_some());
     store.heal();
     c.sync(0, a).unwrap();
     assert_eq!(&store.durable_contents("f").unwrap()[..8], b"bbbbbbbb");

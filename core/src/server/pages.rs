@@ -260,7 +260,9 @@ impl Server {
     }
 
     /// The fsync of a sync finished: it succeeds when none of the session's
-    /// bytes in the file are still off the disk.
+    /// bytes in the file are still off the disk. Bytes still on their way
+    /// (a later write over the session's bytes, queued behind the fsync,
+    /// now carries them) need another fsync once they are written.
     pub(super) fn sync_done(&mut self, id: OpId) {
         let Some(op) = self.ops.get_mut(&id) else {
             return;
@@ -268,6 +270,10 @@ impl Server {
         op.store_waits -= 1;
         let (sid, req, file) = (op.session, op.req, op.file.expect("known"));
         match self.disk.failure_of(file, sid) {
+            None if self.disk.pending_for(file, sid) => {
+                self.ops.get_mut(&id).expect("exists").store_waits += 1;
+                self.disk.sync(file, Some(id));
+            }
             None => self.answer_op(id, Message::Synced(Synced { req }), false),
             Some(e) => {
                 let path = self.files.get(file).path.clone();

@@ -503,6 +503,15 @@ impl Disk {
             })
     }
 
+    /// Whether some of `writer`'s writes in `file` are on their way to the
+    /// disk: in pieces whose write has not finished, or has finished after
+    /// the last fsync began.
+    pub(crate) fn pending_for(&self, file: FileId, writer: SessionId) -> bool {
+        self.files
+            .get(&file)
+            .is_some_and(|f| f.gone.is_none() && f.unsynced.holds_from(writer))
+    }
+
     /// The first failure among the file's pieces, for messages.
     pub(crate) fn any_failure(&self, file: FileId) -> Option<StoreError> {
         self.files
