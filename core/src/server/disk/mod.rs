@@ -11,7 +11,9 @@
 //! checked so that a file replaced on disk is noticed. Written bytes stay
 //! in memory ([`unsynced`]) until an fsync covers them, so that a failed
 //! write or fsync loses nothing: the bytes are served from memory and
-//! written again.
+//! written again. A file this run may write is fsynced once before it is
+//! first read, so that bytes an earlier run left unsynced are either on the
+//! disk or gone before anyone sees them.
 
 mod queue;
 mod unsynced;
@@ -260,6 +262,21 @@ impl Disk {
                         gone: None,
                     },
                 );
+                // The kernel may still hold bytes nobody fsynced (written by
+                // an earlier run that was killed, or half a short write),
+                // and drops them if an fsync fails: reads would then go back
+                // to older bytes after serving newer ones. One fsync before
+                // the first read settles what the file holds (files this run
+                // may write; a read-only export leaves its disk alone).
+                if opened.writable {
+                    let settle = self.new_id();
+                    let purpose = Purpose::Sync {
+                        file: id,
+                        mark: 0,
+                        op: None,
+                    };
+                    self.enqueue(settle, id, FileOp::Settle, purpose);
+                }
             }
         }
         self.mark(id);

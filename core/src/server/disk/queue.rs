@@ -53,10 +53,20 @@ impl Access {
 /// A request for a file, before its handle is known.
 #[derive(Clone, Debug)]
 pub(crate) enum FileOp {
-    Read { offset: u64, len: usize },
-    Write { runs: Vec<WriteRun> },
-    SetLen { len: u64 },
+    Read {
+        offset: u64,
+        len: usize,
+    },
+    Write {
+        runs: Vec<WriteRun>,
+    },
+    SetLen {
+        len: u64,
+    },
     Sync,
+    /// An fsync that nothing may overtake or run beside, reads included:
+    /// after it, what reads return stays (see `Disk::adopt`).
+    Settle,
 }
 
 impl FileOp {
@@ -76,7 +86,7 @@ impl FileOp {
                     .unwrap_or(0),
             },
             FileOp::Sync => Access::Sync,
-            FileOp::SetLen { .. } => Access::Whole,
+            FileOp::SetLen { .. } | FileOp::Settle => Access::Whole,
         }
     }
 
@@ -85,7 +95,7 @@ impl FileOp {
             FileOp::Read { offset, len } => StoreOp::Read { file, offset, len },
             FileOp::Write { runs } => StoreOp::Write { file, runs },
             FileOp::SetLen { len } => StoreOp::SetLen { file, len },
-            FileOp::Sync => StoreOp::Sync { file },
+            FileOp::Sync | FileOp::Settle => StoreOp::Sync { file },
         }
     }
 }
