@@ -214,3 +214,40 @@ fn a_clean_shutdown_keeps_what_is_left_of_the_grace_it_started_with() {
         "a client of the first run still trusts its cache, but the third run grants writes"
     );
 }
+
+/// sim-7: an exclusive fetch that had begun reading its pages from a slow
+/// disk when a graceful shutdown began was granted once the read finished:
+/// an owner appeared after the shutdown's one round of recalls, and could
+/// write bytes the shutdown would neither recall nor sync.
+#[test]
+fn a_fetch_reading_its_pages_when_shutdown_begins_gets_no_ownership() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; PAGE as usize]);
+    let mut c = Cluster::new(config(1500), store, 1, 207);
+    c.settle();
+    let m = c.map(0, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    c.set_disk_hook(Box::new(|r: &rmmap_core::store::StoreRequest| match r.op {
+        rmmap_core::store::StoreOp::Read { .. } => Duration::from_millis(100),
+        _ => Duration::ZERO,
+    }));
+    let now = c.now;
+    let write = c.nodes[0]
+        .client
+        .write(now, m, 0, Bytes::from_static(b"late"))
+        .unwrap();
+    c.flush();
+    c.run_for(Duration::from_millis(10));
+    assert_eq!(
+        c.server.store_requests_outstanding(),
+        1,
+        "the page is being read"
+    );
+    c.server.begin_shutdown(c.now);
+    c.flush();
+    let done = c.wait(0, write, Duration::from_secs(5));
+    assert!(
+        matches!(done, Some(Err(_))),
+        "the write got ownership during shutdown: {done:?}"
+    );
+    assert!(c.run_until(Duration::from_secs(5), |c| c.server.is_shut_down()));
+}

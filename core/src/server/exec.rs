@@ -97,6 +97,17 @@ impl Server {
         if op.cancelled || !self.sessions.contains_key(&sid) {
             return self.release_op(id);
         }
+        if exclusive && self.shutdown.is_some() {
+            // Shutdown began while the pages were being read: its one round
+            // of recalls is over, so no ownership now either.
+            return self.fail_op(
+                id,
+                Failure::new(
+                    ErrorCode::ShuttingDown,
+                    "the server is shutting down; no new write ownership",
+                ),
+            );
+        }
         let (first, end) = (op.lock().first, op.lock().end);
         let ps = self.config.page_size as u64;
         let Some(&handle) = self.sessions[&sid].handle_of.get(&file) else {
