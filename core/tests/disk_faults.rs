@@ -161,3 +161,42 @@ fn bytes_an_earlier_run_left_unsynced_do_not_vanish_after_a_client_read_them() {
         "a client of this run read {first:?}, then another read {later:?}"
     );
 }
+
+/// A client's write reached the server, whose disk refused it; then the
+/// client was cut off for longer than its lease, and its session ended. Its
+/// next sync, in its new session, must still report the failure: its write
+/// is not on the disk, and a restart would lose it. (The server once
+/// reported failed bytes only to the session that wrote them, and nobody
+/// was told once it ended: the sync succeeded, and a shutdown that could not
+/// write the bytes lost them silently. Simulator seed 20276.)
+#[test]
+fn a_sync_after_the_session_expired_reports_the_old_sessions_failed_bytes() {
+    let (mut c, store) = cluster(2);
+    let a = c.map(0, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    let b = c.map(1, "f", 0, PAGE, MapOptions::read_only()).unwrap();
+    c.write(0, a, 0, b"expiring").unwrap();
+    store.inject(DiskFault::Full);
+    // Client 1's read brings client 0's bytes to the server: the disk
+    // refuses them.
+    assert_eq!(&c.read(1, b, 0, 8).unwrap()[..], b"expiring");
+    // The server confirms it has them (so the client does not count them
+    // lost with its session).
+    c.run_for(Duration::from_secs(1));
+    // Client 0 is cut off for longer than its lease.
+    c.nodes[0].unreachable = true;
+    c.cut(0);
+    c.run_for(Duration::from_secs(3));
+    c.nodes[0].unreachable = false;
+    assert!(c.run_until(Duration::from_secs(10), |c| {
+        c.nodes[0].client.is_connected()
+    }));
+    let synced = c.sync(0, a);
+    assert!(
+        matches!(&synced, Err(e) if e.kind() == "no_space"),
+        "the write is on no disk, yet the sync reported {synced:?}"
+    );
+    store.heal();
+    c.run_for(Duration::from_secs(2));
+    c.sync(0, a).unwrap();
+    assert_eq!(&store.durable_contents("f").unwrap()[..8], b"expiring");
+}

@@ -269,8 +269,13 @@ impl Server {
         };
         op.store_waits -= 1;
         let (sid, req, file) = (op.session, op.req, op.file.expect("known"));
-        match self.disk.failure_of(file, sid) {
-            None if self.disk.pending_for(file, sid) => {
+        // Bytes of sessions that ended (their clients come back in new
+        // sessions) are every syncer's concern.
+        let live = |s: SessionId| self.sessions.contains_key(&s);
+        let failure = self.disk.failure_of(file, sid, &live);
+        let pending = self.disk.pending_for(file, sid, &live);
+        match failure {
+            None if pending => {
                 self.ops.get_mut(&id).expect("exists").store_waits += 1;
                 self.disk.sync(file, Some(id));
             }

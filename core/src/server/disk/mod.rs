@@ -508,14 +508,21 @@ impl Disk {
         }
     }
 
-    /// Why `writer`'s bytes in `file` are not durable, if they are not.
-    pub(crate) fn failure_of(&self, file: FileId, writer: SessionId) -> Option<StoreError> {
+    /// Why `writer`'s bytes in `file` are not durable, if they are not
+    /// (`live` says which sessions still exist: failed bytes of ended ones
+    /// are reported to whoever syncs the file).
+    pub(crate) fn failure_of(
+        &self,
+        file: FileId,
+        writer: SessionId,
+        live: &dyn Fn(SessionId) -> bool,
+    ) -> Option<StoreError> {
         let f = self.files.get(&file)?;
         f.unsynced
-            .failure_of(writer)
+            .failure_of(writer, live)
             .cloned()
             .or_else(|| match &f.gone {
-                Some(e) if f.unsynced.holds_from(writer) => Some(e.clone()),
+                Some(e) if f.unsynced.holds_from(writer, live) => Some(e.clone()),
                 _ => None,
             })
     }
@@ -523,10 +530,15 @@ impl Disk {
     /// Whether some of `writer`'s writes in `file` are on their way to the
     /// disk: in pieces whose write has not finished, or has finished after
     /// the last fsync began.
-    pub(crate) fn pending_for(&self, file: FileId, writer: SessionId) -> bool {
+    pub(crate) fn pending_for(
+        &self,
+        file: FileId,
+        writer: SessionId,
+        live: &dyn Fn(SessionId) -> bool,
+    ) -> bool {
         self.files
             .get(&file)
-            .is_some_and(|f| f.gone.is_none() && f.unsynced.holds_from(writer))
+            .is_some_and(|f| f.gone.is_none() && f.unsynced.holds_from(writer, live))
     }
 
     /// The first failure among the file's pieces, for messages.

@@ -43,9 +43,15 @@ struct Piece {
 }
 
 impl Piece {
-    /// Whether `session`'s writes depend on this piece reaching the disk.
-    fn concerns(&self, session: SessionId) -> bool {
-        self.writer == session || self.covers.contains(&session)
+    /// Whether `session` must hear of this piece before its syncs succeed:
+    /// its writes depend on it reaching the disk, or nobody's who can still
+    /// be told do (every session concerned has ended; `live` says which
+    /// have not), and then whoever syncs the file hears of it, as every
+    /// descriptor of a file hears of a writeback error.
+    fn concerns(&self, session: SessionId, live: &dyn Fn(SessionId) -> bool) -> bool {
+        self.writer == session
+            || self.covers.contains(&session)
+            || (!live(self.writer) && !self.covers.iter().any(|c| live(*c)))
     }
 }
 
@@ -292,16 +298,20 @@ impl Unsynced {
     /// Why `writer`'s writes are not on the disk, if some are not: the
     /// failure of the first failed piece that carries them (its own bytes,
     /// or bytes written over them).
-    pub(crate) fn failure_of(&self, writer: SessionId) -> Option<&StoreError> {
+    pub(crate) fn failure_of(
+        &self,
+        writer: SessionId,
+        live: &dyn Fn(SessionId) -> bool,
+    ) -> Option<&StoreError> {
         self.pieces.values().find_map(|p| match &p.state {
-            PieceState::Failed(e) if p.concerns(writer) => Some(e),
+            PieceState::Failed(e) if p.concerns(writer, live) => Some(e),
             _ => None,
         })
     }
 
     /// Whether `writer` has writes here that are not yet durable.
-    pub(crate) fn holds_from(&self, writer: SessionId) -> bool {
-        self.pieces.values().any(|p| p.concerns(writer))
+    pub(crate) fn holds_from(&self, writer: SessionId, live: &dyn Fn(SessionId) -> bool) -> bool {
+        self.pieces.values().any(|p| p.concerns(writer, live))
     }
 
     /// Any failure, for messages.
@@ -324,6 +334,11 @@ mod tests {
     const A: SessionId = SessionId(1);
     const B: SessionId = SessionId(2);
 
+    fn all_live(_: SessionId) -> bool {
+        true
+    }
+    const ALL_LIVE: fn(SessionId) -> bool = all_live;
+
     #[test]
     fn a_newer_write_replaces_what_it_covers_of_older_pieces() {
         let mut u = Unsynced::default();
@@ -334,8 +349,8 @@ mod tests {
         assert_eq!(&u.overlay(4, b("....."))[..], b"baaa.");
         u.write_done(StoreId(1), &Err(StoreError::NoSpace("full".into())));
         assert_eq!(u.failed_bytes(), 5);
-        assert!(u.failure_of(A).is_some());
-        assert!(u.failure_of(B).is_none());
+        assert!(u.failure_of(A, &ALL_LIVE).is_some());
+        assert!(u.failure_of(B, &ALL_LIVE).is_none());
         u.write_done(StoreId(2), &Ok(()));
         let mark = u.sync_mark();
         u.sync_done(mark, &Ok(()));
@@ -372,7 +387,7 @@ mod tests {
         u.write_done(StoreId(2), &Ok(()));
         u.sync_done(mark, &Err(StoreError::Io("fsync".into())));
         assert_eq!(u.failed_bytes(), 3);
-        assert!(u.failure_of(A).is_some());
+        assert!(u.failure_of(A, &ALL_LIVE).is_some());
         assert_eq!(u.written_bytes(), 3, "B's write came after the fsync");
     }
 
@@ -382,16 +397,22 @@ mod tests {
         u.insert(0, b("aaaa"), A, StoreId(1));
         u.write_done(StoreId(1), &Err(StoreError::NoSpace("full".into())));
         u.insert(0, b("bbbb"), B, StoreId(2));
-        assert!(u.failure_of(A).is_none(), "B's write is still running");
-        assert!(u.holds_from(A), "A's write survives only through B's");
+        assert!(
+            u.failure_of(A, &ALL_LIVE).is_none(),
+            "B's write is still running"
+        );
+        assert!(
+            u.holds_from(A, &ALL_LIVE),
+            "A's write survives only through B's"
+        );
         u.write_done(StoreId(2), &Err(StoreError::NoSpace("full".into())));
-        assert!(u.failure_of(A).is_some());
-        assert!(u.failure_of(B).is_some());
+        assert!(u.failure_of(A, &ALL_LIVE).is_some());
+        assert!(u.failure_of(B, &ALL_LIVE).is_some());
         assert_eq!(u.retry(StoreId(3)).len(), 1);
         u.write_done(StoreId(3), &Ok(()));
         let mark = u.sync_mark();
         u.sync_done(mark, &Ok(()));
-        assert!(!u.holds_from(A) && !u.holds_from(B));
+        assert!(!u.holds_from(A, &ALL_LIVE) && !u.holds_from(B, &ALL_LIVE));
     }
 
     #[test]
