@@ -251,3 +251,31 @@ fn a_fetch_reading_its_pages_when_shutdown_begins_gets_no_ownership() {
     );
     assert!(c.run_until(Duration::from_secs(5), |c| c.server.is_shut_down()));
 }
+
+/// sim-8: a retry of this run's first run-state save (the disk had failed)
+/// fired during a graceful shutdown, before the farewell: it recorded the
+/// final state with no grace at all, and its completion ended the shutdown
+/// there, while a client that never heard the goodbye still trusted its
+/// cache. Only the final state's save ends a shutdown now.
+#[test]
+fn a_run_state_retry_during_shutdown_does_not_end_it_early() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; PAGE as usize]);
+    store.inject(rmmap_core::store::DiskFault::Broken);
+    let mut c = Cluster::new(config(10_000), store.clone(), 1, 10655);
+    store.heal();
+    c.settle();
+    let m = c.map(0, "f", 0, PAGE, MapOptions::read_only()).unwrap();
+    c.read(0, m, 0, 8).unwrap();
+    c.run_for(Duration::from_millis(300));
+    // The goodbye never reaches the client: the farewell waits for it past
+    // the retry of the failed save (one second after the start).
+    c.hold(0, Direction::ToClient, true);
+    assert!(c.graceful_restart(Duration::from_secs(5)));
+    c.run_for(Duration::from_millis(10));
+    assert!(c.nodes[0].client.lease_valid_at(c.now));
+    assert!(
+        c.server.in_grace(c.now),
+        "a client of the first run still trusts its cache, but the next run grants writes"
+    );
+}

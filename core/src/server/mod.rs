@@ -168,6 +168,8 @@ struct Recording {
     saved: bool,
     /// A save is in flight.
     saving: bool,
+    /// The save in flight is a clean shutdown's final state.
+    saving_final: bool,
     /// Versions below this are covered by what was (or is being) recorded.
     version_floor: u64,
     /// The grace a crash of this run would leave the next.
@@ -266,6 +268,7 @@ impl Server {
             recording: Recording {
                 saved: false,
                 saving: false,
+                saving_final: false,
                 version_floor: next_version,
                 grace: Duration::ZERO,
             },
@@ -438,7 +441,7 @@ impl Server {
                         self.disk.retry(f);
                     }
                 }
-                Timer::RunStateRetry => self.record_run_state(!self.is_stopping()),
+                Timer::RunStateRetry => self.record_run_state(!self.final_state_due()),
                 Timer::Farewell => self.farewell_over(now),
             }
         }
@@ -554,19 +557,28 @@ impl Server {
             }
         };
         self.recording.saving = true;
+        self.recording.saving_final = !running;
         self.disk.save_run_state(state.encode());
     }
 
+    /// A save of the run state finished. Only the final state's save ends a
+    /// shutdown: a running state's save (this run's first, or a retry) may
+    /// finish while a shutdown is still recalling, syncing or saying
+    /// goodbye.
     fn run_state_recorded(&mut self, now: Instant, result: Result<(), StoreError>) {
         self.recording.saving = false;
+        let was_final = std::mem::take(&mut self.recording.saving_final);
         match result {
+            Ok(()) if was_final => self.run_state_final_recorded(),
             Ok(()) => {
                 self.recording.saved = true;
-                if self.is_stopping() {
-                    self.run_state_final_recorded();
-                } else {
+                if !self.is_stopping() {
+                    // No new session once shutdown has begun.
                     self.unpark(now);
-                    self.release_grace_waiting(now);
+                }
+                self.release_grace_waiting(now);
+                if self.final_state_due() {
+                    self.record_run_state(false);
                 }
             }
             Err(error) => {
@@ -577,9 +589,11 @@ impl Server {
                         crate::store::RUN_STATE_NAME
                     )),
                 });
-                if self.is_stopping() {
+                if was_final {
                     // The earlier state stays: the next run waits a lease.
                     self.run_state_final_recorded();
+                } else if self.final_state_due() {
+                    self.record_run_state(false);
                 } else {
                     self.timers
                         .insert((now + STORE_RETRY, Timer::RunStateRetry));

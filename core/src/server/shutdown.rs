@@ -80,6 +80,13 @@ impl Server {
             .is_some_and(|s| s.stage == Stage::Done)
     }
 
+    /// Whether shutdown waits for its final run state to be recorded.
+    pub(super) fn final_state_due(&self) -> bool {
+        self.shutdown
+            .as_ref()
+            .is_some_and(|s| s.stage == Stage::Recording)
+    }
+
     /// Whether shutdown has begun.
     pub(super) fn is_stopping(&self) -> bool {
         self.shutdown.is_some()
