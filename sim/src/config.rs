@@ -9,6 +9,36 @@ pub enum InjectedBug {
     SkipInvalidation,
     /// Clients serve their cache after their lease may have run out.
     ClientIgnoresLease,
+    /// The server treats a failed disk write or fsync as successful (the
+    /// server before the disk became an effect): the data is dropped and its
+    /// writer told nothing.
+    IgnoreStoreErrors,
+}
+
+impl InjectedBug {
+    /// Every bug, with its command-line name.
+    pub const ALL: [(&'static str, InjectedBug); 3] = [
+        ("skip-invalidation", InjectedBug::SkipInvalidation),
+        ("client-ignores-lease", InjectedBug::ClientIgnoresLease),
+        ("ignore-store-errors", InjectedBug::IgnoreStoreErrors),
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        InjectedBug::ALL
+            .iter()
+            .find(|(_, b)| *b == self)
+            .map(|(n, _)| *n)
+            .expect("every bug is listed")
+    }
+
+    /// The bug with this command-line name.
+    pub fn parse(name: &str) -> Option<Self> {
+        InjectedBug::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| *b)
+    }
 }
 
 /// Parameters of a run. Everything random derives from the seed given to
@@ -28,12 +58,22 @@ pub struct SimConfig {
     pub files: Vec<u64>,
     /// Server lease (short, so expiry happens within runs).
     pub lease: Duration,
-    /// Inject faults (cuts, partitions, delays, restarts, crashes).
+    /// Inject faults (cuts, partitions, delays, restarts, crashes, and the
+    /// disk's faults when [`SimConfig::disk_faults`] is set too).
     pub faults: bool,
+    /// Let the disk fail as well (with `faults`): slow store requests that
+    /// finish out of order, a full disk, I/O errors, short writes, failing
+    /// fsyncs.
+    pub disk_faults: bool,
+    /// Shut the server down gracefully now and then (with `faults`), often
+    /// while the clients contend for one file's pages.
+    pub graceful_restarts: bool,
     /// Everything pending must finish within this after faults stop.
     pub liveness_bound: Duration,
     /// Keep the text of the trace (for reports); the hash is always kept.
     pub keep_trace: bool,
+    /// With `keep_trace`: print each line to stderr as it comes.
+    pub echo_trace: bool,
     /// A deliberate bug.
     pub bug: Option<InjectedBug>,
 }
@@ -48,8 +88,11 @@ impl Default for SimConfig {
             files: vec![3, 2],
             lease: Duration::from_millis(1500),
             faults: true,
+            disk_faults: true,
+            graceful_restarts: true,
             liveness_bound: Duration::from_secs(90),
             keep_trace: false,
+            echo_trace: false,
             bug: None,
         }
     }

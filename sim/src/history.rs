@@ -29,22 +29,98 @@ impl fmt::Display for Cell {
 
 /// Every written word is unique: it names the client, the operation and the
 /// word within it, so a read names the write it saw. 0 is the initial value.
+///
+/// The upper half is the name (`client + 1` in 4 bits, the operation in 20,
+/// the word in 8) and the lower half a scrambled copy of it, so that a word
+/// torn by a short write (the first bytes of one value over the last of
+/// another) is never a valid value, and [`torn_halves`] names both parts.
 pub fn encode_value(client: usize, op: u64, word: usize) -> u64 {
-    ((client as u64 + 1) << 56) | ((op & 0xFF_FFFF_FFFF) << 8) | (word as u64 & 0xFF)
+    assert!(
+        client < 15 && op < 1 << 20 && word < 1 << 8,
+        "values name at most 15 clients, 2^20 operations per client and 256 words"
+    );
+    let name = ((client as u32 + 1) << 28) | ((op as u32) << 8) | word as u32;
+    join(name, scramble(name))
 }
 
-/// Renders a value as `c<client>#<op>.<word>` (or `init`).
-pub fn show_value(v: u64) -> String {
-    if v == 0 {
-        "init".into()
-    } else {
-        format!(
-            "c{}#{}.{}",
-            (v >> 56).wrapping_sub(1),
-            (v >> 8) & 0xFF_FFFF_FFFF,
-            v & 0xFF
-        )
+/// A bijection of `u32` with `scramble(0) == 0` (multiplication by an odd
+/// constant).
+const SCRAMBLE: u32 = 0x9E37_79B1;
+
+fn scramble(name: u32) -> u32 {
+    name.wrapping_mul(SCRAMBLE)
+}
+
+fn unscramble(x: u32) -> u32 {
+    // The inverse of SCRAMBLE modulo 2^32, by Newton's iteration.
+    let mut inv = SCRAMBLE;
+    for _ in 0..5 {
+        inv = inv.wrapping_mul(2u32.wrapping_sub(SCRAMBLE.wrapping_mul(inv)));
     }
+    x.wrapping_mul(inv)
+}
+
+fn join(name: u32, check: u32) -> u64 {
+    ((name as u64) << 32) | check as u64
+}
+
+/// The value whose name is `name` (0 is the initial value).
+fn named(name: u32) -> u64 {
+    join(name, scramble(name))
+}
+
+/// Whether `v` is a value some write could have stored (or the initial 0).
+pub fn is_valid_value(v: u64) -> bool {
+    v == named((v >> 32) as u32)
+}
+
+/// A word torn by a short write: `(newer, older)`, the value whose first
+/// four bytes (the lower half: words are little-endian) it holds and the
+/// value whose last four bytes it holds. `None` for a valid value.
+pub fn torn_halves(v: u64) -> Option<(u64, u64)> {
+    if is_valid_value(v) {
+        return None;
+    }
+    Some((named(unscramble(v as u32)), named((v >> 32) as u32)))
+}
+
+/// Renders a value as `c<client>#<op>.<word>` (or `init`, or both halves
+/// of a torn word).
+pub fn show_value(v: u64) -> String {
+    if let Some((newer, older)) = torn_halves(v) {
+        return format!("torn({}|{})", show_value(newer), show_value(older));
+    }
+    if v == 0 {
+        return "init".into();
+    }
+    let name = (v >> 32) as u32;
+    format!(
+        "c{}#{}.{}",
+        (name >> 28).wrapping_sub(1),
+        (name >> 8) & 0xF_FFFF,
+        name & 0xFF
+    )
+}
+
+/// The value of every cell of `cells` in the files `contents` gives (0 past
+/// a file's end, or for a file it does not know).
+pub fn cell_values(
+    cells: &[Cell],
+    mut contents: impl FnMut(usize) -> Option<Vec<u8>>,
+) -> BTreeMap<Cell, u64> {
+    let mut files: BTreeMap<usize, Option<Vec<u8>>> = BTreeMap::new();
+    cells
+        .iter()
+        .map(|c| {
+            let bytes = files.entry(c.file).or_insert_with(|| contents(c.file));
+            let at = c.offset as usize;
+            let v = bytes
+                .as_deref()
+                .and_then(|b| b.get(at..at + 8))
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+            (*c, v)
+        })
+        .collect()
 }
 
 /// What an operation asked for.
@@ -226,6 +302,10 @@ pub struct History {
     /// Mappings the client was told lost writes through failed operations
     /// (`OpError::SessionLost`), with the real-time order.
     pub told_by_error: BTreeMap<(usize, MappingId), u64>,
+    /// Per sync that completed OK (history id): what each cell of its file
+    /// held on the disk's durable image at that moment (what a crash then
+    /// would have left).
+    pub synced_images: BTreeMap<usize, BTreeMap<Cell, u64>>,
 }
 
 /// A server restart.
@@ -237,6 +317,16 @@ pub struct Restart {
     pub at: Instant,
     /// The store lost what was not synced.
     pub crash: bool,
-    /// What each cell held on disk afterwards.
+    /// The server shut down gracefully first (it may have run out of time
+    /// and been killed).
+    pub graceful: bool,
+    /// What each cell held in the files afterwards (what the kernel holds,
+    /// written or not).
     pub disk: BTreeMap<Cell, u64>,
+    /// What each cell held on the disk itself (what an fsync made
+    /// durable). After a restart without a power loss the two may differ:
+    /// the kernel still holds bytes nobody fsynced, and drops them if an
+    /// fsync fails before the new run settles the file, so the new run
+    /// starts from either.
+    pub durable: BTreeMap<Cell, u64>,
 }

@@ -189,13 +189,18 @@ pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
     }
     if !cfg.faults {
         s.push_str(" --no-faults");
+    } else {
+        if !cfg.disk_faults {
+            s.push_str(" --no-disk-faults");
+        }
+        if !cfg.graceful_restarts {
+            s.push_str(" --no-graceful");
+        }
     }
     if let Some(b) = cfg.bug {
         s = s.replace("--release", "--release --features bug-injection");
-        s.push_str(match b {
-            InjectedBug::SkipInvalidation => " --bug skip-invalidation",
-            InjectedBug::ClientIgnoresLease => " --bug client-ignores-lease",
-        });
+        s.push_str(" --bug ");
+        s.push_str(b.name());
     }
     s
 }

@@ -38,9 +38,13 @@ struct Args {
     /// Print the trace of `--seed` even when it passes.
     #[arg(long)]
     trace: bool,
+    /// With `--seed`: print the trace to stderr as the run goes (for a run
+    /// that panics).
+    #[arg(long)]
+    echo: bool,
     /// Inject a protocol bug (needs `--features bug-injection`):
-    /// skip-invalidation or client-ignores-lease; with `--cluster`,
-    /// serve-after-lease-loss.
+    /// skip-invalidation, client-ignores-lease or ignore-store-errors; with
+    /// `--cluster`, serve-after-lease-loss.
     #[arg(long)]
     bug: Option<String>,
     /// Stop at the first failing seed.
@@ -49,6 +53,13 @@ struct Args {
     /// Run without faults (a clean network, no restarts or crashes).
     #[arg(long)]
     no_faults: bool,
+    /// Run every fault except the disk's (a disk that is always fast and
+    /// never fails).
+    #[arg(long)]
+    no_disk_faults: bool,
+    /// Run every fault except graceful shutdowns.
+    #[arg(long)]
+    no_graceful: bool,
     /// Network level: the real rmmap-tokio client and server over turmoil.
     #[arg(long)]
     net: bool,
@@ -83,15 +94,14 @@ fn config(args: &Args) -> Result<SimConfig, String> {
         cfg.steps = s;
     }
     cfg.faults = !args.no_faults;
+    cfg.disk_faults = !args.no_disk_faults;
+    cfg.graceful_restarts = !args.no_graceful;
     cfg.bug = match args.bug.as_deref() {
         None => None,
-        Some("skip-invalidation") => Some(InjectedBug::SkipInvalidation),
-        Some("client-ignores-lease") => Some(InjectedBug::ClientIgnoresLease),
-        Some(other) => {
-            return Err(format!(
-                "unknown bug {other:?}: skip-invalidation or client-ignores-lease"
-            ));
-        }
+        Some(name) => Some(InjectedBug::parse(name).ok_or_else(|| {
+            let names: Vec<&str> = InjectedBug::ALL.iter().map(|(n, _)| *n).collect();
+            format!("unknown bug {name:?}: one of {}", names.join(", "))
+        })?),
     };
     if cfg.bug.is_some() && !cfg!(feature = "bug-injection") {
         return Err(
@@ -131,6 +141,7 @@ fn main() -> ExitCode {
     };
     if let Some(seed) = args.seed {
         cfg.keep_trace = true;
+        cfg.echo_trace = args.echo;
         let r = run_seed_guarded(seed, &cfg);
         let failed = !r.violations.is_empty();
         if failed || args.trace {
@@ -156,12 +167,7 @@ fn main() -> ExitCode {
     for seed in args.start..args.start + n {
         let r = run_seed_guarded(seed, &cfg);
         ops += r.ops_checked;
-        stats.restarts += r.stats.restarts;
-        stats.sessions_lost += r.stats.sessions_lost;
-        stats.long_partitions += r.stats.long_partitions;
-        stats.client_crashes += r.stats.client_crashes;
-        stats.cuts += r.stats.cuts;
-        stats.frames_cut += r.stats.frames_cut;
+        stats.add(&r.stats);
         if !r.violations.is_empty() {
             print_failure(&r, &cfg);
             failed.push(seed);
@@ -171,19 +177,38 @@ fn main() -> ExitCode {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let s = &stats;
     println!(
         "{n} seeds from {} in {secs:.1} s: {:.1} seeds/s, {ops} operations checked ({:.0}/s); \
-         faults: {} cuts, {} frame drops, {} partitions longer than the lease, {} server restarts, \
-         {} client crashes, {} sessions lost; {} failing seed(s){}",
+         faults: {} cuts, {} frame drops, {} partitions ({} longer than the lease), \
+         {} server kills ({} losing unsynced data), {} graceful restarts ({} during contention, \
+         {} cut short), {} client crashes, {} sessions lost; \
+         disk: {} full periods, {} broken periods, {} short writes, {} failing fsyncs injected, \
+         {} store operations failed of {} run, {} delayed, {} syncs failed on disk, \
+         {} torn cells at restarts; {} failing seed(s){}",
         args.start,
         n as f64 / secs,
         ops as f64 / secs,
-        stats.cuts,
-        stats.frames_cut,
-        stats.long_partitions,
-        stats.restarts,
-        stats.client_crashes,
-        stats.sessions_lost,
+        s.cuts,
+        s.frames_cut,
+        s.partitions,
+        s.long_partitions,
+        s.restarts,
+        s.crash_restarts,
+        s.graceful_restarts,
+        s.contended_shutdowns,
+        s.shutdowns_cut_short,
+        s.client_crashes,
+        s.sessions_lost,
+        s.disk_full,
+        s.disk_broken,
+        s.short_writes,
+        s.failed_syncs,
+        s.disk_errors,
+        s.store_requests,
+        s.store_delayed,
+        s.syncs_failed_on_disk,
+        s.torn_cells,
         failed.len(),
         if failed.is_empty() {
             String::new()

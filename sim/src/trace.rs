@@ -7,6 +7,7 @@ pub struct Trace {
     hash: u64,
     lines: Option<Vec<String>>,
     count: u64,
+    echo: bool,
 }
 
 impl Trace {
@@ -16,7 +17,15 @@ impl Trace {
             hash: 0xcbf2_9ce4_8422_2325,
             lines: keep.then(Vec::new),
             count: 0,
+            echo: false,
         }
+    }
+
+    /// Also prints every kept line to stderr as it comes (a run that panics
+    /// in the core loses the lines it kept).
+    pub fn echo(mut self, on: bool) -> Self {
+        self.echo = on && self.lines.is_some();
+        self
     }
 
     /// Adds a line.
@@ -26,6 +35,13 @@ impl Trace {
             self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
         }
         self.count += 1;
+        self.keep(s);
+    }
+
+    fn keep(&mut self, s: String) {
+        if self.echo {
+            eprintln!("{s}");
+        }
         if let Some(l) = &mut self.lines {
             l.push(s);
         }
@@ -34,9 +50,7 @@ impl Trace {
     /// Adds a line to the text only (not hashed): detail that is there only
     /// when the text is kept, such as every frame.
     pub fn note(&mut self, s: String) {
-        if let Some(l) = &mut self.lines {
-            l.push(s);
-        }
+        self.keep(s);
     }
 
     /// Whether lines are kept.

@@ -122,6 +122,45 @@ impl Layout {
         }
     }
 
+    /// A write of `len` bytes at `offset` of `file`, each cell in it a new
+    /// value of operation `seq` of `client`.
+    fn write(&self, client: usize, seq: u64, file: usize, offset: u64, len: u64) -> Planned {
+        let mut data = vec![0u8; len as usize];
+        let mut cells = Vec::new();
+        for (w, c) in self.cells_in(file, offset, len).into_iter().enumerate() {
+            let v = encode_value(client, seq, w);
+            let at = (c.offset - offset) as usize;
+            data[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            cells.push((c, v));
+        }
+        Planned::Write {
+            file,
+            offset,
+            data: Bytes::from(data),
+            cells,
+        }
+    }
+
+    /// A write that contends with other clients' for `file`'s pages: the
+    /// first cell of a page, the last cell of a page and the first of the
+    /// next (two pages, locked in order), or a whole page.
+    pub fn plan_contended_write(
+        &self,
+        rng: &mut SimRng,
+        client: usize,
+        seq: u64,
+        file: usize,
+    ) -> Planned {
+        let ps = self.page_size;
+        let pages = self.pages[file];
+        let (offset, len) = match rng.below(3) {
+            0 => (rng.below(pages) * ps, 8),
+            1 if pages > 1 => (rng.below(pages - 1) * ps + ps - 8, 16),
+            _ => (rng.below(pages) * ps, ps),
+        };
+        self.write(client, seq, file, offset, len)
+    }
+
     /// Chooses the next operation of `client` on one of `files` (the files
     /// it has a ready mapping of). `seq` numbers the client's operations;
     /// `last_seen` gives the last value it saw of a cell (for
@@ -141,20 +180,7 @@ impl Layout {
             Planned::Read { file, offset, len }
         } else if roll < 84 {
             let (offset, len) = self.range(rng, file, false);
-            let mut data = vec![0u8; len as usize];
-            let mut cells = Vec::new();
-            for (w, c) in self.cells_in(file, offset, len).into_iter().enumerate() {
-                let v = encode_value(client, seq, w);
-                let at = (c.offset - offset) as usize;
-                data[at..at + 8].copy_from_slice(&v.to_le_bytes());
-                cells.push((c, v));
-            }
-            Planned::Write {
-                file,
-                offset,
-                data: Bytes::from(data),
-                cells,
-            }
+            self.write(client, seq, file, offset, len)
         } else if roll < 94 {
             Planned::Sync { file }
         } else {

@@ -1,7 +1,7 @@
 //! Checks stated directly rather than through a linearization: they name
 //! the guarantee that broke, which makes failures easier to read.
 
-use crate::history::{Cell, OpKind, OpRecord, show_value};
+use crate::history::{Cell, OpKind, OpRecord, show_value, torn_halves};
 
 use super::linear::Act;
 use super::{CellOp, Facts, Violation};
@@ -38,7 +38,7 @@ pub fn check_cell(
         .collect();
     let init = facts.initial(cell, seg);
     for (r, v) in &reads {
-        if *v == init {
+        if init.contains(v) {
             continue;
         }
         match facts.writer.get(&(cell, *v)) {
@@ -122,21 +122,49 @@ pub fn check_cell(
     }
 }
 
+/// What a word on the disk stands for in the checks below: a word torn by
+/// a short write counts as the older of its two halves (the newer write did
+/// not reach the disk whole).
+fn effective(raw: u64) -> u64 {
+    torn_halves(raw).map_or(raw, |(_, older)| older)
+}
+
+/// The values a word on the disk is made of (both halves of a torn word)
+/// that nobody wrote.
+fn unwritten_parts(facts: &Facts<'_>, cell: Cell, raw: u64) -> Vec<u64> {
+    let parts = match torn_halves(raw) {
+        Some((newer, older)) => vec![newer, older],
+        None => vec![raw],
+    };
+    parts
+        .into_iter()
+        .filter(|v| *v != 0 && !facts.writer.contains_key(&(cell, *v)))
+        .collect()
+}
+
 /// At every server restart: nothing synced is lost, and nothing unsynced is
 /// lost without its client being told.
 pub fn check_restarts(facts: &Facts<'_>, out: &mut Vec<Violation>) {
     let h = facts.history;
     for (k, r) in h.restarts.iter().enumerate() {
         let k = k as u32;
-        for (&cell, &d) in &r.disk {
-            if d != 0 && !facts.writer.contains_key(&(cell, d)) {
+        for (&cell, &raw) in &r.disk {
+            // Losses are judged by what the disk holds: what only the
+            // kernel held may still vanish (clients were told it may).
+            let held = r.durable.get(&cell).copied().unwrap_or(raw);
+            if let Some(&bad) = [raw, held]
+                .iter()
+                .find(|v| !unwritten_parts(facts, cell, **v).is_empty())
+            {
                 let msg = format!(
                     "after restart {k} the disk holds {}, which nobody wrote",
-                    show_value(d)
+                    show_value(bad)
                 );
                 out.push(Violation::new("phantom-value", Some(cell), msg, Vec::new()));
                 continue;
             }
+            let raw = held;
+            let d = effective(raw);
             for w in &h.ops {
                 let Some(v) = stored(w, cell) else { continue };
                 if w.end_segment > k || v == d || !facts.before(cell, d, w) {
@@ -148,9 +176,10 @@ pub fn check_restarts(facts: &Facts<'_>, out: &mut Vec<Violation>) {
                         "durability",
                         Some(cell),
                         format!(
-                            "{w} was synced, but after restart {k} (crash={}) the disk holds the older {}",
+                            "{w} was synced, but after restart {k} (crash={}, graceful={}) the disk holds the older {}",
                             r.crash,
-                            show_value(d)
+                            r.graceful,
+                            show_value(raw)
                         ),
                         vec![w.id],
                     ));
@@ -159,16 +188,66 @@ pub fn check_restarts(facts: &Facts<'_>, out: &mut Vec<Violation>) {
                         "silent-loss",
                         Some(cell),
                         format!(
-                            "{w} was lost in restart {k} (crash={}; the disk holds {}) and client {} was never told \
+                            "{w} was lost in restart {k} (crash={}, graceful={}; the disk holds {}) and client {} was never told \
                              (no SessionLost naming {:?}, no operation failed with session_lost)",
                             r.crash,
-                            show_value(d),
+                            r.graceful,
+                            show_value(raw),
                             w.client,
                             w.mapping
                         ),
                         vec![w.id],
                     ));
                 }
+            }
+        }
+    }
+}
+
+/// At every sync that completed OK: every write (or atomic) its client
+/// completed in the same incarnation before invoking it is on the disk's
+/// durable image of the file at that moment (its value, or a value written
+/// later), so that a power loss right then would keep it. A sync that
+/// reports success for data the disk does not hold is the one lie the
+/// durability guarantee forbids.
+pub fn check_syncs(facts: &Facts<'_>, out: &mut Vec<Violation>) {
+    let h = facts.history;
+    for (&sid, image) in &h.synced_images {
+        let s = &h.ops[sid];
+        if s.end_incarnation != s.incarnation {
+            continue;
+        }
+        for (&cell, &raw) in image {
+            if !unwritten_parts(facts, cell, raw).is_empty() {
+                let msg = format!(
+                    "when {s} completed, the durable image holds {}, which nobody wrote",
+                    show_value(raw)
+                );
+                out.push(Violation::new("phantom-value", Some(cell), msg, vec![sid]));
+                continue;
+            }
+            let d = effective(raw);
+            for w in &h.ops {
+                let Some(v) = stored(w, cell) else { continue };
+                if w.client != s.client
+                    || w.end_incarnation != s.incarnation
+                    || w.complete_seq.is_none_or(|c| c > s.invoke_seq)
+                    || v == d
+                    || !facts.before(cell, d, w)
+                {
+                    continue;
+                }
+                out.push(Violation::new(
+                    "sync-durability",
+                    Some(cell),
+                    format!(
+                        "{s} reported success, but the disk's durable image holds the older {} \
+                         where {w}, completed before the sync began, wrote {}",
+                        show_value(raw),
+                        show_value(v)
+                    ),
+                    vec![w.id, sid],
+                ));
             }
         }
     }

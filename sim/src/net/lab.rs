@@ -22,7 +22,7 @@ use rmmap_tokio::{Client, ClientEvent, Mapping, OpError};
 use tokio::sync::{Notify, broadcast};
 
 use crate::checker::Violation;
-use crate::history::{Cell, History, OpKind, OpRecord, Outcome, Restart};
+use crate::history::{Cell, History, OpKind, OpRecord, Outcome, Restart, cell_values};
 use crate::trace::Trace;
 use crate::workload::{Layout, Planned};
 
@@ -295,24 +295,20 @@ impl Lab {
     /// server run begins with what the disk holds now.
     pub(crate) fn restart_server(&mut self, crash: bool, now: Duration) {
         self.segment += 1;
-        let mut disk = BTreeMap::new();
-        for c in &self.history.cells {
-            let bytes = self
-                .store
-                .contents(&Layout::path(c.file))
-                .unwrap_or_default();
-            let o = c.offset as usize;
-            let v = bytes
-                .get(o..o + 8)
-                .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-            disk.insert(*c, v);
-        }
+        let disk = cell_values(&self.history.cells, |f| {
+            self.store.contents(&Layout::path(f))
+        });
+        let durable = cell_values(&self.history.cells, |f| {
+            self.store.durable_contents(&Layout::path(f))
+        });
         let seq = self.next_seq();
         self.history.restarts.push(Restart {
             seq,
             at: at(now),
             crash,
+            graceful: false,
             disk,
+            durable,
         });
         self.line(
             now,

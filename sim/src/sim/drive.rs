@@ -144,19 +144,33 @@ impl Sim<'_> {
     }
 
     /// Advances virtual time by `dt`, one cluster step at a time, stopping
-    /// where partitions end.
+    /// where partitions and periods of disk faults end.
     pub(super) fn advance(&mut self, dt: Duration) {
+        self.advance_until(dt, |_| false);
+    }
+
+    /// Like [`Sim::advance`], but stops early, right after the step in
+    /// which `done` becomes true; says whether it did.
+    pub(super) fn advance_until(&mut self, dt: Duration, done: impl Fn(&Self) -> bool) -> bool {
         let until = self.cluster.now + dt;
         loop {
+            if done(self) {
+                return true;
+            }
             let now = self.cluster.now;
+            let disk_change = self.disk.borrow().next_change(now);
             let stop = self
                 .parts
                 .iter()
                 .filter_map(|p| p.next_change(now))
+                .chain(disk_change)
                 .fold(until, |a, b| a.min(b));
             let mut n = 0;
             while self.cluster.step(stop) {
                 self.after_step();
+                if done(self) {
+                    return true;
+                }
                 n += 1;
                 if n > MAX_STEPS_PER_ADVANCE {
                     let d = format!(
@@ -165,7 +179,7 @@ impl Sim<'_> {
                     self.violations
                         .push(Violation::new("stuck", None, d, Vec::new()));
                     self.cluster.now = until;
-                    return;
+                    return done(self);
                 }
             }
             if self.cluster.now < stop {
@@ -173,7 +187,7 @@ impl Sim<'_> {
             }
             self.after_step();
             if stop >= until {
-                break;
+                return done(self);
             }
         }
     }
@@ -185,6 +199,10 @@ impl Sim<'_> {
         let now = self.cluster.now;
         for i in 0..self.parts.len() {
             self.parts[i].apply(&mut self.cluster, i, now);
+            self.cluster.nodes[i].unreachable |= self.stopping;
+        }
+        if self.disk.borrow_mut().apply(&self.cluster.store, now) {
+            self.trace.line(format!("{now:?} disk fault period over"));
         }
         if let Err(e) = self.cluster.server.check_invariants()
             && !self
@@ -205,6 +223,10 @@ impl Sim<'_> {
             (std::mem::take(&mut f.log), std::mem::take(&mut f.frames))
         };
         for l in frames {
+            self.trace.note(format!("{now:?} {l}"));
+        }
+        let requests = std::mem::take(&mut self.disk.borrow_mut().requests);
+        for l in requests {
             self.trace.note(format!("{now:?} {l}"));
         }
         for l in log {
@@ -253,6 +275,7 @@ impl Sim<'_> {
             }
             Event::Connected { resumed } => {
                 self.stats.connects += 1;
+                self.clients[i].connected_once = true;
                 if !resumed {
                     let inc = self.clients[i].incarnation;
                     self.history.inc_segment.insert((i, inc), self.segment);
@@ -342,8 +365,19 @@ impl Sim<'_> {
                             }
                             _ => {}
                         }
+                        if let OpKind::Sync { file } = rec.kind {
+                            // What a power loss now would leave of the file.
+                            let image = self.durable_image(file);
+                            self.history.synced_images.insert(id, image);
+                        }
                     }
                     Err(e) => {
+                        if matches!(rec.kind, OpKind::Sync { .. })
+                            && matches!(e.kind(), "no_space" | "io")
+                        {
+                            self.stats.syncs_failed_on_disk += 1;
+                        }
+                        let rec = &mut self.history.ops[id];
                         rec.outcome = Outcome::Failed(e.kind().to_owned());
                         let m = rec.mapping;
                         if let OpError::SessionLost(l) = &e {

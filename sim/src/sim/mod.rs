@@ -3,15 +3,18 @@
 //!
 //! A run has three phases:
 //! 1. **Faults**: each step issues an operation on a random client, injects
-//!    a fault, or advances virtual time.
+//!    a fault (of the network, the server, a client or the disk), or
+//!    advances virtual time.
 //! 2. **Liveness**: faults stop; every live client must reconnect and every
 //!    pending operation finish within [`SimConfig::liveness_bound`].
 //! 3. **Read-back**: every live client syncs and reads every cell, so lost
 //!    writes show up in the history; then the checker runs.
 
 mod caches;
+mod disk;
 mod drive;
 mod faults;
+mod restarts;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -21,7 +24,7 @@ use std::time::Duration;
 use rmmap_core::client::{ClientConfig, MappingId, OpId};
 use rmmap_core::harness::{Cluster, Direction};
 use rmmap_core::server::ServerConfig;
-use rmmap_core::store::MemStore;
+use rmmap_core::store::{DiskFault, MemStore};
 
 use crate::checker::{self, Violation};
 use crate::config::SimConfig;
@@ -30,6 +33,7 @@ use crate::rng::SimRng;
 use crate::trace::Trace;
 use crate::workload::Layout;
 
+use disk::DiskFaults;
 use faults::{FrameFaults, Partition, partition_length};
 
 /// What happened in a run, in numbers.
@@ -43,8 +47,38 @@ pub struct Stats {
     pub partitions: u64,
     /// Partitions longer than the lease.
     pub long_partitions: u64,
-    /// Server restarts (with and without losing unsynced data).
+    /// Server restarts without a shutdown (a kill, with and without losing
+    /// unsynced data).
     pub restarts: u64,
+    /// Server restarts that lost unsynced data (power loss).
+    pub crash_restarts: u64,
+    /// Graceful restarts: a shutdown (driven in the simulator's own steps,
+    /// so completions keep their real-time order), then a new server.
+    pub graceful_restarts: u64,
+    /// Graceful restarts begun while the clients contended for one file's
+    /// pages, one of them answering late.
+    pub contended_shutdowns: u64,
+    /// Shutdowns that had not finished within their bound (the server was
+    /// then killed).
+    pub shutdowns_cut_short: u64,
+    /// Periods of a full disk (writes fail with "no space").
+    pub disk_full: u64,
+    /// Periods of a broken disk (every request fails with an I/O error).
+    pub disk_broken: u64,
+    /// Short writes injected (half the bytes written, then "no space").
+    pub short_writes: u64,
+    /// Failing fsyncs injected (the kernel drops the dirty pages).
+    pub failed_syncs: u64,
+    /// Store operations that failed because of an injected fault.
+    pub disk_errors: u64,
+    /// Store requests run.
+    pub store_requests: u64,
+    /// Store requests delayed (slow disk; they finish out of order).
+    pub store_delayed: u64,
+    /// Syncs that failed with a disk error (`no_space`, `io`).
+    pub syncs_failed_on_disk: u64,
+    /// Cells a short write had torn, found on the disk at a restart.
+    pub torn_cells: u64,
     /// Client crashes.
     pub client_crashes: u64,
     /// `SessionLost` events.
@@ -59,6 +93,37 @@ pub struct Stats {
     pub frames_cut: u64,
     /// Virtual time simulated.
     pub virtual_time: Duration,
+}
+
+impl Stats {
+    /// Adds another run's counts (for the figures of many seeds).
+    pub fn add(&mut self, o: &Stats) {
+        self.ops += o.ops;
+        self.cuts += o.cuts;
+        self.partitions += o.partitions;
+        self.long_partitions += o.long_partitions;
+        self.restarts += o.restarts;
+        self.crash_restarts += o.crash_restarts;
+        self.graceful_restarts += o.graceful_restarts;
+        self.contended_shutdowns += o.contended_shutdowns;
+        self.shutdowns_cut_short += o.shutdowns_cut_short;
+        self.disk_full += o.disk_full;
+        self.disk_broken += o.disk_broken;
+        self.short_writes += o.short_writes;
+        self.failed_syncs += o.failed_syncs;
+        self.disk_errors += o.disk_errors;
+        self.store_requests += o.store_requests;
+        self.store_delayed += o.store_delayed;
+        self.syncs_failed_on_disk += o.syncs_failed_on_disk;
+        self.torn_cells += o.torn_cells;
+        self.client_crashes += o.client_crashes;
+        self.sessions_lost += o.sessions_lost;
+        self.connects += o.connects;
+        self.frames_delayed += o.frames_delayed;
+        self.frames_duplicated += o.frames_duplicated;
+        self.frames_cut += o.frames_cut;
+        self.virtual_time += o.virtual_time;
+    }
 }
 
 /// The result of one seed.
@@ -100,6 +165,9 @@ struct Slot {
 #[derive(Clone, Debug)]
 struct ClientModel {
     crashed: bool,
+    /// It has had a session: a refused first handshake fails a client for
+    /// good (its application's connect fails), later ones are retried.
+    connected_once: bool,
     incarnation: u32,
     slots: Vec<Slot>,
     next_seq: u64,
@@ -120,6 +188,7 @@ struct Sim<'a> {
     rng: SimRng,
     cluster: Cluster,
     frames: Rc<RefCell<FrameFaults>>,
+    disk: Rc<RefCell<DiskFaults>>,
     parts: Vec<Partition>,
     clients: Vec<ClientModel>,
     history: History,
@@ -128,6 +197,9 @@ struct Sim<'a> {
     pending: BTreeMap<(usize, OpId), Pending>,
     violations: Vec<Violation>,
     segment: u32,
+    /// The server is shutting down: like the adapters, it accepts no new
+    /// connections.
+    stopping: bool,
     stats: Stats,
     steps: u64,
 }
@@ -151,11 +223,16 @@ impl<'a> Sim<'a> {
         for f in 0..layout.pages.len() {
             store.insert(&Layout::path(f), vec![0u8; layout.len(f) as usize]);
         }
-        let server = ServerConfig {
+        let mut server = ServerConfig {
             page_size: cfg.page_size,
             lease: cfg.lease,
             ..ServerConfig::default()
         };
+        if cfg.faults && cfg.disk_faults && SimRng::new(seed, 4).chance(500) {
+            // Little room for bytes the disk refused: new write ownership is
+            // refused with no_space once two pages wait.
+            server.max_unwritten_bytes = 2 * cfg.page_size as u64;
+        }
         let client = ClientConfig {
             reconnect_max: Duration::from_secs(2),
             ..ClientConfig::default()
@@ -166,8 +243,12 @@ impl<'a> Sim<'a> {
         let frames = FrameFaults::new(SimRng::new(seed, 2));
         cluster.set_hook(FrameFaults::hook(&frames));
         frames.borrow_mut().frames_traced = cfg.keep_trace;
+        let disk = DiskFaults::new(SimRng::new(seed, 3));
+        cluster.set_disk_hook(DiskFaults::hook(&disk));
+        disk.borrow_mut().traced = cfg.keep_trace;
         let model = ClientModel {
             crashed: false,
+            connected_once: false,
             incarnation: 0,
             slots: vec![
                 Slot {
@@ -190,14 +271,16 @@ impl<'a> Sim<'a> {
             rng: SimRng::new(seed, 1),
             cluster,
             frames,
+            disk,
             parts: vec![Partition::default(); cfg.clients],
             clients: vec![model; cfg.clients],
             history,
             seq: 0,
-            trace: Trace::new(cfg.keep_trace),
+            trace: Trace::new(cfg.keep_trace).echo(cfg.echo_trace),
             pending: BTreeMap::new(),
             violations: Vec::new(),
             segment: 0,
+            stopping: false,
             stats: Stats::default(),
             steps: 0,
         };
@@ -224,6 +307,10 @@ impl<'a> Sim<'a> {
                         .inject_bug(rmmap_core::client::ClientBug::IgnoreLease);
                 }
             }
+            Some(InjectedBug::IgnoreStoreErrors) => self
+                .cluster
+                .server
+                .inject_bug(rmmap_core::server::ServerBug::IgnoreStoreErrors),
             None => {}
         }
     }
@@ -272,29 +359,22 @@ impl<'a> Sim<'a> {
         let Some(i) = self.pick_live() else { return };
         let now = self.cluster.now;
         match self.rng.below(100) {
-            0..=24 => {
+            0..=21 => {
                 self.trace.line(format!("{now:?} fault cut c{i}"));
                 self.stats.cuts += 1;
                 self.cluster.cut(i);
                 self.after_step();
             }
-            25..=49 => {
+            22..=44 => {
                 let d = partition_length(&mut self.rng, self.cfg.lease);
                 let dir = if self.rng.chance(500) {
                     Direction::ToClient
                 } else {
                     Direction::ToServer
                 };
-                self.trace
-                    .line(format!("{now:?} fault hold c{i} {dir:?} for {d:?}"));
-                self.count_partition(d);
-                match dir {
-                    Direction::ToClient => self.parts[i].to_client_until = Some(now + d),
-                    Direction::ToServer => self.parts[i].to_server_until = Some(now + d),
-                }
-                self.after_step();
+                self.hold(i, dir, d);
             }
-            50..=59 => {
+            45..=53 => {
                 let d = partition_length(&mut self.rng, self.cfg.lease);
                 self.trace
                     .line(format!("{now:?} fault unreachable c{i} for {d:?}"));
@@ -303,13 +383,13 @@ impl<'a> Sim<'a> {
                 self.cluster.cut(i);
                 self.after_step();
             }
-            60..=74 => {
+            54..=65 => {
                 let lat = [50, 1_000, 20_000, 150_000][self.rng.below(4) as usize];
                 self.trace
                     .line(format!("{now:?} fault latency c{i} {lat}us"));
                 self.cluster.nodes[i].latency = Duration::from_micros(lat);
             }
-            75..=86 => {
+            66..=75 => {
                 let mut f = self.frames.borrow_mut();
                 let on = self.rng.chance(600);
                 f.delay_pm = if on { self.rng.below(60) } else { 0 };
@@ -322,18 +402,96 @@ impl<'a> Sim<'a> {
                 drop(f);
                 self.trace.line(line);
             }
-            87..=94 => {
+            76..=81 => {
                 if self.stats.restarts < 2 {
                     let crash = self.rng.chance(700);
                     self.restart_server(crash);
                 }
             }
-            _ => {
+            82..=86 => {
+                // A shutdown refuses handshakes: only once every client has
+                // connected (a first connection refused fails for good).
+                let connected = self.live().iter().all(|c| self.clients[*c].connected_once);
+                if self.cfg.graceful_restarts && self.stats.graceful_restarts < 2 && connected {
+                    let contended = self.rng.chance(600);
+                    self.graceful_restart(contended);
+                }
+            }
+            87..=89 => {
                 if self.stats.client_crashes == 0 && self.live().len() > 2 {
                     self.crash_client(i);
                 }
             }
+            _ => {
+                if self.cfg.disk_faults {
+                    self.inject_disk_fault();
+                }
+            }
         }
+    }
+
+    /// Holds client `i`'s frames going `dir` for `d` (re-applied to new
+    /// connections while it lasts).
+    fn hold(&mut self, i: usize, dir: Direction, d: Duration) {
+        let now = self.cluster.now;
+        self.trace
+            .line(format!("{now:?} fault hold c{i} {dir:?} for {d:?}"));
+        self.count_partition(d);
+        let until = Some(now + d);
+        let p = &mut self.parts[i];
+        match dir {
+            Direction::ToClient => p.to_client_until = p.to_client_until.max(until),
+            Direction::ToServer => p.to_server_until = p.to_server_until.max(until),
+        }
+        self.after_step();
+    }
+
+    /// The disk becomes slow (or fast again), full or broken for a while,
+    /// or its next writes or fsyncs fail.
+    fn inject_disk_fault(&mut self) {
+        let now = self.cluster.now;
+        let store = self.cluster.store.clone();
+        let mut disk = self.disk.borrow_mut();
+        let line = match self.rng.below(100) {
+            0..=24 => {
+                let (pm, max) = [(0, 0), (150, 30_000), (500, 300_000), (1000, 1_500_000)]
+                    [self.rng.below(4) as usize];
+                disk.slow_pm = pm;
+                disk.slow_max_us = max;
+                format!("slow: {pm} per mille of requests take up to {max}us")
+            }
+            25..=49 => {
+                let d = self.rng.micros(50_000, 4_000_000);
+                self.stats.disk_full += 1;
+                disk.fill(&store, now + d);
+                format!("full for {d:?}")
+            }
+            50..=64 => {
+                let d = self.rng.micros(20_000, 2_000_000);
+                self.stats.disk_broken += 1;
+                disk.break_down(&store, now + d);
+                format!("broken (I/O errors) for {d:?}")
+            }
+            65..=82 => {
+                let n = 1 + self.rng.below(3);
+                self.stats.short_writes += n;
+                for _ in 0..n {
+                    store.inject(DiskFault::ShortWrite);
+                }
+                format!("the next {n} writes are short")
+            }
+            _ => {
+                let n = 1 + self.rng.below(2);
+                self.stats.failed_syncs += n;
+                for _ in 0..n {
+                    store.inject(DiskFault::FailedSync);
+                }
+                format!("the next {n} fsyncs fail")
+            }
+        };
+        drop(disk);
+        self.trace.line(format!("{now:?} fault disk {line}"));
+        self.after_step();
     }
 
     fn count_partition(&mut self, d: Duration) {
@@ -341,37 +499,6 @@ impl<'a> Sim<'a> {
         if d > self.cfg.lease {
             self.stats.long_partitions += 1;
         }
-    }
-
-    fn restart_server(&mut self, crash: bool) {
-        let now = self.cluster.now;
-        self.trace
-            .line(format!("{now:?} fault restart server crash={crash}"));
-        self.stats.restarts += 1;
-        self.cluster.restart_server(crash);
-        self.segment += 1;
-        let mut disk = BTreeMap::new();
-        for c in &self.history.cells {
-            let bytes = self
-                .cluster
-                .store
-                .contents(&Layout::path(c.file))
-                .unwrap_or_default();
-            let at = c.offset as usize;
-            let v = bytes
-                .get(at..at + 8)
-                .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-            disk.insert(*c, v);
-        }
-        let seq = self.next_seq();
-        self.history.restarts.push(crate::history::Restart {
-            seq,
-            at: now,
-            crash,
-            disk,
-        });
-        self.inject_bugs();
-        self.after_step();
     }
 
     fn crash_client(&mut self, i: usize) {
@@ -408,6 +535,7 @@ impl<'a> Sim<'a> {
             f.duplicate_pm = 0;
             f.cut_pm = 0;
         }
+        self.disk.borrow_mut().heal(&self.cluster.store);
         self.after_step();
         self.settle("after the faults stopped");
     }
@@ -492,6 +620,9 @@ impl<'a> Sim<'a> {
             self.stats.frames_duplicated = f.duplicated;
             self.stats.frames_cut = f.cut;
         }
+        self.stats.store_delayed = self.disk.borrow().delayed;
+        self.stats.store_requests = self.cluster.store_requests;
+        self.stats.disk_errors = self.cluster.store.faults_seen();
         let (mut found, ops_checked) = checker::check(&self.history);
         self.violations.append(&mut found);
         self.trace.line(format!(
