@@ -200,3 +200,44 @@ fn a_sync_after_the_session_expired_reports_the_old_sessions_failed_bytes() {
     c.sync(0, a).unwrap();
     assert_eq!(&store.durable_contents("f").unwrap()[..8], b"expiring");
 }
+
+/// A client's write was replaced, before either reached the disk (it is
+/// full), by another client's write, which the disk refused too; then the
+/// first client was cut off for longer than its lease and its session ended.
+/// Its next sync, in its new session, must report the failure: its write
+/// survives only through the other client's bytes, which are on no disk.
+/// (The server once reported the failed bytes of an ended session to every
+/// syncer only when every session concerned with them had ended: the other
+/// writer was still connected, so the first client's sync succeeded.)
+#[test]
+fn a_sync_after_the_session_expired_reports_failed_bytes_written_over_its_own() {
+    let (mut c, store) = cluster(2);
+    let a = c.map(0, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    let b = c.map(1, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    c.write(0, a, 0, b"aaaaaaaa").unwrap();
+    store.inject(DiskFault::Full);
+    // Client 1's write recalls client 0's page: its bytes reach the server,
+    // whose disk refuses them.
+    c.write(1, b, 0, b"bbbbbbbb").unwrap();
+    // Client 0's read recalls client 1's page: its bytes, written over client
+    // 0's, are refused too.
+    assert_eq!(&c.read(0, a, 0, 8).unwrap()[..], b"bbbbbbbb");
+    c.run_for(Duration::from_secs(1));
+    // Client 0 is cut off for longer than its lease; client 1 stays.
+    c.nodes[0].unreachable = true;
+    c.cut(0);
+    c.run_for(Duration::from_secs(3));
+    c.nodes[0].unreachable = false;
+    assert!(c.run_until(Duration::from_secs(10), |c| {
+        c.nodes[0].client.is_connected()
+    }));
+    let synced = c.sync(0, a);
+    assert!(
+        matches!(&synced, Err(e) if e.kind() == "no_space"),
+        "neither write is on the disk, yet the sync reported {synced:?}"
+    );
+    store.heal();
+    c.run_for(Duration::from_secs(2));
+    c.sync(0, a).unwrap();
+    assert_eq!(&store.durable_contents("f").unwrap()[..8], b"bbbbbbbb");
+}

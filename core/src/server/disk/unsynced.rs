@@ -44,14 +44,16 @@ struct Piece {
 
 impl Piece {
     /// Whether `session` must hear of this piece before its syncs succeed:
-    /// its writes depend on it reaching the disk, or nobody's who can still
-    /// be told do (every session concerned has ended; `live` says which
-    /// have not), and then whoever syncs the file hears of it, as every
-    /// descriptor of a file hears of a writeback error.
+    /// its writes depend on it reaching the disk, or those of a session that
+    /// ended do (`live` says which have not): its client, back in a new
+    /// session, can only be told at its next sync of the file, so whoever
+    /// syncs the file hears of it, as every descriptor of a file hears of a
+    /// writeback error.
     fn concerns(&self, session: SessionId, live: &dyn Fn(SessionId) -> bool) -> bool {
         self.writer == session
             || self.covers.contains(&session)
-            || (!live(self.writer) && !self.covers.iter().any(|c| live(*c)))
+            || !live(self.writer)
+            || self.covers.iter().any(|c| !live(*c))
     }
 }
 
@@ -413,6 +415,23 @@ mod tests {
         let mark = u.sync_mark();
         u.sync_done(mark, &Ok(()));
         assert!(!u.holds_from(A, &ALL_LIVE) && !u.holds_from(B, &ALL_LIVE));
+    }
+
+    #[test]
+    fn failed_bytes_any_ended_session_depends_on_concern_every_syncer() {
+        const C: SessionId = SessionId(3);
+        let mut u = Unsynced::default();
+        u.insert(0, b("aaaa"), A, StoreId(1));
+        u.insert(0, b("bbbb"), B, StoreId(2));
+        u.write_done(StoreId(2), &Err(StoreError::NoSpace("full".into())));
+        // A's bytes survive only through B's, and A ended: C (perhaps A's
+        // client in a new session) hears of it while B is still live.
+        let a_ended = |s: SessionId| s != A;
+        assert!(u.failure_of(C, &a_ended).is_some());
+        // B wrote them, and B ended: C hears of it while A is still live.
+        let b_ended = |s: SessionId| s != B;
+        assert!(u.failure_of(C, &b_ended).is_some());
+        assert!(u.failure_of(C, &ALL_LIVE).is_none(), "not C's concern");
     }
 
     #[test]
