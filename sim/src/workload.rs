@@ -21,6 +21,18 @@ pub struct Layout {
     pub pages: Vec<u64>,
 }
 
+/// Where a write falls on a file's pages.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// The first cell of this page.
+    PageStart(u64),
+    /// The last cell of this page and the first of the next (two pages,
+    /// which an exclusive fetch locks in order).
+    Across(u64),
+    /// All of this page (the overwrite path: no data is fetched).
+    WholePage(u64),
+}
+
 /// An operation about to be issued.
 #[derive(Clone, Debug)]
 pub enum Planned {
@@ -141,9 +153,22 @@ impl Layout {
         }
     }
 
-    /// A write that contends with other clients' for `file`'s pages: the
-    /// first cell of a page, the last cell of a page and the first of the
-    /// next (two pages, locked in order), or a whole page.
+    /// A write of `shape` on `file`, each cell a new value of operation
+    /// `seq` of `client`.
+    pub fn plan_shaped_write(&self, client: usize, seq: u64, file: usize, shape: Shape) -> Planned {
+        let ps = self.page_size;
+        let last = self.pages[file] - 1;
+        let (offset, len) = match shape {
+            Shape::PageStart(p) => (p.min(last) * ps, 8),
+            Shape::Across(p) if p < last => (p * ps + ps - 8, 16),
+            Shape::Across(p) => (p.min(last) * ps + ps - 8, 8),
+            Shape::WholePage(p) => (p.min(last) * ps, ps),
+        };
+        self.write(client, seq, file, offset, len)
+    }
+
+    /// A write that contends with other clients' for `file`'s pages, of a
+    /// random shape.
     pub fn plan_contended_write(
         &self,
         rng: &mut SimRng,
@@ -151,14 +176,13 @@ impl Layout {
         seq: u64,
         file: usize,
     ) -> Planned {
-        let ps = self.page_size;
         let pages = self.pages[file];
-        let (offset, len) = match rng.below(3) {
-            0 => (rng.below(pages) * ps, 8),
-            1 if pages > 1 => (rng.below(pages - 1) * ps + ps - 8, 16),
-            _ => (rng.below(pages) * ps, ps),
+        let shape = match rng.below(3) {
+            0 => Shape::PageStart(rng.below(pages)),
+            1 => Shape::Across(rng.below(pages.max(2) - 1)),
+            _ => Shape::WholePage(rng.below(pages)),
         };
-        self.write(client, seq, file, offset, len)
+        self.plan_shaped_write(client, seq, file, shape)
     }
 
     /// Chooses the next operation of `client` on one of `files` (the files

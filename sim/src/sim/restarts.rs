@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use rmmap_core::harness::Direction;
 
 use crate::history::{Cell, Restart, cell_values, torn_halves};
-use crate::workload::Layout;
+use crate::workload::{Layout, Shape};
 
 use super::{Sim, SlotState};
 
@@ -63,6 +63,14 @@ impl Sim<'_> {
     /// the server are held, so its answers to revocations come late and
     /// together); the others write across the same pages, so that their
     /// exclusive fetches overlap and queue behind one another's page locks.
+    ///
+    /// Half the time the shapes are the ones that let a late answer meet a
+    /// shutdown's recall of the same page (issue 18): the late client owns
+    /// the upper page of a boundary, a second client writes the lower page
+    /// (on a slow disk its fetch holds that page's lock, reading, across the
+    /// beginning of the shutdown), a third writes across the boundary (its
+    /// fetch queues behind the second, and recalls the upper page from the
+    /// late client only after the shutdown has recalled it too).
     fn contend(&mut self) {
         let live = self.live();
         if live.len() < 2 {
@@ -82,43 +90,72 @@ impl Sim<'_> {
         for k in (1..order.len()).rev() {
             order.swap(k, self.rng.below(k as u64 + 1) as usize);
         }
+        let pages = self.layout.pages[file];
+        let low = self.rng.below(pages.max(2) - 1);
+        let shaped = self.rng.chance(500);
+        let slow = self.cfg.disk_faults && self.rng.chance(500);
         let now = self.cluster.now;
         self.trace.line(format!(
-            "{now:?} fault contention on f{file}, late c{}",
+            "{now:?} fault contention on f{file} pages {low}-{}, late c{}, shaped={shaped} slow disk={slow}",
+            low + 1,
             order[0]
         ));
-        self.contended_writes(order[0], file);
+        if slow {
+            let mut disk = self.disk.borrow_mut();
+            disk.slow_pm = 1000;
+            disk.slow_max_us = 400_000;
+        }
+        let shapes = [
+            Shape::PageStart(low + 1),
+            Shape::PageStart(low),
+            Shape::Across(low),
+        ];
+        let shape = |sim: &mut Self, k: usize| {
+            (shaped && k < shapes.len()).then(|| {
+                if k == 0 && sim.rng.chance(500) {
+                    Shape::WholePage(low + 1)
+                } else {
+                    shapes[k]
+                }
+            })
+        };
+        let s = shape(self, 0);
+        self.contended_write(order[0], file, s);
         let dt = self.rng.micros(0, 30_000);
         self.advance(dt);
         let lease = self.cfg.lease.as_micros() as u64;
         let d = self.rng.micros(10_000, lease * 3 / 2);
         self.hold(order[0], Direction::ToServer, d);
-        for &i in &order[1..] {
-            self.contended_writes(i, file);
+        for (k, &i) in order.iter().enumerate().skip(1) {
+            let s = shape(self, k);
+            self.contended_write(i, file, s);
+            if !shaped && self.rng.chance(500) {
+                self.contended_write(i, file, None);
+            }
         }
         let dt = self.rng.micros(0, 60_000);
         self.advance(dt);
     }
 
-    /// One or two writes by client `i` on pages of `file` that others write
-    /// too: the first cell of a page, across a page boundary, or a whole
-    /// page.
-    fn contended_writes(&mut self, i: usize, file: usize) {
+    /// A write by client `i` on pages of `file` that others write too, of
+    /// `shape` (or a random one).
+    fn contended_write(&mut self, i: usize, file: usize, shape: Option<Shape>) {
         let c = &self.clients[i];
-        if c.crashed || c.slots[file].state != SlotState::Ready {
+        if c.crashed
+            || c.slots[file].state != SlotState::Ready
+            || c.outstanding > self.cfg.max_outstanding
+        {
             return;
         }
-        for _ in 0..1 + self.rng.below(2) {
-            if self.clients[i].outstanding > self.cfg.max_outstanding {
-                return;
-            }
-            self.clients[i].next_seq += 1;
-            let seq = self.clients[i].next_seq;
-            let planned = self
+        self.clients[i].next_seq += 1;
+        let seq = self.clients[i].next_seq;
+        let planned = match shape {
+            Some(s) => self.layout.plan_shaped_write(i, seq, file, s),
+            None => self
                 .layout
-                .plan_contended_write(&mut self.rng, i, seq, file);
-            self.issue_planned(i, planned);
-        }
+                .plan_contended_write(&mut self.rng, i, seq, file),
+        };
+        self.issue_planned(i, planned);
     }
 
     /// A new server run begins with what the store holds now.
