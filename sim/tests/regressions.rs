@@ -90,3 +90,13 @@ fn sim5_a_resent_fetch_does_not_leave_two_holders() {
     must_pass(10001, SimConfig::default());
     must_pass(276, SimConfig::default());
 }
+
+/// disk-1: with the full disk refusing bytes, a write client 2 completed
+/// was lost in a graceful restart and client 2 was never told: the failed
+/// bytes concerned a session that had ended, and while another session they
+/// depended on was still live, nobody's sync heard of them (core test:
+/// `a_sync_after_the_session_expired_reports_failed_bytes_written_over_its_own`).
+#[test]
+fn disk1_failed_bytes_an_ended_session_depends_on_reach_the_next_sync() {
+    must_pass(13445, SimConfig::default());
+}
