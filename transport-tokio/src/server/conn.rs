@@ -6,16 +6,15 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::IoSlice;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rmmap_core::server::ConnId;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
-use super::core_task::{ReadState, ToCore};
+use super::channels::{ReadState, SharedWriter, ToCore, lock};
 use crate::net::{Listener, advance};
 
 /// Read at most this much at a time.
@@ -190,18 +189,6 @@ async fn write_loop(
     }
     let shutdown = poll_fn(|cx| lock(&writer).as_mut().poll_shutdown(cx));
     let _ = tokio::time::timeout(Duration::from_secs(1), shutdown).await;
-}
-
-/// A connection's writing half, shared by its writer task and the core
-/// task: the core task writes a batch itself when the writer is idle and
-/// the socket takes it at once (see `CoreTask::feed_writer`), so a reply
-/// costs no hand-off to another thread; the writer task takes what is left.
-/// Only one of them uses it at a time (the writer only while it has a
-/// batch), so the lock is never contended for long.
-pub(super) type SharedWriter = Arc<Mutex<Pin<Box<dyn AsyncWrite + Send>>>>;
-
-pub(super) fn lock(w: &SharedWriter) -> std::sync::MutexGuard<'_, Pin<Box<dyn AsyncWrite + Send>>> {
-    w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Accept errors that concern only the connection being accepted (it was

@@ -15,7 +15,7 @@ use rmmap_store::{DiskPool, StoreResult};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
-use super::conn::SharedWriter;
+use super::channels::{ReadState, SharedWriter, ToCore};
 use crate::clock::Clock;
 use crate::net::advance;
 
@@ -24,33 +24,6 @@ use crate::net::advance;
 const BATCH_BYTES: usize = 256 * 1024;
 /// Hand at most this many chunks to one vectored write.
 const MAX_IOVECS: usize = 64;
-
-/// Whether a connection's reader should read.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(super) enum ReadState {
-    Reading,
-    /// The core has too much output queued for it.
-    Paused,
-    /// The connection is closing.
-    Closed,
-}
-
-/// What the connection tasks tell the core.
-pub(super) enum ToCore {
-    /// A new connection; the reply names it.
-    Open {
-        direct: SharedWriter,
-        writer: mpsc::Sender<Vec<Bytes>>,
-        ctl: watch::Sender<ReadState>,
-        reply: oneshot::Sender<ConnId>,
-    },
-    /// Bytes read from a connection.
-    Input(ConnId, BytesMut),
-    /// A connection's writer finished its batch.
-    Drained(ConnId),
-    /// A connection broke or its peer closed it.
-    Gone(ConnId),
-}
 
 struct Slot {
     /// The socket's writing half, for writing without a hand-off.

@@ -34,6 +34,7 @@
 //! fails (out of file descriptors) instead of spinning, and stops accepting
 //! at [`ServeOptions::max_connections`].
 
+mod channels;
 mod conn;
 mod core_task;
 
