@@ -10,9 +10,10 @@ use rmmap_core::client::{ClientConfig, Completion, MapOptions, MappingId, OpErro
 use rmmap_core::protocol::AtomicOp;
 use rmmap_secure::ClientTls;
 
-use crate::clock::{Clock, random_seed, until};
+use crate::clock::{Clock, until};
 use crate::event::ClientEvent;
 use crate::link::{Link, Outcome};
+use rmmap_secure::random_seed;
 
 /// An rmmap client driven by the application's own [`mio::Poll`] loop.
 ///

@@ -13,25 +13,21 @@
 //! the core until it has nothing more to say.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rmmap_core::Instant;
 use rmmap_core::client::{Client, Completion, Event, OpError, OpId};
-use rmmap_core::protocol::RecvBuffer;
+use rmmap_core::protocol::{Outbox, READ_CHUNK, RecvBuffer};
 use rmmap_secure::ClientTls;
 use rmmap_secure::mismatch::client_handshake_io_error;
 
 use crate::event::ClientEvent;
 use crate::wire::Wire;
 
-/// Read at most this much per system call.
-const READ_CHUNK: usize = 64 * 1024;
-/// Hand at most this many chunks to one vectored write.
-const MAX_IOVECS: usize = 64;
 /// At most this much unread input is discarded when closing a connection.
 const DISCARD_ON_CLOSE: usize = 256 * 1024;
 
@@ -70,7 +66,7 @@ pub(crate) struct Link {
     token: Token,
     state: State,
     /// Bytes taken from the core, not yet written.
-    out: VecDeque<Bytes>,
+    out: Outbox,
     /// Bytes read, not yet taken by the core (a partial frame).
     inbuf: RecvBuffer,
     /// Where small reads land before they are appended to `inbuf`
@@ -91,7 +87,7 @@ impl Link {
             registry,
             token,
             state: State::Idle,
-            out: VecDeque::new(),
+            out: Outbox::new(),
             inbuf: RecvBuffer::new(),
             scratch: None,
             broken: false,
@@ -361,12 +357,12 @@ impl Link {
             return;
         };
         while let Some(b) = core.poll_transmit() {
-            self.out.push_back(b);
+            self.out.push(b);
         }
         while !self.out.is_empty() {
-            match write_some(stream, &self.out) {
+            match stream.write_vectored(&self.out.io_slices()) {
                 Ok(0) => return self.fail(),
-                Ok(n) => advance(&mut self.out, n),
+                Ok(n) => self.out.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.fail(),
@@ -393,8 +389,8 @@ impl Link {
         if let State::Open(stream) = &mut self.state {
             self.out.extend(last);
             while !self.out.is_empty() {
-                match write_some(stream, &self.out) {
-                    Ok(n) if n > 0 => advance(&mut self.out, n),
+                match stream.write_vectored(&self.out.io_slices()) {
+                    Ok(n) if n > 0 => self.out.advance(n),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     _ => break,
                 }
@@ -434,29 +430,5 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.drop_socket();
-    }
-}
-
-/// One vectored write of the front of the queue.
-pub(crate) fn write_some(w: &mut impl Write, out: &VecDeque<Bytes>) -> io::Result<usize> {
-    let slices: Vec<IoSlice<'_>> = out
-        .iter()
-        .take(MAX_IOVECS)
-        .map(|b| IoSlice::new(b))
-        .collect();
-    w.write_vectored(&slices)
-}
-
-/// Drops the first `n` bytes of the queue.
-pub(crate) fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
-    while n > 0 {
-        let Some(front) = out.front_mut() else { return };
-        if n >= front.len() {
-            n -= front.len();
-            out.pop_front();
-        } else {
-            front.advance(n);
-            n = 0;
-        }
     }
 }

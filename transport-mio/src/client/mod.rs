@@ -25,9 +25,10 @@ use rmmap_secure::ClientTls;
 pub use mapping::Mapping;
 pub use rmmap_core::client::Access;
 
-use crate::clock::{Clock, random_seed};
+use crate::clock::Clock;
 use crate::event::{ClientEvent, ConnectError};
 use crate::link::Link;
+use rmmap_secure::random_seed;
 
 /// The IO thread's tokens.
 const WAKE: Token = Token(0);

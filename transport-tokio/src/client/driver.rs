@@ -8,28 +8,22 @@
 //! writing are both always armed, so a server that stops reading while we
 //! write cannot deadlock us.
 
-use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rmmap_core::client::{Completion, Event, OpError, OpId};
-use rmmap_core::protocol::RecvBuffer;
+use rmmap_core::protocol::{Outbox, READ_CHUNK, RecvBuffer};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 
 use super::{ClientEvent, ConnectError, Inner, Shared};
-use crate::net::{Connector, advance};
+use crate::net::Connector;
 
 /// How long the last bytes for a closed connection (a `Bye`) may take.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
-/// Read at most this much per turn.
-const READ_CHUNK: usize = 64 * 1024;
-/// Hand at most this many chunks to one vectored write.
-const MAX_IOVECS: usize = 64;
 
 type Connecting<S> = Pin<Box<dyn Future<Output = io::Result<S>> + Send>>;
 
@@ -59,7 +53,7 @@ pub(super) async fn run<C: Connector>(
     let mut first = Some(first);
     let mut conn: Option<Conn<C::Stream>> = None;
     let mut connecting: Option<Connecting<C::Stream>> = None;
-    let mut out: VecDeque<Bytes> = VecDeque::new();
+    let mut out = Outbox::new();
     let mut inbuf = RecvBuffer::new();
     let mut close_op: Option<OpId> = None;
     // Bytes were written since the last flush: a stream that buffers (TLS)
@@ -177,7 +171,7 @@ pub(super) async fn run<C: Connector>(
         match step {
             Step::Input => shared.lock().client.handle_input(now, inbuf.bytes()),
             Step::Wrote(n) => {
-                advance(&mut out, n);
+                out.advance(n);
                 unflushed = true;
             }
             Step::Flushed => unflushed = false,
@@ -319,23 +313,18 @@ fn route(shared: &Shared, completed: Vec<(OpId, Result<Completion, OpError>)>) {
 /// queue is empty (`None`).
 async fn write_some<W: AsyncWrite + Unpin>(
     w: Option<&mut W>,
-    out: &VecDeque<Bytes>,
+    out: &Outbox,
 ) -> io::Result<Option<usize>> {
     let w = w.expect("armed only when connected");
     if out.is_empty() {
         return w.flush().await.map(|()| None);
     }
-    let slices: Vec<IoSlice<'_>> = out
-        .iter()
-        .take(MAX_IOVECS)
-        .map(|b| IoSlice::new(b))
-        .collect();
-    w.write_vectored(&slices).await.map(Some)
+    w.write_vectored(&out.io_slices()).await.map(Some)
 }
 
-async fn final_flush<W: AsyncWrite + Unpin>(mut w: W, chunks: VecDeque<Bytes>) {
+async fn final_flush<W: AsyncWrite + Unpin>(mut w: W, chunks: Outbox) {
     let _ = tokio::time::timeout(FINAL_FLUSH, async {
-        for b in chunks {
+        for b in chunks.into_chunks() {
             w.write_all(&b).await?;
         }
         w.shutdown().await

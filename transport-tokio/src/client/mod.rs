@@ -24,8 +24,9 @@ use tokio::sync::{Notify, broadcast, oneshot};
 pub use mapping::Mapping;
 pub use rmmap_core::client::{Access, ClientConfig};
 
-use crate::clock::{Clock, random_seed};
+use crate::clock::Clock;
 use crate::net::{Connector, TcpConnector};
+use rmmap_secure::random_seed;
 
 /// Why [`Client::connect`] failed.
 #[derive(Debug, thiserror::Error)]

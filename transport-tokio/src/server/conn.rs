@@ -3,9 +3,7 @@
 //! can be held up by a peer: accept failures back off, read buffers are
 //! bounded, writes time out.
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,10 +13,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::channels::{ReadState, SharedWriter, ToCore, lock};
-use crate::net::{Listener, advance};
+use rmmap_core::protocol::{Outbox, READ_CHUNK};
 
-/// Read at most this much at a time.
-const READ_CHUNK: usize = 64 * 1024;
+use crate::net::Listener;
+
 /// A connection's first reads take at most this much (the largest frame
 /// before the handshake); the buffer grows, up to [`READ_CHUNK`], only while
 /// reads fill it, so idle connections stay small.
@@ -27,8 +25,6 @@ const FIRST_READ: usize = 4096;
 /// out of file descriptors: the connection stays in the backlog), instead of
 /// spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// Hand at most this many chunks to one vectored write.
-const MAX_IOVECS: usize = 64;
 
 /// Accepts connections until the core goes away (or this task is aborted).
 /// Each writer gives up on a peer that takes no bytes for `write_timeout`.
@@ -153,16 +149,12 @@ async fn write_loop(
     write_timeout: Duration,
 ) {
     while let Some(batch) = batches.recv().await {
-        let mut out: VecDeque<Bytes> = batch.into();
+        let mut out = Outbox::from(batch);
         while !out.is_empty() {
-            let slices: Vec<IoSlice<'_>> = out
-                .iter()
-                .take(MAX_IOVECS)
-                .map(|b| IoSlice::new(b))
-                .collect();
+            let slices = out.io_slices();
             let write = poll_fn(|cx| lock(&writer).as_mut().poll_write_vectored(cx, &slices));
             match tokio::time::timeout(write_timeout, write).await {
-                Ok(Ok(n)) if n > 0 => advance(&mut out, n),
+                Ok(Ok(n)) if n > 0 => out.advance(n),
                 stalled_or_broken => {
                     if stalled_or_broken.is_err() {
                         tracing::info!(

@@ -2,13 +2,13 @@
 //! and the disk report and the time, and hands out what the core wants sent
 //! and written.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::io::IoSlice;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use rmmap_core::protocol::Outbox;
 use rmmap_core::server::{ConnId, InputStatus, Server, ServerEvent};
 use rmmap_core::store::{Store, StoreRequest};
 use rmmap_store::{DiskPool, StoreResult};
@@ -17,13 +17,10 @@ use tokio::task::AbortHandle;
 
 use super::channels::{ReadState, SharedWriter, ToCore};
 use crate::clock::Clock;
-use crate::net::advance;
 
 /// A writer gets at most this many bytes per batch; the rest waits in the
 /// core's queue, where its output limits count it.
 const BATCH_BYTES: usize = 256 * 1024;
-/// Hand at most this many chunks to one vectored write.
-const MAX_IOVECS: usize = 64;
 
 struct Slot {
     /// The socket's writing half, for writing without a hand-off.
@@ -385,17 +382,13 @@ fn write_now(direct: &SharedWriter, batch: Vec<Bytes>) -> Result<Option<Vec<Byte
         return Ok(Some(batch));
     };
     let mut cx = Context::from_waker(Waker::noop());
-    let mut out: VecDeque<Bytes> = batch.into();
+    let mut out = Outbox::from(batch);
     while !out.is_empty() {
-        let slices: Vec<IoSlice<'_>> = out
-            .iter()
-            .take(MAX_IOVECS)
-            .map(|b| IoSlice::new(b))
-            .collect();
+        let slices = out.io_slices();
         match w.as_mut().poll_write_vectored(&mut cx, &slices) {
-            Poll::Ready(Ok(n)) if n > 0 => advance(&mut out, n),
+            Poll::Ready(Ok(n)) if n > 0 => out.advance(n),
             Poll::Ready(_) => return Err(()),
-            Poll::Pending => return Ok(Some(out.into())),
+            Poll::Pending => return Ok(Some(out.into_chunks())),
         }
     }
     match w.as_mut().poll_flush(&mut cx) {
