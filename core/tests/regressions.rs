@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rmmap_core::client::{Event, MapOptions, SessionLossReason};
+use rmmap_core::client::{ClientEvent, Event, MapOptions, SessionLossReason};
 use rmmap_core::harness::{Cluster, Direction, Verdict};
 use rmmap_core::protocol::{AtomicOp, Message};
 use rmmap_core::server::ServerConfig;
@@ -35,7 +35,9 @@ fn lost_events(
         .events
         .iter()
         .filter_map(|e| match e {
-            Event::SessionLost { reason, lost } => Some((*reason, lost.clone())),
+            Event::Connection(ClientEvent::SessionLost { reason, lost }) => {
+                Some((*reason, lost.clone()))
+            }
             _ => None,
         })
         .collect()

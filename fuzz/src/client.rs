@@ -361,13 +361,11 @@ impl Harness {
                     rmmap_core::client::Access::ReadOnly
                 };
                 let path = PATHS[path as usize % PATHS.len()];
-                self.client.map(
-                    now,
-                    path,
-                    offset as u64 % 9000,
-                    len as u64 % 9000,
-                    MapOptions { access, create },
-                )
+                let offset = offset as u64 % 9000;
+                let range = offset..offset + len as u64 % 9000;
+                self.client
+                    .map(now, path, range, MapOptions { access, create })
+                    .map(|p| p.id())
             }
             Command::Read {
                 mapping,
@@ -376,7 +374,7 @@ impl Harness {
             } => {
                 let m = self.mapping(mapping);
                 let (o, n) = self.range(m, offset, len);
-                self.client.read(now, m, o, n)
+                self.client.read(now, m, o, n).map(|p| p.id())
             }
             Command::Write {
                 mapping,
@@ -388,6 +386,7 @@ impl Harness {
                 let (o, n) = self.range(m, offset, len);
                 self.client
                     .write(now, m, o, Bytes::from(vec![fill; n as usize]))
+                    .map(|p| p.id())
             }
             Command::TryRead {
                 mapping,
@@ -411,11 +410,16 @@ impl Harness {
                 let _ = self.client.try_write(now, m, o, &vec![fill; n as usize]);
                 return;
             }
-            Command::Sync { mapping } => self.client.sync(now, self.mapping(mapping)),
-            Command::Unmap { mapping } => self.client.unmap(now, self.mapping(mapping)),
+            Command::Sync { mapping } => {
+                self.client.sync(now, self.mapping(mapping)).map(|p| p.id())
+            }
+            Command::Unmap { mapping } => {
+                self.client.unmap(now, self.mapping(mapping)).map(|p| p.id())
+            }
             Command::SetLen { path, len, create } => {
                 self.client
                     .set_len(now, PATHS[path as usize % PATHS.len()], len as u64, create)
+                    .map(|p| p.id())
             }
             Command::Atomic {
                 mapping,
@@ -424,9 +428,9 @@ impl Harness {
             } => {
                 let m = self.mapping(mapping);
                 let (o, _) = self.range(m, offset, 0);
-                self.client.atomic(now, m, o & !7, op)
+                self.client.atomic(now, m, o & !7, op).map(|p| p.id())
             }
-            Command::Close => self.client.close(now),
+            Command::Close => self.client.close(now).map(|p| p.id()),
         };
     }
 
@@ -448,7 +452,8 @@ impl Harness {
                             self.script.new_connection();
                             self.client.handle_connected(self.now);
                         } else {
-                            self.client.handle_connect_failed(self.now);
+                            let refused = std::io::ErrorKind::ConnectionRefused.into();
+                            self.client.handle_connect_failed(self.now, refused);
                         }
                     }
                     Event::Disconnect => {

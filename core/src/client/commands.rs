@@ -1,8 +1,12 @@
-//! Application commands: each returns an [`OpId`] that completes as an
-//! [`Event::Completed`](super::Event::Completed), or, for the `try_` fast
-//! paths, is served from the cache on the spot.
+//! Application commands: each returns a [`Pending`] operation that
+//! completes as an [`Event::Completed`](super::Event::Completed), or, for the
+//! reads and writes the cache can serve, finishes on the spot
+//! ([`Started::Done`], and the `try_` fast paths).
+//!
+//! Every range is checked before anything is allocated for it.
 
 use std::collections::BTreeSet;
+use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
@@ -11,8 +15,8 @@ use crate::protocol::AtomicOp;
 
 use super::cache::{self, FileId};
 use super::{
-    Access, Client, MapOptions, MappingId, MappingState, MappingStatus, Op, OpError, OpId, OpKind,
-    ReadInto,
+    Access, Client, MapOptions, Mapped, MappingId, MappingState, MappingStatus, Op, OpError, OpId,
+    OpKind, Pending, ReadInto, ReadPages, Started,
 };
 
 impl Client {
@@ -30,12 +34,18 @@ impl Client {
         Ok(id)
     }
 
+    /// Whether `[offset, offset + len)` lies in the mapping, and the
+    /// mapping can be used: the one range check, made before anything is
+    /// allocated for the range.
     fn check_range(
         &self,
         mapping: MappingId,
         offset: u64,
         len: u64,
     ) -> Result<&MappingState, OpError> {
+        if let Some(f) = &self.failed {
+            return Err(OpError::Closed(f.clone()));
+        }
         let m = self.mappings.get(&mapping).ok_or(OpError::UnknownMapping)?;
         if offset.checked_add(len).is_none_or(|e| e > m.len) {
             return Err(OpError::OutOfRange {
@@ -63,32 +73,31 @@ impl Client {
         }
     }
 
-    /// Maps `[offset, offset + len)` of the file at `path` (relative to the
-    /// export root).
+    /// Maps `range` of the file at `path` (relative to the export root).
     pub fn map(
         &mut self,
         now: Instant,
         path: &str,
-        offset: u64,
-        len: u64,
+        range: Range<u64>,
         opts: MapOptions,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<Mapped>, OpError> {
+        let (offset, len) = map_range(&range)?;
         self.map_inner(now, path, offset, len, opts, None)
     }
 
-    /// Maps `[offset, offset + len)` of the file at `path` into memory the
-    /// adapter owns (see [`MemoryBacking`](super::MemoryBacking)): `offset`
-    /// must be a multiple of the page size, so the client must be connected
-    /// (to know it). Page faults are handed in with [`Client::memory_fault`].
+    /// Maps `range` of the file at `path` into memory the adapter owns (see
+    /// [`MemoryBacking`](super::MemoryBacking)): `range.start` must be a
+    /// multiple of the page size, so the client must be connected (to know
+    /// it). Page faults are handed in with [`Client::memory_fault`].
     pub fn map_memory(
         &mut self,
         now: Instant,
         path: &str,
-        offset: u64,
-        len: u64,
+        range: Range<u64>,
         opts: MapOptions,
         backing: Box<dyn super::MemoryBacking>,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<Mapped>, OpError> {
+        let (offset, len) = map_range(&range)?;
         let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
             return Err(OpError::Unsupported(
                 "connect before mapping into memory: the page size is not known yet",
@@ -110,16 +119,16 @@ impl Client {
     }
 
     /// A page fault on page `index` (from the start of the mapping) of a
-    /// memory mapping. Completes with [`Completion::FaultResolved`](super::Completion::FaultResolved) once the
-    /// page is in memory in the state the access needs (write-protected for
-    /// reads, so that a later write faults again).
+    /// memory mapping. Completes once the page is in memory in the state the
+    /// access needs (write-protected for reads, so that a later write faults
+    /// again).
     pub fn memory_fault(
         &mut self,
         now: Instant,
         mapping: MappingId,
         index: u64,
         write: bool,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<()>, OpError> {
         let m = self.mappings.get(&mapping).ok_or(OpError::UnknownMapping)?;
         if m.memory.is_none() {
             return Err(OpError::Unsupported("not a memory mapping"));
@@ -136,7 +145,7 @@ impl Client {
             write,
         });
         self.pump(now);
-        r
+        r.map(Pending::fault_resolved)
     }
 
     fn map_inner(
@@ -147,7 +156,10 @@ impl Client {
         len: u64,
         opts: MapOptions,
         memory: Option<super::memory::Memory>,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<Mapped>, OpError> {
+        if let Some(f) = &self.failed {
+            return Err(OpError::Closed(f.clone()));
+        }
         if self.ops.len() >= self.config.max_pending_ops {
             return Err(OpError::Busy(self.ops.len()));
         }
@@ -181,33 +193,94 @@ impl Client {
             self.mappings.remove(&mapping);
         }
         self.pump(now);
-        r
+        r.map(Pending::mapped)
     }
 
-    /// Reads `len` bytes at `offset` of the mapping; completes with
-    /// [`Completion::Read`](super::Completion::Read).
+    /// Reads `len` bytes at `offset` of the mapping (always as an
+    /// operation, even when the cache holds them: see
+    /// [`Client::read_bytes`]).
     pub fn read(
         &mut self,
         now: Instant,
         mapping: MappingId,
         offset: u64,
         len: u64,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<Bytes>, OpError> {
         self.read_inner(now, mapping, offset, len, ReadInto::Buffer(None))
+            .map(Pending::read)
     }
 
-    /// Like [`Client::read`], but completes with
-    /// [`Completion::ReadPages`](super::Completion::ReadPages): the pages' own
-    /// bytes, sliced, for an adapter that copies them straight into its
-    /// caller's buffer.
+    /// Like [`Client::read`], but completes with the pages' own bytes,
+    /// sliced ([`ReadPages`]), for an adapter that copies them straight
+    /// into its caller's buffer.
     pub fn read_pages(
         &mut self,
         now: Instant,
         mapping: MappingId,
         offset: u64,
         len: u64,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<ReadPages>, OpError> {
         self.read_inner(now, mapping, offset, len, ReadInto::Slices(Vec::new()))
+            .map(Pending::read_pages)
+    }
+
+    /// Fills `buf` with the bytes at `offset` of the mapping: from the cache
+    /// on the spot when it holds them all ([`Started::Done`]), else as an
+    /// operation. Either way, finish with [`ReadPages::copy_into`] on `buf`.
+    pub fn read_into(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<Started<ReadPages>, OpError> {
+        if self.try_read(now, mapping, offset, buf)? {
+            return Ok(Started::Done(ReadPages::filled()));
+        }
+        self.read_pages(now, mapping, offset, buf.len() as u64)
+            .map(Started::Waiting)
+    }
+
+    /// The `len` bytes at `offset` of the mapping: from the cache on the spot
+    /// when it holds them all ([`Started::Done`]), else as an operation. The
+    /// range is checked before a buffer is allocated for it.
+    pub fn read_bytes(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Started<Bytes>, OpError> {
+        self.byte_access(mapping)?;
+        self.check_range(mapping, offset, len)?;
+        if self.cached_readable(now, mapping, offset, len) {
+            let mut buf = reserve(len)?;
+            buf.resize(len as usize, 0);
+            if self.try_read(now, mapping, offset, &mut buf)? {
+                return Ok(Started::Done(Bytes::from(buf)));
+            }
+        }
+        self.read(now, mapping, offset, len).map(Started::Waiting)
+    }
+
+    /// Whether every byte of the (checked) range is in readable cached pages
+    /// and the lease lets the cache serve them.
+    fn cached_readable(&self, now: Instant, mapping: MappingId, offset: u64, len: u64) -> bool {
+        let Some(m) = self.mappings.get(&mapping) else {
+            return false;
+        };
+        let (Some(file), Some(_), Some(ps)) =
+            (m.file, m.wire(), self.params.as_ref().map(|p| p.page_size))
+        else {
+            return false;
+        };
+        if len == 0 || !self.lease_valid(now) {
+            return len == 0;
+        }
+        let start = m.offset + offset;
+        let f = &self.files[&file];
+        (start / ps..(start + len).div_ceil(ps))
+            .all(|p| f.pages.get(&p).is_some_and(|pg| pg.readable()))
     }
 
     fn read_inner(
@@ -222,6 +295,17 @@ impl Client {
         let m = self.check_range(mapping, offset, len)?;
         let start = m.offset + offset;
         let sequential = m.last_read_end == start;
+        // A read within one page may hand out the page's own bytes; any
+        // other gets its buffer now, so a length this process cannot hold
+        // fails before a request goes out.
+        let within_page = self
+            .params
+            .as_ref()
+            .is_some_and(|p| start % p.page_size + len <= p.page_size);
+        let buf = match buf {
+            ReadInto::Buffer(None) if !within_page => ReadInto::Buffer(Some(reserve(len)?)),
+            other => other,
+        };
         if let Some(m) = self.mappings.get_mut(&mapping) {
             m.last_read_end = start + len;
         }
@@ -237,14 +321,15 @@ impl Client {
         r
     }
 
-    /// Writes `data` at `offset` of the mapping.
+    /// Writes `data` at `offset` of the mapping (always as an operation,
+    /// even when the cache holds the pages: see [`Client::write_bytes`]).
     pub fn write(
         &mut self,
         now: Instant,
         mapping: MappingId,
         offset: u64,
         data: Bytes,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<()>, OpError> {
         self.byte_access(mapping)?;
         let m = self.check_range(mapping, offset, data.len() as u64)?;
         if !m.writable {
@@ -258,11 +343,43 @@ impl Client {
             pos: 0,
         });
         self.pump(now);
-        r
+        r.map(Pending::written)
+    }
+
+    /// Writes `data` at `offset` of the mapping: into the cache on the spot
+    /// when it holds every page exclusively ([`Started::Done`]), else as an
+    /// operation, taking `data` without a copy.
+    pub fn write_bytes(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<Started<()>, OpError> {
+        if self.try_write(now, mapping, offset, &data)? {
+            return Ok(Started::Done(()));
+        }
+        self.write(now, mapping, offset, data).map(Started::Waiting)
+    }
+
+    /// Like [`Client::write_bytes`], from a slice: copied only when the
+    /// write has to wait.
+    pub fn write_from(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Started<()>, OpError> {
+        if self.try_write(now, mapping, offset, data)? {
+            return Ok(Started::Done(()));
+        }
+        self.write(now, mapping, offset, Bytes::copy_from_slice(data))
+            .map(Started::Waiting)
     }
 
     /// Makes every write completed so far on this mapping durable.
-    pub fn sync(&mut self, now: Instant, mapping: MappingId) -> Result<OpId, OpError> {
+    pub fn sync(&mut self, now: Instant, mapping: MappingId) -> Result<Pending<()>, OpError> {
         let m = self.check_range(mapping, 0, 0)?;
         let upto = m.write_seq;
         let r = self.admit(OpKind::Sync {
@@ -275,12 +392,12 @@ impl Client {
             failed: None,
         });
         self.pump(now);
-        r
+        r.map(Pending::synced)
     }
 
     /// Writes back the mapping's dirty pages and ends it. Operations still
     /// waiting on it fail with [`OpError::MappingClosed`].
-    pub fn unmap(&mut self, now: Instant, mapping: MappingId) -> Result<OpId, OpError> {
+    pub fn unmap(&mut self, now: Instant, mapping: MappingId) -> Result<Pending<()>, OpError> {
         if !self.mappings.contains_key(&mapping) {
             return Err(OpError::UnknownMapping);
         }
@@ -294,7 +411,7 @@ impl Client {
             req: None,
         });
         self.pump(now);
-        r
+        r.map(Pending::unmapped)
     }
 
     /// Sets the length of the file at `path`; with `create`, creates it.
@@ -304,7 +421,7 @@ impl Client {
         path: &str,
         len: u64,
         create: bool,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<u64>, OpError> {
         let r = self.admit(OpKind::SetLen {
             path: path.to_owned(),
             len,
@@ -312,18 +429,20 @@ impl Client {
             req: None,
         });
         self.pump(now);
-        r
+        r.map(Pending::len_set)
     }
 
     /// Runs an atomic operation at the server on the 64-bit little-endian
     /// word at `offset` of the mapping (8-byte aligned in the file).
+    /// Completes with the word before the operation and whether it applied
+    /// (false when a compare-exchange found another value).
     pub fn atomic(
         &mut self,
         now: Instant,
         mapping: MappingId,
         offset: u64,
         op: AtomicOp,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<(u64, bool)>, OpError> {
         let m = self.check_range(mapping, offset, 8)?;
         if !m.writable {
             return Err(OpError::ReadOnly);
@@ -339,22 +458,58 @@ impl Client {
             req: None,
         });
         self.pump(now);
-        r
+        r.map(Pending::atomic)
     }
 
     /// Writes back everything dirty, says goodbye and ends the session.
-    pub fn close(&mut self, now: Instant) -> Result<OpId, OpError> {
+    /// Every other pending operation fails with [`OpError::Closed`].
+    pub fn close(&mut self, now: Instant) -> Result<Pending<()>, OpError> {
         let r = self.admit(OpKind::Close {
             writebacks: BTreeSet::new(),
             bye_sent: false,
         });
         self.pump(now);
-        r
+        r.map(Pending::closed)
+    }
+
+    /// Every handle the application had is gone: close in the background
+    /// (nobody waits for the result), even with the pending-operation limit
+    /// reached. Does nothing once the client is closing or closed.
+    pub fn abandon(&mut self, now: Instant) {
+        let closing = self
+            .ops
+            .values()
+            .any(|o| matches!(o.kind, OpKind::Close { .. }));
+        if self.failed.is_some() || closing {
+            return;
+        }
+        self.next_op += 1;
+        let id = OpId(self.next_op);
+        let kind = OpKind::Close {
+            writebacks: BTreeSet::new(),
+            bye_sent: false,
+        };
+        self.ops.insert(id, Op { kind });
+        self.woken.insert(id);
+        self.pump(now);
+    }
+
+    /// Completes when a handshake has completed (at once if one has). With
+    /// a [required first connection](Client::require_first_connection), a
+    /// first connection that cannot be made fails it for good: see
+    /// [`Client::connect_error`].
+    pub fn wait_connected(&mut self, now: Instant) -> Result<Started<()>, OpError> {
+        if self.is_connected() {
+            return Ok(Started::Done(()));
+        }
+        let r = self.admit(OpKind::Connect);
+        self.pump(now);
+        r.map(|op| Started::Waiting(Pending::connected(op)))
     }
 
     /// Serves a read from the cache without creating an operation:
     /// `Ok(true)` when `buf` was filled, `Ok(false)` when the data is not
-    /// all cached (or the lease needs renewing): use [`Client::read`].
+    /// all cached (or the lease needs renewing): use [`Client::read_into`].
     pub fn try_read(
         &mut self,
         now: Instant,
@@ -476,4 +631,32 @@ impl Client {
             self.write_ahead(mapping, file, (start + data.len() as u64).div_ceil(ps));
         }
     }
+}
+
+/// The length of a range to map, or why it is no range: the check every
+/// map makes (an adapter that must size something first makes it too).
+pub fn range_len(range: &Range<u64>) -> Result<u64, OpError> {
+    range
+        .end
+        .checked_sub(range.start)
+        .ok_or(OpError::ReversedRange {
+            start: range.start,
+            end: range.end,
+        })
+}
+
+/// The offset and length of a range to map.
+fn map_range(range: &Range<u64>) -> Result<(u64, u64), OpError> {
+    Ok((range.start, range_len(range)?))
+}
+
+/// An empty buffer with room for exactly `len` bytes, or why there is none:
+/// a length this process cannot hold is an error for that read, not an
+/// abort.
+pub(crate) fn reserve(len: u64) -> Result<Vec<u8>, OpError> {
+    let n = usize::try_from(len).map_err(|_| OpError::TooLarge { len })?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| OpError::TooLarge { len })?;
+    Ok(v)
 }

@@ -14,7 +14,9 @@ use crate::protocol::{
 };
 
 use super::error::SessionLossReason;
-use super::{Client, Conn, Event, LogEntry, OpError, Params, SessionInfo};
+use super::{
+    Client, ClientEvent, Conn, ConnectError, Event, LogEntry, OpError, Params, SessionInfo,
+};
 
 impl Client {
     /// The connection asked for by [`Event::Connect`] is open.
@@ -44,12 +46,61 @@ impl Client {
         }
     }
 
-    /// The connection asked for by [`Event::Connect`] could not be opened.
-    pub fn handle_connect_failed(&mut self, now: Instant) {
+    /// The connection asked for by [`Event::Connect`] could not be opened
+    /// (`error` says why).
+    pub fn handle_connect_failed(&mut self, now: Instant, error: std::io::Error) {
         if matches!(self.conn, Conn::Connecting { .. }) {
-            self.lost_connection(now, false);
+            match self.first_required.take() {
+                Some(addr) => {
+                    let reason = format!("cannot connect to {addr}: {error}");
+                    self.connect_error = Some(ConnectError::Io {
+                        addr,
+                        source: error,
+                    });
+                    self.fail_for_good(now, reason);
+                }
+                None => self.lost_connection(now, false),
+            }
         }
         self.pump(now);
+    }
+
+    /// Makes the first connection required: if it cannot be opened, or its
+    /// handshake fails, times out or is cut, the client fails for good
+    /// instead of retrying, and [`Client::connect_error`] says why. `addr`
+    /// names the server in that error. For a `connect` call that must
+    /// succeed or say why; later connections are retried either way.
+    pub fn require_first_connection(&mut self, addr: &str) {
+        if self.session.is_none() {
+            self.first_required = Some(addr.to_owned());
+        }
+    }
+
+    /// Why the required first connection failed, given the error that
+    /// [`Client::wait_connected`] failed with.
+    pub fn connect_error(&mut self, failed: OpError) -> ConnectError {
+        self.connect_error
+            .take()
+            .unwrap_or_else(|| ConnectError::Handshake {
+                addr: self.first_required.clone().unwrap_or_default(),
+                reason: failed.to_string(),
+            })
+    }
+
+    /// The adapter cannot drive the client any more (its event loop
+    /// failed): every operation fails with [`OpError::Closed`] and `reason`,
+    /// and so does every later command.
+    pub fn fail(&mut self, now: Instant, reason: impl Into<String>) {
+        if self.failed.is_none() {
+            self.fail_for_good(now, reason.into());
+        }
+        self.pump(now);
+    }
+
+    /// Why the client ended (closed, or failed for good), once it has: its
+    /// operations are done and its adapter may stop.
+    pub fn closed(&self) -> Option<OpError> {
+        self.failed.clone().map(OpError::Closed)
     }
 
     /// The connection broke or the server closed it.
@@ -196,6 +247,14 @@ impl Client {
     /// client decided it (the adapter must be told to close the socket).
     pub(crate) fn lost_connection(&mut self, now: Instant, ours: bool) {
         let was_ready = matches!(self.conn, Conn::Ready);
+        if !was_ready && self.first_required.is_some() {
+            let reason = if ours {
+                "the server did not complete the handshake"
+            } else {
+                "the server closed the connection during the handshake"
+            };
+            return self.fail_for_good(now, reason.into());
+        }
         if ours {
             self.events.push_back(Event::Disconnect);
         }
@@ -206,7 +265,8 @@ impl Client {
             self.disconnected_since = Some(now);
         }
         if was_ready {
-            self.events.push_back(Event::ConnectionLost);
+            self.events
+                .push_back(Event::Connection(ClientEvent::ConnectionLost));
         }
         self.schedule_retry(now);
     }
@@ -228,10 +288,17 @@ impl Client {
     }
 
     fn fail_for_good(&mut self, now: Instant, reason: String) {
+        if let Some(addr) = self.first_required.take() {
+            self.connect_error = Some(ConnectError::Handshake {
+                addr,
+                reason: reason.clone(),
+            });
+        }
         self.events.push_back(Event::Disconnect);
-        self.events.push_back(Event::Failed {
-            reason: reason.clone(),
-        });
+        self.events
+            .push_back(Event::Connection(ClientEvent::Failed {
+                reason: reason.clone(),
+            }));
         self.conn = Conn::Failed;
         self.failed = Some(reason.clone());
         let ops: Vec<_> = self.ops.keys().copied().collect();
@@ -385,7 +452,9 @@ impl Client {
         } else {
             self.lease_until = None;
         }
-        self.events.push_back(Event::Connected { resumed });
+        self.first_required = None;
+        self.events
+            .push_back(Event::Connection(ClientEvent::Connected { resumed }));
         if self.ping.is_none() {
             self.send_ping(now);
         }

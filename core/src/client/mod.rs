@@ -3,10 +3,16 @@
 //!
 //! The adapter drives it through the loop described in the crate
 //! documentation. Application commands ([`Client::map`], [`Client::read`],
-//! [`Client::write`], [`Client::sync`], [`Client::unmap`], ...) return an
-//! [`OpId`] and complete later as [`Event::Completed`]; reads and writes that
-//! the cache can serve complete at once, and [`Client::try_read`] /
-//! [`Client::try_write`] serve them without an event at all.
+//! [`Client::write`], [`Client::sync`], [`Client::unmap`], ...) return a
+//! [`Pending`] operation that completes later as [`Event::Completed`] and
+//! turns that completion into its own result type ([`Pending::finish`]).
+//! Reads and writes that the cache can serve finish on the spot:
+//! [`Client::read_into`], [`Client::read_bytes`], [`Client::write_from`] and
+//! [`Client::write_bytes`] return [`Started::Done`] then, and
+//! [`Client::try_read`] / [`Client::try_write`] say whether they could.
+//!
+//! Every range is checked here, before anything is allocated for it, so an
+//! adapter passes what its caller gave and never checks a range itself.
 //!
 //! The client decides when to connect ([`Event::Connect`]), resumes its
 //! session after a lost connection, sends again what was in flight (the
@@ -15,9 +21,11 @@
 
 mod cache;
 mod commands;
+mod completion;
 mod config;
 mod conn;
 mod error;
+mod event;
 mod flush;
 mod lifecycle;
 mod memory;
@@ -32,8 +40,11 @@ use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
+pub use commands::range_len;
+pub use completion::{Completion, IntoStarted, Mapped, Pending, ReadPages, Started};
 pub use config::ClientConfig;
-pub use error::{LossCause, LostWrites, OpError, SessionLossReason};
+pub use error::{ConnectError, LossCause, LostWrites, OpError, SessionLossReason};
+pub use event::{ClientEvent, Event};
 pub use memory::MemoryBacking;
 
 use crate::Instant;
@@ -103,111 +114,6 @@ impl MapOptions {
     }
 }
 
-/// Copies the slices of a [`Completion::ReadPages`] (in order) into `buf`,
-/// which they must fill exactly: what an adapter's `read(offset, &mut buf)`
-/// does with the completion.
-pub fn copy_read_pages(buf: &mut [u8], parts: &[Bytes]) -> Result<(), OpError> {
-    let mut at = 0;
-    for p in parts {
-        let end = at + p.len();
-        let Some(dst) = buf.get_mut(at..end) else {
-            break;
-        };
-        dst.copy_from_slice(p);
-        at = end;
-    }
-    if at == buf.len() {
-        Ok(())
-    } else {
-        Err(OpError::Closed(format!(
-            "internal error: a read of {} bytes completed with {at}",
-            buf.len()
-        )))
-    }
-}
-
-/// The result of a completed operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Completion {
-    /// [`Client::map`] succeeded.
-    Mapped {
-        /// The new mapping.
-        mapping: MappingId,
-        /// The file's length when it was mapped.
-        file_len: u64,
-    },
-    /// [`Client::read`]: the bytes.
-    Read(Bytes),
-    /// [`Client::read_pages`]: the bytes, in order, as slices of the cached
-    /// pages (no copy in the core; the adapter copies once into the
-    /// caller's buffer).
-    ReadPages(Vec<Bytes>),
-    /// [`Client::write`] completed: every later read anywhere sees it.
-    Written,
-    /// [`Client::sync`]: every write completed before it is on disk.
-    Synced,
-    /// [`Client::unmap`].
-    Unmapped,
-    /// [`Client::set_len`].
-    LenSet {
-        /// The new length.
-        len: u64,
-    },
-    /// [`Client::atomic`].
-    Atomic {
-        /// The word before the operation.
-        previous: u64,
-        /// False when a compare-exchange found another value.
-        applied: bool,
-    },
-    /// [`Client::close`]: everything was written back and the server told.
-    Closed,
-    /// [`Client::memory_fault`]: the page is in memory, in the state needed.
-    FaultResolved,
-}
-
-/// What the adapter or the application must know.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// Open a connection to the server now, then call
-    /// [`Client::handle_connected`] or [`Client::handle_connect_failed`].
-    Connect,
-    /// Close the current connection (or abandon the attempt): first write
-    /// what [`Client::poll_transmit`] still returns (a `Bye`, for one), then
-    /// close. The client already counts the connection as gone: do not call
-    /// `handle_disconnected` for it.
-    Disconnect,
-    /// An operation finished.
-    Completed {
-        /// Which.
-        op: OpId,
-        /// How.
-        result: Result<Completion, OpError>,
-    },
-    /// The handshake completed.
-    Connected {
-        /// The old session lives on.
-        resumed: bool,
-    },
-    /// The connection was lost; the client reconnects by itself.
-    ConnectionLost,
-    /// The session could not be resumed; `lost` names every mapping that
-    /// lost writes (its operations fail until it is unmapped).
-    SessionLost {
-        /// Why.
-        reason: SessionLossReason,
-        /// The mappings that lost writes.
-        lost: Vec<(MappingId, LostWrites)>,
-    },
-    /// The client failed for good (wrong credentials, unsupported version).
-    Failed {
-        /// Why.
-        reason: String,
-    },
-}
-
 /// Deliberate client bugs, to prove that checkers can fail (feature
 /// `bug-injection`).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -260,6 +166,11 @@ pub struct Client {
     /// Some page sits in a memory mapping's memory.
     pub(crate) memory_installed: bool,
     pub(crate) bug: ClientBug,
+    /// A failed first connection ends the client: the server's address,
+    /// until a handshake completes.
+    pub(crate) first_required: Option<String>,
+    /// Why the required first connection failed, until taken.
+    pub(crate) connect_error: Option<ConnectError>,
 }
 
 impl std::fmt::Debug for Client {
@@ -317,6 +228,8 @@ impl Client {
             reopen_pending: false,
             memory_installed: false,
             bug: ClientBug::None,
+            first_required: None,
+            connect_error: None,
         };
         c.handle_timeout(now);
         c

@@ -5,7 +5,7 @@
 //! the lease, room in the request window, its mapping). A step either
 //! finishes it or registers what it now waits for.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::Instant;
 use crate::protocol::{Fetch, Map, Message, PageNo, ReqId, WireMappingId, fetch_flags, map_flags};
@@ -100,6 +100,7 @@ impl Client {
                     index,
                     write,
                 } => self.step_fault(now, id, mapping, index, write),
+                OpKind::Connect => self.step_connect(id),
             }
         };
         match r {
@@ -375,6 +376,14 @@ impl Client {
 
     // ---- operations ----
 
+    fn step_connect(&mut self, id: OpId) -> Step {
+        if matches!(self.conn, Conn::Ready) {
+            return Step::Done(Ok(Completion::Connected));
+        }
+        self.session_waiters.insert(id);
+        Step::Pending(OpKind::Connect)
+    }
+
     fn step_map(&mut self, id: OpId, mapping: MappingId) -> Step {
         let Some(m) = self.mappings.get(&mapping) else {
             return Step::Done(Err(OpError::UnknownMapping));
@@ -382,6 +391,7 @@ impl Client {
         match &m.status {
             MappingStatus::Ready { .. } => Step::Done(Ok(Completion::Mapped {
                 mapping,
+                len: m.len,
                 file_len: m.file_len,
             })),
             MappingStatus::Lost(l) => Step::Done(Err(OpError::SessionLost(l.clone()))),
@@ -527,7 +537,14 @@ impl Client {
                         }
                         (ReadInto::Buffer(b), data) => {
                             let d = data.as_slice().expect("readable");
-                            b.get_or_insert_with(|| BytesMut::with_capacity(len as usize))
+                            if b.is_none() {
+                                match super::commands::reserve(len) {
+                                    Ok(fresh) => *b = Some(fresh),
+                                    Err(e) => return Step::Done(Err(e)),
+                                }
+                            }
+                            b.as_mut()
+                                .expect("allocated above")
                                 .extend_from_slice(&d[inp..inp + n]);
                         }
                     }
@@ -544,7 +561,7 @@ impl Client {
             self.drop_behind(mapping, file, start / ps);
         }
         Step::Done(Ok(match buf {
-            ReadInto::Buffer(b) => Completion::Read(b.map(|b| b.freeze()).unwrap_or_default()),
+            ReadInto::Buffer(b) => Completion::Read(b.map(Bytes::from).unwrap_or_default()),
             ReadInto::Slices(parts) => Completion::ReadPages(parts),
         }))
     }

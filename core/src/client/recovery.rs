@@ -8,7 +8,9 @@ use crate::protocol::{Message, PageVersion, Revalidate};
 
 use super::cache::{FileId, PageState};
 use super::error::{LossCause, LostWrites, SessionLossReason};
-use super::{Client, Completion, Event, MappingId, MappingStatus, OpError, OpKind, ReqKind};
+use super::{
+    Client, ClientEvent, Completion, Event, MappingId, MappingStatus, OpError, OpKind, ReqKind,
+};
 
 impl Client {
     /// The server no longer has our session (`reason`). Dirty pages are gone
@@ -194,10 +196,11 @@ impl Client {
         }
         self.lease_until = None;
         self.reopen_pending = true;
-        self.events.push_back(Event::SessionLost {
-            reason,
-            lost: lost.into_iter().collect(),
-        });
+        self.events
+            .push_back(Event::Connection(ClientEvent::SessionLost {
+                reason,
+                lost: lost.into_iter().collect(),
+            }));
         self.wake_all();
     }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::Instant;
 use crate::protocol::{AtomicOp, Message, PageNo, ReqId, ResumeToken, SessionId, Version};
@@ -155,13 +155,16 @@ pub(crate) enum OpKind {
         index: u64,
         write: bool,
     },
+    /// Waits for a handshake to complete.
+    Connect,
 }
 
 /// Where a read puts what it finds.
 #[derive(Debug)]
 pub(crate) enum ReadInto {
-    /// One contiguous copy (allocated on first use).
-    Buffer(Option<BytesMut>),
+    /// One contiguous copy (allocated when the read starts, or for a read
+    /// within one page on first use).
+    Buffer(Option<Vec<u8>>),
     /// The pages' own bytes, sliced: no copy in the core.
     Slices(Vec<Bytes>),
 }
