@@ -9,14 +9,12 @@ use rand_core::Rng;
 use crate::Instant;
 use crate::auth::{ProofRole, proof, proofs_match};
 use crate::protocol::{
-    Authenticate, ErrorCode, Hello, Message, PROTOCOL_VERSION, Ping, Resume, ResumeStatus, RevId,
-    Welcome, decode_frame,
+    Authenticate, ErrorCode, Hello, Message, PROTOCOL_VERSION, Ping, Resume, ResumeStatus, Welcome,
+    decode_frame,
 };
 
 use super::error::SessionLossReason;
-use super::{
-    Client, ClientEvent, Conn, ConnectError, Event, LogEntry, OpError, Params, SessionInfo,
-};
+use super::{Client, ClientEvent, Conn, ConnectError, Event, OpError, Params, SessionInfo};
 
 impl Client {
     /// The connection asked for by [`Event::Connect`] is open.
@@ -447,7 +445,7 @@ impl Client {
         self.disconnected_since = None;
         let resumed = w.status == ResumeStatus::Resumed;
         if resumed {
-            self.prune_acks(w.rev_acked);
+            self.requests.confirm_acks(w.rev_acked);
             self.resend_log();
         } else {
             self.lease_until = None;
@@ -462,7 +460,7 @@ impl Client {
     }
 
     fn on_pong(&mut self, now: Instant, p: crate::protocol::Pong) {
-        self.prune_acks(p.rev_acked);
+        self.requests.confirm_acks(p.rev_acked);
         let Some((nonce, sent)) = self.ping else {
             return;
         };
@@ -482,24 +480,11 @@ impl Client {
         self.schedule_ping(now);
     }
 
-    /// Drops recall acknowledgements the server has processed.
-    fn prune_acks(&mut self, acked: RevId) {
-        self.log
-            .retain(|_, e| !matches!(e, LogEntry::RecallAck(rev, _, _) if *rev <= acked));
-    }
-
     /// Sends again, in their original order, every request without a reply
     /// and every recall acknowledgement not yet confirmed.
     fn resend_log(&mut self) {
-        for e in self.log.values() {
-            match e {
-                LogEntry::Request(r) => {
-                    if let Some(req) = self.requests.get(r) {
-                        self.out.push_message(&req.msg);
-                    }
-                }
-                LogEntry::RecallAck(_, _, m) => self.out.push_message(m),
-            }
+        for m in self.requests.to_resend() {
+            self.out.push_message(m);
         }
     }
 

@@ -7,7 +7,8 @@ use crate::Instant;
 use crate::protocol::{Message, PageNo, PagePatch, Release, ReqId, WireMappingId, WriteBack};
 
 use super::cache::{FileId, PageState};
-use super::{Client, MappingId, MappingStatus, OpId, ReqKind};
+use super::requests::ReqKind;
+use super::{Client, MappingId, MappingStatus, OpId};
 
 /// Patches on their way to one mapping's write-back.
 struct Batch {

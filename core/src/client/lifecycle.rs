@@ -9,7 +9,8 @@ use crate::protocol::{Message, PageNo, ReqId, SetLen, Sync, Unmap};
 
 use super::cache::FileId;
 use super::ops::Step;
-use super::{Client, Completion, Conn, MappingId, MappingStatus, OpError, OpId, OpKind, ReqKind};
+use super::requests::ReqKind;
+use super::{Client, Completion, Conn, MappingId, MappingStatus, OpError, OpId, OpKind};
 
 impl Client {
     #[allow(clippy::too_many_arguments)]

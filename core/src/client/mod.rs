@@ -32,6 +32,7 @@ mod memory;
 mod ops;
 mod recovery;
 mod replies;
+mod requests;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -48,9 +49,10 @@ pub use event::{ClientEvent, Event};
 pub use memory::MemoryBacking;
 
 use crate::Instant;
-use crate::protocol::{ChunkQueue, FileHandle, ReqId};
+use crate::protocol::{ChunkQueue, FileHandle};
 
 use cache::{FileId, FileState};
+use requests::RequestLog;
 pub(crate) use state::*;
 
 /// A version no server ever issues: marks a copy that must not be
@@ -145,10 +147,7 @@ pub struct Client {
     pub(crate) lease_waiters: BTreeSet<OpId>,
     pub(crate) out: ChunkQueue,
     pub(crate) events: VecDeque<Event>,
-    pub(crate) next_req: u64,
-    pub(crate) requests: BTreeMap<ReqId, Request>,
-    pub(crate) next_seq: u64,
-    pub(crate) log: BTreeMap<u64, LogEntry>,
+    pub(crate) requests: RequestLog,
     pub(crate) window_waiters: BTreeSet<OpId>,
     pub(crate) session_waiters: BTreeSet<OpId>,
     pub(crate) files: BTreeMap<FileId, FileState>,
@@ -209,10 +208,7 @@ impl Client {
             lease_waiters: BTreeSet::new(),
             out: ChunkQueue::new(),
             events: VecDeque::new(),
-            next_req: 1,
-            requests: BTreeMap::new(),
-            next_seq: 0,
-            log: BTreeMap::new(),
+            requests: RequestLog::new(),
             window_waiters: BTreeSet::new(),
             session_waiters: BTreeSet::new(),
             files: BTreeMap::new(),

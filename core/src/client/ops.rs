@@ -11,10 +11,8 @@ use crate::Instant;
 use crate::protocol::{Fetch, Map, Message, PageNo, ReqId, WireMappingId, fetch_flags, map_flags};
 
 use super::cache::{FileId, PageState};
-use super::{
-    Client, Completion, Conn, LogEntry, MappingId, MappingStatus, OpError, OpId, OpKind, ReadInto,
-    ReqKind, Request,
-};
+use super::requests::{ReqKind, Request};
+use super::{Client, Completion, Conn, MappingId, MappingStatus, OpError, OpId, OpKind, ReadInto};
 
 /// What a step of an operation came to.
 pub(crate) enum Step {
@@ -128,9 +126,7 @@ impl Client {
         if matches!(self.conn, Conn::Failed) {
             return false;
         }
-        self.requests
-            .first_key_value()
-            .is_none_or(|(oldest, _)| self.next_req - oldest.0 < p.window)
+        self.requests.has_room(p.window)
     }
 
     /// Numbers, logs and (when connected) sends a request.
@@ -139,21 +135,16 @@ impl Client {
         build: impl FnOnce(ReqId) -> Message,
         kind: ReqKind,
     ) -> ReqId {
-        let req = ReqId(self.next_req);
-        self.next_req += 1;
-        let msg = build(req);
-        self.transmit(&msg);
-        self.next_seq += 1;
-        let seq = self.next_seq;
-        self.log.insert(seq, LogEntry::Request(req));
-        self.requests.insert(req, Request { seq, msg, kind });
+        let (req, msg) = self.requests.add(build, kind);
+        if matches!(self.conn, Conn::Ready) {
+            self.out.push_message(msg);
+        }
         req
     }
 
     /// Removes an answered request and wakes whoever waited for room.
     pub(crate) fn take_request(&mut self, req: ReqId) -> Option<Request> {
-        let r = self.requests.remove(&req)?;
-        self.log.remove(&r.seq);
+        let r = self.requests.take(req)?;
         let w = std::mem::take(&mut self.window_waiters);
         self.woken.extend(w);
         Some(r)

@@ -8,9 +8,8 @@ use crate::protocol::{Message, PageVersion, Revalidate};
 
 use super::cache::{FileId, PageState};
 use super::error::{LossCause, LostWrites, SessionLossReason};
-use super::{
-    Client, ClientEvent, Completion, Event, MappingId, MappingStatus, OpError, OpKind, ReqKind,
-};
+use super::requests::ReqKind;
+use super::{Client, ClientEvent, Completion, Event, MappingId, MappingStatus, OpError, OpKind};
 
 impl Client {
     /// The server no longer has our session (`reason`). Dirty pages are gone
@@ -69,23 +68,16 @@ impl Client {
         }
         // Dirty data handed back in recall acknowledgements the server never
         // confirmed: it may not have arrived.
-        for e in self.log.values() {
-            let super::LogEntry::RecallAck(_, fid, Message::RecallAck(ack)) = e else {
-                continue;
-            };
-            let mut pages: Vec<u64> = ack.patches.iter().map(|p| p.page).collect();
-            pages.dedup();
-            for q in pages {
-                for (mid, m) in &self.mappings {
-                    let (a, b) = m.pages(ps);
-                    if m.file == Some(*fid)
-                        && m.writable
-                        && (a..b).contains(&q)
-                        && !matches!(m.status, MappingStatus::Lost(_))
-                    {
-                        entry(&mut lost, *mid, &m.path);
-                        lost.get_mut(mid).expect("just added").dirty_pages += 1;
-                    }
+        for (fid, q) in self.requests.unconfirmed_recalled_pages() {
+            for (mid, m) in &self.mappings {
+                let (a, b) = m.pages(ps);
+                if m.file == Some(fid)
+                    && m.writable
+                    && (a..b).contains(&q)
+                    && !matches!(m.status, MappingStatus::Lost(_))
+                {
+                    entry(&mut lost, *mid, &m.path);
+                    lost.get_mut(mid).expect("just added").dirty_pages += 1;
                 }
             }
         }
@@ -98,9 +90,7 @@ impl Client {
             }
         }
         // Requests of the old session.
-        let requests = std::mem::take(&mut self.requests);
-        self.log.clear();
-        for (_, r) in requests {
+        for r in self.requests.end_session() {
             match r.kind {
                 ReqKind::Map { mapping, .. } => {
                     if let Some(m) = self.mappings.get_mut(&mapping) {

@@ -8,7 +8,8 @@ use crate::protocol::{
 
 use super::cache::{PageData, PageState};
 use super::error::{LossCause, LostWrites};
-use super::{Client, Completion, LogEntry, MappingStatus, OpError, OpKind, ReqKind};
+use super::requests::ReqKind;
+use super::{Client, Completion, MappingStatus, OpError, OpKind};
 
 impl Client {
     pub(crate) fn on_reply(&mut self, now: Instant, msg: Message) {
@@ -33,7 +34,7 @@ impl Client {
     }
 
     fn on_pages(&mut self, p: Pages) -> bool {
-        let Some(r) = self.requests.get(&p.req) else {
+        let Some(r) = self.requests.get(p.req) else {
             return true;
         };
         let ReqKind::Fetch { file, first, count } = r.kind else {
@@ -101,7 +102,7 @@ impl Client {
     }
 
     fn on_write_ack(&mut self, a: WriteAck) -> bool {
-        let Some(r) = self.requests.get(&a.req) else {
+        let Some(r) = self.requests.get(a.req) else {
             return true;
         };
         let ReqKind::WriteBack { pages, .. } = &r.kind else {
@@ -164,7 +165,7 @@ impl Client {
     }
 
     fn on_mapped(&mut self, m: Mapped) -> bool {
-        let Some(r) = self.requests.get(&m.req) else {
+        let Some(r) = self.requests.get(m.req) else {
             return true;
         };
         let ReqKind::Map { mapping, op } = r.kind else {
@@ -222,7 +223,7 @@ impl Client {
     }
 
     fn on_unmapped(&mut self, u: Unmapped) -> bool {
-        let Some(r) = self.requests.get(&u.req) else {
+        let Some(r) = self.requests.get(u.req) else {
             return true;
         };
         let ReqKind::Unmap { mapping, op } = r.kind else {
@@ -235,7 +236,7 @@ impl Client {
     }
 
     fn on_synced(&mut self, req: crate::protocol::ReqId) -> bool {
-        let Some(r) = self.requests.get(&req) else {
+        let Some(r) = self.requests.get(req) else {
             return true;
         };
         let ReqKind::Sync { op } = r.kind else {
@@ -252,7 +253,7 @@ impl Client {
     }
 
     fn on_revalidated(&mut self, r: Revalidated) -> bool {
-        let Some(rq) = self.requests.get(&r.req) else {
+        let Some(rq) = self.requests.get(r.req) else {
             return true;
         };
         let ReqKind::Revalidate { pages, .. } = &rq.kind else {
@@ -291,7 +292,7 @@ impl Client {
     }
 
     fn on_len_set(&mut self, l: LenSet) -> bool {
-        let Some(r) = self.requests.get(&l.req) else {
+        let Some(r) = self.requests.get(l.req) else {
             return true;
         };
         let ReqKind::SetLen { op } = r.kind else {
@@ -303,7 +304,7 @@ impl Client {
     }
 
     fn on_atomic_done(&mut self, a: AtomicDone) -> bool {
-        let Some(r) = self.requests.get(&a.req) else {
+        let Some(r) = self.requests.get(a.req) else {
             return true;
         };
         let ReqKind::Atomic { op } = r.kind else {
@@ -578,14 +579,12 @@ impl Client {
         if let Message::RecallAck(a) = &ack
             && !a.patches.is_empty()
         {
-            self.next_seq += 1;
             let file = self
                 .by_handle
                 .get(&r.file)
                 .copied()
                 .expect("patches only come from known files");
-            self.log
-                .insert(self.next_seq, LogEntry::RecallAck(r.rev, file, ack));
+            self.requests.log_recall_ack(r.rev, file, ack);
         }
         true
     }

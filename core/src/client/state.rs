@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::Instant;
-use crate::protocol::{AtomicOp, Message, PageNo, ReqId, ResumeToken, SessionId, Version};
+use crate::protocol::{AtomicOp, PageNo, ReqId, ResumeToken, SessionId};
 
 use super::cache::FileId;
 use super::{LostWrites, MappingId, OpError, OpId};
@@ -172,56 +172,4 @@ pub(crate) enum ReadInto {
 #[derive(Debug)]
 pub(crate) struct Op {
     pub(crate) kind: OpKind,
-}
-
-#[derive(Debug)]
-pub(crate) enum ReqKind {
-    Map {
-        mapping: MappingId,
-        op: Option<OpId>,
-    },
-    Unmap {
-        mapping: MappingId,
-        op: OpId,
-    },
-    Fetch {
-        file: FileId,
-        first: PageNo,
-        count: u32,
-    },
-    /// `pages[i]` is the page of patch `i`.
-    WriteBack {
-        file: FileId,
-        pages: Vec<PageNo>,
-        op: Option<OpId>,
-        mapping: MappingId,
-    },
-    Sync {
-        op: OpId,
-    },
-    Revalidate {
-        file: FileId,
-        pages: Vec<(PageNo, Version)>,
-    },
-    SetLen {
-        op: OpId,
-    },
-    Atomic {
-        op: OpId,
-    },
-}
-
-#[derive(Debug)]
-pub(crate) struct Request {
-    pub(crate) seq: u64,
-    pub(crate) msg: Message,
-    pub(crate) kind: ReqKind,
-}
-
-#[derive(Debug)]
-pub(crate) enum LogEntry {
-    Request(ReqId),
-    /// A recall acknowledgement carrying dirty data: kept until the server
-    /// confirms it (`rev_acked`), sent again after a resume.
-    RecallAck(crate::protocol::RevId, FileId, Message),
 }
