@@ -15,7 +15,7 @@ use crate::protocol::AtomicOp;
 
 use super::cache::{self, FileId};
 use super::{
-    Access, Client, MapOptions, Mapped, MappingId, MappingState, MappingStatus, Op, OpError, OpId,
+    Access, Client, MapOptions, Mapped, MappingId, MappingState, MappingStatus, OpError, OpId,
     OpKind, Pending, ReadInto, ReadPages, Started,
 };
 
@@ -24,14 +24,7 @@ impl Client {
         if let Some(f) = &self.failed {
             return Err(OpError::Closed(f.clone()));
         }
-        if self.ops.len() >= self.config.max_pending_ops {
-            return Err(OpError::Busy(self.ops.len()));
-        }
-        self.next_op += 1;
-        let id = OpId(self.next_op);
-        self.ops.insert(id, Op { kind });
-        self.woken.insert(id);
-        Ok(id)
+        self.ops.admit(kind, Some(self.config.max_pending_ops))
     }
 
     /// Whether `[offset, offset + len)` lies in the mapping, and the
@@ -476,21 +469,14 @@ impl Client {
     /// (nobody waits for the result), even with the pending-operation limit
     /// reached. Does nothing once the client is closing or closed.
     pub fn abandon(&mut self, now: Instant) {
-        let closing = self
-            .ops
-            .values()
-            .any(|o| matches!(o.kind, OpKind::Close { .. }));
-        if self.failed.is_some() || closing {
+        if self.failed.is_some() || self.ops.closing() {
             return;
         }
-        self.next_op += 1;
-        let id = OpId(self.next_op);
         let kind = OpKind::Close {
             writebacks: BTreeSet::new(),
             bye_sent: false,
         };
-        self.ops.insert(id, Op { kind });
-        self.woken.insert(id);
+        let _ = self.ops.admit(kind, None);
         self.pump(now);
     }
 

@@ -167,7 +167,7 @@ impl Client {
             && now >= since + limit
         {
             let waited = now - since;
-            let ops: Vec<_> = self.ops.keys().copied().collect();
+            let ops: Vec<_> = self.ops.ids();
             for op in ops {
                 self.complete(op, Err(OpError::Disconnected(waited)));
             }
@@ -299,7 +299,7 @@ impl Client {
             }));
         self.conn = Conn::Failed;
         self.failed = Some(reason.clone());
-        let ops: Vec<_> = self.ops.keys().copied().collect();
+        let ops: Vec<_> = self.ops.ids();
         for op in ops {
             self.complete(op, Err(OpError::Closed(reason.clone())));
         }
@@ -456,7 +456,7 @@ impl Client {
         if self.ping.is_none() {
             self.send_ping(now);
         }
-        self.wake_all();
+        self.ops.wake_all();
     }
 
     fn on_pong(&mut self, now: Instant, p: crate::protocol::Pong) {
@@ -474,8 +474,7 @@ impl Client {
             let lease = params.lease;
             let until = sent + lease - self.lease_margin(lease);
             self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
-            let waiters = std::mem::take(&mut self.lease_waiters);
-            self.woken.extend(waiters);
+            self.ops.wake_lease();
         }
         self.schedule_ping(now);
     }

@@ -111,7 +111,7 @@ impl Client {
         }
         *cursor = resume;
         if !complete && let Some(id) = id {
-            self.window_waiters.insert(id);
+            self.ops.wait_window(id);
         }
         complete
     }

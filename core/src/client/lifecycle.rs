@@ -69,7 +69,7 @@ impl Client {
                     ReqKind::Sync { op: id },
                 ));
             } else {
-                self.window_waiters.insert(id);
+                self.ops.wait_window(id);
             }
         }
         Step::Pending(OpKind::Sync {
@@ -139,7 +139,7 @@ impl Client {
                     });
                 }
                 if !self.request_room() {
-                    self.window_waiters.insert(id);
+                    self.ops.wait_window(id);
                     return Step::Pending(OpKind::Unmap {
                         mapping,
                         writebacks,
@@ -182,7 +182,7 @@ impl Client {
             return;
         };
         let waiters: Vec<OpId> = m.waiters.iter().copied().collect();
-        self.woken.extend(waiters);
+        self.ops.wake_all_of(waiters);
         let Some(file) = m.file else { return };
         let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
             return;
@@ -206,7 +206,7 @@ impl Client {
                 if pg.data.is_some() {
                     self.cached -= 1;
                 }
-                self.woken.extend(pg.waiters);
+                self.ops.wake_all_of(pg.waiters);
             }
         }
         if others.is_empty() {
@@ -228,10 +228,10 @@ impl Client {
     ) -> Step {
         if req.is_none() {
             if !self.request_room() {
-                if self.params.is_none() {
-                    self.session_waiters.insert(id);
-                } else {
-                    self.window_waiters.insert(id);
+                // Without a session it is woken, with every operation, by
+                // the next handshake.
+                if self.params.is_some() {
+                    self.ops.wait_window(id);
                 }
                 return Step::Pending(OpKind::SetLen {
                     path,
@@ -296,7 +296,7 @@ impl Client {
             Ok(Some(x)) => x,
         };
         if !self.request_room() {
-            self.window_waiters.insert(id);
+            self.ops.wait_window(id);
             return Step::Pending(OpKind::Atomic {
                 mapping,
                 offset,
@@ -340,7 +340,7 @@ impl Client {
                 self.events.push_back(super::Event::Disconnect);
                 return Step::Done(Ok(Completion::Closed));
             }
-            self.session_waiters.insert(id);
+            // Woken, with every operation, by the next handshake.
             return Step::Pending(OpKind::Close {
                 writebacks,
                 bye_sent,
@@ -368,7 +368,7 @@ impl Client {
         self.conn = Conn::Failed;
         self.failed = Some("the client was closed".into());
         self.events.push_back(super::Event::Disconnect);
-        let others: Vec<OpId> = self.ops.keys().copied().collect();
+        let others: Vec<OpId> = self.ops.ids();
         for o in others {
             self.complete(o, Err(OpError::Closed("the client was closed".into())));
         }

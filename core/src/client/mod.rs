@@ -29,13 +29,14 @@ mod event;
 mod flush;
 mod lifecycle;
 mod memory;
+mod operations;
 mod ops;
 mod recovery;
 mod replies;
 mod requests;
 mod state;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
@@ -52,6 +53,7 @@ use crate::Instant;
 use crate::protocol::{ChunkQueue, FileHandle};
 
 use cache::{FileId, FileState};
+use operations::{OpKind, Operations, ReadInto};
 use requests::RequestLog;
 pub(crate) use state::*;
 
@@ -144,12 +146,9 @@ pub struct Client {
     pub(crate) ping: Option<(u64, Instant)>,
     pub(crate) next_ping_at: Option<Instant>,
     pub(crate) ping_nonce: u64,
-    pub(crate) lease_waiters: BTreeSet<OpId>,
     pub(crate) out: ChunkQueue,
     pub(crate) events: VecDeque<Event>,
     pub(crate) requests: RequestLog,
-    pub(crate) window_waiters: BTreeSet<OpId>,
-    pub(crate) session_waiters: BTreeSet<OpId>,
     pub(crate) files: BTreeMap<FileId, FileState>,
     pub(crate) next_file: u32,
     pub(crate) by_handle: BTreeMap<FileHandle, FileId>,
@@ -157,9 +156,7 @@ pub struct Client {
     pub(crate) next_mapping: u64,
     pub(crate) cached: usize,
     pub(crate) tick: u64,
-    pub(crate) ops: BTreeMap<OpId, Op>,
-    pub(crate) next_op: u64,
-    pub(crate) woken: BTreeSet<OpId>,
+    pub(crate) ops: Operations,
     /// Some mapping waits to be mapped again after a lost session.
     pub(crate) reopen_pending: bool,
     /// Some page sits in a memory mapping's memory.
@@ -205,12 +202,9 @@ impl Client {
             ping: None,
             next_ping_at: None,
             ping_nonce: 0,
-            lease_waiters: BTreeSet::new(),
             out: ChunkQueue::new(),
             events: VecDeque::new(),
             requests: RequestLog::new(),
-            window_waiters: BTreeSet::new(),
-            session_waiters: BTreeSet::new(),
             files: BTreeMap::new(),
             next_file: 0,
             by_handle: BTreeMap::new(),
@@ -218,9 +212,7 @@ impl Client {
             next_mapping: 0,
             cached: 0,
             tick: 0,
-            ops: BTreeMap::new(),
-            next_op: 0,
-            woken: BTreeSet::new(),
+            ops: Operations::default(),
             reopen_pending: false,
             memory_installed: false,
             bug: ClientBug::None,
@@ -322,34 +314,16 @@ impl Client {
     }
 
     pub(crate) fn complete(&mut self, op: OpId, result: Result<Completion, OpError>) {
-        if self.ops.remove(&op).is_some() {
+        if self.ops.finish(op) {
             self.events.push_back(Event::Completed { op, result });
         }
     }
 
     /// Fails every waiting operation on `mapping` except unmaps.
     pub(crate) fn fail_mapping_ops(&mut self, mapping: MappingId, err: OpError) {
-        let victims: Vec<OpId> = self
-            .ops
-            .iter()
-            .filter(|(_, o)| match &o.kind {
-                OpKind::Read { mapping: m, .. }
-                | OpKind::Write { mapping: m, .. }
-                | OpKind::Sync { mapping: m, .. }
-                | OpKind::Atomic { mapping: m, .. }
-                | OpKind::Fault { mapping: m, .. } => *m == mapping,
-                _ => false,
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in victims {
+        for id in self.ops.on_mapping(mapping) {
             self.complete(id, Err(err.clone()));
         }
-    }
-
-    pub(crate) fn wake_all(&mut self) {
-        let all: Vec<OpId> = self.ops.keys().copied().collect();
-        self.woken.extend(all);
     }
 
     /// Steps every woken operation until none makes progress, then trims
@@ -357,7 +331,7 @@ impl Client {
     pub(crate) fn pump(&mut self, now: Instant) {
         self.drive_mappings();
         let mut rounds = 0;
-        while let Some(op) = self.woken.pop_first() {
+        while let Some(op) = self.ops.next_woken() {
             self.step(now, op);
             rounds += 1;
             if rounds > 1_000_000 {

@@ -38,14 +38,14 @@ enum Ahead {
 
 impl Client {
     pub(crate) fn step(&mut self, now: Instant, id: OpId) {
-        let Some(op) = self.ops.remove(&id) else {
+        let Some(op) = self.ops.take(id) else {
             return;
         };
-        let r = if self.gave_up(now) && !matches!(op.kind, OpKind::Close { .. }) {
+        let r = if self.gave_up(now) && !matches!(op, OpKind::Close { .. }) {
             let since = self.disconnected_since.expect("gave up while disconnected");
             Step::Done(Err(OpError::Disconnected(now - since)))
         } else {
-            match op.kind {
+            match op {
                 OpKind::Map { mapping } => self.step_map(id, mapping),
                 OpKind::Read {
                     mapping,
@@ -98,12 +98,12 @@ impl Client {
                     index,
                     write,
                 } => self.step_fault(now, id, mapping, index, write),
-                OpKind::Connect => self.step_connect(id),
+                OpKind::Connect => self.step_connect(),
             }
         };
         match r {
             Step::Pending(kind) => {
-                self.ops.insert(id, super::Op { kind });
+                self.ops.put(id, kind);
             }
             Step::Done(result) => self
                 .events
@@ -145,8 +145,7 @@ impl Client {
     /// Removes an answered request and wakes whoever waited for room.
     pub(crate) fn take_request(&mut self, req: ReqId) -> Option<Request> {
         let r = self.requests.take(req)?;
-        let w = std::mem::take(&mut self.window_waiters);
-        self.woken.extend(w);
+        self.ops.wake_window();
         Some(r)
     }
 
@@ -177,7 +176,7 @@ impl Client {
     /// Registers `id` to wait for a lease renewal and makes sure one is on
     /// its way.
     fn wait_lease(&mut self, now: Instant, id: OpId) {
-        self.lease_waiters.insert(id);
+        self.ops.wait_lease(id);
         if matches!(self.conn, Conn::Ready) {
             self.send_ping(now);
         }
@@ -207,7 +206,7 @@ impl Client {
         }
         if !self.request_room() {
             if let Some(id) = id {
-                self.window_waiters.insert(id);
+                self.ops.wait_window(id);
             }
             return;
         }
@@ -367,11 +366,11 @@ impl Client {
 
     // ---- operations ----
 
-    fn step_connect(&mut self, id: OpId) -> Step {
+    fn step_connect(&self) -> Step {
         if matches!(self.conn, Conn::Ready) {
             return Step::Done(Ok(Completion::Connected));
         }
-        self.session_waiters.insert(id);
+        // Woken, with every operation, by the next handshake.
         Step::Pending(OpKind::Connect)
     }
 
@@ -397,10 +396,10 @@ impl Client {
             }
             MappingStatus::Opening { req: None } | MappingStatus::Reopening { req: None } => {
                 if !self.request_room() {
-                    if self.params.is_none() {
-                        self.session_waiters.insert(id);
-                    } else {
-                        self.window_waiters.insert(id);
+                    // Without a session it is woken, with every operation,
+                    // by the next handshake.
+                    if self.params.is_some() {
+                        self.ops.wait_window(id);
                     }
                     return Step::Pending(OpKind::Map { mapping });
                 }

@@ -115,8 +115,8 @@ impl Client {
             }
         }
         // Operations forget the requests they waited for and start over.
-        for o in self.ops.values_mut() {
-            match &mut o.kind {
+        for o in self.ops.kinds_mut() {
+            match o {
                 OpKind::Sync {
                     snapshot,
                     writebacks,
@@ -160,7 +160,7 @@ impl Client {
                     if pg.data.is_some() {
                         self.cached -= 1;
                     }
-                    self.woken.extend(pg.waiters);
+                    self.ops.wake_all_of(pg.waiters);
                 }
             }
         }
@@ -191,7 +191,7 @@ impl Client {
                 reason,
                 lost: lost.into_iter().collect(),
             }));
-        self.wake_all();
+        self.ops.wake_all();
     }
 
     /// Asks the new session to vouch for the stale copies in a mapping.

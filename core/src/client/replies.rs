@@ -97,7 +97,7 @@ impl Client {
             pg.version = g.version;
             woken.extend(std::mem::take(&mut pg.waiters));
         }
-        self.woken.extend(woken);
+        self.ops.wake_all_of(woken);
         true
     }
 
@@ -127,7 +127,7 @@ impl Client {
                     if pg.dirty.is_none() {
                         pg.version = *v;
                     }
-                    self.woken.extend(pg.waiters.iter().copied());
+                    self.ops.wake_all_of(pg.waiters.iter().copied());
                 }
             }
         }
@@ -144,10 +144,10 @@ impl Client {
         req: crate::protocol::ReqId,
         err: Option<OpError>,
     ) {
-        let Some(o) = self.ops.get_mut(&op) else {
+        let Some(o) = self.ops.get_mut(op) else {
             return;
         };
-        match &mut o.kind {
+        match o {
             OpKind::Sync {
                 writebacks, failed, ..
             } => {
@@ -161,7 +161,7 @@ impl Client {
             }
             _ => {}
         }
-        self.woken.insert(op);
+        self.ops.wake(op);
     }
 
     fn on_mapped(&mut self, m: Mapped) -> bool {
@@ -195,9 +195,9 @@ impl Client {
         ms.file = Some(file);
         ms.file_len = m.file_len;
         let waiters = std::mem::take(&mut ms.waiters);
-        self.woken.extend(waiters);
+        self.ops.wake_all_of(waiters);
         if let Some(op) = op {
-            self.woken.insert(op);
+            self.ops.wake(op);
         }
         if reopening {
             if let Some(old) = old
@@ -243,11 +243,11 @@ impl Client {
             return false;
         };
         self.take_request(req);
-        if let Some(o) = self.ops.get_mut(&op)
-            && let OpKind::Sync { done, .. } = &mut o.kind
+        if let Some(o) = self.ops.get_mut(op)
+            && let OpKind::Sync { done, .. } = o
         {
             *done = true;
-            self.woken.insert(op);
+            self.ops.wake(op);
         }
         true
     }
@@ -286,7 +286,7 @@ impl Client {
                 self.cached -= 1;
             }
             let w: Vec<_> = pg.waiters.iter().copied().collect();
-            self.woken.extend(w);
+            self.ops.wake_all_of(w);
         }
         true
     }
@@ -313,9 +313,7 @@ impl Client {
         self.take_request(a.req);
         // An applied atomic is a write of its mapping: not durable until synced.
         if a.applied
-            && let Some(super::Op {
-                kind: OpKind::Atomic { mapping, .. },
-            }) = self.ops.get(&op)
+            && let Some(OpKind::Atomic { mapping, .. }) = self.ops.get(op)
             && let Some(m) = self.mappings.get_mut(mapping)
         {
             m.write_seq += 1;
@@ -353,11 +351,11 @@ impl Client {
                     };
                     m.status = MappingStatus::Lost(lost.clone());
                     let w = std::mem::take(&mut m.waiters);
-                    self.woken.extend(w);
+                    self.ops.wake_all_of(w);
                     self.fail_mapping_ops(mapping, OpError::SessionLost(lost));
                 } else {
                     if let Some(m) = self.mappings.remove(&mapping) {
-                        self.woken.extend(m.waiters);
+                        self.ops.wake_all_of(m.waiters);
                     }
                     if let Some(op) = op {
                         self.complete(op, Err(err));
@@ -379,7 +377,7 @@ impl Client {
                     }
                 }
                 if e.code == ErrorCode::Cancelled {
-                    self.woken.extend(waiters);
+                    self.ops.wake_all_of(waiters);
                 } else {
                     for w in waiters {
                         self.complete(w, Err(err.clone()));
@@ -411,11 +409,11 @@ impl Client {
                 }
             }
             ReqKind::Sync { op } => {
-                if let Some(o) = self.ops.get_mut(&op)
-                    && let OpKind::Sync { failed, .. } = &mut o.kind
+                if let Some(o) = self.ops.get_mut(op)
+                    && let OpKind::Sync { failed, .. } = o
                 {
                     *failed = Some(err);
-                    self.woken.insert(op);
+                    self.ops.wake(op);
                 }
             }
             ReqKind::Revalidate { file, pages } => {
@@ -427,7 +425,7 @@ impl Client {
                             pg.invalidate();
                             pg.fetch = None;
                             self.cached -= 1;
-                            self.woken.extend(pg.waiters.iter().copied());
+                            self.ops.wake_all_of(pg.waiters.iter().copied());
                         }
                     }
                 }
@@ -483,7 +481,7 @@ impl Client {
                 pg.invalidate();
                 woken.extend(pg.waiters.iter().copied());
             }
-            self.woken.extend(woken);
+            self.ops.wake_all_of(woken);
         }
         self.transmit(&Message::InvalidateAck(InvalidateAck { rev: i.rev }));
         true
@@ -520,7 +518,7 @@ impl Client {
                     }
                     pg.invalidate();
                     let w: Vec<_> = pg.waiters.iter().copied().collect();
-                    self.woken.extend(w);
+                    self.ops.wake_all_of(w);
                     self.zap_if_gone(file, q);
                     continue;
                 }
@@ -567,7 +565,7 @@ impl Client {
                     pg.invalidate();
                 }
                 let w: Vec<_> = pg.waiters.iter().copied().collect();
-                self.woken.extend(w);
+                self.ops.wake_all_of(w);
                 self.zap_if_gone(file, q);
             }
         }

@@ -4,13 +4,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use crate::Instant;
-use crate::protocol::{AtomicOp, PageNo, ReqId, ResumeToken, SessionId};
+use crate::protocol::{PageNo, ReqId, ResumeToken, SessionId};
 
 use super::cache::FileId;
-use super::{LostWrites, MappingId, OpError, OpId};
+use super::{LostWrites, OpId};
 
 #[derive(Clone, Debug)]
 pub(crate) struct SessionInfo {
@@ -99,77 +97,4 @@ impl MappingState {
             _ => None,
         }
     }
-}
-
-#[derive(Debug)]
-pub(crate) enum OpKind {
-    Map {
-        mapping: MappingId,
-    },
-    Read {
-        mapping: MappingId,
-        start: u64,
-        len: u64,
-        pos: u64,
-        buf: ReadInto,
-        sequential: bool,
-    },
-    Write {
-        mapping: MappingId,
-        start: u64,
-        data: Bytes,
-        pos: u64,
-    },
-    Sync {
-        mapping: MappingId,
-        snapshot: Option<Vec<PageNo>>,
-        upto: u64,
-        writebacks: BTreeSet<ReqId>,
-        sync_req: Option<ReqId>,
-        done: bool,
-        failed: Option<OpError>,
-    },
-    Unmap {
-        mapping: MappingId,
-        writebacks: BTreeSet<ReqId>,
-        req: Option<ReqId>,
-    },
-    SetLen {
-        path: String,
-        len: u64,
-        create: bool,
-        req: Option<ReqId>,
-    },
-    Atomic {
-        mapping: MappingId,
-        offset: u64,
-        op: AtomicOp,
-        req: Option<ReqId>,
-    },
-    Close {
-        writebacks: BTreeSet<ReqId>,
-        bye_sent: bool,
-    },
-    Fault {
-        mapping: MappingId,
-        index: u64,
-        write: bool,
-    },
-    /// Waits for a handshake to complete.
-    Connect,
-}
-
-/// Where a read puts what it finds.
-#[derive(Debug)]
-pub(crate) enum ReadInto {
-    /// One contiguous copy (allocated when the read starts, or for a read
-    /// within one page on first use).
-    Buffer(Option<Vec<u8>>),
-    /// The pages' own bytes, sliced: no copy in the core.
-    Slices(Vec<Bytes>),
-}
-
-#[derive(Debug)]
-pub(crate) struct Op {
-    pub(crate) kind: OpKind,
 }
