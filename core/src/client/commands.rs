@@ -21,8 +21,8 @@ use super::{
 
 impl Client {
     fn admit(&mut self, kind: OpKind) -> Result<OpId, OpError> {
-        if let Some(f) = &self.failed {
-            return Err(OpError::Closed(f.clone()));
+        if let Some(f) = self.conn.failed() {
+            return Err(OpError::Closed(f.to_owned()));
         }
         self.ops.admit(kind, Some(self.config.max_pending_ops))
     }
@@ -36,8 +36,8 @@ impl Client {
         offset: u64,
         len: u64,
     ) -> Result<&MappingState, OpError> {
-        if let Some(f) = &self.failed {
-            return Err(OpError::Closed(f.clone()));
+        if let Some(f) = self.conn.failed() {
+            return Err(OpError::Closed(f.to_owned()));
         }
         let m = self.mappings.get(&mapping).ok_or(OpError::UnknownMapping)?;
         if offset.checked_add(len).is_none_or(|e| e > m.len) {
@@ -91,7 +91,7 @@ impl Client {
         backing: Box<dyn super::MemoryBacking>,
     ) -> Result<Pending<Mapped>, OpError> {
         let (offset, len) = map_range(&range)?;
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+        let Some(ps) = self.conn.page_size() else {
             return Err(OpError::Unsupported(
                 "connect before mapping into memory: the page size is not known yet",
             ));
@@ -150,8 +150,8 @@ impl Client {
         opts: MapOptions,
         memory: Option<super::memory::Memory>,
     ) -> Result<Pending<Mapped>, OpError> {
-        if let Some(f) = &self.failed {
-            return Err(OpError::Closed(f.clone()));
+        if let Some(f) = self.conn.failed() {
+            return Err(OpError::Closed(f.to_owned()));
         }
         if self.ops.len() >= self.config.max_pending_ops {
             return Err(OpError::Busy(self.ops.len()));
@@ -262,9 +262,7 @@ impl Client {
         let Some(m) = self.mappings.get(&mapping) else {
             return false;
         };
-        let (Some(file), Some(_), Some(ps)) =
-            (m.file, m.wire(), self.params.as_ref().map(|p| p.page_size))
-        else {
+        let (Some(file), Some(_), Some(ps)) = (m.file, m.wire(), self.conn.page_size()) else {
             return false;
         };
         if len == 0 || !self.lease_valid(now) {
@@ -292,9 +290,9 @@ impl Client {
         // other gets its buffer now, so a length this process cannot hold
         // fails before a request goes out.
         let within_page = self
-            .params
-            .as_ref()
-            .is_some_and(|p| start % p.page_size + len <= p.page_size);
+            .conn
+            .page_size()
+            .is_some_and(|ps| start % ps + len <= ps);
         let buf = match buf {
             ReadInto::Buffer(None) if !within_page => ReadInto::Buffer(Some(reserve(len)?)),
             other => other,
@@ -469,7 +467,7 @@ impl Client {
     /// (nobody waits for the result), even with the pending-operation limit
     /// reached. Does nothing once the client is closing or closed.
     pub fn abandon(&mut self, now: Instant) {
-        if self.failed.is_some() || self.ops.closing() {
+        if self.conn.failed().is_some() || self.ops.closing() {
             return;
         }
         let kind = OpKind::Close {
@@ -509,7 +507,7 @@ impl Client {
             return Ok(false);
         };
         let start = m.offset + offset;
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+        let Some(ps) = self.conn.page_size() else {
             return Ok(false);
         };
         if !self.lease_valid(now) {
@@ -553,7 +551,7 @@ impl Client {
             return Ok(false);
         };
         let start = m.offset + offset;
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+        let Some(ps) = self.conn.page_size() else {
             return Ok(false);
         };
         if !self.lease_valid(now) {
@@ -579,7 +577,7 @@ impl Client {
         start: u64,
         data: &[u8],
     ) {
-        let ps = self.params.as_ref().expect("connected").page_size;
+        let ps = self.conn.params().expect("connected").page_size;
         let f = self.files.get_mut(&file).expect("mapped file");
         // Pages this write fills whole and that hold no data yet (overwrite
         // grants) take slices of one buffer: one allocation for the write

@@ -33,9 +33,9 @@ impl Client {
         cursor: &mut usize,
         writebacks: &mut BTreeSet<ReqId>,
     ) -> bool {
-        let ps = self.params.as_ref().expect("mapped").page_size;
+        let ps = self.conn.params().expect("mapped").page_size;
         let budget =
-            (self.params.as_ref().expect("mapped").max_frame as usize / 2).max(ps as usize + 64);
+            (self.conn.params().expect("mapped").max_frame as usize / 2).max(ps as usize + 64);
         // Batches per mapping (patches must lie inside the mapping they
         // name), each with the lowest index of `pages` it holds.
         let mut batches: std::collections::BTreeMap<MappingId, Batch> = Default::default();
@@ -155,7 +155,7 @@ impl Client {
         lo: u32,
         hi: u32,
     ) -> Vec<(MappingId, WireMappingId, u32, u32)> {
-        let ps = self.params.as_ref().expect("mapped").page_size;
+        let ps = self.conn.params().expect("mapped").page_size;
         let base = page * ps;
         let (mut x, end) = (base + lo as u64, base + hi as u64);
         let mut out = Vec::new();
@@ -214,7 +214,7 @@ impl Client {
     /// while it is written and `sync` finds little left to do; the pages
     /// written back before are then dropped behind like a reader's.
     pub(crate) fn write_behind(&mut self, mapping: MappingId, file: FileId, upto: PageNo) {
-        let Some(p) = self.params.as_ref() else {
+        let Some(p) = self.conn.params() else {
             return;
         };
         let (ps, batch) = (p.page_size, p.max_pages as u64);
@@ -246,7 +246,7 @@ impl Client {
         let Some(m) = self.mappings.get(&mapping) else {
             return;
         };
-        let ps = self.params.as_ref().expect("mapped").page_size;
+        let ps = self.conn.params().expect("mapped").page_size;
         let from = m.dropped_to.max(m.pages(ps).0);
         if from >= upto {
             return;
@@ -301,7 +301,7 @@ impl Client {
                 first_page: pages[i],
                 count: (j - i) as u32,
             });
-            self.transmit(&msg);
+            self.conn.transmit(&msg);
             i = j;
         }
     }

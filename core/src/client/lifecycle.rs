@@ -10,7 +10,7 @@ use crate::protocol::{Message, PageNo, ReqId, SetLen, Sync, Unmap};
 use super::cache::FileId;
 use super::ops::Step;
 use super::requests::ReqKind;
-use super::{Client, Completion, Conn, MappingId, MappingStatus, OpError, OpId, OpKind};
+use super::{Client, Completion, MappingId, MappingStatus, OpError, OpId, OpKind};
 
 impl Client {
     #[allow(clippy::too_many_arguments)]
@@ -49,7 +49,7 @@ impl Client {
             }
             Ok(Some(x)) => x,
         };
-        let ps = self.params.as_ref().expect("mapped").page_size;
+        let ps = self.conn.params().expect("mapped").page_size;
         let (a, b) = self.mappings[&mapping].pages(ps);
         // One pass over the dirty pages sends as much as the request window
         // takes; the next pass waits until those are acknowledged, so the op
@@ -117,7 +117,7 @@ impl Client {
             }),
             MappingStatus::Ready { wire } => {
                 let file = m.file.expect("ready");
-                let ps = self.params.as_ref().expect("mapped").page_size;
+                let ps = self.conn.params().expect("mapped").page_size;
                 let (a, b) = m.pages(ps);
                 // As for sync: a pass only once the last one's write-backs are
                 // acknowledged.
@@ -165,7 +165,7 @@ impl Client {
         // A memory mapping's pages leave its memory first.
         if let Some(m) = self.mappings.get(&mapping)
             && m.memory.is_some()
-            && let (Some(file), Some(ps)) = (m.file, self.params.as_ref().map(|p| p.page_size))
+            && let (Some(file), Some(ps)) = (m.file, self.conn.page_size())
         {
             let (a, b) = m.pages(ps);
             let installed: Vec<PageNo> = self.files[&file]
@@ -184,7 +184,7 @@ impl Client {
         let waiters: Vec<OpId> = m.waiters.iter().copied().collect();
         self.ops.wake_all_of(waiters);
         let Some(file) = m.file else { return };
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+        let Some(ps) = self.conn.page_size() else {
             return;
         };
         let (a, b) = m.pages(ps);
@@ -230,7 +230,7 @@ impl Client {
             if !self.request_room() {
                 // Without a session it is woken, with every operation, by
                 // the next handshake.
-                if self.params.is_some() {
+                if self.conn.params().is_some() {
                     self.ops.wait_window(id);
                 }
                 return Step::Pending(OpKind::SetLen {
@@ -332,11 +332,10 @@ impl Client {
         if bye_sent {
             return Step::Done(Ok(Completion::Closed));
         }
-        if self.params.is_none() || !matches!(self.conn, Conn::Ready) {
+        if self.conn.params().is_none() || !self.conn.is_ready() {
             // Nothing to flush without a session; wait for one otherwise.
-            if self.session.is_none() {
-                self.conn = Conn::Failed;
-                self.failed = Some("closed".into());
+            if !self.conn.has_session() {
+                self.conn.end("closed");
                 self.events.push_back(super::Event::Disconnect);
                 return Step::Done(Ok(Completion::Closed));
             }
@@ -364,9 +363,8 @@ impl Client {
                 bye_sent,
             });
         }
-        self.out.push_message(&Message::Bye);
-        self.conn = Conn::Failed;
-        self.failed = Some("the client was closed".into());
+        self.conn.push(&Message::Bye);
+        self.conn.end("the client was closed");
         self.events.push_back(super::Event::Disconnect);
         let others: Vec<OpId> = self.ops.ids();
         for o in others {

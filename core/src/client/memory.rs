@@ -64,7 +64,7 @@ impl fmt::Debug for Memory {
 impl Client {
     /// The memory mapping covering `page` of `file`, and the page's index in it.
     pub(crate) fn memory_of(&self, file: FileId, page: PageNo) -> Option<(MappingId, u64)> {
-        let ps = self.params.as_ref()?.page_size;
+        let ps = self.conn.params()?.page_size;
         self.mappings.iter().find_map(|(id, m)| {
             let (a, b) = m.pages(ps);
             (m.memory.is_some() && m.file == Some(file) && (a..b).contains(&page))
@@ -124,7 +124,7 @@ impl Client {
         let Some((mapping, index)) = self.memory_of(file, page) else {
             return false;
         };
-        let ps = self.params.as_ref().expect("mapped").page_size as usize;
+        let ps = self.conn.params().expect("mapped").page_size as usize;
         let mut now = BytesMut::zeroed(ps);
         if let Some(b) = self.backing(mapping) {
             b.protect(index);

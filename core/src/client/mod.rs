@@ -23,10 +23,11 @@ mod cache;
 mod commands;
 mod completion;
 mod config;
-mod conn;
+mod connection;
 mod error;
 mod event;
 mod flush;
+mod input;
 mod lifecycle;
 mod memory;
 mod operations;
@@ -39,8 +40,6 @@ mod state;
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
 
 pub use commands::range_len;
 pub use completion::{Completion, IntoStarted, Mapped, Pending, ReadPages, Started};
@@ -50,9 +49,10 @@ pub use event::{ClientEvent, Event};
 pub use memory::MemoryBacking;
 
 use crate::Instant;
-use crate::protocol::{ChunkQueue, FileHandle};
+use crate::protocol::FileHandle;
 
 use cache::{FileId, FileState};
+use connection::Connection;
 use operations::{OpKind, Operations, ReadInto};
 use requests::RequestLog;
 pub(crate) use state::*;
@@ -133,20 +133,7 @@ pub enum ClientBug {
 /// The client state machine.
 pub struct Client {
     pub(crate) config: ClientConfig,
-    pub(crate) rng: ChaCha20Rng,
-    pub(crate) conn: Conn,
-    pub(crate) attempts: u32,
-    pub(crate) disconnected_since: Option<Instant>,
-    pub(crate) failed: Option<String>,
-    pub(crate) session: Option<SessionInfo>,
-    pub(crate) params: Option<Params>,
-    pub(crate) client_nonce: crate::protocol::Nonce,
-    pub(crate) server_nonce: Option<crate::protocol::Nonce>,
-    pub(crate) lease_until: Option<Instant>,
-    pub(crate) ping: Option<(u64, Instant)>,
-    pub(crate) next_ping_at: Option<Instant>,
-    pub(crate) ping_nonce: u64,
-    pub(crate) out: ChunkQueue,
+    pub(crate) conn: Connection,
     pub(crate) events: VecDeque<Event>,
     pub(crate) requests: RequestLog,
     pub(crate) files: BTreeMap<FileId, FileState>,
@@ -162,18 +149,13 @@ pub struct Client {
     /// Some page sits in a memory mapping's memory.
     pub(crate) memory_installed: bool,
     pub(crate) bug: ClientBug,
-    /// A failed first connection ends the client: the server's address,
-    /// until a handshake completes.
-    pub(crate) first_required: Option<String>,
-    /// Why the required first connection failed, until taken.
-    pub(crate) connect_error: Option<ConnectError>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("conn", &self.conn)
-            .field("session", &self.session.as_ref().map(|s| s.id))
+            .field("session", &self.conn.session_id())
             .field("mappings", &self.mappings.len())
             .field("ops", &self.ops.len())
             .field("requests", &self.requests.len())
@@ -189,20 +171,7 @@ impl Client {
     pub fn new(config: ClientConfig, seed: [u8; 32], now: Instant) -> Self {
         let mut c = Client {
             config,
-            rng: ChaCha20Rng::from_seed(seed),
-            conn: Conn::Disconnected { retry_at: now },
-            attempts: 0,
-            disconnected_since: None,
-            failed: None,
-            session: None,
-            params: None,
-            client_nonce: [0; 16],
-            server_nonce: None,
-            lease_until: None,
-            ping: None,
-            next_ping_at: None,
-            ping_nonce: 0,
-            out: ChunkQueue::new(),
+            conn: Connection::new(seed, now),
             events: VecDeque::new(),
             requests: RequestLog::new(),
             files: BTreeMap::new(),
@@ -216,8 +185,6 @@ impl Client {
             reopen_pending: false,
             memory_installed: false,
             bug: ClientBug::None,
-            first_required: None,
-            connect_error: None,
         };
         c.handle_timeout(now);
         c
@@ -231,12 +198,12 @@ impl Client {
 
     /// The server's page size, once connected.
     pub fn page_size(&self) -> Option<u32> {
-        self.params.as_ref().map(|p| p.page_size as u32)
+        self.conn.page_size().map(|ps| ps as u32)
     }
 
     /// Whether the handshake has completed on the current connection.
     pub fn is_connected(&self) -> bool {
-        matches!(self.conn, Conn::Ready)
+        self.conn.is_ready()
     }
 
     /// The length of a mapping.
@@ -294,12 +261,12 @@ impl Client {
 
     /// The next bytes to write to the connection.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.out.pop()
+        self.conn.poll_transmit()
     }
 
     /// Bytes waiting to be written.
     pub fn pending_output(&self) -> usize {
-        self.out.len()
+        self.conn.pending_output()
     }
 
     /// The next event.
@@ -310,7 +277,7 @@ impl Client {
     // ---- commands ----
 
     pub(crate) fn lease_valid(&self, now: Instant) -> bool {
-        self.bug == ClientBug::IgnoreLease || self.lease_until.is_some_and(|u| now < u)
+        self.bug == ClientBug::IgnoreLease || self.conn.lease_valid(now)
     }
 
     pub(crate) fn complete(&mut self, op: OpId, result: Result<Completion, OpError>) {

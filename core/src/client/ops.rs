@@ -12,7 +12,7 @@ use crate::protocol::{Fetch, Map, Message, PageNo, ReqId, WireMappingId, fetch_f
 
 use super::cache::{FileId, PageState};
 use super::requests::{ReqKind, Request};
-use super::{Client, Completion, Conn, MappingId, MappingStatus, OpError, OpId, OpKind, ReadInto};
+use super::{Client, Completion, MappingId, MappingStatus, OpError, OpId, OpKind, ReadInto};
 
 /// What a step of an operation came to.
 pub(crate) enum Step {
@@ -42,7 +42,10 @@ impl Client {
             return;
         };
         let r = if self.gave_up(now) && !matches!(op, OpKind::Close { .. }) {
-            let since = self.disconnected_since.expect("gave up while disconnected");
+            let since = self
+                .conn
+                .disconnected_since()
+                .expect("gave up while disconnected");
             Step::Done(Err(OpError::Disconnected(now - since)))
         } else {
             match op {
@@ -112,7 +115,7 @@ impl Client {
     }
 
     fn gave_up(&self, now: Instant) -> bool {
-        matches!((self.disconnected_since, self.config.give_up_after), (Some(s), Some(l)) if now >= s + l)
+        matches!((self.conn.disconnected_since(), self.config.give_up_after), (Some(s), Some(l)) if now >= s + l)
     }
 
     // ---- requests ----
@@ -120,13 +123,9 @@ impl Client {
     /// Whether a new request may be sent now: a session exists and the
     /// oldest unanswered request is within the window.
     pub(crate) fn request_room(&self) -> bool {
-        let (Some(p), Some(_)) = (&self.params, &self.session) else {
-            return false;
-        };
-        if matches!(self.conn, Conn::Failed) {
-            return false;
-        }
-        self.requests.has_room(p.window)
+        self.conn
+            .window()
+            .is_some_and(|w| self.requests.has_room(w))
     }
 
     /// Numbers, logs and (when connected) sends a request.
@@ -136,9 +135,7 @@ impl Client {
         kind: ReqKind,
     ) -> ReqId {
         let (req, msg) = self.requests.add(build, kind);
-        if matches!(self.conn, Conn::Ready) {
-            self.out.push_message(msg);
-        }
+        self.conn.transmit(msg);
         req
     }
 
@@ -177,8 +174,8 @@ impl Client {
     /// its way.
     fn wait_lease(&mut self, now: Instant, id: OpId) {
         self.ops.wait_lease(id);
-        if matches!(self.conn, Conn::Ready) {
-            self.send_ping(now);
+        if self.conn.is_ready() {
+            self.conn.send_ping(now);
         }
     }
 
@@ -195,8 +192,8 @@ impl Client {
         exclusive: bool,
         write: Option<(u64, u64)>,
     ) {
-        let ps = self.params.as_ref().expect("mapped").page_size;
-        let max = self.params.as_ref().expect("mapped").max_pages as u64;
+        let ps = self.conn.params().expect("mapped").page_size;
+        let max = self.conn.params().expect("mapped").max_pages as u64;
         if self.files[&file]
             .pages
             .get(&from)
@@ -283,7 +280,7 @@ impl Client {
 
     /// Fetches ahead of a sequential reader, several fetches in flight.
     fn readahead(&mut self, mapping: MappingId, wire: WireMappingId, file: FileId, from: PageNo) {
-        let ps = self.params.as_ref().expect("mapped").page_size;
+        let ps = self.conn.params().expect("mapped").page_size;
         let m = &self.mappings[&mapping];
         let (cursor, end) = (m.readahead_to, m.pages(ps).1);
         let reached = self.take_ahead(Ahead::Read, wire, file, from, cursor, end);
@@ -300,7 +297,7 @@ impl Client {
     /// writing only in part fetches its data then (keeping ownership); one
     /// it never writes is recalled clean.
     pub(crate) fn write_ahead(&mut self, mapping: MappingId, file: FileId, from: PageNo) {
-        let Some(params) = self.params.as_ref() else {
+        let Some(params) = self.conn.params() else {
             return;
         };
         let ps = params.page_size;
@@ -333,7 +330,7 @@ impl Client {
         cursor: PageNo,
         end: PageNo,
     ) -> PageNo {
-        let params = self.params.as_ref().expect("mapped");
+        let params = self.conn.params().expect("mapped");
         let (ps, max) = (params.page_size, params.max_pages as u64);
         let limit = (from + self.config.readahead_pages as u64).min(end);
         let mut p = cursor.max(from);
@@ -367,7 +364,7 @@ impl Client {
     // ---- operations ----
 
     fn step_connect(&self) -> Step {
-        if matches!(self.conn, Conn::Ready) {
+        if self.conn.is_ready() {
             return Step::Done(Ok(Completion::Connected));
         }
         // Woken, with every operation, by the next handshake.
@@ -398,7 +395,7 @@ impl Client {
                 if !self.request_room() {
                     // Without a session it is woken, with every operation,
                     // by the next handshake.
-                    if self.params.is_some() {
+                    if self.conn.params().is_some() {
                         self.ops.wait_window(id);
                     }
                     return Step::Pending(OpKind::Map { mapping });
@@ -491,7 +488,7 @@ impl Client {
             Ok(None) => return Step::Pending(pending(pos, buf)),
             Ok(Some(x)) => x,
         };
-        let ps = self.params.as_ref().expect("mapped").page_size;
+        let ps = self.conn.params().expect("mapped").page_size;
         let end_page = (start + len).div_ceil(ps);
         if sequential {
             self.readahead(mapping, wire, file, (start + pos) / ps);
@@ -576,7 +573,7 @@ impl Client {
             Ok(None) => return Step::Pending(pending),
             Ok(Some(x)) => x,
         };
-        let ps = self.params.as_ref().expect("mapped").page_size;
+        let ps = self.conn.params().expect("mapped").page_size;
         let m = &self.mappings[&mapping];
         let (first, end) = m.pages(ps);
         let page = first + index;
@@ -632,7 +629,7 @@ impl Client {
             }
             Ok(Some(x)) => x,
         };
-        let ps = self.params.as_ref().expect("mapped").page_size;
+        let ps = self.conn.params().expect("mapped").page_size;
         let len = data.len() as u64;
         let end_page = (start + len).div_ceil(ps);
         while pos < len {

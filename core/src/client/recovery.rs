@@ -24,7 +24,7 @@ impl Client {
         reason: SessionLossReason,
         drop_cache: bool,
     ) {
-        let ps = self.params.as_ref().map_or(4096, |p| p.page_size);
+        let ps = self.conn.params().map_or(4096, |p| p.page_size);
         // Pages in memory come back into the cache (with their changes) first.
         self.withdraw_all_memory();
         let mut lost: BTreeMap<MappingId, LostWrites> = BTreeMap::new();
@@ -184,7 +184,7 @@ impl Client {
                 MappingStatus::Closing | MappingStatus::Lost(_) => {}
             }
         }
-        self.lease_until = None;
+        self.conn.forget_lease();
         self.reopen_pending = true;
         self.events
             .push_back(Event::Connection(ClientEvent::SessionLost {
@@ -196,7 +196,7 @@ impl Client {
 
     /// Asks the new session to vouch for the stale copies in a mapping.
     pub(crate) fn revalidate(&mut self, mapping: MappingId, file: FileId) {
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+        let Some(ps) = self.conn.page_size() else {
             return;
         };
         let m = &self.mappings[&mapping];
@@ -209,8 +209,7 @@ impl Client {
             .map(|(q, p)| (*q, p.version))
             .collect();
         let per_request =
-            ((self.params.as_ref().expect("set").max_frame as usize).saturating_sub(64) / 16)
-                .max(1);
+            ((self.conn.params().expect("set").max_frame as usize).saturating_sub(64) / 16).max(1);
         for chunk in stale.chunks(per_request) {
             if !self.request_room() {
                 // No room: drop what cannot be checked now; it is fetched

@@ -40,7 +40,7 @@ impl Client {
         let ReqKind::Fetch { file, first, count } = r.kind else {
             return false;
         };
-        let ps = self.params.as_ref().expect("connected").page_size;
+        let ps = self.conn.params().expect("connected").page_size;
         let Some(f) = self.files.get(&file) else {
             return false;
         };
@@ -483,7 +483,8 @@ impl Client {
             }
             self.ops.wake_all_of(woken);
         }
-        self.transmit(&Message::InvalidateAck(InvalidateAck { rev: i.rev }));
+        self.conn
+            .transmit(&Message::InvalidateAck(InvalidateAck { rev: i.rev }));
         true
     }
 
@@ -573,7 +574,7 @@ impl Client {
             rev: r.rev,
             patches,
         });
-        self.transmit(&ack);
+        self.conn.transmit(&ack);
         if let Message::RecallAck(a) = &ack
             && !a.patches.is_empty()
         {

@@ -2,39 +2,11 @@
 //! operations in progress, requests in flight.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use crate::Instant;
-use crate::protocol::{PageNo, ReqId, ResumeToken, SessionId};
+use crate::protocol::{PageNo, ReqId};
 
 use super::cache::FileId;
 use super::{LostWrites, OpId};
-
-#[derive(Clone, Debug)]
-pub(crate) struct SessionInfo {
-    pub(crate) id: SessionId,
-    pub(crate) token: ResumeToken,
-    pub(crate) epoch: u64,
-}
-
-/// Limits and sizes learned from the server's `Welcome`.
-#[derive(Clone, Debug)]
-pub(crate) struct Params {
-    pub(crate) page_size: u64,
-    pub(crate) lease: Duration,
-    pub(crate) max_pages: u32,
-    pub(crate) max_frame: u32,
-    pub(crate) window: u64,
-}
-
-#[derive(Debug)]
-pub(crate) enum Conn {
-    Disconnected { retry_at: Instant },
-    Connecting { since: Instant },
-    Handshaking { since: Instant },
-    Ready,
-    Failed,
-}
 
 #[derive(Clone, Debug)]
 pub(crate) enum MappingStatus {
