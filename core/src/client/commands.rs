@@ -15,8 +15,8 @@ use crate::protocol::AtomicOp;
 
 use super::cache::{self, FileId};
 use super::{
-    Access, Client, MapOptions, Mapped, MappingId, MappingState, MappingStatus, OpError, OpId,
-    OpKind, Pending, ReadInto, ReadPages, Started,
+    Client, MapOptions, Mapped, MappingId, MappingState, OpError, OpId, OpKind, Pending, ReadInto,
+    ReadPages, Started,
 };
 
 impl Client {
@@ -39,7 +39,7 @@ impl Client {
         if let Some(f) = self.conn.failed() {
             return Err(OpError::Closed(f.to_owned()));
         }
-        let m = self.mappings.get(&mapping).ok_or(OpError::UnknownMapping)?;
+        let m = self.mappings.get(mapping).ok_or(OpError::UnknownMapping)?;
         if offset.checked_add(len).is_none_or(|e| e > m.len) {
             return Err(OpError::OutOfRange {
                 offset,
@@ -47,18 +47,13 @@ impl Client {
                 mapping_len: m.len,
             });
         }
-        if let MappingStatus::Lost(l) = &m.status {
-            return Err(OpError::SessionLost(l.clone()));
-        }
-        if matches!(m.status, MappingStatus::Closing) {
-            return Err(OpError::MappingClosed);
-        }
+        m.usable()?;
         Ok(m)
     }
 
     /// Memory mappings are read and written through their memory.
     fn byte_access(&self, mapping: MappingId) -> Result<(), OpError> {
-        match self.mappings.get(&mapping) {
+        match self.mappings.get(mapping) {
             Some(m) if m.memory.is_some() => Err(OpError::Unsupported(
                 "read and write a memory mapping through its memory (atomics and sync work)",
             )),
@@ -122,12 +117,12 @@ impl Client {
         index: u64,
         write: bool,
     ) -> Result<Pending<()>, OpError> {
-        let m = self.mappings.get(&mapping).ok_or(OpError::UnknownMapping)?;
+        let m = self.mappings.get(mapping).ok_or(OpError::UnknownMapping)?;
         if m.memory.is_none() {
             return Err(OpError::Unsupported("not a memory mapping"));
         }
-        if let MappingStatus::Lost(l) = &m.status {
-            return Err(OpError::SessionLost(l.clone()));
+        if m.is_lost() {
+            m.usable()?;
         }
         if write && !m.writable {
             return Err(OpError::ReadOnly);
@@ -156,34 +151,12 @@ impl Client {
         if self.ops.len() >= self.config.max_pending_ops {
             return Err(OpError::Busy(self.ops.len()));
         }
-        self.next_mapping += 1;
-        let mapping = MappingId(self.next_mapping);
-        self.mappings.insert(
-            mapping,
-            MappingState {
-                path: path.to_owned(),
-                offset,
-                len,
-                writable: opts.access == Access::ReadWrite,
-                create: opts.create,
-                status: MappingStatus::Opening { req: None },
-                file: None,
-                write_seq: 0,
-                synced_seq: 0,
-                waiters: BTreeSet::new(),
-                last_read_end: u64::MAX,
-                readahead_to: 0,
-                dropped_to: 0,
-                last_write_end: u64::MAX,
-                written_back_to: 0,
-                writeahead_to: 0,
-                file_len: 0,
-                memory,
-            },
-        );
+        let mapping = self
+            .mappings
+            .add(MappingState::new(path, offset, len, opts, memory));
         let r = self.admit(OpKind::Map { mapping });
         if r.is_err() {
-            self.mappings.remove(&mapping);
+            self.mappings.remove(mapping);
         }
         self.pump(now);
         r.map(Pending::mapped)
@@ -259,7 +232,7 @@ impl Client {
     /// Whether every byte of the (checked) range is in readable cached pages
     /// and the lease lets the cache serve them.
     fn cached_readable(&self, now: Instant, mapping: MappingId, offset: u64, len: u64) -> bool {
-        let Some(m) = self.mappings.get(&mapping) else {
+        let Some(m) = self.mappings.get(mapping) else {
             return false;
         };
         let (Some(file), Some(_), Some(ps)) = (m.file, m.wire(), self.conn.page_size()) else {
@@ -297,7 +270,7 @@ impl Client {
             ReadInto::Buffer(None) if !within_page => ReadInto::Buffer(Some(reserve(len)?)),
             other => other,
         };
-        if let Some(m) = self.mappings.get_mut(&mapping) {
+        if let Some(m) = self.mappings.get_mut(mapping) {
             m.last_read_end = start + len;
         }
         let r = self.admit(OpKind::Read {
@@ -389,10 +362,8 @@ impl Client {
     /// Writes back the mapping's dirty pages and ends it. Operations still
     /// waiting on it fail with [`OpError::MappingClosed`].
     pub fn unmap(&mut self, now: Instant, mapping: MappingId) -> Result<Pending<()>, OpError> {
-        if !self.mappings.contains_key(&mapping) {
-            return Err(OpError::UnknownMapping);
-        }
-        if matches!(self.mappings[&mapping].status, MappingStatus::Closing) {
+        let m = self.mappings.get(mapping).ok_or(OpError::UnknownMapping)?;
+        if m.is_closing() {
             return Err(OpError::MappingClosed);
         }
         self.fail_mapping_ops(mapping, OpError::MappingClosed);
@@ -605,7 +576,7 @@ impl Client {
             page.mark_dirty(inp as u32, (inp + n) as u32);
             pos += n;
         }
-        let m = self.mappings.get_mut(&mapping).expect("checked");
+        let m = self.mappings.get_mut(mapping).expect("checked");
         m.write_seq += 1;
         let sequential = m.last_write_end == start;
         m.last_write_end = start + data.len() as u64;

@@ -8,7 +8,7 @@ use crate::protocol::{Message, PageNo, PagePatch, Release, ReqId, WireMappingId,
 
 use super::cache::{FileId, PageState};
 use super::requests::ReqKind;
-use super::{Client, MappingId, MappingStatus, OpId};
+use super::{Client, MappingId, OpId};
 
 /// Patches on their way to one mapping's write-back.
 struct Batch {
@@ -160,19 +160,7 @@ impl Client {
         let (mut x, end) = (base + lo as u64, base + hi as u64);
         let mut out = Vec::new();
         while x < end {
-            let best = self
-                .mappings
-                .iter()
-                .filter_map(|(id, m)| match m.status {
-                    MappingStatus::Ready { wire }
-                        if m.file == Some(file) && m.writable && m.offset <= x && x < m.end() =>
-                    {
-                        Some((*id, wire, m.end()))
-                    }
-                    _ => None,
-                })
-                .max_by_key(|(_, _, e)| *e);
-            match best {
+            match self.mappings.writable_at(file, x) {
                 Some((id, wire, e)) => {
                     let to = e.min(end);
                     out.push((id, wire, (x - base) as u32, (to - x) as u32));
@@ -181,15 +169,7 @@ impl Client {
                 None => {
                     // Not covered by a writable mapping: cannot have been
                     // written through this client; skip to the next one.
-                    let next = self
-                        .mappings
-                        .values()
-                        .filter(|m| {
-                            m.file == Some(file) && m.writable && m.offset > x && m.offset < end
-                        })
-                        .map(|m| m.offset)
-                        .min();
-                    match next {
+                    match self.mappings.next_writable_start(file, x, end) {
                         Some(n) => x = n,
                         None => break,
                     }
@@ -218,7 +198,7 @@ impl Client {
             return;
         };
         let (ps, batch) = (p.page_size, p.max_pages as u64);
-        let Some(m) = self.mappings.get(&mapping) else {
+        let Some(m) = self.mappings.get(mapping) else {
             return;
         };
         let from = m.written_back_to.max(m.pages(ps).0);
@@ -229,7 +209,7 @@ impl Client {
         let mut sink = BTreeSet::new();
         self.flush_pages(None, file, &pages, &mut 0, &mut sink);
         self.mappings
-            .get_mut(&mapping)
+            .get_mut(mapping)
             .expect("present")
             .written_back_to = upto;
         self.drop_behind(mapping, file, from);
@@ -243,7 +223,7 @@ impl Client {
         if self.cached <= self.config.max_cached_pages / 2 {
             return;
         }
-        let Some(m) = self.mappings.get(&mapping) else {
+        let Some(m) = self.mappings.get(mapping) else {
             return;
         };
         let ps = self.conn.params().expect("mapped").page_size;
@@ -269,7 +249,7 @@ impl Client {
                 gone.push(*q);
             }
         }
-        self.mappings.get_mut(&mapping).expect("present").dropped_to = reached;
+        self.mappings.get_mut(mapping).expect("present").dropped_to = reached;
         self.release_pages(file, &gone);
     }
 

@@ -29,7 +29,7 @@ impl Client {
             return Step::Done(Err(e));
         }
         if done {
-            if let Some(m) = self.mappings.get_mut(&mapping) {
+            if let Some(m) = self.mappings.get_mut(mapping) {
                 m.synced_seq = m.synced_seq.max(upto);
             }
             return Step::Done(Ok(Completion::Synced));
@@ -50,7 +50,7 @@ impl Client {
             Ok(Some(x)) => x,
         };
         let ps = self.conn.params().expect("mapped").page_size;
-        let (a, b) = self.mappings[&mapping].pages(ps);
+        let (a, b) = self.mappings[mapping].pages(ps);
         // One pass over the dirty pages sends as much as the request window
         // takes; the next pass waits until those are acknowledged, so the op
         // costs O(pages) however many acknowledgements wake it.
@@ -90,7 +90,7 @@ impl Client {
         mut writebacks: BTreeSet<ReqId>,
         req: Option<ReqId>,
     ) -> Step {
-        let Some(m) = self.mappings.get(&mapping) else {
+        let Some(m) = self.mappings.get(mapping) else {
             return Step::Done(Ok(Completion::Unmapped));
         };
         match m.status.clone() {
@@ -100,7 +100,7 @@ impl Client {
             }
             MappingStatus::Opening { .. } | MappingStatus::Reopening { .. } => {
                 self.mappings
-                    .get_mut(&mapping)
+                    .get_mut(mapping)
                     .expect("present")
                     .waiters
                     .insert(id);
@@ -150,7 +150,10 @@ impl Client {
                     |req| Message::Unmap(Unmap { req, mapping: wire }),
                     ReqKind::Unmap { mapping, op: id },
                 );
-                self.mappings.get_mut(&mapping).expect("present").status = MappingStatus::Closing;
+                self.mappings
+                    .get_mut(mapping)
+                    .expect("present")
+                    .start_closing();
                 Step::Pending(OpKind::Unmap {
                     mapping,
                     writebacks,
@@ -163,7 +166,7 @@ impl Client {
     /// Forgets a mapping and the cached pages no other mapping covers.
     pub(crate) fn finalize_unmap(&mut self, mapping: MappingId) {
         // A memory mapping's pages leave its memory first.
-        if let Some(m) = self.mappings.get(&mapping)
+        if let Some(m) = self.mappings.get(mapping)
             && m.memory.is_some()
             && let (Some(file), Some(ps)) = (m.file, self.conn.page_size())
         {
@@ -178,7 +181,7 @@ impl Client {
                 self.zap_page(file, q);
             }
         }
-        let Some(m) = self.mappings.remove(&mapping) else {
+        let Some(m) = self.mappings.remove(mapping) else {
             return;
         };
         let waiters: Vec<OpId> = m.waiters.iter().copied().collect();
@@ -188,12 +191,7 @@ impl Client {
             return;
         };
         let (a, b) = m.pages(ps);
-        let others: Vec<(u64, u64)> = self
-            .mappings
-            .values()
-            .filter(|o| o.file == Some(file))
-            .map(|o| o.pages(ps))
-            .collect();
+        let others = self.mappings.page_ranges_of(file, ps);
         let f = self.files.get_mut(&file).expect("mapped");
         let doomed: Vec<PageNo> = f
             .pages

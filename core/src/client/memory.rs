@@ -64,17 +64,13 @@ impl fmt::Debug for Memory {
 impl Client {
     /// The memory mapping covering `page` of `file`, and the page's index in it.
     pub(crate) fn memory_of(&self, file: FileId, page: PageNo) -> Option<(MappingId, u64)> {
-        let ps = self.conn.params()?.page_size;
-        self.mappings.iter().find_map(|(id, m)| {
-            let (a, b) = m.pages(ps);
-            (m.memory.is_some() && m.file == Some(file) && (a..b).contains(&page))
-                .then(|| (*id, page - a))
-        })
+        let ps = self.conn.page_size()?;
+        self.mappings.memory_covering(file, page, ps)
     }
 
     fn backing(&mut self, mapping: MappingId) -> Option<&mut (dyn MemoryBacking + 'static)> {
         self.mappings
-            .get_mut(&mapping)?
+            .get_mut(mapping)?
             .memory
             .as_mut()
             .map(|m| m.0.as_mut())
@@ -306,7 +302,7 @@ impl Client {
                 None => self.install_page(file, page, true),
             }
             self.memory_installed = true;
-            if let Some(m) = self.mappings.get_mut(&mapping) {
+            if let Some(m) = self.mappings.get_mut(mapping) {
                 m.write_seq += 1;
             }
             Some(())

@@ -29,13 +29,13 @@ mod event;
 mod flush;
 mod input;
 mod lifecycle;
+mod mappings;
 mod memory;
 mod operations;
 mod ops;
 mod recovery;
 mod replies;
 mod requests;
-mod state;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -53,9 +53,9 @@ use crate::protocol::FileHandle;
 
 use cache::{FileId, FileState};
 use connection::Connection;
+pub(crate) use mappings::{MappingState, MappingStatus, Mappings};
 use operations::{OpKind, Operations, ReadInto};
 use requests::RequestLog;
-pub(crate) use state::*;
 
 /// A version no server ever issues: marks a copy that must not be
 /// revalidated.
@@ -139,13 +139,10 @@ pub struct Client {
     pub(crate) files: BTreeMap<FileId, FileState>,
     pub(crate) next_file: u32,
     pub(crate) by_handle: BTreeMap<FileHandle, FileId>,
-    pub(crate) mappings: BTreeMap<MappingId, MappingState>,
-    pub(crate) next_mapping: u64,
+    pub(crate) mappings: Mappings,
     pub(crate) cached: usize,
     pub(crate) tick: u64,
     pub(crate) ops: Operations,
-    /// Some mapping waits to be mapped again after a lost session.
-    pub(crate) reopen_pending: bool,
     /// Some page sits in a memory mapping's memory.
     pub(crate) memory_installed: bool,
     pub(crate) bug: ClientBug,
@@ -177,12 +174,10 @@ impl Client {
             files: BTreeMap::new(),
             next_file: 0,
             by_handle: BTreeMap::new(),
-            mappings: BTreeMap::new(),
-            next_mapping: 0,
+            mappings: Mappings::default(),
             cached: 0,
             tick: 0,
             ops: Operations::default(),
-            reopen_pending: false,
             memory_installed: false,
             bug: ClientBug::None,
         };
@@ -208,12 +203,12 @@ impl Client {
 
     /// The length of a mapping.
     pub fn mapping_len(&self, mapping: MappingId) -> Option<u64> {
-        self.mappings.get(&mapping).map(|m| m.len)
+        self.mappings.get(mapping).map(|m| m.len)
     }
 
     /// Whether the mapping may be written.
     pub fn mapping_writable(&self, mapping: MappingId) -> Option<bool> {
-        self.mappings.get(&mapping).map(|m| m.writable)
+        self.mappings.get(mapping).map(|m| m.writable)
     }
 
     /// Pages in the cache.
@@ -226,11 +221,7 @@ impl Client {
     pub fn cached_page_view(&self) -> Vec<CachedPage> {
         let mut out = Vec::new();
         for (fid, f) in &self.files {
-            let path = self
-                .mappings
-                .values()
-                .find(|m| m.file == Some(*fid))
-                .map_or_else(String::new, |m| m.path.clone());
+            let path = self.mappings.path_of(*fid).unwrap_or_default().to_owned();
             for (q, p) in &f.pages {
                 if p.state == cache::PageState::Invalid
                     || (p.state == cache::PageState::Shared && !p.data.is_some())

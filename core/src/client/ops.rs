@@ -155,7 +155,7 @@ impl Client {
     ) -> Result<Option<(WireMappingId, FileId)>, OpError> {
         let m = self
             .mappings
-            .get_mut(&mapping)
+            .get_mut(mapping)
             .ok_or(OpError::UnknownMapping)?;
         match &m.status {
             MappingStatus::Ready { wire } => {
@@ -281,10 +281,10 @@ impl Client {
     /// Fetches ahead of a sequential reader, several fetches in flight.
     fn readahead(&mut self, mapping: MappingId, wire: WireMappingId, file: FileId, from: PageNo) {
         let ps = self.conn.params().expect("mapped").page_size;
-        let m = &self.mappings[&mapping];
+        let m = &self.mappings[mapping];
         let (cursor, end) = (m.readahead_to, m.pages(ps).1);
         let reached = self.take_ahead(Ahead::Read, wire, file, from, cursor, end);
-        if let Some(m) = self.mappings.get_mut(&mapping) {
+        if let Some(m) = self.mappings.get_mut(mapping) {
             m.readahead_to = reached;
         }
     }
@@ -301,7 +301,7 @@ impl Client {
             return;
         };
         let ps = params.page_size;
-        let Some(m) = self.mappings.get(&mapping) else {
+        let Some(m) = self.mappings.get(mapping) else {
             return;
         };
         let Some(wire) = m.wire() else { return };
@@ -310,7 +310,7 @@ impl Client {
         }
         let (cursor, end) = (m.writeahead_to, m.pages(ps).1);
         let reached = self.take_ahead(Ahead::Write, wire, file, from, cursor, end);
-        if let Some(m) = self.mappings.get_mut(&mapping) {
+        if let Some(m) = self.mappings.get_mut(mapping) {
             m.writeahead_to = reached;
         }
     }
@@ -372,7 +372,7 @@ impl Client {
     }
 
     fn step_map(&mut self, id: OpId, mapping: MappingId) -> Step {
-        let Some(m) = self.mappings.get(&mapping) else {
+        let Some(m) = self.mappings.get(mapping) else {
             return Step::Done(Err(OpError::UnknownMapping));
         };
         match &m.status {
@@ -385,7 +385,7 @@ impl Client {
             MappingStatus::Closing => Step::Done(Err(OpError::MappingClosed)),
             MappingStatus::Opening { req: Some(_) } | MappingStatus::Reopening { req: Some(_) } => {
                 self.mappings
-                    .get_mut(&mapping)
+                    .get_mut(mapping)
                     .expect("present")
                     .waiters
                     .insert(id);
@@ -402,7 +402,7 @@ impl Client {
                 }
                 self.send_map(mapping, Some(id));
                 self.mappings
-                    .get_mut(&mapping)
+                    .get_mut(mapping)
                     .expect("present")
                     .waiters
                     .insert(id);
@@ -412,8 +412,8 @@ impl Client {
     }
 
     pub(crate) fn send_map(&mut self, mapping: MappingId, op: Option<OpId>) {
-        let m = &self.mappings[&mapping];
-        let reopening = matches!(m.status, MappingStatus::Reopening { .. });
+        let m = &self.mappings[mapping];
+        let reopening = m.is_reopening();
         let mut flags = if m.writable { map_flags::WRITE } else { 0 };
         if m.create && !reopening {
             flags |= map_flags::CREATE;
@@ -431,25 +431,18 @@ impl Client {
             },
             ReqKind::Map { mapping, op },
         );
-        let m = self.mappings.get_mut(&mapping).expect("present");
-        m.status = if reopening {
-            MappingStatus::Reopening { req: Some(req) }
-        } else {
-            MappingStatus::Opening { req: Some(req) }
-        };
+        self.mappings
+            .get_mut(mapping)
+            .expect("present")
+            .map_sent(req);
     }
 
     /// Maps again, after a lost session, every mapping that lost nothing.
     pub(crate) fn drive_mappings(&mut self) {
-        if !self.reopen_pending {
+        if !self.mappings.reopen_pending() {
             return;
         }
-        let todo: Vec<MappingId> = self
-            .mappings
-            .iter()
-            .filter(|(_, m)| matches!(m.status, MappingStatus::Reopening { req: None }))
-            .map(|(id, _)| *id)
-            .collect();
+        let todo = self.mappings.to_reopen();
         let mut all = true;
         for m in todo {
             if !self.request_room() {
@@ -459,7 +452,7 @@ impl Client {
             self.send_map(m, None);
         }
         if all {
-            self.reopen_pending = false;
+            self.mappings.set_reopen_pending(false);
         }
     }
 
@@ -574,7 +567,7 @@ impl Client {
             Ok(Some(x)) => x,
         };
         let ps = self.conn.params().expect("mapped").page_size;
-        let m = &self.mappings[&mapping];
+        let m = &self.mappings[mapping];
         let (first, end) = m.pages(ps);
         let page = first + index;
         if page >= end {

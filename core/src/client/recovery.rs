@@ -9,7 +9,7 @@ use crate::protocol::{Message, PageVersion, Revalidate};
 use super::cache::{FileId, PageState};
 use super::error::{LossCause, LostWrites, SessionLossReason};
 use super::requests::ReqKind;
-use super::{Client, ClientEvent, Completion, Event, MappingId, MappingStatus, OpError, OpKind};
+use super::{Client, ClientEvent, Completion, Event, MappingId, OpError, OpKind};
 
 impl Client {
     /// The server no longer has our session (`reason`). Dirty pages are gone
@@ -46,15 +46,11 @@ impl Client {
                 if pg.dirty.is_none() && pg.writebacks == 0 {
                     continue;
                 }
-                for (mid, m) in &self.mappings {
+                for (mid, m) in self.mappings.iter() {
                     let (a, b) = m.pages(ps);
-                    if m.file == Some(*fid)
-                        && m.writable
-                        && (a..b).contains(q)
-                        && !matches!(m.status, MappingStatus::Lost(_))
-                    {
-                        entry(&mut lost, *mid, &m.path);
-                        lost.get_mut(mid).expect("just added").dirty_pages += 1;
+                    if m.file == Some(*fid) && m.writable && (a..b).contains(q) && !m.is_lost() {
+                        entry(&mut lost, mid, &m.path);
+                        lost.get_mut(&mid).expect("just added").dirty_pages += 1;
                     }
                 }
                 pg.dirty = None;
@@ -69,23 +65,19 @@ impl Client {
         // Dirty data handed back in recall acknowledgements the server never
         // confirmed: it may not have arrived.
         for (fid, q) in self.requests.unconfirmed_recalled_pages() {
-            for (mid, m) in &self.mappings {
+            for (mid, m) in self.mappings.iter() {
                 let (a, b) = m.pages(ps);
-                if m.file == Some(fid)
-                    && m.writable
-                    && (a..b).contains(&q)
-                    && !matches!(m.status, MappingStatus::Lost(_))
-                {
-                    entry(&mut lost, *mid, &m.path);
-                    lost.get_mut(mid).expect("just added").dirty_pages += 1;
+                if m.file == Some(fid) && m.writable && (a..b).contains(&q) && !m.is_lost() {
+                    entry(&mut lost, mid, &m.path);
+                    lost.get_mut(&mid).expect("just added").dirty_pages += 1;
                 }
             }
         }
         if reason == SessionLossReason::ServerRestarted {
-            for (mid, m) in &self.mappings {
-                if m.write_seq > m.synced_seq && !matches!(m.status, MappingStatus::Lost(_)) {
-                    entry(&mut lost, *mid, &m.path);
-                    lost.get_mut(mid).expect("just added").unsynced_writes = true;
+            for (mid, m) in self.mappings.iter() {
+                if m.write_seq > m.synced_seq && !m.is_lost() {
+                    entry(&mut lost, mid, &m.path);
+                    lost.get_mut(&mid).expect("just added").unsynced_writes = true;
                 }
             }
         }
@@ -93,13 +85,8 @@ impl Client {
         for r in self.requests.end_session() {
             match r.kind {
                 ReqKind::Map { mapping, .. } => {
-                    if let Some(m) = self.mappings.get_mut(&mapping) {
-                        m.status = match m.status {
-                            MappingStatus::Reopening { .. } => {
-                                MappingStatus::Reopening { req: None }
-                            }
-                            _ => MappingStatus::Opening { req: None },
-                        };
+                    if let Some(m) = self.mappings.get_mut(mapping) {
+                        m.map_request_lost();
                     }
                 }
                 ReqKind::Unmap { mapping, op } => {
@@ -166,26 +153,17 @@ impl Client {
         }
         self.by_handle.clear();
         // Mappings: the lost ones fail, the rest are mapped again.
-        let ids: Vec<MappingId> = self.mappings.keys().copied().collect();
-        for id in ids {
+        for id in self.mappings.ids() {
             if let Some(l) = lost.get(&id) {
-                self.mappings.get_mut(&id).expect("listed").status = MappingStatus::Lost(l.clone());
+                self.mappings.get_mut(id).expect("listed").lose(l.clone());
                 self.fail_mapping_ops(id, OpError::SessionLost(l.clone()));
                 self.fail_memory(id, &OpError::SessionLost(l.clone()));
                 continue;
             }
-            let m = self.mappings.get_mut(&id).expect("listed");
-            match m.status {
-                MappingStatus::Ready { .. } => m.status = MappingStatus::Reopening { req: None },
-                MappingStatus::Opening { .. } => m.status = MappingStatus::Opening { req: None },
-                MappingStatus::Reopening { .. } => {
-                    m.status = MappingStatus::Reopening { req: None }
-                }
-                MappingStatus::Closing | MappingStatus::Lost(_) => {}
-            }
+            self.mappings.get_mut(id).expect("listed").session_lost();
         }
         self.conn.forget_lease();
-        self.reopen_pending = true;
+        self.mappings.set_reopen_pending(true);
         self.events
             .push_back(Event::Connection(ClientEvent::SessionLost {
                 reason,
@@ -199,7 +177,7 @@ impl Client {
         let Some(ps) = self.conn.page_size() else {
             return;
         };
-        let m = &self.mappings[&mapping];
+        let m = &self.mappings[mapping];
         let Some(wire) = m.wire() else { return };
         let (a, b) = m.pages(ps);
         let stale: Vec<(u64, u64)> = self.files[&file]

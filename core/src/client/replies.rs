@@ -172,10 +172,10 @@ impl Client {
             return false;
         };
         self.take_request(m.req);
-        let Some(ms) = self.mappings.get(&mapping) else {
+        let Some(ms) = self.mappings.get(mapping) else {
             return true;
         };
-        let reopening = matches!(ms.status, MappingStatus::Reopening { .. });
+        let reopening = ms.is_reopening();
         let old = ms.file;
         let path = ms.path.clone();
         let file = match self.by_handle.get(&m.file) {
@@ -190,11 +190,8 @@ impl Client {
                 f
             }
         };
-        let ms = self.mappings.get_mut(&mapping).expect("present");
-        ms.status = MappingStatus::Ready { wire: m.mapping };
-        ms.file = Some(file);
-        ms.file_len = m.file_len;
-        let waiters = std::mem::take(&mut ms.waiters);
+        let ms = self.mappings.get_mut(mapping).expect("present");
+        let waiters = ms.mapped(m.mapping, file, m.file_len);
         self.ops.wake_all_of(waiters);
         if let Some(op) = op {
             self.ops.wake(op);
@@ -211,7 +208,7 @@ impl Client {
     }
 
     fn drop_file_if_unused(&mut self, file: super::cache::FileId) {
-        if self.mappings.values().any(|m| m.file == Some(file)) {
+        if self.mappings.use_file(file) {
             return;
         }
         if let Some(f) = self.files.remove(&file) {
@@ -314,7 +311,7 @@ impl Client {
         // An applied atomic is a write of its mapping: not durable until synced.
         if a.applied
             && let Some(OpKind::Atomic { mapping, .. }) = self.ops.get(op)
-            && let Some(m) = self.mappings.get_mut(mapping)
+            && let Some(m) = self.mappings.get_mut(*mapping)
         {
             m.write_seq += 1;
         }
@@ -336,12 +333,9 @@ impl Client {
         let err = OpError::server(e.code, message.clone());
         match r.kind {
             ReqKind::Map { mapping, op } => {
-                let reopening = self
-                    .mappings
-                    .get(&mapping)
-                    .is_some_and(|m| matches!(m.status, MappingStatus::Reopening { .. }));
+                let reopening = self.mappings.get(mapping).is_some_and(|m| m.is_reopening());
                 if reopening {
-                    let m = self.mappings.get_mut(&mapping).expect("present");
+                    let m = self.mappings.get_mut(mapping).expect("present");
                     let lost = LostWrites {
                         path: m.path.clone(),
                         cause: LossCause::Session(super::SessionLossReason::LeaseExpired),
@@ -349,12 +343,12 @@ impl Client {
                         unsynced_writes: false,
                         remap_error: Some(format!("{}: {message}", e.code)),
                     };
-                    m.status = MappingStatus::Lost(lost.clone());
+                    m.lose(lost.clone());
                     let w = std::mem::take(&mut m.waiters);
                     self.ops.wake_all_of(w);
                     self.fail_mapping_ops(mapping, OpError::SessionLost(lost));
                 } else {
-                    if let Some(m) = self.mappings.remove(&mapping) {
+                    if let Some(m) = self.mappings.remove(mapping) {
                         self.ops.wake_all_of(m.waiters);
                     }
                     if let Some(op) = op {
@@ -437,7 +431,7 @@ impl Client {
 
     /// Marks a mapping as having lost writes: its operations fail from now on.
     pub(crate) fn lose_writes(&mut self, mapping: super::MappingId, cause: LossCause, pages: u64) {
-        let Some(m) = self.mappings.get_mut(&mapping) else {
+        let Some(m) = self.mappings.get_mut(mapping) else {
             return;
         };
         let lost = match &mut m.status {
@@ -453,8 +447,8 @@ impl Client {
                     unsynced_writes: false,
                     remap_error: None,
                 };
-                if !matches!(m.status, MappingStatus::Closing) {
-                    m.status = MappingStatus::Lost(l.clone());
+                if !m.is_closing() {
+                    m.lose(l.clone());
                 }
                 l
             }
