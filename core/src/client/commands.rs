@@ -242,9 +242,8 @@ impl Client {
             return len == 0;
         }
         let start = m.offset + offset;
-        let f = &self.files[&file];
         (start / ps..(start + len).div_ceil(ps))
-            .all(|p| f.pages.get(&p).is_some_and(|pg| pg.readable()))
+            .all(|p| self.cache.get(file, p).is_some_and(|pg| pg.readable()))
     }
 
     fn read_inner(
@@ -484,13 +483,12 @@ impl Client {
         if !self.lease_valid(now) {
             return Ok(false);
         }
-        let f = &self.files[&file];
         let mut pos = 0usize;
         while pos < buf.len() {
             let abs = start + pos as u64;
             let (p, inp) = (abs / ps, (abs % ps) as usize);
             let n = (ps as usize - inp).min(buf.len() - pos);
-            let Some(page) = f.pages.get(&p) else {
+            let Some(page) = self.cache.get(file, p) else {
                 return Ok(false);
             };
             if !page.readable() {
@@ -500,7 +498,7 @@ impl Client {
             buf[pos..pos + n].copy_from_slice(&d[inp..inp + n]);
             pos += n;
         }
-        self.tick += 1;
+        self.cache.touch();
         Ok(true)
     }
 
@@ -528,10 +526,9 @@ impl Client {
         if !self.lease_valid(now) {
             return Ok(false);
         }
-        let f = &self.files[&file];
         let (first, last) = (start / ps, (start + data.len() as u64).div_ceil(ps));
         for p in first..last {
-            match f.pages.get(&p) {
+            match self.cache.get(file, p) {
                 Some(pg) if pg.state == cache::PageState::Exclusive && pg.data.is_some() => {}
                 _ => return Ok(false),
             }
@@ -549,12 +546,15 @@ impl Client {
         data: &[u8],
     ) {
         let ps = self.conn.params().expect("connected").page_size;
-        let f = self.files.get_mut(&file).expect("mapped file");
         // Pages this write fills whole and that hold no data yet (overwrite
         // grants) take slices of one buffer: one allocation for the write
         // instead of a zeroed one per page, then overwritten.
         let whole = (start.div_ceil(ps)..(start + data.len() as u64) / ps)
-            .filter(|q| f.pages.get(q).is_some_and(|pg| !pg.data.is_some()))
+            .filter(|q| {
+                self.cache
+                    .get(file, *q)
+                    .is_some_and(|pg| !pg.data.is_some())
+            })
             .count();
         let mut block = BytesMut::with_capacity(if whole > 1 { whole * ps as usize } else { 0 });
         let mut pos = 0usize;
@@ -562,16 +562,12 @@ impl Client {
             let abs = start + pos as u64;
             let (p, inp) = (abs / ps, (abs % ps) as usize);
             let n = (ps as usize - inp).min(data.len() - pos);
-            let page = f.pages.get_mut(&p).expect("checked exclusive");
-            let had = page.data.is_some();
-            if !had && n == ps as usize && block.capacity() >= n {
+            let mut page = self.cache.get_mut(file, p).expect("checked exclusive");
+            if !page.data.is_some() && n == ps as usize && block.capacity() >= n {
                 block.extend_from_slice(&data[pos..pos + n]);
                 page.data = cache::PageData::Owned(block.split_to(n));
             } else {
                 page.data.make_mut(ps as usize)[inp..inp + n].copy_from_slice(&data[pos..pos + n]);
-            }
-            if !had {
-                self.cached += 1;
             }
             page.mark_dirty(inp as u32, (inp + n) as u32);
             pos += n;
@@ -580,7 +576,7 @@ impl Client {
         m.write_seq += 1;
         let sequential = m.last_write_end == start;
         m.last_write_end = start + data.len() as u64;
-        self.tick += 1;
+        self.cache.touch();
         if sequential {
             self.write_behind(mapping, file, start / ps);
             self.write_ahead(mapping, file, (start + data.len() as u64).div_ceil(ps));

@@ -61,18 +61,12 @@ impl Client {
             }
             let p = pages[i];
             self.capture_page(file, p);
-            let Some((lo, hi)) = self.files[&file].pages.get(&p).and_then(|pg| pg.dirty) else {
+            let Some((lo, hi)) = self.cache.get(file, p).and_then(|pg| pg.dirty) else {
                 i += 1;
                 continue;
             };
             let pieces = self.split_dirty(file, p, lo, hi);
-            let pg = self
-                .files
-                .get_mut(&file)
-                .expect("mapped")
-                .pages
-                .get_mut(&p)
-                .expect("present");
+            let mut pg = self.cache.get_mut(file, p).expect("present");
             // The page's buffer becomes shared with the write-back, not
             // copied; a later write to the page copies it once (copy on write).
             let data = pg.data.freeze();
@@ -100,9 +94,8 @@ impl Client {
                 // Put the data back as dirty; it goes out when there is room.
                 complete = false;
                 resume = resume.min(b.first);
-                let f = self.files.get_mut(&file).expect("mapped");
                 for pt in b.patches {
-                    let pg = f.page(pt.page);
+                    let mut pg = self.cache.page(file, pt.page);
                     pg.mark_dirty(pt.offset, pt.offset + pt.data.len() as u32);
                 }
                 continue;
@@ -125,9 +118,8 @@ impl Client {
         patches: Vec<PagePatch>,
     ) -> ReqId {
         let pages: Vec<PageNo> = patches.iter().map(|p| p.page).collect();
-        let f = self.files.get_mut(&file).expect("mapped");
         for p in &pages {
-            f.page(*p).writebacks += 1;
+            self.cache.page(file, *p).writebacks += 1;
         }
         self.send_request(
             |req| {
@@ -180,11 +172,10 @@ impl Client {
     }
 
     pub(crate) fn dirty_pages_in(&self, file: FileId, from: PageNo, to: PageNo) -> Vec<PageNo> {
-        self.files[&file]
-            .pages
-            .range(from..to)
+        self.cache
+            .range(file, from..to)
             .filter(|(_, p)| p.maybe_dirty())
-            .map(|(q, _)| *q)
+            .map(|(q, _)| q)
             .collect()
     }
 
@@ -220,7 +211,7 @@ impl Client {
     /// same for streaming reads), so a long scan recycles its buffers
     /// instead of pushing everything else out of the cache.
     pub(crate) fn drop_behind(&mut self, mapping: MappingId, file: FileId, upto: PageNo) {
-        if self.cached <= self.config.max_cached_pages / 2 {
+        if self.cache.len() <= self.config.max_cached_pages / 2 {
             return;
         }
         let Some(m) = self.mappings.get(mapping) else {
@@ -236,9 +227,9 @@ impl Client {
         // cannot go (dirty, being fetched, waited on) are skipped.
         let mut gone = Vec::new();
         let mut reached = upto;
-        for (q, p) in self.files[&file].pages.range(from..upto) {
+        for (q, p) in self.cache.range(file, from..upto) {
             if p.writebacks > 0 {
-                reached = *q;
+                reached = q;
                 break;
             }
             if p.evictable()
@@ -246,7 +237,7 @@ impl Client {
                 && p.installed.is_none()
                 && p.state != PageState::Invalid
             {
-                gone.push(*q);
+                gone.push(q);
             }
         }
         self.mappings.get_mut(mapping).expect("present").dropped_to = reached;
@@ -255,11 +246,8 @@ impl Client {
 
     /// Drops clean pages from the cache and tells the server.
     fn release_pages(&mut self, file: FileId, pages: &[PageNo]) {
-        let f = self.files.get_mut(&file).expect("mapped");
         for q in pages {
-            if f.pages.remove(q).is_some_and(|p| p.data.is_some()) {
-                self.cached -= 1;
-            }
+            self.cache.remove(file, *q);
         }
         self.send_releases(file, pages);
     }
@@ -267,7 +255,7 @@ impl Client {
     /// Tells the server that `pages` (ascending) are gone, one `Release`
     /// per run of consecutive pages.
     fn send_releases(&mut self, file: FileId, pages: &[PageNo]) {
-        let Some(h) = self.files.get(&file).and_then(|f| f.handle) else {
+        let Some(h) = self.files.handle(file) else {
             return;
         };
         let mut i = 0;
@@ -290,22 +278,20 @@ impl Client {
     /// clean pages to the server, writes back dirty ones first.
     pub(crate) fn evict(&mut self, _now: Instant) {
         let limit = self.config.max_cached_pages;
-        if self.cached <= limit {
+        if self.cache.len() <= limit {
             return;
         }
-        let want = self.cached - limit + limit / 16 + 1;
+        let want = self.cache.len() - limit + limit / 16 + 1;
         let mut cands: Vec<(u64, FileId, PageNo)> = Vec::new();
         let mut dirty: Vec<(u64, FileId, PageNo)> = Vec::new();
-        for (fid, f) in &self.files {
-            for (q, p) in &f.pages {
-                if !p.data.is_some() {
-                    continue;
-                }
-                if p.evictable() {
-                    cands.push((p.touched, *fid, *q));
-                } else if p.dirty.is_some() && p.writebacks == 0 {
-                    dirty.push((p.touched, *fid, *q));
-                }
+        for (fid, q, p) in self.cache.all() {
+            if !p.data.is_some() {
+                continue;
+            }
+            if p.evictable() {
+                cands.push((p.touched, fid, q));
+            } else if p.dirty.is_some() && p.writebacks == 0 {
+                dirty.push((p.touched, fid, q));
             }
         }
         cands.sort();
@@ -313,9 +299,7 @@ impl Client {
         let mut released: std::collections::BTreeMap<FileId, Vec<PageNo>> = Default::default();
         for (_, fid, q) in &cands {
             self.zap_page(*fid, *q);
-            let f = self.files.get_mut(fid).expect("listed");
-            let pg = f.pages.remove(q).expect("listed");
-            self.cached -= 1;
+            let pg = self.cache.remove(*fid, *q).expect("listed");
             if pg.state != PageState::Invalid && !pg.stale {
                 released.entry(*fid).or_default().push(*q);
             }

@@ -126,7 +126,7 @@ impl Client {
             _ => None,
         };
         // Pages in memory must leave it when the lease view ends.
-        let memory = if self.memory_installed {
+        let memory = if self.cache.some_installed() {
             self.conn.lease_until()
         } else {
             None
@@ -273,14 +273,10 @@ impl Client {
     /// A `Goodbye` after a graceful shutdown: the server synced every file.
     fn server_synced_everything(&mut self) {
         let dirty: std::collections::BTreeSet<_> = self
-            .files
-            .iter()
-            .filter(|(_, f)| {
-                f.pages
-                    .values()
-                    .any(|p| p.dirty.is_some() || p.writebacks > 0)
-            })
-            .map(|(id, _)| *id)
+            .cache
+            .all()
+            .filter(|(_, _, p)| p.dirty.is_some() || p.writebacks > 0)
+            .map(|(f, _, _)| f)
             .collect();
         for m in self.mappings.values_mut() {
             if m.file.is_none_or(|f| !dirty.contains(&f)) {

@@ -171,11 +171,11 @@ impl Client {
             && let (Some(file), Some(ps)) = (m.file, self.conn.page_size())
         {
             let (a, b) = m.pages(ps);
-            let installed: Vec<PageNo> = self.files[&file]
-                .pages
-                .range(a..b)
+            let installed: Vec<PageNo> = self
+                .cache
+                .range(file, a..b)
                 .filter(|(_, p)| p.installed.is_some())
-                .map(|(q, _)| *q)
+                .map(|(q, _)| q)
                 .collect();
             for q in installed {
                 self.zap_page(file, q);
@@ -192,27 +192,14 @@ impl Client {
         };
         let (a, b) = m.pages(ps);
         let others = self.mappings.page_ranges_of(file, ps);
-        let f = self.files.get_mut(&file).expect("mapped");
-        let doomed: Vec<PageNo> = f
-            .pages
-            .range(a..b)
-            .filter(|(q, _)| !others.iter().any(|(x, y)| (*x..*y).contains(*q)))
-            .map(|(q, _)| *q)
-            .collect();
-        for q in doomed {
-            if let Some(pg) = f.pages.remove(&q) {
-                if pg.data.is_some() {
-                    self.cached -= 1;
-                }
-                self.ops.wake_all_of(pg.waiters);
-            }
+        let doomed = self.cache.remove_where(file, |q, _| {
+            (a..b).contains(&q) && !others.iter().any(|(x, y)| (*x..*y).contains(&q))
+        });
+        for pg in doomed {
+            self.ops.wake_all_of(pg.waiters);
         }
         if others.is_empty() {
-            let f = self.files.remove(&file).expect("mapped");
-            self.cached -= f.pages.values().filter(|p| p.data.is_some()).count();
-            if let Some(h) = f.handle {
-                self.by_handle.remove(&h);
-            }
+            self.drop_file(file);
         }
     }
 
@@ -349,7 +336,7 @@ impl Client {
                 bye_sent,
             });
         }
-        let files: Vec<FileId> = self.files.keys().copied().collect();
+        let files: Vec<FileId> = self.cache.file_ids();
         let mut all = true;
         for f in files {
             let pages = self.dirty_pages_in(f, 0, PageNo::MAX);

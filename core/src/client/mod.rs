@@ -26,6 +26,7 @@ mod config;
 mod connection;
 mod error;
 mod event;
+mod files;
 mod flush;
 mod input;
 mod lifecycle;
@@ -37,7 +38,7 @@ mod recovery;
 mod replies;
 mod requests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 
@@ -49,10 +50,10 @@ pub use event::{ClientEvent, Event};
 pub use memory::MemoryBacking;
 
 use crate::Instant;
-use crate::protocol::FileHandle;
 
-use cache::{FileId, FileState};
+use cache::{FileId, PageCache};
 use connection::Connection;
+use files::OpenFiles;
 pub(crate) use mappings::{MappingState, MappingStatus, Mappings};
 use operations::{OpKind, Operations, ReadInto};
 use requests::RequestLog;
@@ -136,15 +137,10 @@ pub struct Client {
     pub(crate) conn: Connection,
     pub(crate) events: VecDeque<Event>,
     pub(crate) requests: RequestLog,
-    pub(crate) files: BTreeMap<FileId, FileState>,
-    pub(crate) next_file: u32,
-    pub(crate) by_handle: BTreeMap<FileHandle, FileId>,
+    pub(crate) files: OpenFiles,
+    pub(crate) cache: PageCache,
     pub(crate) mappings: Mappings,
-    pub(crate) cached: usize,
-    pub(crate) tick: u64,
     pub(crate) ops: Operations,
-    /// Some page sits in a memory mapping's memory.
-    pub(crate) memory_installed: bool,
     pub(crate) bug: ClientBug,
 }
 
@@ -156,7 +152,7 @@ impl std::fmt::Debug for Client {
             .field("mappings", &self.mappings.len())
             .field("ops", &self.ops.len())
             .field("requests", &self.requests.len())
-            .field("cached_pages", &self.cached)
+            .field("cached_pages", &self.cache.len())
             .finish_non_exhaustive()
     }
 }
@@ -171,14 +167,10 @@ impl Client {
             conn: Connection::new(seed, now),
             events: VecDeque::new(),
             requests: RequestLog::new(),
-            files: BTreeMap::new(),
-            next_file: 0,
-            by_handle: BTreeMap::new(),
+            files: OpenFiles::default(),
+            cache: PageCache::default(),
             mappings: Mappings::default(),
-            cached: 0,
-            tick: 0,
             ops: Operations::default(),
-            memory_installed: false,
             bug: ClientBug::None,
         };
         c.handle_timeout(now);
@@ -213,28 +205,25 @@ impl Client {
 
     /// Pages in the cache.
     pub fn cached_pages(&self) -> usize {
-        self.cached
+        self.cache.len()
     }
 
     /// The pages reads or writes may be served from (not Invalid), in (path,
     /// page) order: for checkers that compare caches across clients.
     pub fn cached_page_view(&self) -> Vec<CachedPage> {
         let mut out = Vec::new();
-        for (fid, f) in &self.files {
-            let path = self.mappings.path_of(*fid).unwrap_or_default().to_owned();
-            for (q, p) in &f.pages {
-                if p.state == cache::PageState::Invalid
-                    || (p.state == cache::PageState::Shared && !p.data.is_some())
-                {
-                    continue;
-                }
-                out.push(CachedPage {
-                    path: path.clone(),
-                    page: *q,
-                    exclusive: p.state == cache::PageState::Exclusive,
-                    dirty: p.dirty.is_some(),
-                });
+        for (fid, q, p) in self.cache.all() {
+            if p.state == cache::PageState::Invalid
+                || (p.state == cache::PageState::Shared && !p.data.is_some())
+            {
+                continue;
             }
+            out.push(CachedPage {
+                path: self.mappings.path_of(fid).unwrap_or_default().to_owned(),
+                page: q,
+                exclusive: p.state == cache::PageState::Exclusive,
+                dirty: p.dirty.is_some(),
+            });
         }
         out.sort_by(|a, b| (&a.path, a.page).cmp(&(&b.path, b.page)));
         out
@@ -300,17 +289,16 @@ impl Client {
         self.evict(now);
     }
 
-    pub(crate) fn new_file(&mut self, path: &str) -> FileId {
-        self.next_file += 1;
-        let id = FileId(self.next_file);
-        let _ = path;
-        self.files.insert(
-            id,
-            FileState {
-                handle: None,
-                pages: BTreeMap::new(),
-            },
-        );
+    /// Numbers a new file and makes room for its pages.
+    pub(crate) fn new_file(&mut self) -> FileId {
+        let id = self.files.add();
+        self.cache.add_file(id);
         id
+    }
+
+    /// Forgets a file and its cached pages.
+    pub(crate) fn drop_file(&mut self, file: FileId) {
+        self.files.close(file);
+        self.cache.remove_file(file);
     }
 }

@@ -194,9 +194,9 @@ impl Client {
     ) {
         let ps = self.conn.params().expect("mapped").page_size;
         let max = self.conn.params().expect("mapped").max_pages as u64;
-        if self.files[&file]
-            .pages
-            .get(&from)
+        if self
+            .cache
+            .get(file, from)
             .is_some_and(|p| p.fetch.is_some())
         {
             return;
@@ -207,8 +207,8 @@ impl Client {
             }
             return;
         }
-        let need_of = |f: &super::cache::FileState, q: PageNo| -> Option<Need> {
-            let pg = f.pages.get(&q);
+        let need_of = |cache: &super::cache::PageCache, q: PageNo| -> Option<Need> {
+            let pg = cache.get(file, q);
             if pg.is_some_and(|p| p.fetch.is_some()) {
                 return None;
             }
@@ -236,12 +236,14 @@ impl Client {
                 overwrite: !readable && full,
             })
         };
-        let f = &self.files[&file];
-        let Some(first_need) = need_of(f, from) else {
+        let Some(first_need) = need_of(&self.cache, from) else {
             return;
         };
         let mut count = 1u64;
-        while from + count < limit && count < max && need_of(f, from + count) == Some(first_need) {
+        while from + count < limit
+            && count < max
+            && need_of(&self.cache, from + count) == Some(first_need)
+        {
             count += 1;
         }
         let flags = match first_need {
@@ -272,9 +274,8 @@ impl Client {
                 count: count32,
             },
         );
-        let f = self.files.get_mut(&file).expect("mapped");
         for q in from..from + count {
-            f.page(q).fetch = Some(req);
+            self.cache.page(file, q).fetch = Some(req);
         }
     }
 
@@ -335,7 +336,7 @@ impl Client {
         let limit = (from + self.config.readahead_pages as u64).min(end);
         let mut p = cursor.max(from);
         while p < limit && self.request_room() {
-            let held = self.files[&file].pages.get(&p).is_some_and(|pg| {
+            let held = self.cache.get(file, p).is_some_and(|pg| {
                 pg.fetch.is_some()
                     || match ahead {
                         Ahead::Read => pg.readable(),
@@ -494,48 +495,44 @@ impl Client {
             let abs = start + pos;
             let (p, inp) = (abs / ps, (abs % ps) as usize);
             let n = (ps - inp as u64).min(len - pos) as usize;
-            self.tick += 1;
-            let tick = self.tick;
-            let f = self.files.get_mut(&file).expect("mapped");
-            match f.pages.get_mut(&p) {
-                Some(pg) if pg.readable() => {
-                    pg.touched = tick;
-                    match (&mut buf, &pg.data) {
-                        // Within one page: hand out the page's own bytes.
-                        (ReadInto::Buffer(None), super::cache::PageData::Shared(b))
-                            if pos == 0 && n as u64 == len =>
-                        {
-                            return Step::Done(Ok(Completion::Read(b.slice(inp..inp + n))));
-                        }
-                        (ReadInto::Slices(parts), super::cache::PageData::Shared(b)) => {
-                            parts.push(b.slice(inp..inp + n));
-                        }
-                        (ReadInto::Slices(parts), data) => {
-                            // A page being written: its bytes may change.
-                            let d = data.as_slice().expect("readable");
-                            parts.push(Bytes::copy_from_slice(&d[inp..inp + n]));
-                        }
-                        (ReadInto::Buffer(b), data) => {
-                            let d = data.as_slice().expect("readable");
-                            if b.is_none() {
-                                match super::commands::reserve(len) {
-                                    Ok(fresh) => *b = Some(fresh),
-                                    Err(e) => return Step::Done(Err(e)),
-                                }
-                            }
-                            b.as_mut()
-                                .expect("allocated above")
-                                .extend_from_slice(&d[inp..inp + n]);
+            let tick = self.cache.touch();
+            if !self.cache.get(file, p).is_some_and(|pg| pg.readable()) {
+                self.cache.page(file, p).waiters.insert(id);
+                self.request_pages(Some(id), wire, file, p, end_page, false, None);
+                return Step::Pending(pending(pos, buf));
+            }
+            let mut pg = self.cache.get_mut(file, p).expect("readable");
+            pg.touched = tick;
+            match (&mut buf, &pg.data) {
+                // Within one page: hand out the page's own bytes.
+                (ReadInto::Buffer(None), super::cache::PageData::Shared(b))
+                    if pos == 0 && n as u64 == len =>
+                {
+                    return Step::Done(Ok(Completion::Read(b.slice(inp..inp + n))));
+                }
+                (ReadInto::Slices(parts), super::cache::PageData::Shared(b)) => {
+                    parts.push(b.slice(inp..inp + n));
+                }
+                (ReadInto::Slices(parts), data) => {
+                    // A page being written: its bytes may change.
+                    let d = data.as_slice().expect("readable");
+                    parts.push(Bytes::copy_from_slice(&d[inp..inp + n]));
+                }
+                (ReadInto::Buffer(b), data) => {
+                    let d = data.as_slice().expect("readable");
+                    if b.is_none() {
+                        match super::commands::reserve(len) {
+                            Ok(fresh) => *b = Some(fresh),
+                            Err(e) => return Step::Done(Err(e)),
                         }
                     }
-                    pos += n as u64;
-                }
-                _ => {
-                    f.page(p).waiters.insert(id);
-                    self.request_pages(Some(id), wire, file, p, end_page, false, None);
-                    return Step::Pending(pending(pos, buf));
+                    b.as_mut()
+                        .expect("allocated above")
+                        .extend_from_slice(&d[inp..inp + n]);
                 }
             }
+            drop(pg);
+            pos += n as u64;
         }
         if sequential {
             self.drop_behind(mapping, file, start / ps);
@@ -584,12 +581,7 @@ impl Client {
         if self.try_resolve_fault(mapping, file, page, write).is_some() {
             return Step::Done(Ok(Completion::FaultResolved));
         }
-        self.files
-            .get_mut(&file)
-            .expect("mapped")
-            .page(page)
-            .waiters
-            .insert(id);
+        self.cache.page(file, page).waiters.insert(id);
         // Read faults fetch a few pages ahead: scanning memory should not
         // cost a round trip per page.
         let limit = if write {
@@ -639,14 +631,17 @@ impl Client {
             let (p, inp) = (abs / ps, abs % ps);
             let n = (ps - inp).min(len - pos);
             let full = inp == 0 && n == ps;
-            let pg = self.files.get_mut(&file).expect("mapped").page(p);
+            let tick = self.cache.time();
+            let mut pg = self.cache.page(file, p);
             if pg.state == PageState::Exclusive && (pg.data.is_some() || full) {
-                pg.touched = self.tick;
+                pg.touched = tick;
+                drop(pg);
                 self.apply_write(mapping, file, abs, &data[pos as usize..(pos + n) as usize]);
                 pos += n;
                 continue;
             }
             pg.waiters.insert(id);
+            drop(pg);
             self.request_pages(
                 Some(id),
                 wire,

@@ -41,27 +41,23 @@ impl Client {
                 .dirty_pages += 0;
         };
         // Dirty pages, and pages whose write-back was never confirmed.
-        for (fid, f) in self.files.iter_mut() {
-            for (q, pg) in f.pages.iter_mut() {
-                if pg.dirty.is_none() && pg.writebacks == 0 {
-                    continue;
-                }
-                for (mid, m) in self.mappings.iter() {
-                    let (a, b) = m.pages(ps);
-                    if m.file == Some(*fid) && m.writable && (a..b).contains(q) && !m.is_lost() {
-                        entry(&mut lost, mid, &m.path);
-                        lost.get_mut(&mid).expect("just added").dirty_pages += 1;
-                    }
-                }
-                pg.dirty = None;
-                pg.writebacks = 0;
-                pg.state = PageState::Invalid;
-                if pg.data.is_some() {
-                    self.cached -= 1;
-                }
-                pg.data = super::cache::PageData::None;
+        let mappings = &self.mappings;
+        self.cache.update_all(|fid, q, pg| {
+            if pg.dirty.is_none() && pg.writebacks == 0 {
+                return;
             }
-        }
+            for (mid, m) in mappings.iter() {
+                let (a, b) = m.pages(ps);
+                if m.file == Some(fid) && m.writable && (a..b).contains(&q) && !m.is_lost() {
+                    entry(&mut lost, mid, &m.path);
+                    lost.get_mut(&mid).expect("just added").dirty_pages += 1;
+                }
+            }
+            pg.dirty = None;
+            pg.writebacks = 0;
+            pg.state = PageState::Invalid;
+            pg.data = super::cache::PageData::None;
+        });
         // Dirty data handed back in recall acknowledgements the server never
         // confirmed: it may not have arrived.
         for (fid, q) in self.requests.unconfirmed_recalled_pages() {
@@ -128,30 +124,24 @@ impl Client {
         // The cache: keep clean copies to revalidate, unless versions of
         // the old epoch mean nothing.
         let keep = reason == SessionLossReason::LeaseExpired && !drop_cache;
-        for f in self.files.values_mut() {
-            f.handle = None;
-            let mut gone = Vec::new();
-            for (q, pg) in f.pages.iter_mut() {
-                pg.fetch = None;
-                // Valid copies, and copies already waiting for revalidation
-                // since an earlier loss, are kept when versions still count.
-                if keep && pg.data.is_some() && (pg.state != PageState::Invalid || pg.stale) {
-                    pg.state = PageState::Invalid;
-                    pg.stale = true;
-                } else {
-                    gone.push(*q);
-                }
+        self.files.forget_handles();
+        let mut gone = Vec::new();
+        self.cache.update_all(|fid, q, pg| {
+            pg.fetch = None;
+            // Valid copies, and copies already waiting for revalidation
+            // since an earlier loss, are kept when versions still count.
+            if keep && pg.data.is_some() && (pg.state != PageState::Invalid || pg.stale) {
+                pg.state = PageState::Invalid;
+                pg.stale = true;
+            } else {
+                gone.push((fid, q));
             }
-            for q in gone {
-                if let Some(pg) = f.pages.remove(&q) {
-                    if pg.data.is_some() {
-                        self.cached -= 1;
-                    }
-                    self.ops.wake_all_of(pg.waiters);
-                }
+        });
+        for (fid, q) in gone {
+            if let Some(pg) = self.cache.remove(fid, q) {
+                self.ops.wake_all_of(pg.waiters);
             }
         }
-        self.by_handle.clear();
         // Mappings: the lost ones fail, the rest are mapped again.
         for id in self.mappings.ids() {
             if let Some(l) = lost.get(&id) {
@@ -180,11 +170,11 @@ impl Client {
         let m = &self.mappings[mapping];
         let Some(wire) = m.wire() else { return };
         let (a, b) = m.pages(ps);
-        let stale: Vec<(u64, u64)> = self.files[&file]
-            .pages
-            .range(a..b)
+        let stale: Vec<(u64, u64)> = self
+            .cache
+            .range(file, a..b)
             .filter(|(_, p)| p.stale && p.fetch.is_none())
-            .map(|(q, p)| (*q, p.version))
+            .map(|(q, p)| (q, p.version))
             .collect();
         let per_request =
             ((self.conn.params().expect("set").max_frame as usize).saturating_sub(64) / 16).max(1);
@@ -192,11 +182,9 @@ impl Client {
             if !self.request_room() {
                 // No room: drop what cannot be checked now; it is fetched
                 // again on use.
-                let f = self.files.get_mut(&file).expect("present");
                 for (q, _) in chunk {
-                    if let Some(pg) = f.pages.get_mut(q) {
+                    if let Some(mut pg) = self.cache.get_mut(file, *q) {
                         pg.invalidate();
-                        self.cached -= 1;
                     }
                 }
                 continue;
@@ -221,9 +209,8 @@ impl Client {
                     pages: chunk.to_vec(),
                 },
             );
-            let f = self.files.get_mut(&file).expect("present");
             for (q, _) in chunk {
-                f.page(*q).fetch = Some(req);
+                self.cache.page(file, *q).fetch = Some(req);
             }
         }
     }

@@ -41,10 +41,10 @@ impl Client {
             return false;
         };
         let ps = self.conn.params().expect("connected").page_size;
-        let Some(f) = self.files.get(&file) else {
-            return false;
-        };
-        if p.first_page != first || p.pages.len() != count as usize || f.handle != Some(p.file) {
+        if p.first_page != first
+            || p.pages.len() != count as usize
+            || self.files.handle(file) != Some(p.file)
+        {
             return false;
         }
         if p.pages
@@ -54,11 +54,10 @@ impl Client {
             return false;
         }
         self.take_request(p.req);
-        let f = self.files.get_mut(&file).expect("checked");
         let mut woken = Vec::new();
         for (i, g) in p.pages.into_iter().enumerate() {
             let q = first + i as u64;
-            let pg = f.page(q);
+            let mut pg = self.cache.page(file, q);
             if pg.fetch == Some(p.req) {
                 pg.fetch = None;
             }
@@ -71,9 +70,6 @@ impl Client {
                 // Never let a grant's data replace bytes not yet written back.
                 Some(_) if pg.dirty.is_some() => {}
                 Some(d) => {
-                    if !pg.data.is_some() {
-                        self.cached += 1;
-                    }
                     pg.data = PageData::Shared(d);
                     pg.dirty = None;
                 }
@@ -81,7 +77,6 @@ impl Client {
                     // A copy kept from a lost session is not trusted without
                     // a revalidation.
                     pg.data = PageData::None;
-                    self.cached -= 1;
                 }
                 None => {}
             }
@@ -120,15 +115,15 @@ impl Client {
         else {
             return false;
         };
-        if let Some(f) = self.files.get_mut(&file) {
-            for (q, v) in pages.iter().zip(&a.versions) {
-                if let Some(pg) = f.pages.get_mut(q) {
-                    pg.writebacks = pg.writebacks.saturating_sub(1);
-                    if pg.dirty.is_none() {
-                        pg.version = *v;
-                    }
-                    self.ops.wake_all_of(pg.waiters.iter().copied());
+        for (q, v) in pages.iter().zip(&a.versions) {
+            if let Some(mut pg) = self.cache.get_mut(file, *q) {
+                pg.writebacks = pg.writebacks.saturating_sub(1);
+                if pg.dirty.is_none() {
+                    pg.version = *v;
                 }
+                let waiters: Vec<_> = pg.waiters.iter().copied().collect();
+                drop(pg);
+                self.ops.wake_all_of(waiters);
             }
         }
         if let Some(op) = op {
@@ -177,16 +172,14 @@ impl Client {
         };
         let reopening = ms.is_reopening();
         let old = ms.file;
-        let path = ms.path.clone();
-        let file = match self.by_handle.get(&m.file) {
-            Some(f) => *f,
+        let file = match self.files.by_handle(m.file) {
+            Some(f) => f,
             None => {
                 let f = match old {
-                    Some(f) if self.files.get(&f).is_some_and(|s| s.handle.is_none()) => f,
-                    _ => self.new_file(&path),
+                    Some(f) if self.files.awaits_handle(f) => f,
+                    _ => self.new_file(),
                 };
-                self.files.get_mut(&f).expect("present").handle = Some(m.file);
-                self.by_handle.insert(m.file, f);
+                self.files.opened(f, m.file);
                 f
             }
         };
@@ -211,12 +204,7 @@ impl Client {
         if self.mappings.use_file(file) {
             return;
         }
-        if let Some(f) = self.files.remove(&file) {
-            self.cached -= f.pages.values().filter(|p| p.data.is_some()).count();
-            if let Some(h) = f.handle {
-                self.by_handle.remove(&h);
-            }
-        }
+        self.drop_file(file);
     }
 
     fn on_unmapped(&mut self, u: Unmapped) -> bool {
@@ -265,11 +253,8 @@ impl Client {
         let ReqKind::Revalidate { file, pages } = rq.kind else {
             return false;
         };
-        let Some(f) = self.files.get_mut(&file) else {
-            return true;
-        };
         for (i, (q, v)) in pages.iter().enumerate() {
-            let Some(pg) = f.pages.get_mut(q) else {
+            let Some(mut pg) = self.cache.get_mut(file, *q) else {
                 continue;
             };
             if pg.fetch == Some(r.req) {
@@ -280,9 +265,9 @@ impl Client {
                 pg.state = PageState::Shared;
             } else if pg.stale {
                 pg.invalidate();
-                self.cached -= 1;
             }
             let w: Vec<_> = pg.waiters.iter().copied().collect();
+            drop(pg);
             self.ops.wake_all_of(w);
         }
         true
@@ -362,14 +347,13 @@ impl Client {
             }
             ReqKind::Fetch { file, first, count } => {
                 let mut waiters = Vec::new();
-                if let Some(f) = self.files.get_mut(&file) {
-                    for (_, pg) in f.pages.range_mut(first..first + count as u64) {
+                self.cache
+                    .update_range(file, first..first + count as u64, |_, pg| {
                         if pg.fetch == Some(e.req) {
                             pg.fetch = None;
                         }
                         waiters.extend(pg.waiters.iter().copied());
-                    }
-                }
+                    });
                 if e.code == ErrorCode::Cancelled {
                     self.ops.wake_all_of(waiters);
                 } else {
@@ -384,11 +368,9 @@ impl Client {
                 op,
                 mapping,
             } => {
-                if let Some(f) = self.files.get_mut(&file) {
-                    for q in &pages {
-                        if let Some(pg) = f.pages.get_mut(q) {
-                            pg.writebacks = pg.writebacks.saturating_sub(1);
-                        }
+                for q in &pages {
+                    if let Some(mut pg) = self.cache.get_mut(file, *q) {
+                        pg.writebacks = pg.writebacks.saturating_sub(1);
                     }
                 }
                 let mut distinct = pages.clone();
@@ -411,16 +393,15 @@ impl Client {
                 }
             }
             ReqKind::Revalidate { file, pages } => {
-                if let Some(f) = self.files.get_mut(&file) {
-                    for (q, _) in pages {
-                        if let Some(pg) = f.pages.get_mut(&q)
-                            && pg.stale
-                        {
-                            pg.invalidate();
-                            pg.fetch = None;
-                            self.cached -= 1;
-                            self.ops.wake_all_of(pg.waiters.iter().copied());
-                        }
+                for (q, _) in pages {
+                    if let Some(mut pg) = self.cache.get_mut(file, q)
+                        && pg.stale
+                    {
+                        pg.invalidate();
+                        pg.fetch = None;
+                        let w: Vec<_> = pg.waiters.iter().copied().collect();
+                        drop(pg);
+                        self.ops.wake_all_of(w);
                     }
                 }
             }
@@ -458,23 +439,19 @@ impl Client {
     }
 
     fn on_invalidate(&mut self, i: Invalidate) -> bool {
-        if let Some(&file) = self.by_handle.get(&i.file) {
+        if let Some(file) = self.files.by_handle(i.file) {
             let end = i.first_page.saturating_add(i.count as u64);
             self.withdraw_range(file, i.first_page, end, |p| p.state != PageState::Exclusive);
-            let f = self.files.get_mut(&file).expect("known handle");
             let mut woken = Vec::new();
-            for (_, pg) in f.pages.range_mut(i.first_page..end) {
+            self.cache.update_range(file, i.first_page..end, |_, pg| {
                 if pg.dirty.is_some() || pg.state == PageState::Exclusive {
                     // The server thinks we share what we own: keep the data
                     // (the protocol never does this; see docs/CONSISTENCY.md).
-                    continue;
-                }
-                if pg.data.is_some() {
-                    self.cached -= 1;
+                    return;
                 }
                 pg.invalidate();
                 woken.extend(pg.waiters.iter().copied());
-            }
+            });
             self.ops.wake_all_of(woken);
         }
         self.conn
@@ -484,35 +461,27 @@ impl Client {
 
     fn on_recall(&mut self, r: Recall) -> bool {
         let mut patches: Vec<PagePatch> = Vec::new();
-        if let Some(&file) = self.by_handle.get(&r.file) {
+        if let Some(file) = self.files.by_handle(r.file) {
             let end = r.first_page.saturating_add(r.count as u64);
-            let pages: Vec<u64> = self.files[&file]
-                .pages
-                .range(r.first_page..end)
-                .map(|(q, _)| *q)
+            let pages: Vec<u64> = self
+                .cache
+                .range(file, r.first_page..end)
+                .map(|(q, _)| q)
                 .collect();
             for q in pages {
                 // A page in memory: write-protect it and take its changes.
                 self.capture_page(file, q);
                 let (state, dirty) = {
-                    let pg = &self.files[&file].pages[&q];
+                    let pg = self.cache.get(file, q).expect("listed");
                     (pg.state, pg.dirty)
                 };
                 if state == PageState::Shared && !r.downgrade {
                     // The server thinks we own the page (a grant we never saw):
                     // once we acknowledge, it counts us out entirely.
-                    let pg = self
-                        .files
-                        .get_mut(&file)
-                        .expect("known")
-                        .pages
-                        .get_mut(&q)
-                        .expect("listed");
-                    if pg.data.is_some() {
-                        self.cached -= 1;
-                    }
+                    let mut pg = self.cache.get_mut(file, q).expect("listed");
                     pg.invalidate();
                     let w: Vec<_> = pg.waiters.iter().copied().collect();
+                    drop(pg);
                     self.ops.wake_all_of(w);
                     self.zap_if_gone(file, q);
                     continue;
@@ -522,7 +491,7 @@ impl Client {
                 }
                 if let Some((lo, hi)) = dirty {
                     let pieces = self.split_dirty(file, q, lo, hi);
-                    let pg = &self.files[&file].pages[&q];
+                    let pg = self.cache.get(file, q).expect("listed");
                     let data = pg.data.as_slice().expect("dirty pages have data");
                     for (_, _, off, len) in pieces {
                         patches.push(PagePatch {
@@ -534,13 +503,7 @@ impl Client {
                         });
                     }
                 }
-                let pg = self
-                    .files
-                    .get_mut(&file)
-                    .expect("known")
-                    .pages
-                    .get_mut(&q)
-                    .expect("listed");
+                let mut pg = self.cache.get_mut(file, q).expect("listed");
                 pg.dirty = None;
                 if r.downgrade && pg.data.is_some() {
                     pg.state = PageState::Shared;
@@ -554,12 +517,10 @@ impl Client {
                         pg.data = PageData::Shared(b.freeze());
                     }
                 } else {
-                    if pg.data.is_some() {
-                        self.cached -= 1;
-                    }
                     pg.invalidate();
                 }
                 let w: Vec<_> = pg.waiters.iter().copied().collect();
+                drop(pg);
                 self.ops.wake_all_of(w);
                 self.zap_if_gone(file, q);
             }
@@ -573,9 +534,8 @@ impl Client {
             && !a.patches.is_empty()
         {
             let file = self
-                .by_handle
-                .get(&r.file)
-                .copied()
+                .files
+                .by_handle(r.file)
                 .expect("patches only come from known files");
             self.requests.log_recall_ack(r.rev, file, ack);
         }
