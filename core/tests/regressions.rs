@@ -189,3 +189,30 @@ fn an_unsynced_atomic_is_reported_lost_by_a_server_crash() {
     assert_eq!(lost[0].1.len(), 1);
     assert!(lost[0].1[0].1.unsynced_writes);
 }
+
+/// A page written, synced (its bytes now shared with the write-back) and
+/// then recalled with a downgrade because another client reads it stays in
+/// the writer's cache as a shared copy, counted once. The recall used to
+/// drop such a copy's bytes while the cache went on counting the page, so
+/// every such hand-over made the cache look one page fuller than it was.
+#[test]
+fn a_synced_page_downgraded_by_a_reader_stays_cached_and_counted_once() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; 4096]);
+    let mut c = Cluster::new(ServerConfig::default(), store, 2, 11);
+    c.settle();
+    let w = c.map(0, "f", 0, 4096, MapOptions::read_write()).unwrap();
+    let r = c.map(1, "f", 0, 4096, MapOptions::read_only()).unwrap();
+    c.write(0, w, 0, b"abcd").unwrap();
+    c.sync(0, w).unwrap();
+    assert_eq!(&c.read(1, r, 0, 4).unwrap()[..], b"abcd");
+    let now = c.now;
+    let mut buf = [0u8; 4];
+    let writer = &mut c.nodes[0].client;
+    assert!(
+        writer.try_read(now, w, 0, &mut buf).unwrap(),
+        "the writer kept its copy"
+    );
+    assert_eq!(&buf, b"abcd");
+    assert_eq!(writer.cached_pages(), writer.cached_page_view().len());
+}

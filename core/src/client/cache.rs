@@ -121,6 +121,13 @@ impl Page {
         self.state != PageState::Invalid && self.data.is_some()
     }
 
+    /// Makes the page's bytes shareable (no copy), keeping them.
+    pub(crate) fn freeze_data(&mut self) {
+        if self.data.is_some() {
+            self.data.freeze();
+        }
+    }
+
     pub(crate) fn mark_dirty(&mut self, lo: u32, hi: u32) {
         self.dirty = Some(match self.dirty {
             None => (lo, hi),

@@ -513,9 +513,8 @@ impl Client {
                         // revalidated.
                         pg.version = super::VERSION_UNKNOWN;
                     }
-                    if let PageData::Owned(b) = std::mem::replace(&mut pg.data, PageData::None) {
-                        pg.data = PageData::Shared(b.freeze());
-                    }
+                    // Shared bytes stay as they are; owned ones are frozen.
+                    pg.freeze_data();
                 } else {
                     pg.invalidate();
                 }
