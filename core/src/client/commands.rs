@@ -217,9 +217,12 @@ impl Client {
         offset: u64,
         len: u64,
     ) -> Result<Started<Bytes>, OpError> {
-        self.byte_access(mapping)?;
-        self.check_range(mapping, offset, len)?;
-        if self.cached_readable(now, mapping, offset, len) {
+        // The range first: nothing is allocated for a range that is not
+        // there.
+        if let Some((file, start, ps)) = self.cache_span(now, mapping, offset, len, false)?
+            && (start / ps..(start + len).div_ceil(ps))
+                .all(|p| self.cache.get(file, p).is_some_and(|pg| pg.readable()))
+        {
             let mut buf = reserve(len)?;
             buf.resize(len as usize, 0);
             if self.try_read(now, mapping, offset, &mut buf)? {
@@ -227,23 +230,6 @@ impl Client {
             }
         }
         self.read(now, mapping, offset, len).map(Started::Waiting)
-    }
-
-    /// Whether every byte of the (checked) range is in readable cached pages
-    /// and the lease lets the cache serve them.
-    fn cached_readable(&self, now: Instant, mapping: MappingId, offset: u64, len: u64) -> bool {
-        let Some(m) = self.mappings.get(mapping) else {
-            return false;
-        };
-        let (Some(file), Some(_), Some(ps)) = (m.file, m.wire(), self.conn.page_size()) else {
-            return false;
-        };
-        if len == 0 || !self.lease_valid(now) {
-            return len == 0;
-        }
-        let start = m.offset + offset;
-        (start / ps..(start + len).div_ceil(ps))
-            .all(|p| self.cache.get(file, p).is_some_and(|pg| pg.readable()))
     }
 
     fn read_inner(
@@ -471,18 +457,11 @@ impl Client {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<bool, OpError> {
-        self.byte_access(mapping)?;
-        let m = self.check_range(mapping, offset, buf.len() as u64)?;
-        let (Some(file), Some(_)) = (m.file, m.wire()) else {
+        let Some((file, start, ps)) =
+            self.cache_span(now, mapping, offset, buf.len() as u64, false)?
+        else {
             return Ok(false);
         };
-        let start = m.offset + offset;
-        let Some(ps) = self.conn.page_size() else {
-            return Ok(false);
-        };
-        if !self.lease_valid(now) {
-            return Ok(false);
-        }
         let mut pos = 0usize;
         while pos < buf.len() {
             let abs = start + pos as u64;
@@ -511,21 +490,11 @@ impl Client {
         offset: u64,
         data: &[u8],
     ) -> Result<bool, OpError> {
-        self.byte_access(mapping)?;
-        let m = self.check_range(mapping, offset, data.len() as u64)?;
-        if !m.writable {
-            return Err(OpError::ReadOnly);
-        }
-        let (Some(file), Some(_)) = (m.file, m.wire()) else {
+        let Some((file, start, ps)) =
+            self.cache_span(now, mapping, offset, data.len() as u64, true)?
+        else {
             return Ok(false);
         };
-        let start = m.offset + offset;
-        let Some(ps) = self.conn.page_size() else {
-            return Ok(false);
-        };
-        if !self.lease_valid(now) {
-            return Ok(false);
-        }
         let (first, last) = (start / ps, (start + data.len() as u64).div_ceil(ps));
         for p in first..last {
             match self.cache.get(file, p) {
@@ -535,6 +504,33 @@ impl Client {
         }
         self.apply_write(mapping, file, start, data);
         Ok(true)
+    }
+
+    /// Checks `[offset, offset + len)` of a mapping (and, for a write, that
+    /// the mapping may be written), then says where the cache would serve
+    /// it from: the file, where the range starts in it, the page size; or
+    /// `None` when the cache cannot serve anything now (not mapped yet, the
+    /// lease not valid).
+    fn cache_span(
+        &self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        len: u64,
+        write: bool,
+    ) -> Result<Option<(FileId, u64, u64)>, OpError> {
+        self.byte_access(mapping)?;
+        let m = self.check_range(mapping, offset, len)?;
+        if write && !m.writable {
+            return Err(OpError::ReadOnly);
+        }
+        let (Some(file), Some(_), Some(ps)) = (m.file, m.wire(), self.conn.page_size()) else {
+            return Ok(None);
+        };
+        if !self.lease_valid(now) {
+            return Ok(None);
+        }
+        Ok(Some((file, m.offset + offset, ps)))
     }
 
     /// Copies `data` into exclusively held pages (checked by the caller).

@@ -132,16 +132,28 @@ pub enum ClientBug {
 }
 
 /// The client state machine.
+///
+/// It is made of parts that each keep their own state behind their own
+/// methods; the files named below are where that state changes.
 pub struct Client {
-    pub(crate) config: ClientConfig,
-    pub(crate) conn: Connection,
-    pub(crate) events: VecDeque<Event>,
-    pub(crate) requests: RequestLog,
-    pub(crate) files: OpenFiles,
-    pub(crate) cache: PageCache,
-    pub(crate) mappings: Mappings,
-    pub(crate) ops: Operations,
-    pub(crate) bug: ClientBug,
+    config: ClientConfig,
+    /// The connection, the session, the lease (`connection.rs`; what comes
+    /// in is handled in `input.rs`).
+    conn: Connection,
+    /// What the adapter must hear, in order.
+    events: VecDeque<Event>,
+    /// Requests in flight and the retransmit log (`requests.rs`).
+    requests: RequestLog,
+    /// Open files and their server handles (`files.rs`).
+    files: OpenFiles,
+    /// Cached pages and their coherence state (`cache.rs`).
+    cache: PageCache,
+    /// Mappings and their status (`mappings.rs`).
+    mappings: Mappings,
+    /// Operations in progress and what wakes them (`operations.rs`; how
+    /// each makes progress is in `ops.rs` and `lifecycle.rs`).
+    ops: Operations,
+    bug: ClientBug,
 }
 
 impl std::fmt::Debug for Client {
