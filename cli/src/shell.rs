@@ -14,9 +14,12 @@
 //! any failure                ->  err KIND MESSAGE
 //! ```
 //!
-//! PATH is one word (no spaces). A failed command never ends the shell.
-//! `--transport mio` runs the same grammar over rmmap-mio's blocking client
-//! instead of rmmap-tokio's (see `remote.rs`).
+//! PATH is one word (no spaces). A failed command never ends the shell:
+//! whatever the numbers, a range is checked (by the client library) before
+//! anything is allocated for it, and a line longer than [`MAX_LINE`] bytes
+//! is answered `err bad_command` without being kept. `--transport mio` runs
+//! the same grammar over rmmap-mio's blocking client instead of
+//! rmmap-tokio's (see `remote.rs`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -25,7 +28,7 @@ use std::time::Duration;
 
 use clap::Args;
 use rmmap_tokio::{Access, MapOptions, OpError};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
 use crate::CliError;
 use crate::remote::{Remote, RemoteMapping, Transport};
@@ -108,6 +111,56 @@ fn number(word: Option<&str>, what: &str) -> Result<u64, Failure> {
     let w = word.ok_or_else(|| Failure::bad(format!("missing {what}")))?;
     w.parse()
         .map_err(|_| Failure::bad(format!("{what} must be a decimal number, not {w:?}")))
+}
+
+/// The longest line the shell reads: 16 MiB, a write of 8 MiB of hex. A
+/// longer one is answered `err bad_command` and skipped, never kept.
+pub(crate) const MAX_LINE: usize = 16 << 20;
+
+/// What [`read_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (its newline included) is in the buffer.
+    Read,
+    /// The line was longer than the limit; it was skipped to its end.
+    TooLong,
+    /// End of input.
+    End,
+}
+
+/// Reads one line into `buf` (cleared first), keeping at most `max` bytes
+/// of it: a longer line is consumed to its newline and dropped.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(match (too_long, buf.is_empty()) {
+                (true, _) => Line::TooLong,
+                (false, true) => Line::End,
+                (false, false) => Line::Read,
+            });
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if !too_long && buf.len() + take <= max {
+            buf.extend_from_slice(&chunk[..take]);
+        } else {
+            too_long = true;
+            buf.clear();
+        }
+        r.consume(take);
+        if done {
+            return Ok(if too_long { Line::TooLong } else { Line::Read });
+        }
+    }
 }
 
 const USAGE: &str = "commands: map PATH OFFSET LEN ro|rw, read ID OFFSET LEN, write ID OFFSET HEX, sync ID, unmap ID, quit";
@@ -255,18 +308,24 @@ pub(crate) async fn run(a: ShellArgs) -> Result<ExitCode, CliError> {
     let mut stdin = BufReader::new(tokio::io::stdin());
     let mut raw = Vec::new();
     loop {
-        raw.clear();
-        let n = match stdin.read_until(b'\n', &mut raw).await {
-            Ok(n) => n,
+        let too_long = match read_line(&mut stdin, &mut raw, MAX_LINE).await {
+            Ok(Line::Read) => false,
+            Ok(Line::TooLong) => true,
+            Ok(Line::End) => break,
             Err(e) => {
                 eprintln!("rmmap: reading stdin: {e}");
                 break;
             }
         };
-        if n == 0 {
-            break;
-        }
         let (line, outcome, is_read, quit) = match std::str::from_utf8(&raw) {
+            _ if too_long => (
+                "",
+                Err(Failure::bad(format!(
+                    "the line is longer than {MAX_LINE} bytes; write less at a time"
+                ))),
+                false,
+                false,
+            ),
             Err(_) => (
                 "",
                 Err(Failure::bad("the line is not valid UTF-8")),
@@ -373,5 +432,95 @@ mod tests {
             message: "a\nb".into(),
         };
         assert_eq!(response(&Err(f), false), "err session_lost a b");
+    }
+
+    use proptest::prelude::*;
+
+    /// Numbers a hostile or careless user types: small ones, ones just
+    /// past 32 bits, and ones at the very top of u64.
+    fn number() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..10_000,
+            (1u64 << 32) - 2..(1u64 << 32) + 2,
+            Just(1_000_000_000_000u64),
+            u64::MAX - 10..=u64::MAX,
+            any::<u64>(),
+        ]
+    }
+
+    proptest! {
+        /// Whatever a line says, parsing it answers (a command or a
+        /// `bad_command`), and never panics.
+        #[test]
+        fn parsing_any_line_never_panics(line in "\\PC{0,80}") {
+            let _ = parse(&line);
+        }
+
+        /// Numbers up to u64::MAX are taken exactly, wherever they stand.
+        #[test]
+        fn numbers_near_u64_max_parse_exactly(id in number(), offset in number(), len in number()) {
+            let (read, map, write) = (
+                format!("read {id} {offset} {len}"),
+                format!("map f {offset} {len} rw"),
+                format!("write {id} {offset} 00ff"),
+            );
+            prop_assert_eq!(parse(&read).unwrap(), Command::Read { id, offset, len });
+            prop_assert_eq!(
+                parse(&map).unwrap(),
+                Command::Map { path: "f", offset, len, access: Access::ReadWrite }
+            );
+            prop_assert_eq!(
+                parse(&write).unwrap(),
+                Command::Write { id, offset, data: vec![0, 255] }
+            );
+        }
+
+        /// One past u64::MAX, or a sign, is a `bad_command` that says so.
+        #[test]
+        fn numbers_past_u64_are_refused(extra in 0u64..1000) {
+            let too_big = format!("{}{}", u64::MAX, extra);
+            let line = format!("read 1 {too_big} 1");
+            let f = parse(&line).unwrap_err();
+            prop_assert_eq!(f.kind, "bad_command");
+            prop_assert!(f.message.contains("decimal"), "{}", f.message);
+        }
+
+        /// Every answer is exactly one line.
+        #[test]
+        fn every_answer_is_one_line(message in "\\PC{0,40}", ok in any::<bool>()) {
+            let r = if ok { Ok(message.clone()) } else { Err(Failure::bad(message.clone())) };
+            prop_assert!(!response(&r, true).contains('\n'));
+            prop_assert!(!response(&r, true).contains('\r'));
+        }
+
+        /// Lines up to the limit are read whole; a longer one is skipped to
+        /// its end and reported, and the buffer never holds more than the
+        /// limit.
+        #[test]
+        fn lines_longer_than_the_limit_are_skipped_not_kept(
+            lens in proptest::collection::vec(0usize..200, 1..8),
+            max in 1usize..120,
+        ) {
+            let mut input = Vec::new();
+            for (i, n) in lens.iter().enumerate() {
+                input.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, *n));
+                input.push(b'\n');
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut reader = &input[..];
+            let mut buf = Vec::new();
+            for (i, n) in lens.iter().enumerate() {
+                let got = rt.block_on(read_line(&mut reader, &mut buf, max)).unwrap();
+                prop_assert!(buf.len() <= max);
+                if *n < max {
+                    prop_assert_eq!(got, Line::Read);
+                    prop_assert_eq!(buf.len(), n + 1);
+                    prop_assert!(buf[..*n].iter().all(|b| *b == b'a' + (i % 26) as u8));
+                } else {
+                    prop_assert_eq!(got, Line::TooLong);
+                }
+            }
+            prop_assert_eq!(rt.block_on(read_line(&mut reader, &mut buf, max)).unwrap(), Line::End);
+        }
     }
 }

@@ -207,6 +207,11 @@ impl Shell {
         kind
     }
 
+    /// The shell process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `quit`, then the exit status.
     pub fn quit(mut self) -> std::process::ExitStatus {
         assert_eq!(self.cmd("quit"), "ok");
