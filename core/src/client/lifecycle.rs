@@ -10,7 +10,7 @@ use crate::protocol::{Message, PageNo, ReqId, SetLen, Sync, Unmap};
 use super::cache::FileId;
 use super::ops::Step;
 use super::requests::ReqKind;
-use super::{Client, Completion, MappingId, MappingStatus, OpError, OpId, OpKind};
+use super::{Client, Completion, MappingId, MappingStatus, OpError, OpId};
 
 impl Client {
     #[allow(clippy::too_many_arguments)]
@@ -18,14 +18,14 @@ impl Client {
         &mut self,
         id: OpId,
         mapping: MappingId,
-        mut snapshot: Option<Vec<PageNo>>,
+        snapshot: &mut Option<Vec<PageNo>>,
         upto: u64,
-        mut writebacks: BTreeSet<ReqId>,
-        mut sync_req: Option<ReqId>,
+        writebacks: &mut BTreeSet<ReqId>,
+        sync_req: &mut Option<ReqId>,
         done: bool,
-        failed: Option<OpError>,
+        failed: &mut Option<OpError>,
     ) -> Step {
-        if let Some(e) = failed {
+        if let Some(e) = failed.take() {
             return Step::Done(Err(e));
         }
         if done {
@@ -36,17 +36,7 @@ impl Client {
         }
         let (wire, file) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
-            Ok(None) => {
-                return Step::Pending(OpKind::Sync {
-                    mapping,
-                    snapshot,
-                    upto,
-                    writebacks,
-                    sync_req,
-                    done,
-                    failed: None,
-                });
-            }
+            Ok(None) => return Step::Pending,
             Ok(Some(x)) => x,
         };
         let ps = self.conn.params().expect("mapped").page_size;
@@ -59,12 +49,12 @@ impl Client {
             let pages = snapshot
                 .take()
                 .unwrap_or_else(|| self.dirty_pages_in(file, a, b));
-            flushed = self.flush_pages(Some(id), file, &pages, &mut 0, &mut writebacks);
-            snapshot = Some(pages);
+            flushed = self.flush_pages(Some(id), file, &pages, &mut 0, writebacks);
+            *snapshot = Some(pages);
         }
         if flushed && writebacks.is_empty() && sync_req.is_none() {
             if self.request_room() {
-                sync_req = Some(self.send_request(
+                *sync_req = Some(self.send_request(
                     |req| Message::Sync(Sync { req, mapping: wire }),
                     ReqKind::Sync { op: id },
                 ));
@@ -72,23 +62,15 @@ impl Client {
                 self.ops.wait_window(id);
             }
         }
-        Step::Pending(OpKind::Sync {
-            mapping,
-            snapshot,
-            upto,
-            writebacks,
-            sync_req,
-            done,
-            failed: None,
-        })
+        Step::Pending
     }
 
     pub(crate) fn step_unmap(
         &mut self,
         id: OpId,
         mapping: MappingId,
-        mut writebacks: BTreeSet<ReqId>,
-        req: Option<ReqId>,
+        writebacks: &mut BTreeSet<ReqId>,
+        req: &mut Option<ReqId>,
     ) -> Step {
         let Some(m) = self.mappings.get(mapping) else {
             return Step::Done(Ok(Completion::Unmapped));
@@ -104,17 +86,9 @@ impl Client {
                     .expect("present")
                     .waiters
                     .insert(id);
-                Step::Pending(OpKind::Unmap {
-                    mapping,
-                    writebacks,
-                    req,
-                })
+                Step::Pending
             }
-            MappingStatus::Closing => Step::Pending(OpKind::Unmap {
-                mapping,
-                writebacks,
-                req,
-            }),
+            MappingStatus::Closing => Step::Pending,
             MappingStatus::Ready { wire } => {
                 let file = m.file.expect("ready");
                 let ps = self.conn.params().expect("mapped").page_size;
@@ -122,43 +96,27 @@ impl Client {
                 // As for sync: a pass only once the last one's write-backs are
                 // acknowledged.
                 if !writebacks.is_empty() {
-                    return Step::Pending(OpKind::Unmap {
-                        mapping,
-                        writebacks,
-                        req,
-                    });
+                    return Step::Pending;
                 }
                 let pages = self.dirty_pages_in(file, a, b);
-                if !self.flush_pages(Some(id), file, &pages, &mut 0, &mut writebacks)
+                if !self.flush_pages(Some(id), file, &pages, &mut 0, writebacks)
                     || !writebacks.is_empty()
                 {
-                    return Step::Pending(OpKind::Unmap {
-                        mapping,
-                        writebacks,
-                        req,
-                    });
+                    return Step::Pending;
                 }
                 if !self.request_room() {
                     self.ops.wait_window(id);
-                    return Step::Pending(OpKind::Unmap {
-                        mapping,
-                        writebacks,
-                        req,
-                    });
+                    return Step::Pending;
                 }
-                let r = self.send_request(
+                *req = Some(self.send_request(
                     |req| Message::Unmap(Unmap { req, mapping: wire }),
                     ReqKind::Unmap { mapping, op: id },
-                );
+                ));
                 self.mappings
                     .get_mut(mapping)
                     .expect("present")
                     .start_closing();
-                Step::Pending(OpKind::Unmap {
-                    mapping,
-                    writebacks,
-                    req: Some(r),
-                })
+                Step::Pending
             }
         }
     }
@@ -206,10 +164,10 @@ impl Client {
     pub(crate) fn step_set_len(
         &mut self,
         id: OpId,
-        path: String,
+        path: &str,
         len: u64,
         create: bool,
-        req: Option<ReqId>,
+        req: &mut Option<ReqId>,
     ) -> Step {
         if req.is_none() {
             if !self.request_room() {
@@ -218,15 +176,10 @@ impl Client {
                 if self.conn.params().is_some() {
                     self.ops.wait_window(id);
                 }
-                return Step::Pending(OpKind::SetLen {
-                    path,
-                    len,
-                    create,
-                    req,
-                });
+                return Step::Pending;
             }
-            let p = Bytes::from(path.clone().into_bytes());
-            let r = self.send_request(
+            let p = Bytes::from(path.as_bytes().to_vec());
+            *req = Some(self.send_request(
                 |req| {
                     Message::SetLen(SetLen {
                         req,
@@ -236,20 +189,9 @@ impl Client {
                     })
                 },
                 ReqKind::SetLen { op: id },
-            );
-            return Step::Pending(OpKind::SetLen {
-                path,
-                len,
-                create,
-                req: Some(r),
-            });
+            ));
         }
-        Step::Pending(OpKind::SetLen {
-            path,
-            len,
-            create,
-            req,
-        })
+        Step::Pending
     }
 
     pub(crate) fn step_atomic(
@@ -258,38 +200,21 @@ impl Client {
         mapping: MappingId,
         offset: u64,
         op: crate::protocol::AtomicOp,
-        req: Option<ReqId>,
+        req: &mut Option<ReqId>,
     ) -> Step {
         if req.is_some() {
-            return Step::Pending(OpKind::Atomic {
-                mapping,
-                offset,
-                op,
-                req,
-            });
+            return Step::Pending;
         }
         let (wire, _) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
-            Ok(None) => {
-                return Step::Pending(OpKind::Atomic {
-                    mapping,
-                    offset,
-                    op,
-                    req,
-                });
-            }
+            Ok(None) => return Step::Pending,
             Ok(Some(x)) => x,
         };
         if !self.request_room() {
             self.ops.wait_window(id);
-            return Step::Pending(OpKind::Atomic {
-                mapping,
-                offset,
-                op,
-                req,
-            });
+            return Step::Pending;
         }
-        let r = self.send_request(
+        *req = Some(self.send_request(
             |req| {
                 Message::Atomic(crate::protocol::Atomic {
                     req,
@@ -299,19 +224,14 @@ impl Client {
                 })
             },
             ReqKind::Atomic { op: id },
-        );
-        Step::Pending(OpKind::Atomic {
-            mapping,
-            offset,
-            op,
-            req: Some(r),
-        })
+        ));
+        Step::Pending
     }
 
     pub(crate) fn step_close(
         &mut self,
         id: OpId,
-        mut writebacks: BTreeSet<ReqId>,
+        writebacks: &mut BTreeSet<ReqId>,
         bye_sent: bool,
     ) -> Step {
         if bye_sent {
@@ -325,28 +245,19 @@ impl Client {
                 return Step::Done(Ok(Completion::Closed));
             }
             // Woken, with every operation, by the next handshake.
-            return Step::Pending(OpKind::Close {
-                writebacks,
-                bye_sent,
-            });
+            return Step::Pending;
         }
         if !writebacks.is_empty() {
-            return Step::Pending(OpKind::Close {
-                writebacks,
-                bye_sent,
-            });
+            return Step::Pending;
         }
         let files: Vec<FileId> = self.cache.file_ids();
         let mut all = true;
         for f in files {
             let pages = self.dirty_pages_in(f, 0, PageNo::MAX);
-            all &= self.flush_pages(Some(id), f, &pages, &mut 0, &mut writebacks);
+            all &= self.flush_pages(Some(id), f, &pages, &mut 0, writebacks);
         }
         if !all || !writebacks.is_empty() {
-            return Step::Pending(OpKind::Close {
-                writebacks,
-                bye_sent,
-            });
+            return Step::Pending;
         }
         self.conn.push(&Message::Bye);
         self.conn.end("the client was closed");

@@ -14,9 +14,10 @@ use super::cache::{FileId, PageState};
 use super::requests::{ReqKind, Request};
 use super::{Client, Completion, MappingId, MappingStatus, OpError, OpId, OpKind, ReadInto};
 
-/// What a step of an operation came to.
+/// What a step of an operation came to: it waits on (its state changed
+/// in place), or it is done.
 pub(crate) enum Step {
-    Pending(OpKind),
+    Pending,
     Done(Result<Completion, OpError>),
 }
 
@@ -38,7 +39,7 @@ enum Ahead {
 
 impl Client {
     pub(crate) fn step(&mut self, now: Instant, id: OpId) {
-        let Some(op) = self.ops.take(id) else {
+        let Some(mut op) = self.ops.take(id) else {
             return;
         };
         let r = if self.gave_up(now) && !matches!(op, OpKind::Close { .. }) {
@@ -48,8 +49,8 @@ impl Client {
                 .expect("gave up while disconnected");
             Step::Done(Err(OpError::Disconnected(now - since)))
         } else {
-            match op {
-                OpKind::Map { mapping } => self.step_map(id, mapping),
+            match &mut op {
+                OpKind::Map { mapping } => self.step_map(id, *mapping),
                 OpKind::Read {
                     mapping,
                     start,
@@ -57,13 +58,13 @@ impl Client {
                     pos,
                     buf,
                     sequential,
-                } => self.step_read(now, id, mapping, start, len, pos, buf, sequential),
+                } => self.step_read(now, id, *mapping, (*start, *len), pos, buf, *sequential),
                 OpKind::Write {
                     mapping,
                     start,
                     data,
                     pos,
-                } => self.step_write(now, id, mapping, start, data, pos),
+                } => self.step_write(now, id, *mapping, *start, data, pos),
                 OpKind::Sync {
                     mapping,
                     snapshot,
@@ -73,41 +74,39 @@ impl Client {
                     done,
                     failed,
                 } => self.step_sync(
-                    id, mapping, snapshot, upto, writebacks, sync_req, done, failed,
+                    id, *mapping, snapshot, *upto, writebacks, sync_req, *done, failed,
                 ),
                 OpKind::Unmap {
                     mapping,
                     writebacks,
                     req,
-                } => self.step_unmap(id, mapping, writebacks, req),
+                } => self.step_unmap(id, *mapping, writebacks, req),
                 OpKind::SetLen {
                     path,
                     len,
                     create,
                     req,
-                } => self.step_set_len(id, path, len, create, req),
+                } => self.step_set_len(id, path, *len, *create, req),
                 OpKind::Atomic {
                     mapping,
                     offset,
                     op,
                     req,
-                } => self.step_atomic(id, mapping, offset, op, req),
+                } => self.step_atomic(id, *mapping, *offset, *op, req),
                 OpKind::Close {
                     writebacks,
                     bye_sent,
-                } => self.step_close(id, writebacks, bye_sent),
+                } => self.step_close(id, writebacks, *bye_sent),
                 OpKind::Fault {
                     mapping,
                     index,
                     write,
-                } => self.step_fault(now, id, mapping, index, write),
+                } => self.step_fault(now, id, *mapping, *index, *write),
                 OpKind::Connect => self.step_connect(),
             }
         };
         match r {
-            Step::Pending(kind) => {
-                self.ops.put(id, kind);
-            }
+            Step::Pending => self.ops.put(id, op),
             Step::Done(result) => self
                 .events
                 .push_back(super::Event::Completed { op: id, result }),
@@ -369,7 +368,7 @@ impl Client {
             return Step::Done(Ok(Completion::Connected));
         }
         // Woken, with every operation, by the next handshake.
-        Step::Pending(OpKind::Connect)
+        Step::Pending
     }
 
     fn step_map(&mut self, id: OpId, mapping: MappingId) -> Step {
@@ -390,7 +389,7 @@ impl Client {
                     .expect("present")
                     .waiters
                     .insert(id);
-                Step::Pending(OpKind::Map { mapping })
+                Step::Pending
             }
             MappingStatus::Opening { req: None } | MappingStatus::Reopening { req: None } => {
                 if !self.request_room() {
@@ -399,7 +398,7 @@ impl Client {
                     if self.conn.params().is_some() {
                         self.ops.wait_window(id);
                     }
-                    return Step::Pending(OpKind::Map { mapping });
+                    return Step::Pending;
                 }
                 self.send_map(mapping, Some(id));
                 self.mappings
@@ -407,7 +406,7 @@ impl Client {
                     .expect("present")
                     .waiters
                     .insert(id);
-                Step::Pending(OpKind::Map { mapping })
+                Step::Pending
             }
         }
     }
@@ -457,56 +456,48 @@ impl Client {
         }
     }
 
+    /// A read of `len` bytes at `start` of the file, `pos` of them done.
     #[allow(clippy::too_many_arguments)]
     fn step_read(
         &mut self,
         now: Instant,
         id: OpId,
         mapping: MappingId,
-        start: u64,
-        len: u64,
-        mut pos: u64,
-        mut buf: ReadInto,
+        (start, len): (u64, u64),
+        pos: &mut u64,
+        buf: &mut ReadInto,
         sequential: bool,
     ) -> Step {
-        let pending = |pos, buf| OpKind::Read {
-            mapping,
-            start,
-            len,
-            pos,
-            buf,
-            sequential,
-        };
         let (wire, file) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
-            Ok(None) => return Step::Pending(pending(pos, buf)),
+            Ok(None) => return Step::Pending,
             Ok(Some(x)) => x,
         };
         let ps = self.conn.params().expect("mapped").page_size;
         let end_page = (start + len).div_ceil(ps);
         if sequential {
-            self.readahead(mapping, wire, file, (start + pos) / ps);
+            self.readahead(mapping, wire, file, (start + *pos) / ps);
         }
-        while pos < len {
+        while *pos < len {
             if !self.lease_valid(now) {
                 self.wait_lease(now, id);
-                return Step::Pending(pending(pos, buf));
+                return Step::Pending;
             }
-            let abs = start + pos;
+            let abs = start + *pos;
             let (p, inp) = (abs / ps, (abs % ps) as usize);
-            let n = (ps - inp as u64).min(len - pos) as usize;
+            let n = (ps - inp as u64).min(len - *pos) as usize;
             let tick = self.cache.touch();
             if !self.cache.get(file, p).is_some_and(|pg| pg.readable()) {
                 self.cache.page(file, p).waiters.insert(id);
                 self.request_pages(Some(id), wire, file, p, end_page, false, None);
-                return Step::Pending(pending(pos, buf));
+                return Step::Pending;
             }
             let mut pg = self.cache.get_mut(file, p).expect("readable");
             pg.touched = tick;
-            match (&mut buf, &pg.data) {
+            match (&mut *buf, &pg.data) {
                 // Within one page: hand out the page's own bytes.
                 (ReadInto::Buffer(None), super::cache::PageData::Shared(b))
-                    if pos == 0 && n as u64 == len =>
+                    if *pos == 0 && n as u64 == len =>
                 {
                     return Step::Done(Ok(Completion::Read(b.slice(inp..inp + n))));
                 }
@@ -532,12 +523,12 @@ impl Client {
                 }
             }
             drop(pg);
-            pos += n as u64;
+            *pos += n as u64;
         }
         if sequential {
             self.drop_behind(mapping, file, start / ps);
         }
-        Step::Done(Ok(match buf {
+        Step::Done(Ok(match std::mem::replace(buf, ReadInto::Buffer(None)) {
             ReadInto::Buffer(b) => Completion::Read(b.map(Bytes::from).unwrap_or_default()),
             ReadInto::Slices(parts) => Completion::ReadPages(parts),
         }))
@@ -553,14 +544,9 @@ impl Client {
         index: u64,
         write: bool,
     ) -> Step {
-        let pending = OpKind::Fault {
-            mapping,
-            index,
-            write,
-        };
         let (wire, file) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
-            Ok(None) => return Step::Pending(pending),
+            Ok(None) => return Step::Pending,
             Ok(Some(x)) => x,
         };
         let ps = self.conn.params().expect("mapped").page_size;
@@ -576,7 +562,7 @@ impl Client {
         }
         if !self.lease_valid(now) {
             self.wait_lease(now, id);
-            return Step::Pending(pending);
+            return Step::Pending;
         }
         if self.try_resolve_fault(mapping, file, page, write).is_some() {
             return Step::Done(Ok(Completion::FaultResolved));
@@ -590,7 +576,7 @@ impl Client {
             (page + 16).min(end)
         };
         self.request_pages(Some(id), wire, file, page, limit, write, None);
-        Step::Pending(pending)
+        Step::Pending
     }
 
     fn step_write(
@@ -599,45 +585,38 @@ impl Client {
         id: OpId,
         mapping: MappingId,
         start: u64,
-        data: Bytes,
-        mut pos: u64,
+        data: &Bytes,
+        pos: &mut u64,
     ) -> Step {
         let (wire, file) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
-            Ok(None) => {
-                return Step::Pending(OpKind::Write {
-                    mapping,
-                    start,
-                    data,
-                    pos,
-                });
-            }
+            Ok(None) => return Step::Pending,
             Ok(Some(x)) => x,
         };
         let ps = self.conn.params().expect("mapped").page_size;
         let len = data.len() as u64;
         let end_page = (start + len).div_ceil(ps);
-        while pos < len {
+        while *pos < len {
             if !self.lease_valid(now) {
                 self.wait_lease(now, id);
-                return Step::Pending(OpKind::Write {
-                    mapping,
-                    start,
-                    data,
-                    pos,
-                });
+                return Step::Pending;
             }
-            let abs = start + pos;
+            let abs = start + *pos;
             let (p, inp) = (abs / ps, abs % ps);
-            let n = (ps - inp).min(len - pos);
+            let n = (ps - inp).min(len - *pos);
             let full = inp == 0 && n == ps;
             let tick = self.cache.time();
             let mut pg = self.cache.page(file, p);
             if pg.state == PageState::Exclusive && (pg.data.is_some() || full) {
                 pg.touched = tick;
                 drop(pg);
-                self.apply_write(mapping, file, abs, &data[pos as usize..(pos + n) as usize]);
-                pos += n;
+                self.apply_write(
+                    mapping,
+                    file,
+                    abs,
+                    &data[*pos as usize..(*pos + n) as usize],
+                );
+                *pos += n;
                 continue;
             }
             pg.waiters.insert(id);
@@ -651,12 +630,7 @@ impl Client {
                 true,
                 Some((abs, start + len)),
             );
-            return Step::Pending(OpKind::Write {
-                mapping,
-                start,
-                data,
-                pos,
-            });
+            return Step::Pending;
         }
         Step::Done(Ok(Completion::Written))
     }
