@@ -4,7 +4,7 @@
 //! socket had, lets time pass if a deadline is due, has the [`Link`] drain
 //! the core (connect, disconnect, write), takes the waiters of what
 //! completed, and notes the next deadline; then, without the lock, it hands
-//! completions to their waiters and events to the watchers; then it sleeps
+//! events to the watchers and completions to their waiters; then it sleeps
 //! in `Poll::poll` until the socket is ready, the deadline passes or a
 //! handle wakes it. It stops when the core says the client is closed.
 
@@ -54,11 +54,14 @@ impl Driver {
                 let deadline = g.client.poll_timeout().map(|t| shared.clock.deadline(t));
                 (deadline, waiters, g.client.closed().is_some())
             };
-            for (tx, result) in waiters {
-                let _ = tx.send(result);
-            }
+            // Events first: a caller woken by a completion (connect
+            // returning, say) must find the events that came before it
+            // already told.
             for ev in std::mem::take(&mut out.events) {
                 self.shared.publish(ev);
+            }
+            for (tx, result) in waiters {
+                let _ = tx.send(result);
             }
             if closed {
                 // Every operation has completed; the core refuses new ones.
