@@ -678,6 +678,12 @@ impl Cluster {
         self.finish(i, op)
     }
 
+    /// Closes the client and waits.
+    pub fn close(&mut self, i: usize) -> Result<(), OpError> {
+        let op = self.nodes[i].client.close(self.now);
+        self.finish(i, op)
+    }
+
     /// Runs an atomic operation and waits.
     pub fn atomic(
         &mut self,

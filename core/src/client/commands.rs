@@ -5,7 +5,7 @@
 //!
 //! Every range is checked before anything is allocated for it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
@@ -344,8 +344,15 @@ impl Client {
         r.map(Pending::synced)
     }
 
-    /// Writes back the mapping's dirty pages and ends it. Operations still
-    /// waiting on it fail with [`OpError::MappingClosed`].
+    /// Writes back the mapping's dirty pages, syncs what it wrote, and ends
+    /// it. Operations still waiting on it fail with
+    /// [`OpError::MappingClosed`].
+    ///
+    /// Fails, and the mapping stays, when its writes cannot be made durable
+    /// (the server's disk refused them: `no_space`, `io`; a later `sync` or
+    /// `unmap` may succeed). A mapping that already lost writes is unmapped
+    /// and the unmap fails with [`OpError::SessionLost`] saying what was
+    /// lost: it never reports success for data that is gone.
     pub fn unmap(&mut self, now: Instant, mapping: MappingId) -> Result<Pending<()>, OpError> {
         let m = self.mappings.get(mapping).ok_or(OpError::UnknownMapping)?;
         if m.is_closing() {
@@ -355,6 +362,9 @@ impl Client {
         let r = self.admit(OpKind::Unmap {
             mapping,
             writebacks: BTreeSet::new(),
+            sync_req: None,
+            synced: false,
+            failed: None,
             req: None,
         });
         self.pump(now);
@@ -408,11 +418,19 @@ impl Client {
         r.map(Pending::atomic)
     }
 
-    /// Writes back everything dirty, says goodbye and ends the session.
-    /// Every other pending operation fails with [`OpError::Closed`].
+    /// Writes back everything dirty, syncs every mapping written since its
+    /// last sync, says goodbye and ends the session. Every other pending
+    /// operation fails with [`OpError::Closed`].
+    ///
+    /// Like `close(2)`, the client is closed either way; the close fails
+    /// when a write could not be made durable (the first such error), or
+    /// with [`OpError::SessionLost`] when a mapping had lost writes.
     pub fn close(&mut self, now: Instant) -> Result<Pending<()>, OpError> {
         let r = self.admit(OpKind::Close {
             writebacks: BTreeSet::new(),
+            syncs: BTreeMap::new(),
+            syncs_sent: false,
+            failed: None,
             bye_sent: false,
         });
         self.pump(now);
@@ -428,6 +446,9 @@ impl Client {
         }
         let kind = OpKind::Close {
             writebacks: BTreeSet::new(),
+            syncs: BTreeMap::new(),
+            syncs_sent: false,
+            failed: None,
             bye_sent: false,
         };
         let _ = self.ops.admit(kind, None);

@@ -183,13 +183,7 @@ impl Client {
             Message::Error(e) if e.req.0 == 0 => {
                 self.on_connection_error(now, e.code, &e.message, handshaking)
             }
-            Message::Goodbye(g) => {
-                if g.code == ErrorCode::ShuttingDown {
-                    self.server_synced_everything();
-                }
-                self.conn.reset_backoff();
-                self.lost_connection(now, true);
-            }
+            Message::Goodbye(g) => self.on_goodbye(now, g.code),
             Message::Pong(p) if !handshaking => self.on_pong(now, p),
             m if self.conn.is_ready() => self.on_reply(now, m),
             _ => self.lost_connection(now, true),
@@ -270,8 +264,32 @@ impl Client {
         }
     }
 
-    /// A `Goodbye` after a graceful shutdown: the server synced every file.
+    /// The server is going away (PROTOCOL.md section 9): the lease view
+    /// ends at once (nothing more is served from the cache, memory pages
+    /// leave memory), the server hears `Bye`, the connection closes, and the
+    /// client reconnects at once (without backoff) to the next run. With
+    /// `shutting_down`, everything handed to the server is on its disk, so
+    /// nothing of it is reported lost when the next run cannot resume the
+    /// session; with any other code (`io`), what was not synced may be lost
+    /// and is reported as after a crash.
+    fn on_goodbye(&mut self, now: Instant, code: ErrorCode) {
+        if code == ErrorCode::ShuttingDown {
+            self.server_synced_everything();
+        }
+        self.conn.forget_lease();
+        self.withdraw_all_memory();
+        self.conn.reset_backoff();
+        self.lost_connection(now, true);
+        // After the connection's queue was dropped: the adapter writes it
+        // before it closes the socket (see `Event::Disconnect`).
+        self.conn.push(&Message::Bye);
+    }
+
+    /// A `Goodbye` after a graceful shutdown: the server synced every file,
+    /// and every recall acknowledgement reached it (it answers `Goodbye` only
+    /// after every recall was answered).
     fn server_synced_everything(&mut self) {
+        self.requests.confirm_all_acks();
         let dirty: std::collections::BTreeSet<_> = self
             .cache
             .all()

@@ -1,7 +1,7 @@
 //! Operations on whole mappings and files: sync, unmap, set length,
 //! atomics, close.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
@@ -65,20 +65,25 @@ impl Client {
         Step::Pending
     }
 
+    /// `sync`: the `Sync` sent, whether it succeeded, how it (or a
+    /// write-back) failed.
     pub(crate) fn step_unmap(
         &mut self,
         id: OpId,
         mapping: MappingId,
         writebacks: &mut BTreeSet<ReqId>,
+        sync: (&mut Option<ReqId>, bool, &mut Option<OpError>),
         req: &mut Option<ReqId>,
     ) -> Step {
+        let (sync_req, synced, failed) = sync;
         let Some(m) = self.mappings.get(mapping) else {
             return Step::Done(Ok(Completion::Unmapped));
         };
         match m.status.clone() {
-            MappingStatus::Lost(_) => {
+            MappingStatus::Lost(lost) => {
+                // Gone either way; the application hears what was lost.
                 self.finalize_unmap(mapping);
-                Step::Done(Ok(Completion::Unmapped))
+                Step::Done(Err(OpError::SessionLost(lost)))
             }
             MappingStatus::Opening { .. } | MappingStatus::Reopening { .. } => {
                 self.mappings
@@ -91,6 +96,7 @@ impl Client {
             MappingStatus::Closing => Step::Pending,
             MappingStatus::Ready { wire } => {
                 let file = m.file.expect("ready");
+                let unsynced = m.writable && m.write_seq > m.synced_seq;
                 let ps = self.conn.params().expect("mapped").page_size;
                 let (a, b) = m.pages(ps);
                 // As for sync: a pass only once the last one's write-backs are
@@ -102,6 +108,26 @@ impl Client {
                 if !self.flush_pages(Some(id), file, &pages, &mut 0, writebacks)
                     || !writebacks.is_empty()
                 {
+                    return Step::Pending;
+                }
+                if let Some(e) = failed.take() {
+                    // Its data stays on the server; the mapping stays too.
+                    *sync_req = None;
+                    return Step::Done(Err(e));
+                }
+                // What it wrote is made durable before it goes: a disk that
+                // refused it is reported here, not lost in silence.
+                if unsynced && !synced {
+                    if sync_req.is_none() {
+                        if !self.request_room() {
+                            self.ops.wait_window(id);
+                            return Step::Pending;
+                        }
+                        *sync_req = Some(self.send_request(
+                            |req| Message::Sync(Sync { req, mapping: wire }),
+                            ReqKind::Sync { op: id },
+                        ));
+                    }
                     return Step::Pending;
                 }
                 if !self.request_room() {
@@ -232,6 +258,9 @@ impl Client {
         &mut self,
         id: OpId,
         writebacks: &mut BTreeSet<ReqId>,
+        syncs: &mut BTreeMap<ReqId, MappingId>,
+        syncs_sent: &mut bool,
+        failed: &mut Option<OpError>,
         bye_sent: bool,
     ) -> Step {
         if bye_sent {
@@ -259,6 +288,41 @@ impl Client {
         if !all || !writebacks.is_empty() {
             return Step::Pending;
         }
+        // Every mapping written since its last sync is synced, so that a
+        // disk that refused its data is reported by the close.
+        if !*syncs_sent {
+            let unsynced: Vec<(MappingId, crate::protocol::WireMappingId)> = self
+                .mappings
+                .iter()
+                .filter(|(_, m)| m.writable && m.write_seq > m.synced_seq)
+                .filter(|(mid, _)| !syncs.values().any(|x| x == mid))
+                .filter_map(|(mid, m)| Some((mid, m.wire()?)))
+                .collect();
+            for (mid, wire) in unsynced {
+                if !self.request_room() {
+                    self.ops.wait_window(id);
+                    return Step::Pending;
+                }
+                let req = self.send_request(
+                    |req| Message::Sync(Sync { req, mapping: wire }),
+                    ReqKind::Sync { op: id },
+                );
+                syncs.insert(req, mid);
+            }
+            *syncs_sent = true;
+        }
+        if !syncs.is_empty() {
+            return Step::Pending;
+        }
+        let lost = self.mappings.iter().find_map(|(_, m)| match &m.status {
+            MappingStatus::Lost(l) => Some(l.clone()),
+            _ => None,
+        });
+        let result = match (failed.take(), lost) {
+            (Some(e), _) => Err(e),
+            (None, Some(l)) => Err(OpError::SessionLost(l)),
+            (None, None) => Ok(Completion::Closed),
+        };
         self.conn.push(&Message::Bye);
         self.conn.end("the client was closed");
         self.events.push_back(super::Event::Disconnect);
@@ -266,6 +330,6 @@ impl Client {
         for o in others {
             self.complete(o, Err(OpError::Closed("the client was closed".into())));
         }
-        Step::Done(Ok(Completion::Closed))
+        Step::Done(result)
     }
 }

@@ -44,9 +44,17 @@ pub(crate) enum OpKind {
         done: bool,
         failed: Option<OpError>,
     },
+    /// Writes back and syncs what the mapping wrote, then unmaps it.
     Unmap {
         mapping: MappingId,
         writebacks: BTreeSet<ReqId>,
+        /// The `Sync` of what it wrote, once sent.
+        sync_req: Option<ReqId>,
+        /// That sync succeeded (or none was needed).
+        synced: bool,
+        /// How the write-backs or the sync failed: the unmap fails and the
+        /// mapping stays.
+        failed: Option<OpError>,
         req: Option<ReqId>,
     },
     SetLen {
@@ -61,8 +69,15 @@ pub(crate) enum OpKind {
         op: AtomicOp,
         req: Option<ReqId>,
     },
+    /// Writes back and syncs everything written, then says `Bye`.
     Close {
         writebacks: BTreeSet<ReqId>,
+        /// The syncs sent, by request, and for which mapping.
+        syncs: BTreeMap<ReqId, MappingId>,
+        /// Every mapping with unsynced writes has had its sync sent.
+        syncs_sent: bool,
+        /// The first failure of a write-back or sync: reported by the close.
+        failed: Option<OpError>,
         bye_sent: bool,
     },
     Fault {

@@ -79,8 +79,11 @@ impl Client {
                 OpKind::Unmap {
                     mapping,
                     writebacks,
+                    sync_req,
+                    synced,
+                    failed,
                     req,
-                } => self.step_unmap(id, *mapping, writebacks, req),
+                } => self.step_unmap(id, *mapping, writebacks, (sync_req, *synced, failed), req),
                 OpKind::SetLen {
                     path,
                     len,
@@ -95,8 +98,11 @@ impl Client {
                 } => self.step_atomic(id, *mapping, *offset, *op, req),
                 OpKind::Close {
                     writebacks,
+                    syncs,
+                    syncs_sent,
+                    failed,
                     bye_sent,
-                } => self.step_close(id, writebacks, *bye_sent),
+                } => self.step_close(id, writebacks, syncs, syncs_sent, failed, *bye_sent),
                 OpKind::Fault {
                     mapping,
                     index,

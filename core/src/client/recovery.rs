@@ -111,12 +111,25 @@ impl Client {
                     *sync_req = None;
                 }
                 OpKind::Unmap {
-                    writebacks, req, ..
+                    writebacks,
+                    sync_req,
+                    req,
+                    ..
                 } => {
                     writebacks.clear();
+                    *sync_req = None;
                     *req = None;
                 }
-                OpKind::Close { writebacks, .. } => writebacks.clear(),
+                OpKind::Close {
+                    writebacks,
+                    syncs,
+                    syncs_sent,
+                    ..
+                } => {
+                    writebacks.clear();
+                    syncs.clear();
+                    *syncs_sent = false;
+                }
                 OpKind::SetLen { req, .. } => *req = None,
                 _ => {}
             }

@@ -228,12 +228,19 @@ impl Client {
             return false;
         };
         self.take_request(req);
-        if let Some(o) = self.ops.get_mut(op)
-            && let OpKind::Sync { done, .. } = o
-        {
-            *done = true;
-            self.ops.wake(op);
+        match self.ops.get_mut(op) {
+            Some(OpKind::Sync { done, .. }) => *done = true,
+            Some(OpKind::Unmap { synced, .. }) => *synced = true,
+            Some(OpKind::Close { syncs, .. }) => {
+                if let Some(mapping) = syncs.remove(&req)
+                    && let Some(m) = self.mappings.get_mut(mapping)
+                {
+                    m.synced_seq = m.write_seq;
+                }
+            }
+            _ => return true,
         }
+        self.ops.wake(op);
         true
     }
 
@@ -356,6 +363,10 @@ impl Client {
                     });
                 if e.code == ErrorCode::Cancelled {
                     self.ops.wake_all_of(waiters);
+                } else if e.code == ErrorCode::ShuttingDown {
+                    // The server grants no ownership until its next run:
+                    // the waiters sleep until the next handshake wakes every
+                    // operation, then fetch again.
                 } else {
                     for w in waiters {
                         self.complete(w, Err(err.clone()));
@@ -385,12 +396,21 @@ impl Client {
                 }
             }
             ReqKind::Sync { op } => {
-                if let Some(o) = self.ops.get_mut(op)
-                    && let OpKind::Sync { failed, .. } = o
-                {
-                    *failed = Some(err);
-                    self.ops.wake(op);
+                match self.ops.get_mut(op) {
+                    Some(OpKind::Sync { failed, .. }) => *failed = Some(err),
+                    Some(OpKind::Unmap {
+                        failed, sync_req, ..
+                    }) => {
+                        *failed = Some(err);
+                        *sync_req = None;
+                    }
+                    Some(OpKind::Close { failed, syncs, .. }) => {
+                        syncs.remove(&e.req);
+                        failed.get_or_insert(err);
+                    }
+                    _ => return true,
                 }
+                self.ops.wake(op);
             }
             ReqKind::Revalidate { file, pages } => {
                 for (q, _) in pages {
@@ -403,6 +423,13 @@ impl Client {
                         drop(pg);
                         self.ops.wake_all_of(w);
                     }
+                }
+            }
+            ReqKind::Atomic { op } if e.code == ErrorCode::ShuttingDown => {
+                // Not applied: asked again of the next run, after the next
+                // handshake wakes every operation.
+                if let Some(OpKind::Atomic { req, .. }) = self.ops.get_mut(op) {
+                    *req = None;
                 }
             }
             ReqKind::SetLen { op } | ReqKind::Atomic { op } => self.complete(op, Err(err)),

@@ -137,6 +137,12 @@ impl RequestLog {
             .insert(self.next_seq, LogEntry::RecallAck(rev, file, ack));
     }
 
+    /// Every recall acknowledgement in the log reached the server.
+    pub(crate) fn confirm_all_acks(&mut self) {
+        self.log
+            .retain(|_, e| !matches!(e, LogEntry::RecallAck(..)));
+    }
+
     /// Drops the recall acknowledgements the server has processed.
     pub(crate) fn confirm_acks(&mut self, acked: RevId) {
         self.log
