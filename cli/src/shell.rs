@@ -9,8 +9,10 @@
 //! read ID OFFSET LEN         ->  ok HEX
 //! write ID OFFSET HEX        ->  ok
 //! sync ID                    ->  ok
-//! unmap ID                   ->  ok
-//! quit                       ->  ok      (then exit 0; EOF does the same)
+//! unmap ID                   ->  ok      (syncs what it wrote first)
+//! quit                       ->  ok      (syncs and closes, then exit 0;
+//!                                         EOF does the same; a failed
+//!                                         sync: err ..., then exit 1)
 //! any failure                ->  err KIND MESSAGE
 //! ```
 //!
@@ -163,6 +165,9 @@ async fn read_line<R: AsyncBufRead + Unpin>(
     }
 }
 
+/// The longest `quit` (or the end of input) waits for the close.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
 const USAGE: &str = "commands: map PATH OFFSET LEN ro|rw, read ID OFFSET LEN, write ID OFFSET HEX, sync ID, unmap ID, quit";
 
 /// Parses one line (not blank, not a comment).
@@ -278,12 +283,20 @@ impl Shell {
             Command::Unmap { id } => {
                 let m = self.mapping(id)?.clone();
                 let r = m.unmap().await;
-                // Gone either way: a failed unmap leaves nothing to retry.
-                self.mappings.remove(&id);
+                // A mapping whose data the server's disk refused stays, to
+                // be unmapped again once it has room; one that lost its
+                // writes is gone (the error says what was lost).
+                if !matches!(r, Err(OpError::Server { .. })) {
+                    self.mappings.remove(&id);
+                }
                 r?;
                 Ok(String::new())
             }
-            Command::Quit => Ok(String::new()),
+            Command::Quit => {
+                self.mappings.clear();
+                self.client.close_within(CLOSE_LIMIT).await?;
+                Ok(String::new())
+            }
         }
     }
 }
@@ -307,6 +320,7 @@ pub(crate) async fn run(a: ShellArgs) -> Result<ExitCode, CliError> {
     };
     let mut stdin = BufReader::new(tokio::io::stdin());
     let mut raw = Vec::new();
+    let (mut quit_done, mut quit_failed) = (false, false);
     loop {
         let too_long = match read_line(&mut stdin, &mut raw, MAX_LINE).await {
             Ok(Line::Read) => false,
@@ -357,13 +371,21 @@ pub(crate) async fn run(a: ShellArgs) -> Result<ExitCode, CliError> {
             return Ok(ExitCode::SUCCESS);
         }
         if quit {
+            quit_done = true;
+            quit_failed = outcome.is_err();
             break;
         }
     }
-    // Write back what is dirty and end the session, but never hang on a
-    // server that is gone.
+    if quit_failed {
+        return Ok(ExitCode::FAILURE);
+    }
+    // End of input: write back and sync what was written and end the
+    // session, but never hang on a server that is gone.
     shell.mappings.clear();
-    shell.client.close_within(Duration::from_secs(5)).await;
+    if !quit_done && let Err(e) = shell.client.close_within(CLOSE_LIMIT).await {
+        eprintln!("rmmap: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
