@@ -31,7 +31,7 @@ fn rolling_restarts_lose_nothing(transport: &str) {
         .iter_mut()
         .map(|s| s.ok(&format!("map f 0 {len} rw")))
         .collect();
-    let mut latest = vec![[0u8; 8]; CLIENTS];
+    let mut latest = [[0u8; 8]; CLIENTS];
     for round in 0..ROUNDS {
         for (i, s) in shells.iter_mut().enumerate() {
             let value = [round, i as u8, 0xA5, round ^ 0x5A, 1, 2, 3, i as u8];

@@ -183,7 +183,7 @@ fn twenty_graceful_restarts_under_eight_writers_lose_nothing_and_need_no_remap()
                 .unwrap()
         })
         .collect();
-    let mut latest = vec![[0u8; 8]; 8];
+    let mut latest = [[0u8; 8]; 8];
     for round in 0..20u8 {
         for i in 0..8 {
             let value = [round, i as u8, 0xA5, round ^ 0x5A, 1, 2, 3, i as u8];
@@ -193,9 +193,9 @@ fn twenty_graceful_restarts_under_eight_writers_lose_nothing_and_need_no_remap()
                 c.sync(i, maps[i]).unwrap();
             }
         }
-        for i in 0..8 {
+        for (i, &m) in maps.iter().enumerate() {
             for (j, want) in latest.iter().enumerate() {
-                let got = c.read(i, maps[i], j as u64 * PAGE + 16, 8).unwrap();
+                let got = c.read(i, m, j as u64 * PAGE + 16, 8).unwrap();
                 assert_eq!(&got[..], want, "round {round}: client {i} reads page {j}");
             }
         }
