@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rmmap_core::client::{ClientEvent, Event, MapOptions, OpError};
-use rmmap_core::harness::Cluster;
+use rmmap_core::harness::{Cluster, Direction};
 use rmmap_core::protocol::ErrorCode;
 use rmmap_core::server::ServerConfig;
 use rmmap_core::store::{DiskFault, MemStore};
@@ -146,19 +146,29 @@ fn a_goodbye_is_confirmed_with_bye_and_a_graceful_restart_loses_nothing() {
 }
 
 /// A write whose exclusive fetch meets a shutting-down server is not
-/// failed: it waits for the next run and completes there.
+/// failed: it waits for the next run and completes there. (Client 1 owns a
+/// page and its answer to the shutdown's recall is held back, so the
+/// shutdown is still recalling when client 0's fetch arrives.)
 #[test]
 fn a_write_answered_shutting_down_completes_on_the_next_run() {
-    let (mut c, store) = cluster(1, 6);
+    let (mut c, store) = cluster(2, 6);
     let w = c
         .map(0, "f", 0, 8 * PAGE, MapOptions::read_write())
         .unwrap();
+    let other = c
+        .map(1, "f", 0, 8 * PAGE, MapOptions::read_write())
+        .unwrap();
+    c.write(1, other, 7 * PAGE, b"owned").unwrap();
+    c.hold(1, Direction::ToServer, true);
     c.server.begin_shutdown(c.now);
     let op = c.nodes[0]
         .client
         .write(c.now, w, 300, Bytes::from_static(b"waited"))
         .unwrap();
-    c.flush();
+    c.run_for(Duration::from_millis(300));
+    assert!(!c.server.is_shut_down(), "still recalling");
+    assert!(!c.nodes[0].completions.contains_key(&op.id()), "not failed");
+    c.hold(1, Direction::ToServer, false);
     assert!(c.run_until(Duration::from_secs(2), |c| c.server.is_shut_down()));
     assert!(!c.nodes[0].completions.contains_key(&op.id()), "not failed");
     c.restart_server(false);
