@@ -99,12 +99,11 @@ fn main() -> ExitCode {
 /// What can stop a command.
 #[derive(Debug, thiserror::Error)]
 enum CliError {
+    /// Both transports report the core's `ConnectError`.
     #[error(transparent)]
     Connect(#[from] rmmap_tokio::ConnectError),
     #[error(transparent)]
     Serve(#[from] rmmap_tokio::ServeError),
-    #[error(transparent)]
-    MioConnect(#[from] rmmap_mio::ConnectError),
     #[error(transparent)]
     MioServe(#[from] rmmap_mio::ServeError),
     #[error(transparent)]

@@ -65,15 +65,19 @@ impl Remote {
 
     /// Writes back what is dirty and ends the session, giving up after
     /// `limit` (a server that is gone must not make the command hang).
-    pub(crate) async fn close_within(&self, limit: Duration) {
+    /// Closes the client (syncing what it wrote first), giving up after
+    /// `limit`: a failed sync, a lost mapping or a server that does not
+    /// answer is an error.
+    pub(crate) async fn close_within(&self, limit: Duration) -> Result<(), OpError> {
+        let gone = || OpError::Disconnected(limit);
         match self {
-            Remote::Tokio(c) => {
-                let _ = tokio::time::timeout(limit, c.close()).await;
-            }
+            Remote::Tokio(c) => tokio::time::timeout(limit, c.close())
+                .await
+                .unwrap_or_else(|_| Err(gone())),
             Remote::Mio(c) => {
                 let (c, (tx, rx)) = (c.clone(), mpsc::channel());
                 std::thread::spawn(move || tx.send(c.close()));
-                let _ = rx.recv_timeout(limit);
+                rx.recv_timeout(limit).unwrap_or_else(|_| Err(gone()))
             }
         }
     }

@@ -9,14 +9,19 @@
 //! read ID OFFSET LEN         ->  ok HEX
 //! write ID OFFSET HEX        ->  ok
 //! sync ID                    ->  ok
-//! unmap ID                   ->  ok
-//! quit                       ->  ok      (then exit 0; EOF does the same)
+//! unmap ID                   ->  ok      (syncs what it wrote first)
+//! quit                       ->  ok      (syncs and closes, then exit 0;
+//!                                         EOF does the same; a failed
+//!                                         sync: err ..., then exit 1)
 //! any failure                ->  err KIND MESSAGE
 //! ```
 //!
-//! PATH is one word (no spaces). A failed command never ends the shell.
-//! `--transport mio` runs the same grammar over rmmap-mio's blocking client
-//! instead of rmmap-tokio's (see `remote.rs`).
+//! PATH is one word (no spaces). A failed command never ends the shell:
+//! whatever the numbers, a range is checked (by the client library) before
+//! anything is allocated for it, and a line longer than [`MAX_LINE`] bytes
+//! is answered `err bad_command` without being kept. `--transport mio` runs
+//! the same grammar over rmmap-mio's blocking client instead of
+//! rmmap-tokio's (see `remote.rs`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -25,7 +30,7 @@ use std::time::Duration;
 
 use clap::Args;
 use rmmap_tokio::{Access, MapOptions, OpError};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
 use crate::CliError;
 use crate::remote::{Remote, RemoteMapping, Transport};
@@ -109,6 +114,59 @@ fn number(word: Option<&str>, what: &str) -> Result<u64, Failure> {
     w.parse()
         .map_err(|_| Failure::bad(format!("{what} must be a decimal number, not {w:?}")))
 }
+
+/// The longest line the shell reads: 16 MiB, a write of 8 MiB of hex. A
+/// longer one is answered `err bad_command` and skipped, never kept.
+pub(crate) const MAX_LINE: usize = 16 << 20;
+
+/// What [`read_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (its newline included) is in the buffer.
+    Read,
+    /// The line was longer than the limit; it was skipped to its end.
+    TooLong,
+    /// End of input.
+    End,
+}
+
+/// Reads one line into `buf` (cleared first), keeping at most `max` bytes
+/// of it: a longer line is consumed to its newline and dropped.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(match (too_long, buf.is_empty()) {
+                (true, _) => Line::TooLong,
+                (false, true) => Line::End,
+                (false, false) => Line::Read,
+            });
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if !too_long && buf.len() + take <= max {
+            buf.extend_from_slice(&chunk[..take]);
+        } else {
+            too_long = true;
+            buf.clear();
+        }
+        r.consume(take);
+        if done {
+            return Ok(if too_long { Line::TooLong } else { Line::Read });
+        }
+    }
+}
+
+/// The longest `quit` (or the end of input) waits for the close.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
 const USAGE: &str = "commands: map PATH OFFSET LEN ro|rw, read ID OFFSET LEN, write ID OFFSET HEX, sync ID, unmap ID, quit";
 
@@ -225,12 +283,20 @@ impl Shell {
             Command::Unmap { id } => {
                 let m = self.mapping(id)?.clone();
                 let r = m.unmap().await;
-                // Gone either way: a failed unmap leaves nothing to retry.
-                self.mappings.remove(&id);
+                // A mapping whose data the server's disk refused stays, to
+                // be unmapped again once it has room; one that lost its
+                // writes is gone (the error says what was lost).
+                if !matches!(r, Err(OpError::Server { .. })) {
+                    self.mappings.remove(&id);
+                }
                 r?;
                 Ok(String::new())
             }
-            Command::Quit => Ok(String::new()),
+            Command::Quit => {
+                self.mappings.clear();
+                self.client.close_within(CLOSE_LIMIT).await?;
+                Ok(String::new())
+            }
         }
     }
 }
@@ -254,19 +320,26 @@ pub(crate) async fn run(a: ShellArgs) -> Result<ExitCode, CliError> {
     };
     let mut stdin = BufReader::new(tokio::io::stdin());
     let mut raw = Vec::new();
+    let (mut quit_done, mut quit_failed) = (false, false);
     loop {
-        raw.clear();
-        let n = match stdin.read_until(b'\n', &mut raw).await {
-            Ok(n) => n,
+        let too_long = match read_line(&mut stdin, &mut raw, MAX_LINE).await {
+            Ok(Line::Read) => false,
+            Ok(Line::TooLong) => true,
+            Ok(Line::End) => break,
             Err(e) => {
                 eprintln!("rmmap: reading stdin: {e}");
                 break;
             }
         };
-        if n == 0 {
-            break;
-        }
         let (line, outcome, is_read, quit) = match std::str::from_utf8(&raw) {
+            _ if too_long => (
+                "",
+                Err(Failure::bad(format!(
+                    "the line is longer than {MAX_LINE} bytes; write less at a time"
+                ))),
+                false,
+                false,
+            ),
             Err(_) => (
                 "",
                 Err(Failure::bad("the line is not valid UTF-8")),
@@ -298,13 +371,21 @@ pub(crate) async fn run(a: ShellArgs) -> Result<ExitCode, CliError> {
             return Ok(ExitCode::SUCCESS);
         }
         if quit {
+            quit_done = true;
+            quit_failed = outcome.is_err();
             break;
         }
     }
-    // Write back what is dirty and end the session, but never hang on a
-    // server that is gone.
+    if quit_failed {
+        return Ok(ExitCode::FAILURE);
+    }
+    // End of input: write back and sync what was written and end the
+    // session, but never hang on a server that is gone.
     shell.mappings.clear();
-    shell.client.close_within(Duration::from_secs(5)).await;
+    if !quit_done && let Err(e) = shell.client.close_within(CLOSE_LIMIT).await {
+        eprintln!("rmmap: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -373,5 +454,95 @@ mod tests {
             message: "a\nb".into(),
         };
         assert_eq!(response(&Err(f), false), "err session_lost a b");
+    }
+
+    use proptest::prelude::*;
+
+    /// Numbers a hostile or careless user types: small ones, ones just
+    /// past 32 bits, and ones at the very top of u64.
+    fn number() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..10_000,
+            (1u64 << 32) - 2..(1u64 << 32) + 2,
+            Just(1_000_000_000_000u64),
+            u64::MAX - 10..=u64::MAX,
+            any::<u64>(),
+        ]
+    }
+
+    proptest! {
+        /// Whatever a line says, parsing it answers (a command or a
+        /// `bad_command`), and never panics.
+        #[test]
+        fn parsing_any_line_never_panics(line in "\\PC{0,80}") {
+            let _ = parse(&line);
+        }
+
+        /// Numbers up to u64::MAX are taken exactly, wherever they stand.
+        #[test]
+        fn numbers_near_u64_max_parse_exactly(id in number(), offset in number(), len in number()) {
+            let (read, map, write) = (
+                format!("read {id} {offset} {len}"),
+                format!("map f {offset} {len} rw"),
+                format!("write {id} {offset} 00ff"),
+            );
+            prop_assert_eq!(parse(&read).unwrap(), Command::Read { id, offset, len });
+            prop_assert_eq!(
+                parse(&map).unwrap(),
+                Command::Map { path: "f", offset, len, access: Access::ReadWrite }
+            );
+            prop_assert_eq!(
+                parse(&write).unwrap(),
+                Command::Write { id, offset, data: vec![0, 255] }
+            );
+        }
+
+        /// One past u64::MAX, or a sign, is a `bad_command` that says so.
+        #[test]
+        fn numbers_past_u64_are_refused(extra in 0u64..1000) {
+            let too_big = format!("{}{}", u64::MAX, extra);
+            let line = format!("read 1 {too_big} 1");
+            let f = parse(&line).unwrap_err();
+            prop_assert_eq!(f.kind, "bad_command");
+            prop_assert!(f.message.contains("decimal"), "{}", f.message);
+        }
+
+        /// Every answer is exactly one line.
+        #[test]
+        fn every_answer_is_one_line(message in "\\PC{0,40}", ok in any::<bool>()) {
+            let r = if ok { Ok(message.clone()) } else { Err(Failure::bad(message.clone())) };
+            prop_assert!(!response(&r, true).contains('\n'));
+            prop_assert!(!response(&r, true).contains('\r'));
+        }
+
+        /// Lines up to the limit are read whole; a longer one is skipped to
+        /// its end and reported, and the buffer never holds more than the
+        /// limit.
+        #[test]
+        fn lines_longer_than_the_limit_are_skipped_not_kept(
+            lens in proptest::collection::vec(0usize..200, 1..8),
+            max in 1usize..120,
+        ) {
+            let mut input = Vec::new();
+            for (i, n) in lens.iter().enumerate() {
+                input.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, *n));
+                input.push(b'\n');
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut reader = &input[..];
+            let mut buf = Vec::new();
+            for (i, n) in lens.iter().enumerate() {
+                let got = rt.block_on(read_line(&mut reader, &mut buf, max)).unwrap();
+                prop_assert!(buf.len() <= max);
+                if *n < max {
+                    prop_assert_eq!(got, Line::Read);
+                    prop_assert_eq!(buf.len(), n + 1);
+                    prop_assert!(buf[..*n].iter().all(|b| *b == b'a' + (i % 26) as u8));
+                } else {
+                    prop_assert_eq!(got, Line::TooLong);
+                }
+            }
+            prop_assert_eq!(rt.block_on(read_line(&mut reader, &mut buf, max)).unwrap(), Line::End);
+        }
     }
 }

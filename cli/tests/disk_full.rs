@@ -122,3 +122,41 @@ fn a_shutdown_that_cannot_write_says_so_tokio() {
 fn a_shutdown_that_cannot_write_says_so_mio() {
     a_shutdown_that_cannot_write_says_so("mio");
 }
+
+/// `unmap` and `quit` sync first: a write the disk refused is reported by
+/// each instead of success; the unmap keeps the mapping (it works once
+/// space is back) and a failed quit exits non-zero.
+fn unmap_and_quit_report_what_the_disk_refused(transport: &str) {
+    let Some((fs, server)) = serve_a_full_disk(transport) else {
+        return;
+    };
+    let mut w = Shell::start(&server.addr, &["--transport", transport]);
+    let mut q = Shell::start(&server.addr, &[]);
+    let wm = w.ok(&format!("map g 0 {LEN} rw"));
+    w.ok(&format!("write {wm} {AT} {}", hex(&[0xef; 16])));
+    let qm = q.ok(&format!("map g 0 {LEN} ro"));
+    assert_eq!(q.ok(&format!("read {qm} {AT} 16")), hex(&[0xef; 16]));
+    let r = w.cmd(&format!("unmap {wm}"));
+    assert!(r.starts_with("err no_space "), "{r}");
+    assert_eq!(w.ok(&format!("read {wm} {AT} 16")), hex(&[0xef; 16]));
+    let r = w.cmd("quit");
+    assert!(r.starts_with("err no_space "), "{r}");
+    assert!(
+        !w.exit_status().success(),
+        "a quit that could not sync fails"
+    );
+    std::fs::remove_file(fs.path().join("fill")).unwrap();
+    assert!(q.quit().success());
+    assert!(server.terminate().success(), "a clean shutdown");
+    assert_eq!(on_disk(&fs, AT, 16), vec![0xef; 16], "kept and written");
+}
+
+#[test]
+fn unmap_and_quit_report_what_the_disk_refused_tokio() {
+    unmap_and_quit_report_what_the_disk_refused("tokio");
+}
+
+#[test]
+fn unmap_and_quit_report_what_the_disk_refused_mio() {
+    unmap_and_quit_report_what_the_disk_refused("mio");
+}

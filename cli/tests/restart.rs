@@ -52,8 +52,10 @@ fn synced_data_survives_sigkill_and_unsynced_loss_is_reported() {
     assert!(r.starts_with("err session_lost "), "{r}");
     assert!(r.contains("lost") && r.contains("restarted"), "{r}");
     assert_eq!(std::fs::read(root.join("lost")).unwrap(), vec![0u8; PAGE]);
-    // Unmap and map again to carry on.
-    b.ok(&format!("unmap {lost}"));
+    // Unmap (which says again what was lost: never "ok" for lost data) and
+    // map again to carry on.
+    let r = b.cmd(&format!("unmap {lost}"));
+    assert!(r.starts_with("err session_lost "), "{r}");
     let again = b.ok("map lost 0 4096 rw");
     b.ok(&format!("write {again} 0 {}", hex(b"second try")));
     b.ok(&format!("sync {again}"));

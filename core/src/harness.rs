@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::Instant;
 use crate::client::{
-    Client, ClientConfig, Completion, Event, MapOptions, MappingId, OpError, OpId,
+    Client, ClientConfig, Completion, Event, MapOptions, MappingId, OpError, OpId, Pending,
 };
 use crate::protocol::{Message, check_frame, decode_body};
 use crate::server::{ConnId, InputStatus, Server, ServerConfig, ServerEvent};
@@ -262,7 +262,10 @@ impl Cluster {
                     match ev {
                         Event::Connect => {
                             if self.nodes[i].unreachable {
-                                self.nodes[i].client.handle_connect_failed(self.now);
+                                let refused = std::io::ErrorKind::ConnectionRefused.into();
+                                self.nodes[i]
+                                    .client
+                                    .handle_connect_failed(self.now, refused);
                             } else {
                                 let conn = self.server.handle_connect(self.now);
                                 self.by_conn.insert(conn, i);
@@ -601,19 +604,20 @@ impl Cluster {
     pub fn wait(
         &mut self,
         i: usize,
-        op: OpId,
+        op: impl Into<OpId>,
         within: Duration,
     ) -> Option<Result<Completion, OpError>> {
+        let op = op.into();
         self.flush();
         self.run_until(within, |c| c.nodes[i].completions.contains_key(&op));
         self.nodes[i].completions.remove(&op)
     }
 
-    fn finish(&mut self, i: usize, op: Result<OpId, OpError>) -> Result<Completion, OpError> {
+    fn finish<T>(&mut self, i: usize, op: Result<Pending<T>, OpError>) -> Result<T, OpError> {
         let op = op?;
         self.flush();
-        match self.wait(i, op, Duration::from_secs(600)) {
-            Some(r) => r,
+        match self.wait(i, op.id(), Duration::from_secs(600)) {
+            Some(r) => op.finish(r),
             None => panic!(
                 "operation {op:?} of client {i} did not complete within 600 s of virtual time"
             ),
@@ -631,11 +635,9 @@ impl Cluster {
         len: u64,
         opts: MapOptions,
     ) -> Result<MappingId, OpError> {
-        let op = self.nodes[i].client.map(self.now, path, offset, len, opts);
-        match self.finish(i, op)? {
-            Completion::Mapped { mapping, .. } => Ok(mapping),
-            other => panic!("map completed with {other:?}"),
-        }
+        let range = offset..offset.saturating_add(len);
+        let op = self.nodes[i].client.map(self.now, path, range, opts);
+        self.finish(i, op).map(|m| m.mapping)
     }
 
     /// Reads and waits.
@@ -647,10 +649,7 @@ impl Cluster {
         len: u64,
     ) -> Result<Bytes, OpError> {
         let op = self.nodes[i].client.read(self.now, m, offset, len);
-        match self.finish(i, op)? {
-            Completion::Read(b) => Ok(b),
-            other => panic!("read completed with {other:?}"),
-        }
+        self.finish(i, op)
     }
 
     /// Writes and waits.
@@ -664,19 +663,25 @@ impl Cluster {
         let op = self.nodes[i]
             .client
             .write(self.now, m, offset, Bytes::copy_from_slice(data));
-        self.finish(i, op).map(|_| ())
+        self.finish(i, op)
     }
 
     /// Syncs and waits.
     pub fn sync(&mut self, i: usize, m: MappingId) -> Result<(), OpError> {
         let op = self.nodes[i].client.sync(self.now, m);
-        self.finish(i, op).map(|_| ())
+        self.finish(i, op)
     }
 
     /// Unmaps and waits.
     pub fn unmap(&mut self, i: usize, m: MappingId) -> Result<(), OpError> {
         let op = self.nodes[i].client.unmap(self.now, m);
-        self.finish(i, op).map(|_| ())
+        self.finish(i, op)
+    }
+
+    /// Closes the client and waits.
+    pub fn close(&mut self, i: usize) -> Result<(), OpError> {
+        let op = self.nodes[i].client.close(self.now);
+        self.finish(i, op)
     }
 
     /// Runs an atomic operation and waits.
@@ -688,10 +693,7 @@ impl Cluster {
         aop: crate::protocol::AtomicOp,
     ) -> Result<(u64, bool), OpError> {
         let op = self.nodes[i].client.atomic(self.now, m, offset, aop);
-        match self.finish(i, op)? {
-            Completion::Atomic { previous, applied } => Ok((previous, applied)),
-            other => panic!("atomic completed with {other:?}"),
-        }
+        self.finish(i, op)
     }
 
     /// Waits until every client is connected.

@@ -16,7 +16,8 @@
 //! 1. **Feed input**: bytes read from a connection (`handle_input`), a
 //!    connection opening or closing, the time passing (`handle_timeout`),
 //!    a store request finishing (the server's `handle_store_done`), or an
-//!    application command (the client's `map`, `read`, `write`, ...).
+//!    application command (the client's `map`, `read`, `write`, ..., each
+//!    returning a `Pending` operation that knows its result type).
 //! 2. **Drain output** until there is none: `poll_event` (what to do: send,
 //!    close, connect, run a store request, an operation completed),
 //!    `poll_transmit` (bytes to write).
@@ -27,7 +28,7 @@
 //!
 //! ```
 //! use bytes::BytesMut;
-//! use rmmap_core::client::{Client, ClientConfig, Completion, Event, MapOptions};
+//! use rmmap_core::client::{Client, ClientConfig, Event, MapOptions};
 //! use rmmap_core::server::{Server, ServerConfig, ServerEvent};
 //! use rmmap_core::store::{MemStore, Store};
 //! use rmmap_core::Instant;
@@ -39,7 +40,7 @@
 //! let state = store.load_run_state().unwrap();
 //! let mut server = Server::new(ServerConfig::default(), [1; 32], now, state.as_deref()).unwrap();
 //! let mut client = Client::new(ClientConfig::default(), [2; 32], now);
-//! let op = client.map(now, "data.bin", 0, 8192, MapOptions::read_only()).unwrap();
+//! let op = client.map(now, "data.bin", 0..8192, MapOptions::read_only()).unwrap();
 //!
 //! // A "network": the two byte streams of one connection.
 //! let mut conn = None;
@@ -53,7 +54,9 @@
 //!                 conn = Some(server.handle_connect(now));
 //!                 client.handle_connected(now);
 //!             }
-//!             Event::Completed { op: done, result } if done == op => mapped = Some(result),
+//!             Event::Completed { op: done, result } if done == op => {
+//!                 mapped = Some(op.finish(result));
+//!             }
 //!             _ => {}
 //!         }
 //!     }
@@ -82,7 +85,7 @@
 //!     // Feed the client.
 //!     client.handle_input(now, &mut to_client);
 //! }
-//! assert!(matches!(mapped, Some(Ok(Completion::Mapped { file_len: 8192, .. }))));
+//! assert_eq!(mapped.unwrap().unwrap().file_len, 8192);
 //! ```
 //!
 //! `harness::Cluster` (feature `harness`) runs one server

@@ -74,6 +74,32 @@ impl fmt::Debug for Instant {
     }
 }
 
+/// Counts a real monotonic clock as core time: the instants an adapter
+/// reads, as nanoseconds since an origin it chose (usually the moment it
+/// started). The adapter reads the clock; this only converts, both ways.
+#[derive(Copy, Clone, Debug)]
+pub struct Epoch {
+    origin: std::time::Instant,
+}
+
+impl Epoch {
+    /// Core time counted from `origin`.
+    pub fn new(origin: std::time::Instant) -> Self {
+        Epoch { origin }
+    }
+
+    /// A real instant as core time (an instant before the origin is the
+    /// origin).
+    pub fn to_core(&self, at: std::time::Instant) -> Instant {
+        Instant::from_duration(at.saturating_duration_since(self.origin))
+    }
+
+    /// A core instant (a deadline) as a real one.
+    pub fn to_real(&self, at: Instant) -> std::time::Instant {
+        self.origin + Duration::from_nanos(at.as_nanos())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +114,18 @@ mod tests {
             Instant::from_nanos(u64::MAX)
         );
         assert_eq!(t + Duration::from_nanos(5) - t, Duration::from_nanos(5));
+    }
+
+    #[test]
+    fn deadlines_round_trip_through_core_time() {
+        let origin = std::time::Instant::now();
+        let e = Epoch::new(origin);
+        let later = origin + Duration::from_millis(1500);
+        assert_eq!(e.to_real(e.to_core(later)), later);
+        assert_eq!(e.to_core(origin), Instant::ZERO);
+        let before = origin.checked_sub(Duration::from_secs(1));
+        if let Some(b) = before {
+            assert_eq!(e.to_core(b), Instant::ZERO);
+        }
     }
 }

@@ -65,7 +65,7 @@ fn a_readers_copy_is_invalidated_before_the_writers_write_completes() {
     c.flush();
     c.run_for(Duration::from_millis(100));
     assert!(
-        !c.nodes[1].completions.contains_key(&op),
+        !c.nodes[1].completions.contains_key(&op.id()),
         "the write completed while a shared copy was unanswered"
     );
     // The reader already dropped its copy: a read now must fetch and wait.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rmmap_core::client::{Event, MapOptions, OpError};
+use rmmap_core::client::{ClientEvent, Event, MapOptions, OpError};
 use rmmap_core::harness::Cluster;
 use rmmap_core::protocol::ErrorCode;
 use rmmap_core::server::ServerConfig;
@@ -62,7 +62,7 @@ fn a_write_the_disk_refuses_stays_readable_and_fails_only_its_writers_sync() {
         c.nodes[0]
             .events
             .iter()
-            .all(|e| !matches!(e, Event::SessionLost { .. })),
+            .all(|e| !matches!(e, Event::Connection(ClientEvent::SessionLost { .. }))),
         "no session was lost"
     );
     store.heal();

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rmmap_core::client::{ClientConfig, Event, LossCause, MapOptions, OpError, SessionLossReason};
+use rmmap_core::client::{
+    ClientConfig, ClientEvent, Event, LossCause, MapOptions, OpError, SessionLossReason,
+};
 use rmmap_core::harness::{Cluster, Direction, Verdict};
 use rmmap_core::protocol::{AtomicOp, Message};
 use rmmap_core::server::ServerConfig;
@@ -60,7 +62,9 @@ fn a_silent_client_loses_its_pages_after_its_lease_and_the_others_proceed() {
         c.nodes[0].client.is_connected()
     });
     let lost = c.nodes[0].events.iter().find_map(|e| match e {
-        Event::SessionLost { reason, lost } => Some((*reason, lost.clone())),
+        Event::Connection(ClientEvent::SessionLost { reason, lost }) => {
+            Some((*reason, lost.clone()))
+        }
         _ => None,
     });
     let (reason, lost) = lost.expect("the client reports the lost session");
@@ -98,12 +102,10 @@ fn a_cut_in_the_middle_of_a_write_resumes_and_applies_once() {
         Verdict::Deliver
     }));
     c.sync(0, m).unwrap();
-    assert!(
-        c.nodes[0]
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::Connected { resumed: true }))
-    );
+    assert!(c.nodes[0].events.iter().any(|e| matches!(
+        e,
+        Event::Connection(ClientEvent::Connected { resumed: true })
+    )));
     assert_eq!(
         &store.durable_contents("f").unwrap()[(PAGE - 3) as usize..(PAGE + 3) as usize],
         b"across"
@@ -155,10 +157,10 @@ fn a_server_restart_names_every_mapping_that_lost_writes() {
         .events
         .iter()
         .find_map(|e| match e {
-            Event::SessionLost {
+            Event::Connection(ClientEvent::SessionLost {
                 reason: SessionLossReason::ServerRestarted,
                 lost,
-            } => Some(lost.clone()),
+            }) => Some(lost.clone()),
             _ => None,
         })
         .expect("the restart is reported");

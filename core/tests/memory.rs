@@ -136,8 +136,7 @@ fn setup(lease_ms: u64) -> (Cluster, MemStore, [(MappingId, FakeMemory); 2]) {
             .map_memory(
                 now,
                 "f",
-                0,
-                4 * PAGE as u64,
+                0..4 * PAGE as u64,
                 MapOptions::read_write(),
                 Box::new(mem.clone()),
             )

@@ -145,13 +145,15 @@ fn run(rounds: &[Vec<Option<Op>>], seed: u64, bug: ServerBug) -> Result<(), Stri
         for (i, op) in round.iter().enumerate() {
             let Some(op) = op else { continue };
             let id = match op {
-                Op::Read { offset, len } => c.nodes[i].client.read(now, maps[i], *offset, *len),
-                Op::Write { offset, data } => {
-                    c.nodes[i]
-                        .client
-                        .write(now, maps[i], *offset, Bytes::from(data.clone()))
-                }
-                Op::Sync => c.nodes[i].client.sync(now, maps[i]),
+                Op::Read { offset, len } => c.nodes[i]
+                    .client
+                    .read(now, maps[i], *offset, *len)
+                    .map(|p| p.id()),
+                Op::Write { offset, data } => c.nodes[i]
+                    .client
+                    .write(now, maps[i], *offset, Bytes::from(data.clone()))
+                    .map(|p| p.id()),
+                Op::Sync => c.nodes[i].client.sync(now, maps[i]).map(|p| p.id()),
             }
             .map_err(|e| format!("round {r}: client {i} could not issue {op:?}: {e}"))?;
             issued.push((i, op.clone(), id));

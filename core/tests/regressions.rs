@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rmmap_core::client::{Event, MapOptions, SessionLossReason};
+use rmmap_core::client::{ClientEvent, Event, MapOptions, SessionLossReason};
 use rmmap_core::harness::{Cluster, Direction, Verdict};
 use rmmap_core::protocol::{AtomicOp, Message};
 use rmmap_core::server::ServerConfig;
@@ -35,7 +35,9 @@ fn lost_events(
         .events
         .iter()
         .filter_map(|e| match e {
-            Event::SessionLost { reason, lost } => Some((*reason, lost.clone())),
+            Event::Connection(ClientEvent::SessionLost { reason, lost }) => {
+                Some((*reason, lost.clone()))
+            }
             _ => None,
         })
         .collect()
@@ -278,4 +280,31 @@ fn a_run_state_retry_during_shutdown_does_not_end_it_early() {
         c.server.in_grace(c.now),
         "a client of the first run still trusts its cache, but the next run grants writes"
     );
+}
+
+/// A page written, synced (its bytes now shared with the write-back) and
+/// then recalled with a downgrade because another client reads it stays in
+/// the writer's cache as a shared copy, counted once. The recall used to
+/// drop such a copy's bytes while the cache went on counting the page, so
+/// every such hand-over made the cache look one page fuller than it was.
+#[test]
+fn a_synced_page_downgraded_by_a_reader_stays_cached_and_counted_once() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; 4096]);
+    let mut c = Cluster::new(ServerConfig::default(), store, 2, 11);
+    c.settle();
+    let w = c.map(0, "f", 0, 4096, MapOptions::read_write()).unwrap();
+    let r = c.map(1, "f", 0, 4096, MapOptions::read_only()).unwrap();
+    c.write(0, w, 0, b"abcd").unwrap();
+    c.sync(0, w).unwrap();
+    assert_eq!(&c.read(1, r, 0, 4).unwrap()[..], b"abcd");
+    let now = c.now;
+    let mut buf = [0u8; 4];
+    let writer = &mut c.nodes[0].client;
+    assert!(
+        writer.try_read(now, w, 0, &mut buf).unwrap(),
+        "the writer kept its copy"
+    );
+    assert_eq!(&buf, b"abcd");
+    assert_eq!(writer.cached_pages(), writer.cached_page_view().len());
 }

@@ -30,3 +30,13 @@ pub use credentials::{
 };
 pub use rustls;
 pub use tls::{ALPN, ClientTls, ServerTls, TlsSetupError, host_of};
+
+/// 32 bytes from the operating system's random source: the seed an
+/// adapter gives a core state machine (nonces, resume tokens, epochs,
+/// reconnection jitter all come from it).
+pub fn random_seed() -> std::io::Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| std::io::Error::other(format!("no random seed: {e}")))?;
+    Ok(seed)
+}

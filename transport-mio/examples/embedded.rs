@@ -16,21 +16,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::{Events, Poll, Token};
 use rmmap_mio::{
-    ClientConfig, ClientEvent, Completion, EmbeddedClient, MapOptions, OpError, OpId, Server,
-    ServerConfig,
+    ClientConfig, ClientEvent, Completion, EmbeddedClient, MapOptions, Mapped, MappingId, OpError,
+    OpId, Pending, Server, ServerConfig,
 };
 
 /// The token the program chose for the rmmap client's socket.
 const RMMAP: Token = Token(42);
 const PATH: &str = "embedded-example.bin";
 
-/// What the program does, one step at a time, as completions arrive.
+/// What the program does, one step at a time, as completions arrive: each
+/// step holds the operation it waits for, which knows its result type.
 enum Step {
-    Mapping(OpId),
-    Writing(OpId, rmmap_mio::MappingId),
-    Reading(OpId, rmmap_mio::MappingId),
-    Syncing(OpId),
-    Closing(OpId),
+    Mapping(Pending<Mapped>),
+    Writing(Pending<()>, MappingId),
+    Reading(Pending<Bytes>, MappingId),
+    Syncing(Pending<()>),
+    Closing(Pending<()>),
 }
 
 fn main() -> ExitCode {
@@ -120,27 +121,35 @@ fn advance(
     message: &Bytes,
     at: u64,
 ) -> Result<Option<Step>, Box<dyn std::error::Error>> {
-    Ok(Some(match (step, result?) {
-        (Step::Mapping(o), Completion::Mapped { mapping, file_len }) if o == op => {
-            println!("mapped {PATH} (file length {file_len})");
-            Step::Writing(client.write(mapping, at, message.clone())?, mapping)
+    Ok(Some(match step {
+        Step::Mapping(p) if p == op => {
+            let mapped = p.finish(result)?;
+            println!("mapped {PATH} (file length {})", mapped.file_len);
+            let m = mapped.mapping;
+            Step::Writing(client.write(m, at, message.clone())?, m)
         }
-        (Step::Writing(o, mapping), Completion::Written) if o == op => {
+        Step::Writing(p, m) if p == op => {
+            p.finish(result)?;
             println!("wrote {} bytes at offset {at}", message.len());
-            Step::Reading(client.read(mapping, at, message.len() as u64)?, mapping)
+            Step::Reading(client.read(m, at, message.len() as u64)?, m)
         }
-        (Step::Reading(o, mapping), Completion::Read(data)) if o == op => {
+        Step::Reading(p, m) if p == op => {
+            let data = p.finish(result)?;
             println!("read back: {:?}", String::from_utf8_lossy(&data));
             if data != *message {
                 return Err("read back something else".into());
             }
-            Step::Syncing(client.sync(mapping)?)
+            Step::Syncing(client.sync(m)?)
         }
-        (Step::Syncing(o), Completion::Synced) if o == op => {
+        Step::Syncing(p) if p == op => {
+            p.finish(result)?;
             println!("synced");
             Step::Closing(client.close()?)
         }
-        (Step::Closing(o), Completion::Closed) if o == op => return Ok(None),
-        (s, _) => s,
+        Step::Closing(p) if p == op => {
+            p.finish(result)?;
+            return Ok(None);
+        }
+        other => other,
     }))
 }

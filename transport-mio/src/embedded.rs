@@ -6,13 +6,15 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use mio::{Registry, Token};
-use rmmap_core::client::{ClientConfig, Completion, MapOptions, MappingId, OpError, OpId};
+use rmmap_core::client::{
+    ClientConfig, ClientEvent, Completion, MapOptions, Mapped, MappingId, OpError, OpId, Pending,
+};
 use rmmap_core::protocol::AtomicOp;
 use rmmap_secure::ClientTls;
 
-use crate::clock::{Clock, random_seed, until};
-use crate::event::ClientEvent;
+use crate::clock::{Clock, until};
 use crate::link::{Link, Outcome};
+use rmmap_secure::random_seed;
 
 /// An rmmap client driven by the application's own [`mio::Poll`] loop.
 ///
@@ -22,8 +24,10 @@ use crate::link::{Link, Outcome};
 /// [`EmbeddedClient::handle_timeout`] when [`EmbeddedClient::next_timeout`]
 /// has passed, and collects finished operations with
 /// [`EmbeddedClient::poll_completion`]. Commands ([`EmbeddedClient::map`],
-/// [`EmbeddedClient::read`], ...) return an [`OpId`] at once and never
-/// block; the `try_` variants serve cache hits on the spot.
+/// [`EmbeddedClient::read`], ...) return a [`Pending`] operation at once and
+/// never block; its [`finish`](Pending::finish) turns the completion that
+/// carries its id into the command's own result type. The `try_` variants
+/// serve cache hits on the spot.
 ///
 /// Nothing here spawns a thread or blocks, except resolving a host name when
 /// connecting: give an IP address to avoid even that.
@@ -60,7 +64,8 @@ use crate::link::{Link, Outcome};
 ///     client.handle_timeout();
 ///     while let Some((done, result)) = client.poll_completion() {
 ///         if done == op {
-///             println!("mapped: {result:?}");
+///             let mapped = op.finish(result);
+///             println!("mapped: {mapped:?}");
 ///             return Ok(());
 ///         }
 ///     }
@@ -206,34 +211,35 @@ impl EmbeddedClient {
         self.core.is_connected()
     }
 
-    /// Maps `range` of the file at `path`; completes with
-    /// [`Completion::Mapped`].
+    /// Maps `range` of the file at `path`; its [`Pending`] reads the new
+    /// mapping from the completion.
     pub fn map(
         &mut self,
         path: &str,
         range: Range<u64>,
         opts: MapOptions,
-    ) -> Result<OpId, OpError> {
-        let len = range
-            .end
-            .checked_sub(range.start)
-            .ok_or(OpError::OutOfRange {
-                offset: range.start,
-                len: 0,
-                mapping_len: 0,
-            })?;
-        self.command(|c, now| c.map(now, path, range.start, len, opts))
+    ) -> Result<Pending<Mapped>, OpError> {
+        self.command(|c, now| c.map(now, path, range, opts))
     }
 
-    /// Reads `len` bytes at `offset` of the mapping; completes with
-    /// [`Completion::Read`].
-    pub fn read(&mut self, mapping: MappingId, offset: u64, len: u64) -> Result<OpId, OpError> {
+    /// Reads `len` bytes at `offset` of the mapping.
+    pub fn read(
+        &mut self,
+        mapping: MappingId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Pending<Bytes>, OpError> {
         self.command(|c, now| c.read(now, mapping, offset, len))
     }
 
-    /// Writes `data` at `offset` of the mapping; completes with
-    /// [`Completion::Written`] once every later read anywhere sees it.
-    pub fn write(&mut self, mapping: MappingId, offset: u64, data: Bytes) -> Result<OpId, OpError> {
+    /// Writes `data` at `offset` of the mapping; completes once every later
+    /// read anywhere sees it.
+    pub fn write(
+        &mut self,
+        mapping: MappingId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<Pending<()>, OpError> {
         self.command(|c, now| c.write(now, mapping, offset, data))
     }
 
@@ -245,8 +251,7 @@ impl EmbeddedClient {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<bool, OpError> {
-        let now = self.clock.now();
-        self.core.try_read(now, mapping, offset, buf)
+        self.command(|c, now| c.try_read(now, mapping, offset, buf))
     }
 
     /// Serves a write from the cache: `Ok(true)` when it is done,
@@ -257,51 +262,48 @@ impl EmbeddedClient {
         offset: u64,
         data: &[u8],
     ) -> Result<bool, OpError> {
-        let now = self.clock.now();
-        self.core.try_write(now, mapping, offset, data)
+        self.command(|c, now| c.try_write(now, mapping, offset, data))
     }
 
-    /// Makes every write completed so far on the mapping durable; completes
-    /// with [`Completion::Synced`].
-    pub fn sync(&mut self, mapping: MappingId) -> Result<OpId, OpError> {
+    /// Makes every write completed so far on the mapping durable.
+    pub fn sync(&mut self, mapping: MappingId) -> Result<Pending<()>, OpError> {
         self.command(|c, now| c.sync(now, mapping))
     }
 
-    /// Writes back the mapping's dirty pages and ends it; completes with
-    /// [`Completion::Unmapped`].
-    pub fn unmap(&mut self, mapping: MappingId) -> Result<OpId, OpError> {
+    /// Writes back the mapping's dirty pages and ends it.
+    pub fn unmap(&mut self, mapping: MappingId) -> Result<Pending<()>, OpError> {
         self.command(|c, now| c.unmap(now, mapping))
     }
 
     /// Sets the length of the file at `path` (with `create`, creates it);
-    /// completes with [`Completion::LenSet`].
-    pub fn set_len(&mut self, path: &str, len: u64, create: bool) -> Result<OpId, OpError> {
+    /// completes with the new length.
+    pub fn set_len(&mut self, path: &str, len: u64, create: bool) -> Result<Pending<u64>, OpError> {
         self.command(|c, now| c.set_len(now, path, len, create))
     }
 
     /// Runs an atomic operation at the server on the 64-bit little-endian
-    /// word at `offset` of the mapping; completes with
-    /// [`Completion::Atomic`].
+    /// word at `offset` of the mapping; completes with the word before and
+    /// whether the operation applied.
     pub fn atomic(
         &mut self,
         mapping: MappingId,
         offset: u64,
         op: AtomicOp,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<(u64, bool)>, OpError> {
         self.command(|c, now| c.atomic(now, mapping, offset, op))
     }
 
     /// Writes back everything dirty, says goodbye and ends the session;
-    /// completes with [`Completion::Closed`], after which the socket is
-    /// closed and deregistered.
-    pub fn close(&mut self) -> Result<OpId, OpError> {
+    /// once it completes the socket is closed and deregistered.
+    pub fn close(&mut self) -> Result<Pending<()>, OpError> {
         self.command(|c, now| c.close(now))
     }
 
-    fn command(
+    /// Runs a command on the core, then lets the link act on what it says.
+    fn command<R>(
         &mut self,
-        f: impl FnOnce(&mut rmmap_core::client::Client, rmmap_core::Instant) -> Result<OpId, OpError>,
-    ) -> Result<OpId, OpError> {
+        f: impl FnOnce(&mut rmmap_core::client::Client, rmmap_core::Instant) -> R,
+    ) -> R {
         let now = self.clock.now();
         let r = f(&mut self.core, now);
         self.run();

@@ -68,16 +68,15 @@
 mod client;
 mod clock;
 mod embedded;
-mod event;
 mod link;
 mod server;
 mod wire;
 
 pub use client::{Access, Client, Mapping};
 pub use embedded::EmbeddedClient;
-pub use event::{ClientEvent, ConnectError};
 pub use rmmap_core::client::{
-    ClientConfig, Completion, LostWrites, MapOptions, MappingId, OpError, OpId, SessionLossReason,
+    ClientConfig, ClientEvent, Completion, ConnectError, LostWrites, MapOptions, Mapped, MappingId,
+    OpError, OpId, Pending, SessionLossReason,
 };
 pub use rmmap_core::protocol::AtomicOp;
 pub use rmmap_secure::{ClientTls, ServerTls, Token};

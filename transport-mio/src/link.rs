@@ -13,25 +13,20 @@
 //! the core until it has nothing more to say.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rmmap_core::Instant;
-use rmmap_core::client::{Client, Completion, Event, OpError, OpId};
-use rmmap_core::protocol::RecvBuffer;
+use rmmap_core::client::{Client, ClientEvent, Completion, Event, OpError, OpId};
+use rmmap_core::protocol::{Outbox, READ_CHUNK, RecvBuffer};
 use rmmap_secure::ClientTls;
 use rmmap_secure::mismatch::client_handshake_io_error;
 
-use crate::event::ClientEvent;
 use crate::wire::Wire;
 
-/// Read at most this much per system call.
-const READ_CHUNK: usize = 64 * 1024;
-/// Hand at most this many chunks to one vectored write.
-const MAX_IOVECS: usize = 64;
 /// At most this much unread input is discarded when closing a connection.
 const DISCARD_ON_CLOSE: usize = 256 * 1024;
 
@@ -42,12 +37,6 @@ pub(crate) struct Outcome {
     pub(crate) completed: Vec<(OpId, Result<Completion, OpError>)>,
     /// Connection events, in order.
     pub(crate) events: Vec<ClientEvent>,
-    /// A connection attempt failed (the core retries later).
-    pub(crate) connect_failed: Option<io::Error>,
-    /// The connection broke or the server closed it.
-    pub(crate) lost: bool,
-    /// The core ended a connection (or an attempt) itself.
-    pub(crate) disconnected: bool,
 }
 
 enum State {
@@ -70,7 +59,7 @@ pub(crate) struct Link {
     token: Token,
     state: State,
     /// Bytes taken from the core, not yet written.
-    out: VecDeque<Bytes>,
+    out: Outbox,
     /// Bytes read, not yet taken by the core (a partial frame).
     inbuf: RecvBuffer,
     /// Where small reads land before they are appended to `inbuf`
@@ -91,7 +80,7 @@ impl Link {
             registry,
             token,
             state: State::Idle,
-            out: VecDeque::new(),
+            out: Outbox::new(),
             inbuf: RecvBuffer::new(),
             scratch: None,
             broken: false,
@@ -144,20 +133,10 @@ impl Link {
         loop {
             while let Some(ev) = core.poll_event() {
                 match ev {
-                    Event::Connect => self.connect(core, now, out),
-                    Event::Disconnect => {
-                        out.disconnected = true;
-                        self.close(core);
-                    }
+                    Event::Connect => self.connect(core, now),
+                    Event::Disconnect => self.close(core),
                     Event::Completed { op, result } => out.completed.push((op, result)),
-                    Event::Connected { resumed } => {
-                        out.events.push(ClientEvent::Connected { resumed })
-                    }
-                    Event::ConnectionLost => out.events.push(ClientEvent::ConnectionLost),
-                    Event::SessionLost { reason, lost } => {
-                        out.events.push(ClientEvent::SessionLost { reason, lost })
-                    }
-                    Event::Failed { reason } => out.events.push(ClientEvent::Failed { reason }),
+                    Event::Connection(ev) => out.events.push(ev),
                     _ => {}
                 }
             }
@@ -166,19 +145,18 @@ impl Link {
                 break;
             }
             self.broken = false;
-            out.lost = true;
             core.handle_disconnected(now);
         }
     }
 
     /// Starts a connection attempt (the core asked for one).
-    fn connect(&mut self, core: &mut Client, now: Instant, out: &mut Outcome) {
+    fn connect(&mut self, core: &mut Client, now: Instant) {
         self.drop_socket();
         let addrs: VecDeque<SocketAddr> = match self.addr.to_socket_addrs() {
             Ok(a) => a.collect(),
-            Err(e) => return self.attempt_failed(core, now, e, out),
+            Err(e) => return self.attempt_failed(core, now, e),
         };
-        self.try_next(core, now, addrs, None, out);
+        self.try_next(core, now, addrs, None);
     }
 
     /// Connects to the next address in `addrs`; fails the attempt (with the
@@ -189,7 +167,6 @@ impl Link {
         now: Instant,
         mut addrs: VecDeque<SocketAddr>,
         mut last: Option<io::Error>,
-        out: &mut Outcome,
     ) {
         while let Some(a) = addrs.pop_front() {
             let started = TcpStream::connect(a).and_then(|mut s| {
@@ -214,14 +191,13 @@ impl Link {
         let e = last.unwrap_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, "the address resolved to nothing")
         });
-        self.attempt_failed(core, now, e, out);
+        self.attempt_failed(core, now, e);
     }
 
-    fn attempt_failed(&mut self, core: &mut Client, now: Instant, e: io::Error, out: &mut Outcome) {
+    fn attempt_failed(&mut self, core: &mut Client, now: Instant, e: io::Error) {
         tracing::debug!(addr = %self.addr, error = %e, "connection attempt failed");
         self.drop_socket();
-        out.connect_failed = Some(e);
-        core.handle_connect_failed(now);
+        core.handle_connect_failed(now, e);
     }
 
     /// A connecting socket became writable (or failed): connected yet?
@@ -263,7 +239,7 @@ impl Link {
                                 self.state = State::Handshaking(wire);
                                 self.handshake(core, now, out);
                             }
-                            Err(e) => self.attempt_failed(core, now, e, out),
+                            Err(e) => self.attempt_failed(core, now, e),
                         }
                     }
                 }
@@ -276,7 +252,7 @@ impl Link {
                 };
                 let _ = self.registry.deregister(&mut stream);
                 drop(stream);
-                self.try_next(core, now, rest, Some(e), out);
+                self.try_next(core, now, rest, Some(e));
             }
         }
     }
@@ -306,7 +282,7 @@ impl Link {
                     .map(|n| n.to_str().into_owned())
                     .unwrap_or_default();
                 let e = client_handshake_io_error(e, &self.addr, &name);
-                self.attempt_failed(core, now, e, out);
+                self.attempt_failed(core, now, e);
             }
         }
     }
@@ -361,12 +337,12 @@ impl Link {
             return;
         };
         while let Some(b) = core.poll_transmit() {
-            self.out.push_back(b);
+            self.out.push(b);
         }
         while !self.out.is_empty() {
-            match write_some(stream, &self.out) {
+            match stream.write_vectored(&self.out.io_slices()) {
                 Ok(0) => return self.fail(),
-                Ok(n) => advance(&mut self.out, n),
+                Ok(n) => self.out.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.fail(),
@@ -393,8 +369,8 @@ impl Link {
         if let State::Open(stream) = &mut self.state {
             self.out.extend(last);
             while !self.out.is_empty() {
-                match write_some(stream, &self.out) {
-                    Ok(n) if n > 0 => advance(&mut self.out, n),
+                match stream.write_vectored(&self.out.io_slices()) {
+                    Ok(n) if n > 0 => self.out.advance(n),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     _ => break,
                 }
@@ -434,29 +410,5 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.drop_socket();
-    }
-}
-
-/// One vectored write of the front of the queue.
-pub(crate) fn write_some(w: &mut impl Write, out: &VecDeque<Bytes>) -> io::Result<usize> {
-    let slices: Vec<IoSlice<'_>> = out
-        .iter()
-        .take(MAX_IOVECS)
-        .map(|b| IoSlice::new(b))
-        .collect();
-    w.write_vectored(&slices)
-}
-
-/// Drops the first `n` bytes of the queue.
-pub(crate) fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
-    while n > 0 {
-        let Some(front) = out.front_mut() else { return };
-        if n >= front.len() {
-            n -= front.len();
-            out.pop_front();
-        } else {
-            front.advance(n);
-            n = 0;
-        }
     }
 }

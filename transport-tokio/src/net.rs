@@ -1,12 +1,10 @@
 //! Pluggable sockets: the client and the server take any byte stream, so the
 //! same code runs over Tokio TCP and over a simulated network.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -56,19 +54,5 @@ impl Listener for TcpListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         TcpListener::local_addr(self)
-    }
-}
-
-/// Drops the first `n` bytes of the queue.
-pub(crate) fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
-    while n > 0 {
-        let Some(front) = out.front_mut() else { return };
-        if n >= front.len() {
-            n -= front.len();
-            out.pop_front();
-        } else {
-            front.advance(n);
-            n = 0;
-        }
     }
 }

@@ -118,8 +118,9 @@ fn contended_writes_progress_when_frames_arrive_in_batches() {
         .iter_mut()
         .map(|p| {
             p.client
-                .map(now, "f", 0, 4096, MapOptions::read_write())
+                .map(now, "f", 0..4096, MapOptions::read_write())
                 .unwrap()
+                .id()
         })
         .collect();
     exchange(&mut server, &store, &mut peers, &mut now);

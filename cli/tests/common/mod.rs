@@ -207,6 +207,16 @@ impl Shell {
         kind
     }
 
+    /// The shell process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, once the shell ends by itself (after a `quit`).
+    pub fn exit_status(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
     /// `quit`, then the exit status.
     pub fn quit(mut self) -> std::process::ExitStatus {
         assert_eq!(self.cmd("quit"), "ok");

@@ -1,8 +1,12 @@
-//! Application commands: each returns an [`OpId`] that completes as an
-//! [`Event::Completed`](super::Event::Completed), or, for the `try_` fast
-//! paths, is served from the cache on the spot.
+//! Application commands: each returns a [`Pending`] operation that
+//! completes as an [`Event::Completed`](super::Event::Completed), or, for the
+//! reads and writes the cache can serve, finishes on the spot
+//! ([`Started::Done`], and the `try_` fast paths).
+//!
+//! Every range is checked before anything is allocated for it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
@@ -11,32 +15,31 @@ use crate::protocol::AtomicOp;
 
 use super::cache::{self, FileId};
 use super::{
-    Access, Client, MapOptions, MappingId, MappingState, MappingStatus, Op, OpError, OpId, OpKind,
-    ReadInto,
+    Client, MapOptions, Mapped, MappingId, MappingState, OpError, OpId, OpKind, Pending, ReadInto,
+    ReadPages, Started,
 };
 
 impl Client {
     fn admit(&mut self, kind: OpKind) -> Result<OpId, OpError> {
-        if let Some(f) = &self.failed {
-            return Err(OpError::Closed(f.clone()));
+        if let Some(f) = self.conn.failed() {
+            return Err(OpError::Closed(f.to_owned()));
         }
-        if self.ops.len() >= self.config.max_pending_ops {
-            return Err(OpError::Busy(self.ops.len()));
-        }
-        self.next_op += 1;
-        let id = OpId(self.next_op);
-        self.ops.insert(id, Op { kind });
-        self.woken.insert(id);
-        Ok(id)
+        self.ops.admit(kind, Some(self.config.max_pending_ops))
     }
 
+    /// Whether `[offset, offset + len)` lies in the mapping, and the
+    /// mapping can be used: the one range check, made before anything is
+    /// allocated for the range.
     fn check_range(
         &self,
         mapping: MappingId,
         offset: u64,
         len: u64,
     ) -> Result<&MappingState, OpError> {
-        let m = self.mappings.get(&mapping).ok_or(OpError::UnknownMapping)?;
+        if let Some(f) = self.conn.failed() {
+            return Err(OpError::Closed(f.to_owned()));
+        }
+        let m = self.mappings.get(mapping).ok_or(OpError::UnknownMapping)?;
         if offset.checked_add(len).is_none_or(|e| e > m.len) {
             return Err(OpError::OutOfRange {
                 offset,
@@ -44,18 +47,13 @@ impl Client {
                 mapping_len: m.len,
             });
         }
-        if let MappingStatus::Lost(l) = &m.status {
-            return Err(OpError::SessionLost(l.clone()));
-        }
-        if matches!(m.status, MappingStatus::Closing) {
-            return Err(OpError::MappingClosed);
-        }
+        m.usable()?;
         Ok(m)
     }
 
     /// Memory mappings are read and written through their memory.
     fn byte_access(&self, mapping: MappingId) -> Result<(), OpError> {
-        match self.mappings.get(&mapping) {
+        match self.mappings.get(mapping) {
             Some(m) if m.memory.is_some() => Err(OpError::Unsupported(
                 "read and write a memory mapping through its memory (atomics and sync work)",
             )),
@@ -63,33 +61,32 @@ impl Client {
         }
     }
 
-    /// Maps `[offset, offset + len)` of the file at `path` (relative to the
-    /// export root).
+    /// Maps `range` of the file at `path` (relative to the export root).
     pub fn map(
         &mut self,
         now: Instant,
         path: &str,
-        offset: u64,
-        len: u64,
+        range: Range<u64>,
         opts: MapOptions,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<Mapped>, OpError> {
+        let (offset, len) = map_range(&range)?;
         self.map_inner(now, path, offset, len, opts, None)
     }
 
-    /// Maps `[offset, offset + len)` of the file at `path` into memory the
-    /// adapter owns (see [`MemoryBacking`](super::MemoryBacking)): `offset`
-    /// must be a multiple of the page size, so the client must be connected
-    /// (to know it). Page faults are handed in with [`Client::memory_fault`].
+    /// Maps `range` of the file at `path` into memory the adapter owns (see
+    /// [`MemoryBacking`](super::MemoryBacking)): `range.start` must be a
+    /// multiple of the page size, so the client must be connected (to know
+    /// it). Page faults are handed in with [`Client::memory_fault`].
     pub fn map_memory(
         &mut self,
         now: Instant,
         path: &str,
-        offset: u64,
-        len: u64,
+        range: Range<u64>,
         opts: MapOptions,
         backing: Box<dyn super::MemoryBacking>,
-    ) -> Result<OpId, OpError> {
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+    ) -> Result<Pending<Mapped>, OpError> {
+        let (offset, len) = map_range(&range)?;
+        let Some(ps) = self.conn.page_size() else {
             return Err(OpError::Unsupported(
                 "connect before mapping into memory: the page size is not known yet",
             ));
@@ -110,22 +107,22 @@ impl Client {
     }
 
     /// A page fault on page `index` (from the start of the mapping) of a
-    /// memory mapping. Completes with [`Completion::FaultResolved`](super::Completion::FaultResolved) once the
-    /// page is in memory in the state the access needs (write-protected for
-    /// reads, so that a later write faults again).
+    /// memory mapping. Completes once the page is in memory in the state the
+    /// access needs (write-protected for reads, so that a later write faults
+    /// again).
     pub fn memory_fault(
         &mut self,
         now: Instant,
         mapping: MappingId,
         index: u64,
         write: bool,
-    ) -> Result<OpId, OpError> {
-        let m = self.mappings.get(&mapping).ok_or(OpError::UnknownMapping)?;
+    ) -> Result<Pending<()>, OpError> {
+        let m = self.mappings.get(mapping).ok_or(OpError::UnknownMapping)?;
         if m.memory.is_none() {
             return Err(OpError::Unsupported("not a memory mapping"));
         }
-        if let MappingStatus::Lost(l) = &m.status {
-            return Err(OpError::SessionLost(l.clone()));
+        if m.is_lost() {
+            m.usable()?;
         }
         if write && !m.writable {
             return Err(OpError::ReadOnly);
@@ -136,7 +133,7 @@ impl Client {
             write,
         });
         self.pump(now);
-        r
+        r.map(Pending::fault_resolved)
     }
 
     fn map_inner(
@@ -147,67 +144,92 @@ impl Client {
         len: u64,
         opts: MapOptions,
         memory: Option<super::memory::Memory>,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<Mapped>, OpError> {
+        if let Some(f) = self.conn.failed() {
+            return Err(OpError::Closed(f.to_owned()));
+        }
         if self.ops.len() >= self.config.max_pending_ops {
             return Err(OpError::Busy(self.ops.len()));
         }
-        self.next_mapping += 1;
-        let mapping = MappingId(self.next_mapping);
-        self.mappings.insert(
-            mapping,
-            MappingState {
-                path: path.to_owned(),
-                offset,
-                len,
-                writable: opts.access == Access::ReadWrite,
-                create: opts.create,
-                status: MappingStatus::Opening { req: None },
-                file: None,
-                write_seq: 0,
-                synced_seq: 0,
-                waiters: BTreeSet::new(),
-                last_read_end: u64::MAX,
-                readahead_to: 0,
-                dropped_to: 0,
-                last_write_end: u64::MAX,
-                written_back_to: 0,
-                writeahead_to: 0,
-                file_len: 0,
-                memory,
-            },
-        );
+        let mapping = self
+            .mappings
+            .add(MappingState::new(path, offset, len, opts, memory));
         let r = self.admit(OpKind::Map { mapping });
         if r.is_err() {
-            self.mappings.remove(&mapping);
+            self.mappings.remove(mapping);
         }
         self.pump(now);
-        r
+        r.map(Pending::mapped)
     }
 
-    /// Reads `len` bytes at `offset` of the mapping; completes with
-    /// [`Completion::Read`](super::Completion::Read).
+    /// Reads `len` bytes at `offset` of the mapping (always as an
+    /// operation, even when the cache holds them: see
+    /// [`Client::read_bytes`]).
     pub fn read(
         &mut self,
         now: Instant,
         mapping: MappingId,
         offset: u64,
         len: u64,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<Bytes>, OpError> {
         self.read_inner(now, mapping, offset, len, ReadInto::Buffer(None))
+            .map(Pending::read)
     }
 
-    /// Like [`Client::read`], but completes with
-    /// [`Completion::ReadPages`](super::Completion::ReadPages): the pages' own
-    /// bytes, sliced, for an adapter that copies them straight into its
-    /// caller's buffer.
+    /// Like [`Client::read`], but completes with the pages' own bytes,
+    /// sliced ([`ReadPages`]), for an adapter that copies them straight
+    /// into its caller's buffer.
     pub fn read_pages(
         &mut self,
         now: Instant,
         mapping: MappingId,
         offset: u64,
         len: u64,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<ReadPages>, OpError> {
         self.read_inner(now, mapping, offset, len, ReadInto::Slices(Vec::new()))
+            .map(Pending::read_pages)
+    }
+
+    /// Fills `buf` with the bytes at `offset` of the mapping: from the cache
+    /// on the spot when it holds them all ([`Started::Done`]), else as an
+    /// operation. Either way, finish with [`ReadPages::copy_into`] on `buf`.
+    pub fn read_into(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<Started<ReadPages>, OpError> {
+        if self.try_read(now, mapping, offset, buf)? {
+            return Ok(Started::Done(ReadPages::filled()));
+        }
+        self.read_pages(now, mapping, offset, buf.len() as u64)
+            .map(Started::Waiting)
+    }
+
+    /// The `len` bytes at `offset` of the mapping: from the cache on the spot
+    /// when it holds them all ([`Started::Done`]), else as an operation. The
+    /// range is checked before a buffer is allocated for it.
+    pub fn read_bytes(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Started<Bytes>, OpError> {
+        // The range first: nothing is allocated for a range that is not
+        // there.
+        if let Some((file, start, ps)) = self.cache_span(now, mapping, offset, len, false)?
+            && (start / ps..(start + len).div_ceil(ps))
+                .all(|p| self.cache.get(file, p).is_some_and(|pg| pg.readable()))
+        {
+            let mut buf = reserve(len)?;
+            buf.resize(len as usize, 0);
+            if self.try_read(now, mapping, offset, &mut buf)? {
+                return Ok(Started::Done(Bytes::from(buf)));
+            }
+        }
+        self.read(now, mapping, offset, len).map(Started::Waiting)
     }
 
     fn read_inner(
@@ -222,7 +244,18 @@ impl Client {
         let m = self.check_range(mapping, offset, len)?;
         let start = m.offset + offset;
         let sequential = m.last_read_end == start;
-        if let Some(m) = self.mappings.get_mut(&mapping) {
+        // A read within one page may hand out the page's own bytes; any
+        // other gets its buffer now, so a length this process cannot hold
+        // fails before a request goes out.
+        let within_page = self
+            .conn
+            .page_size()
+            .is_some_and(|ps| start % ps + len <= ps);
+        let buf = match buf {
+            ReadInto::Buffer(None) if !within_page => ReadInto::Buffer(Some(reserve(len)?)),
+            other => other,
+        };
+        if let Some(m) = self.mappings.get_mut(mapping) {
             m.last_read_end = start + len;
         }
         let r = self.admit(OpKind::Read {
@@ -237,14 +270,15 @@ impl Client {
         r
     }
 
-    /// Writes `data` at `offset` of the mapping.
+    /// Writes `data` at `offset` of the mapping (always as an operation,
+    /// even when the cache holds the pages: see [`Client::write_bytes`]).
     pub fn write(
         &mut self,
         now: Instant,
         mapping: MappingId,
         offset: u64,
         data: Bytes,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<()>, OpError> {
         self.byte_access(mapping)?;
         let m = self.check_range(mapping, offset, data.len() as u64)?;
         if !m.writable {
@@ -258,11 +292,43 @@ impl Client {
             pos: 0,
         });
         self.pump(now);
-        r
+        r.map(Pending::written)
+    }
+
+    /// Writes `data` at `offset` of the mapping: into the cache on the spot
+    /// when it holds every page exclusively ([`Started::Done`]), else as an
+    /// operation, taking `data` without a copy.
+    pub fn write_bytes(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<Started<()>, OpError> {
+        if self.try_write(now, mapping, offset, &data)? {
+            return Ok(Started::Done(()));
+        }
+        self.write(now, mapping, offset, data).map(Started::Waiting)
+    }
+
+    /// Like [`Client::write_bytes`], from a slice: copied only when the
+    /// write has to wait.
+    pub fn write_from(
+        &mut self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Started<()>, OpError> {
+        if self.try_write(now, mapping, offset, data)? {
+            return Ok(Started::Done(()));
+        }
+        self.write(now, mapping, offset, Bytes::copy_from_slice(data))
+            .map(Started::Waiting)
     }
 
     /// Makes every write completed so far on this mapping durable.
-    pub fn sync(&mut self, now: Instant, mapping: MappingId) -> Result<OpId, OpError> {
+    pub fn sync(&mut self, now: Instant, mapping: MappingId) -> Result<Pending<()>, OpError> {
         let m = self.check_range(mapping, 0, 0)?;
         let upto = m.write_seq;
         let r = self.admit(OpKind::Sync {
@@ -275,26 +341,34 @@ impl Client {
             failed: None,
         });
         self.pump(now);
-        r
+        r.map(Pending::synced)
     }
 
-    /// Writes back the mapping's dirty pages and ends it. Operations still
-    /// waiting on it fail with [`OpError::MappingClosed`].
-    pub fn unmap(&mut self, now: Instant, mapping: MappingId) -> Result<OpId, OpError> {
-        if !self.mappings.contains_key(&mapping) {
-            return Err(OpError::UnknownMapping);
-        }
-        if matches!(self.mappings[&mapping].status, MappingStatus::Closing) {
+    /// Writes back the mapping's dirty pages, syncs what it wrote, and ends
+    /// it. Operations still waiting on it fail with
+    /// [`OpError::MappingClosed`].
+    ///
+    /// Fails, and the mapping stays, when its writes cannot be made durable
+    /// (the server's disk refused them: `no_space`, `io`; a later `sync` or
+    /// `unmap` may succeed). A mapping that already lost writes is unmapped
+    /// and the unmap fails with [`OpError::SessionLost`] saying what was
+    /// lost: it never reports success for data that is gone.
+    pub fn unmap(&mut self, now: Instant, mapping: MappingId) -> Result<Pending<()>, OpError> {
+        let m = self.mappings.get(mapping).ok_or(OpError::UnknownMapping)?;
+        if m.is_closing() {
             return Err(OpError::MappingClosed);
         }
         self.fail_mapping_ops(mapping, OpError::MappingClosed);
         let r = self.admit(OpKind::Unmap {
             mapping,
             writebacks: BTreeSet::new(),
+            sync_req: None,
+            synced: false,
+            failed: None,
             req: None,
         });
         self.pump(now);
-        r
+        r.map(Pending::unmapped)
     }
 
     /// Sets the length of the file at `path`; with `create`, creates it.
@@ -304,7 +378,7 @@ impl Client {
         path: &str,
         len: u64,
         create: bool,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<u64>, OpError> {
         let r = self.admit(OpKind::SetLen {
             path: path.to_owned(),
             len,
@@ -312,18 +386,20 @@ impl Client {
             req: None,
         });
         self.pump(now);
-        r
+        r.map(Pending::len_set)
     }
 
     /// Runs an atomic operation at the server on the 64-bit little-endian
     /// word at `offset` of the mapping (8-byte aligned in the file).
+    /// Completes with the word before the operation and whether it applied
+    /// (false when a compare-exchange found another value).
     pub fn atomic(
         &mut self,
         now: Instant,
         mapping: MappingId,
         offset: u64,
         op: AtomicOp,
-    ) -> Result<OpId, OpError> {
+    ) -> Result<Pending<(u64, bool)>, OpError> {
         let m = self.check_range(mapping, offset, 8)?;
         if !m.writable {
             return Err(OpError::ReadOnly);
@@ -339,22 +415,62 @@ impl Client {
             req: None,
         });
         self.pump(now);
-        r
+        r.map(Pending::atomic)
     }
 
-    /// Writes back everything dirty, says goodbye and ends the session.
-    pub fn close(&mut self, now: Instant) -> Result<OpId, OpError> {
+    /// Writes back everything dirty, syncs every mapping written since its
+    /// last sync, says goodbye and ends the session. Every other pending
+    /// operation fails with [`OpError::Closed`].
+    ///
+    /// Like `close(2)`, the client is closed either way; the close fails
+    /// when a write could not be made durable (the first such error), or
+    /// with [`OpError::SessionLost`] when a mapping had lost writes.
+    pub fn close(&mut self, now: Instant) -> Result<Pending<()>, OpError> {
         let r = self.admit(OpKind::Close {
             writebacks: BTreeSet::new(),
+            syncs: BTreeMap::new(),
+            syncs_sent: false,
+            failed: None,
             bye_sent: false,
         });
         self.pump(now);
-        r
+        r.map(Pending::closed)
+    }
+
+    /// Every handle the application had is gone: close in the background
+    /// (nobody waits for the result), even with the pending-operation limit
+    /// reached. Does nothing once the client is closing or closed.
+    pub fn abandon(&mut self, now: Instant) {
+        if self.conn.failed().is_some() || self.ops.closing() {
+            return;
+        }
+        let kind = OpKind::Close {
+            writebacks: BTreeSet::new(),
+            syncs: BTreeMap::new(),
+            syncs_sent: false,
+            failed: None,
+            bye_sent: false,
+        };
+        let _ = self.ops.admit(kind, None);
+        self.pump(now);
+    }
+
+    /// Completes when a handshake has completed (at once if one has). With
+    /// a [required first connection](Client::require_first_connection), a
+    /// first connection that cannot be made fails it for good: see
+    /// [`Client::connect_error`].
+    pub fn wait_connected(&mut self, now: Instant) -> Result<Started<()>, OpError> {
+        if self.is_connected() {
+            return Ok(Started::Done(()));
+        }
+        let r = self.admit(OpKind::Connect);
+        self.pump(now);
+        r.map(|op| Started::Waiting(Pending::connected(op)))
     }
 
     /// Serves a read from the cache without creating an operation:
     /// `Ok(true)` when `buf` was filled, `Ok(false)` when the data is not
-    /// all cached (or the lease needs renewing): use [`Client::read`].
+    /// all cached (or the lease needs renewing): use [`Client::read_into`].
     pub fn try_read(
         &mut self,
         now: Instant,
@@ -362,25 +478,17 @@ impl Client {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<bool, OpError> {
-        self.byte_access(mapping)?;
-        let m = self.check_range(mapping, offset, buf.len() as u64)?;
-        let (Some(file), Some(_)) = (m.file, m.wire()) else {
+        let Some((file, start, ps)) =
+            self.cache_span(now, mapping, offset, buf.len() as u64, false)?
+        else {
             return Ok(false);
         };
-        let start = m.offset + offset;
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
-            return Ok(false);
-        };
-        if !self.lease_valid(now) {
-            return Ok(false);
-        }
-        let f = &self.files[&file];
         let mut pos = 0usize;
         while pos < buf.len() {
             let abs = start + pos as u64;
             let (p, inp) = (abs / ps, (abs % ps) as usize);
             let n = (ps as usize - inp).min(buf.len() - pos);
-            let Some(page) = f.pages.get(&p) else {
+            let Some(page) = self.cache.get(file, p) else {
                 return Ok(false);
             };
             if !page.readable() {
@@ -390,7 +498,7 @@ impl Client {
             buf[pos..pos + n].copy_from_slice(&d[inp..inp + n]);
             pos += n;
         }
-        self.tick += 1;
+        self.cache.touch();
         Ok(true)
     }
 
@@ -403,31 +511,47 @@ impl Client {
         offset: u64,
         data: &[u8],
     ) -> Result<bool, OpError> {
-        self.byte_access(mapping)?;
-        let m = self.check_range(mapping, offset, data.len() as u64)?;
-        if !m.writable {
-            return Err(OpError::ReadOnly);
-        }
-        let (Some(file), Some(_)) = (m.file, m.wire()) else {
+        let Some((file, start, ps)) =
+            self.cache_span(now, mapping, offset, data.len() as u64, true)?
+        else {
             return Ok(false);
         };
-        let start = m.offset + offset;
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
-            return Ok(false);
-        };
-        if !self.lease_valid(now) {
-            return Ok(false);
-        }
-        let f = &self.files[&file];
         let (first, last) = (start / ps, (start + data.len() as u64).div_ceil(ps));
         for p in first..last {
-            match f.pages.get(&p) {
+            match self.cache.get(file, p) {
                 Some(pg) if pg.state == cache::PageState::Exclusive && pg.data.is_some() => {}
                 _ => return Ok(false),
             }
         }
         self.apply_write(mapping, file, start, data);
         Ok(true)
+    }
+
+    /// Checks `[offset, offset + len)` of a mapping (and, for a write, that
+    /// the mapping may be written), then says where the cache would serve
+    /// it from: the file, where the range starts in it, the page size; or
+    /// `None` when the cache cannot serve anything now (not mapped yet, the
+    /// lease not valid).
+    fn cache_span(
+        &self,
+        now: Instant,
+        mapping: MappingId,
+        offset: u64,
+        len: u64,
+        write: bool,
+    ) -> Result<Option<(FileId, u64, u64)>, OpError> {
+        self.byte_access(mapping)?;
+        let m = self.check_range(mapping, offset, len)?;
+        if write && !m.writable {
+            return Err(OpError::ReadOnly);
+        }
+        let (Some(file), Some(_), Some(ps)) = (m.file, m.wire(), self.conn.page_size()) else {
+            return Ok(None);
+        };
+        if !self.lease_valid(now) {
+            return Ok(None);
+        }
+        Ok(Some((file, m.offset + offset, ps)))
     }
 
     /// Copies `data` into exclusively held pages (checked by the caller).
@@ -438,13 +562,16 @@ impl Client {
         start: u64,
         data: &[u8],
     ) {
-        let ps = self.params.as_ref().expect("connected").page_size;
-        let f = self.files.get_mut(&file).expect("mapped file");
+        let ps = self.conn.params().expect("connected").page_size;
         // Pages this write fills whole and that hold no data yet (overwrite
         // grants) take slices of one buffer: one allocation for the write
         // instead of a zeroed one per page, then overwritten.
         let whole = (start.div_ceil(ps)..(start + data.len() as u64) / ps)
-            .filter(|q| f.pages.get(q).is_some_and(|pg| !pg.data.is_some()))
+            .filter(|q| {
+                self.cache
+                    .get(file, *q)
+                    .is_some_and(|pg| !pg.data.is_some())
+            })
             .count();
         let mut block = BytesMut::with_capacity(if whole > 1 { whole * ps as usize } else { 0 });
         let mut pos = 0usize;
@@ -452,28 +579,52 @@ impl Client {
             let abs = start + pos as u64;
             let (p, inp) = (abs / ps, (abs % ps) as usize);
             let n = (ps as usize - inp).min(data.len() - pos);
-            let page = f.pages.get_mut(&p).expect("checked exclusive");
-            let had = page.data.is_some();
-            if !had && n == ps as usize && block.capacity() >= n {
+            let mut page = self.cache.get_mut(file, p).expect("checked exclusive");
+            if !page.data.is_some() && n == ps as usize && block.capacity() >= n {
                 block.extend_from_slice(&data[pos..pos + n]);
                 page.data = cache::PageData::Owned(block.split_to(n));
             } else {
                 page.data.make_mut(ps as usize)[inp..inp + n].copy_from_slice(&data[pos..pos + n]);
             }
-            if !had {
-                self.cached += 1;
-            }
             page.mark_dirty(inp as u32, (inp + n) as u32);
             pos += n;
         }
-        let m = self.mappings.get_mut(&mapping).expect("checked");
+        let m = self.mappings.get_mut(mapping).expect("checked");
         m.write_seq += 1;
         let sequential = m.last_write_end == start;
         m.last_write_end = start + data.len() as u64;
-        self.tick += 1;
+        self.cache.touch();
         if sequential {
             self.write_behind(mapping, file, start / ps);
             self.write_ahead(mapping, file, (start + data.len() as u64).div_ceil(ps));
         }
     }
+}
+
+/// The length of a range to map, or why it is no range: the check every
+/// map makes (an adapter that must size something first makes it too).
+pub fn range_len(range: &Range<u64>) -> Result<u64, OpError> {
+    range
+        .end
+        .checked_sub(range.start)
+        .ok_or(OpError::ReversedRange {
+            start: range.start,
+            end: range.end,
+        })
+}
+
+/// The offset and length of a range to map.
+fn map_range(range: &Range<u64>) -> Result<(u64, u64), OpError> {
+    Ok((range.start, range_len(range)?))
+}
+
+/// An empty buffer with room for exactly `len` bytes, or why there is none:
+/// a length this process cannot hold is an error for that read, not an
+/// abort.
+pub(crate) fn reserve(len: u64) -> Result<Vec<u8>, OpError> {
+    let n = usize::try_from(len).map_err(|_| OpError::TooLarge { len })?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| OpError::TooLarge { len })?;
+    Ok(v)
 }

@@ -102,6 +102,20 @@ pub enum OpError {
         /// The mapping's length.
         mapping_len: u64,
     },
+    /// A range whose end comes before its start (given to `map`).
+    #[error("the range {start}..{end} ends before it starts")]
+    ReversedRange {
+        /// Where it starts.
+        start: u64,
+        /// Where it ends.
+        end: u64,
+    },
+    /// A read larger than this process can allocate a buffer for.
+    #[error("a buffer for {len} bytes cannot be allocated; read less at a time")]
+    TooLarge {
+        /// The length asked for.
+        len: u64,
+    },
     /// A write or atomic on a read-only mapping.
     #[error("the mapping is read-only")]
     ReadOnly,
@@ -135,6 +149,10 @@ pub enum OpError {
     /// The operation does not apply to this mapping (the message says why).
     #[error("{0}")]
     Unsupported(&'static str),
+    /// A bug in rmmap: a state the client should never reach. The message
+    /// says what; please report it.
+    #[error("internal error (a bug in rmmap; please report it): {0}")]
+    Internal(String),
 }
 
 impl OpError {
@@ -142,7 +160,8 @@ impl OpError {
     pub fn kind(&self) -> &'static str {
         match self {
             OpError::Server { code, .. } => code.kind(),
-            OpError::OutOfRange { .. } => "out_of_range",
+            OpError::OutOfRange { .. } | OpError::ReversedRange { .. } => "out_of_range",
+            OpError::TooLarge { .. } => "too_large",
             OpError::ReadOnly => "read_only",
             OpError::Misaligned(_) => "misaligned",
             OpError::UnknownMapping => "unknown_mapping",
@@ -153,6 +172,7 @@ impl OpError {
             OpError::Closed(_) => "closed",
             OpError::Busy(_) => "busy",
             OpError::Unsupported(_) => "unsupported",
+            OpError::Internal(_) => "internal",
         }
     }
 
@@ -162,4 +182,28 @@ impl OpError {
             message: message.into(),
         }
     }
+}
+
+/// Why a client's required first connection failed
+/// ([`Client::require_first_connection`](super::Client::require_first_connection)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The connection could not be opened.
+    #[error("cannot connect to {addr}: {source}")]
+    Io {
+        /// The address tried.
+        addr: String,
+        /// What the network said.
+        source: std::io::Error,
+    },
+    /// The connection opened but the handshake failed (wrong credentials,
+    /// another protocol version, not an rmmap server, too slow).
+    #[error("the handshake with {addr} failed: {reason}")]
+    Handshake {
+        /// The address tried.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
 }

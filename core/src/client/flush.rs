@@ -7,7 +7,8 @@ use crate::Instant;
 use crate::protocol::{Message, PageNo, PagePatch, Release, ReqId, WireMappingId, WriteBack};
 
 use super::cache::{FileId, PageState};
-use super::{Client, MappingId, MappingStatus, OpId, ReqKind};
+use super::requests::ReqKind;
+use super::{Client, MappingId, OpId};
 
 /// Patches on their way to one mapping's write-back.
 struct Batch {
@@ -32,9 +33,9 @@ impl Client {
         cursor: &mut usize,
         writebacks: &mut BTreeSet<ReqId>,
     ) -> bool {
-        let ps = self.params.as_ref().expect("mapped").page_size;
+        let ps = self.conn.params().expect("mapped").page_size;
         let budget =
-            (self.params.as_ref().expect("mapped").max_frame as usize / 2).max(ps as usize + 64);
+            (self.conn.params().expect("mapped").max_frame as usize / 2).max(ps as usize + 64);
         // Batches per mapping (patches must lie inside the mapping they
         // name), each with the lowest index of `pages` it holds.
         let mut batches: std::collections::BTreeMap<MappingId, Batch> = Default::default();
@@ -60,18 +61,12 @@ impl Client {
             }
             let p = pages[i];
             self.capture_page(file, p);
-            let Some((lo, hi)) = self.files[&file].pages.get(&p).and_then(|pg| pg.dirty) else {
+            let Some((lo, hi)) = self.cache.get(file, p).and_then(|pg| pg.dirty) else {
                 i += 1;
                 continue;
             };
             let pieces = self.split_dirty(file, p, lo, hi);
-            let pg = self
-                .files
-                .get_mut(&file)
-                .expect("mapped")
-                .pages
-                .get_mut(&p)
-                .expect("present");
+            let mut pg = self.cache.get_mut(file, p).expect("present");
             // The page's buffer becomes shared with the write-back, not
             // copied; a later write to the page copies it once (copy on write).
             let data = pg.data.freeze();
@@ -99,9 +94,8 @@ impl Client {
                 // Put the data back as dirty; it goes out when there is room.
                 complete = false;
                 resume = resume.min(b.first);
-                let f = self.files.get_mut(&file).expect("mapped");
                 for pt in b.patches {
-                    let pg = f.page(pt.page);
+                    let mut pg = self.cache.page(file, pt.page);
                     pg.mark_dirty(pt.offset, pt.offset + pt.data.len() as u32);
                 }
                 continue;
@@ -110,7 +104,7 @@ impl Client {
         }
         *cursor = resume;
         if !complete && let Some(id) = id {
-            self.window_waiters.insert(id);
+            self.ops.wait_window(id);
         }
         complete
     }
@@ -124,9 +118,8 @@ impl Client {
         patches: Vec<PagePatch>,
     ) -> ReqId {
         let pages: Vec<PageNo> = patches.iter().map(|p| p.page).collect();
-        let f = self.files.get_mut(&file).expect("mapped");
         for p in &pages {
-            f.page(*p).writebacks += 1;
+            self.cache.page(file, *p).writebacks += 1;
         }
         self.send_request(
             |req| {
@@ -154,24 +147,12 @@ impl Client {
         lo: u32,
         hi: u32,
     ) -> Vec<(MappingId, WireMappingId, u32, u32)> {
-        let ps = self.params.as_ref().expect("mapped").page_size;
+        let ps = self.conn.params().expect("mapped").page_size;
         let base = page * ps;
         let (mut x, end) = (base + lo as u64, base + hi as u64);
         let mut out = Vec::new();
         while x < end {
-            let best = self
-                .mappings
-                .iter()
-                .filter_map(|(id, m)| match m.status {
-                    MappingStatus::Ready { wire }
-                        if m.file == Some(file) && m.writable && m.offset <= x && x < m.end() =>
-                    {
-                        Some((*id, wire, m.end()))
-                    }
-                    _ => None,
-                })
-                .max_by_key(|(_, _, e)| *e);
-            match best {
+            match self.mappings.writable_at(file, x) {
                 Some((id, wire, e)) => {
                     let to = e.min(end);
                     out.push((id, wire, (x - base) as u32, (to - x) as u32));
@@ -180,15 +161,7 @@ impl Client {
                 None => {
                     // Not covered by a writable mapping: cannot have been
                     // written through this client; skip to the next one.
-                    let next = self
-                        .mappings
-                        .values()
-                        .filter(|m| {
-                            m.file == Some(file) && m.writable && m.offset > x && m.offset < end
-                        })
-                        .map(|m| m.offset)
-                        .min();
-                    match next {
+                    match self.mappings.next_writable_start(file, x, end) {
                         Some(n) => x = n,
                         None => break,
                     }
@@ -199,11 +172,10 @@ impl Client {
     }
 
     pub(crate) fn dirty_pages_in(&self, file: FileId, from: PageNo, to: PageNo) -> Vec<PageNo> {
-        self.files[&file]
-            .pages
-            .range(from..to)
+        self.cache
+            .range(file, from..to)
             .filter(|(_, p)| p.maybe_dirty())
-            .map(|(q, _)| *q)
+            .map(|(q, _)| q)
             .collect()
     }
 
@@ -213,11 +185,11 @@ impl Client {
     /// while it is written and `sync` finds little left to do; the pages
     /// written back before are then dropped behind like a reader's.
     pub(crate) fn write_behind(&mut self, mapping: MappingId, file: FileId, upto: PageNo) {
-        let Some(p) = self.params.as_ref() else {
+        let Some(p) = self.conn.params() else {
             return;
         };
         let (ps, batch) = (p.page_size, p.max_pages as u64);
-        let Some(m) = self.mappings.get(&mapping) else {
+        let Some(m) = self.mappings.get(mapping) else {
             return;
         };
         let from = m.written_back_to.max(m.pages(ps).0);
@@ -228,7 +200,7 @@ impl Client {
         let mut sink = BTreeSet::new();
         self.flush_pages(None, file, &pages, &mut 0, &mut sink);
         self.mappings
-            .get_mut(&mapping)
+            .get_mut(mapping)
             .expect("present")
             .written_back_to = upto;
         self.drop_behind(mapping, file, from);
@@ -239,13 +211,13 @@ impl Client {
     /// same for streaming reads), so a long scan recycles its buffers
     /// instead of pushing everything else out of the cache.
     pub(crate) fn drop_behind(&mut self, mapping: MappingId, file: FileId, upto: PageNo) {
-        if self.cached <= self.config.max_cached_pages / 2 {
+        if self.cache.len() <= self.config.max_cached_pages / 2 {
             return;
         }
-        let Some(m) = self.mappings.get(&mapping) else {
+        let Some(m) = self.mappings.get(mapping) else {
             return;
         };
-        let ps = self.params.as_ref().expect("mapped").page_size;
+        let ps = self.conn.params().expect("mapped").page_size;
         let from = m.dropped_to.max(m.pages(ps).0);
         if from >= upto {
             return;
@@ -255,9 +227,9 @@ impl Client {
         // cannot go (dirty, being fetched, waited on) are skipped.
         let mut gone = Vec::new();
         let mut reached = upto;
-        for (q, p) in self.files[&file].pages.range(from..upto) {
+        for (q, p) in self.cache.range(file, from..upto) {
             if p.writebacks > 0 {
-                reached = *q;
+                reached = q;
                 break;
             }
             if p.evictable()
@@ -265,20 +237,17 @@ impl Client {
                 && p.installed.is_none()
                 && p.state != PageState::Invalid
             {
-                gone.push(*q);
+                gone.push(q);
             }
         }
-        self.mappings.get_mut(&mapping).expect("present").dropped_to = reached;
+        self.mappings.get_mut(mapping).expect("present").dropped_to = reached;
         self.release_pages(file, &gone);
     }
 
     /// Drops clean pages from the cache and tells the server.
     fn release_pages(&mut self, file: FileId, pages: &[PageNo]) {
-        let f = self.files.get_mut(&file).expect("mapped");
         for q in pages {
-            if f.pages.remove(q).is_some_and(|p| p.data.is_some()) {
-                self.cached -= 1;
-            }
+            self.cache.remove(file, *q);
         }
         self.send_releases(file, pages);
     }
@@ -286,7 +255,7 @@ impl Client {
     /// Tells the server that `pages` (ascending) are gone, one `Release`
     /// per run of consecutive pages.
     fn send_releases(&mut self, file: FileId, pages: &[PageNo]) {
-        let Some(h) = self.files.get(&file).and_then(|f| f.handle) else {
+        let Some(h) = self.files.handle(file) else {
             return;
         };
         let mut i = 0;
@@ -300,7 +269,7 @@ impl Client {
                 first_page: pages[i],
                 count: (j - i) as u32,
             });
-            self.transmit(&msg);
+            self.conn.transmit(&msg);
             i = j;
         }
     }
@@ -309,22 +278,20 @@ impl Client {
     /// clean pages to the server, writes back dirty ones first.
     pub(crate) fn evict(&mut self, _now: Instant) {
         let limit = self.config.max_cached_pages;
-        if self.cached <= limit {
+        if self.cache.len() <= limit {
             return;
         }
-        let want = self.cached - limit + limit / 16 + 1;
+        let want = self.cache.len() - limit + limit / 16 + 1;
         let mut cands: Vec<(u64, FileId, PageNo)> = Vec::new();
         let mut dirty: Vec<(u64, FileId, PageNo)> = Vec::new();
-        for (fid, f) in &self.files {
-            for (q, p) in &f.pages {
-                if !p.data.is_some() {
-                    continue;
-                }
-                if p.evictable() {
-                    cands.push((p.touched, *fid, *q));
-                } else if p.dirty.is_some() && p.writebacks == 0 {
-                    dirty.push((p.touched, *fid, *q));
-                }
+        for (fid, q, p) in self.cache.all() {
+            if !p.data.is_some() {
+                continue;
+            }
+            if p.evictable() {
+                cands.push((p.touched, fid, q));
+            } else if p.dirty.is_some() && p.writebacks == 0 {
+                dirty.push((p.touched, fid, q));
             }
         }
         cands.sort();
@@ -332,9 +299,7 @@ impl Client {
         let mut released: std::collections::BTreeMap<FileId, Vec<PageNo>> = Default::default();
         for (_, fid, q) in &cands {
             self.zap_page(*fid, *q);
-            let f = self.files.get_mut(fid).expect("listed");
-            let pg = f.pages.remove(q).expect("listed");
-            self.cached -= 1;
+            let pg = self.cache.remove(*fid, *q).expect("listed");
             if pg.state != PageState::Invalid && !pg.stale {
                 released.entry(*fid).or_default().push(*q);
             }

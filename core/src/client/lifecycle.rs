@@ -1,7 +1,7 @@
 //! Operations on whole mappings and files: sync, unmap, set length,
 //! atomics, close.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
@@ -9,7 +9,8 @@ use crate::protocol::{Message, PageNo, ReqId, SetLen, Sync, Unmap};
 
 use super::cache::FileId;
 use super::ops::Step;
-use super::{Client, Completion, Conn, MappingId, MappingStatus, OpError, OpId, OpKind, ReqKind};
+use super::requests::ReqKind;
+use super::{Client, Completion, MappingId, MappingStatus, OpError, OpId};
 
 impl Client {
     #[allow(clippy::too_many_arguments)]
@@ -17,39 +18,29 @@ impl Client {
         &mut self,
         id: OpId,
         mapping: MappingId,
-        mut snapshot: Option<Vec<PageNo>>,
+        snapshot: &mut Option<Vec<PageNo>>,
         upto: u64,
-        mut writebacks: BTreeSet<ReqId>,
-        mut sync_req: Option<ReqId>,
+        writebacks: &mut BTreeSet<ReqId>,
+        sync_req: &mut Option<ReqId>,
         done: bool,
-        failed: Option<OpError>,
+        failed: &mut Option<OpError>,
     ) -> Step {
-        if let Some(e) = failed {
+        if let Some(e) = failed.take() {
             return Step::Done(Err(e));
         }
         if done {
-            if let Some(m) = self.mappings.get_mut(&mapping) {
+            if let Some(m) = self.mappings.get_mut(mapping) {
                 m.synced_seq = m.synced_seq.max(upto);
             }
             return Step::Done(Ok(Completion::Synced));
         }
         let (wire, file) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
-            Ok(None) => {
-                return Step::Pending(OpKind::Sync {
-                    mapping,
-                    snapshot,
-                    upto,
-                    writebacks,
-                    sync_req,
-                    done,
-                    failed: None,
-                });
-            }
+            Ok(None) => return Step::Pending,
             Ok(Some(x)) => x,
         };
-        let ps = self.params.as_ref().expect("mapped").page_size;
-        let (a, b) = self.mappings[&mapping].pages(ps);
+        let ps = self.conn.params().expect("mapped").page_size;
+        let (a, b) = self.mappings[mapping].pages(ps);
         // One pass over the dirty pages sends as much as the request window
         // takes; the next pass waits until those are acknowledged, so the op
         // costs O(pages) however many acknowledgements wake it.
@@ -58,103 +49,100 @@ impl Client {
             let pages = snapshot
                 .take()
                 .unwrap_or_else(|| self.dirty_pages_in(file, a, b));
-            flushed = self.flush_pages(Some(id), file, &pages, &mut 0, &mut writebacks);
-            snapshot = Some(pages);
+            flushed = self.flush_pages(Some(id), file, &pages, &mut 0, writebacks);
+            *snapshot = Some(pages);
         }
         if flushed && writebacks.is_empty() && sync_req.is_none() {
             if self.request_room() {
-                sync_req = Some(self.send_request(
+                *sync_req = Some(self.send_request(
                     |req| Message::Sync(Sync { req, mapping: wire }),
                     ReqKind::Sync { op: id },
                 ));
             } else {
-                self.window_waiters.insert(id);
+                self.ops.wait_window(id);
             }
         }
-        Step::Pending(OpKind::Sync {
-            mapping,
-            snapshot,
-            upto,
-            writebacks,
-            sync_req,
-            done,
-            failed: None,
-        })
+        Step::Pending
     }
 
+    /// `sync`: the `Sync` sent, whether it succeeded, how it (or a
+    /// write-back) failed.
     pub(crate) fn step_unmap(
         &mut self,
         id: OpId,
         mapping: MappingId,
-        mut writebacks: BTreeSet<ReqId>,
-        req: Option<ReqId>,
+        writebacks: &mut BTreeSet<ReqId>,
+        sync: (&mut Option<ReqId>, bool, &mut Option<OpError>),
+        req: &mut Option<ReqId>,
     ) -> Step {
-        let Some(m) = self.mappings.get(&mapping) else {
+        let (sync_req, synced, failed) = sync;
+        let Some(m) = self.mappings.get(mapping) else {
             return Step::Done(Ok(Completion::Unmapped));
         };
         match m.status.clone() {
-            MappingStatus::Lost(_) => {
+            MappingStatus::Lost(lost) => {
+                // Gone either way; the application hears what was lost.
                 self.finalize_unmap(mapping);
-                Step::Done(Ok(Completion::Unmapped))
+                Step::Done(Err(OpError::SessionLost(lost)))
             }
             MappingStatus::Opening { .. } | MappingStatus::Reopening { .. } => {
                 self.mappings
-                    .get_mut(&mapping)
+                    .get_mut(mapping)
                     .expect("present")
                     .waiters
                     .insert(id);
-                Step::Pending(OpKind::Unmap {
-                    mapping,
-                    writebacks,
-                    req,
-                })
+                Step::Pending
             }
-            MappingStatus::Closing => Step::Pending(OpKind::Unmap {
-                mapping,
-                writebacks,
-                req,
-            }),
+            MappingStatus::Closing => Step::Pending,
             MappingStatus::Ready { wire } => {
                 let file = m.file.expect("ready");
-                let ps = self.params.as_ref().expect("mapped").page_size;
+                let unsynced = m.writable && m.write_seq > m.synced_seq;
+                let ps = self.conn.params().expect("mapped").page_size;
                 let (a, b) = m.pages(ps);
                 // As for sync: a pass only once the last one's write-backs are
                 // acknowledged.
                 if !writebacks.is_empty() {
-                    return Step::Pending(OpKind::Unmap {
-                        mapping,
-                        writebacks,
-                        req,
-                    });
+                    return Step::Pending;
                 }
                 let pages = self.dirty_pages_in(file, a, b);
-                if !self.flush_pages(Some(id), file, &pages, &mut 0, &mut writebacks)
+                if !self.flush_pages(Some(id), file, &pages, &mut 0, writebacks)
                     || !writebacks.is_empty()
                 {
-                    return Step::Pending(OpKind::Unmap {
-                        mapping,
-                        writebacks,
-                        req,
-                    });
+                    return Step::Pending;
+                }
+                if let Some(e) = failed.take() {
+                    // Its data stays on the server; the mapping stays too.
+                    *sync_req = None;
+                    return Step::Done(Err(e));
+                }
+                // What it wrote is made durable before it goes: a disk that
+                // refused it is reported here, not lost in silence.
+                if unsynced && !synced {
+                    if sync_req.is_none() {
+                        if !self.request_room() {
+                            self.ops.wait_window(id);
+                            return Step::Pending;
+                        }
+                        *sync_req = Some(self.send_request(
+                            |req| Message::Sync(Sync { req, mapping: wire }),
+                            ReqKind::Sync { op: id },
+                        ));
+                    }
+                    return Step::Pending;
                 }
                 if !self.request_room() {
-                    self.window_waiters.insert(id);
-                    return Step::Pending(OpKind::Unmap {
-                        mapping,
-                        writebacks,
-                        req,
-                    });
+                    self.ops.wait_window(id);
+                    return Step::Pending;
                 }
-                let r = self.send_request(
+                *req = Some(self.send_request(
                     |req| Message::Unmap(Unmap { req, mapping: wire }),
                     ReqKind::Unmap { mapping, op: id },
-                );
-                self.mappings.get_mut(&mapping).expect("present").status = MappingStatus::Closing;
-                Step::Pending(OpKind::Unmap {
-                    mapping,
-                    writebacks,
-                    req: Some(r),
-                })
+                ));
+                self.mappings
+                    .get_mut(mapping)
+                    .expect("present")
+                    .start_closing();
+                Step::Pending
             }
         }
     }
@@ -162,85 +150,62 @@ impl Client {
     /// Forgets a mapping and the cached pages no other mapping covers.
     pub(crate) fn finalize_unmap(&mut self, mapping: MappingId) {
         // A memory mapping's pages leave its memory first.
-        if let Some(m) = self.mappings.get(&mapping)
+        if let Some(m) = self.mappings.get(mapping)
             && m.memory.is_some()
-            && let (Some(file), Some(ps)) = (m.file, self.params.as_ref().map(|p| p.page_size))
+            && let (Some(file), Some(ps)) = (m.file, self.conn.page_size())
         {
             let (a, b) = m.pages(ps);
-            let installed: Vec<PageNo> = self.files[&file]
-                .pages
-                .range(a..b)
+            let installed: Vec<PageNo> = self
+                .cache
+                .range(file, a..b)
                 .filter(|(_, p)| p.installed.is_some())
-                .map(|(q, _)| *q)
+                .map(|(q, _)| q)
                 .collect();
             for q in installed {
                 self.zap_page(file, q);
             }
         }
-        let Some(m) = self.mappings.remove(&mapping) else {
+        let Some(m) = self.mappings.remove(mapping) else {
             return;
         };
         let waiters: Vec<OpId> = m.waiters.iter().copied().collect();
-        self.woken.extend(waiters);
+        self.ops.wake_all_of(waiters);
         let Some(file) = m.file else { return };
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+        let Some(ps) = self.conn.page_size() else {
             return;
         };
         let (a, b) = m.pages(ps);
-        let others: Vec<(u64, u64)> = self
-            .mappings
-            .values()
-            .filter(|o| o.file == Some(file))
-            .map(|o| o.pages(ps))
-            .collect();
-        let f = self.files.get_mut(&file).expect("mapped");
-        let doomed: Vec<PageNo> = f
-            .pages
-            .range(a..b)
-            .filter(|(q, _)| !others.iter().any(|(x, y)| (*x..*y).contains(*q)))
-            .map(|(q, _)| *q)
-            .collect();
-        for q in doomed {
-            if let Some(pg) = f.pages.remove(&q) {
-                if pg.data.is_some() {
-                    self.cached -= 1;
-                }
-                self.woken.extend(pg.waiters);
-            }
+        let others = self.mappings.page_ranges_of(file, ps);
+        let doomed = self.cache.remove_where(file, |q, _| {
+            (a..b).contains(&q) && !others.iter().any(|(x, y)| (*x..*y).contains(&q))
+        });
+        for pg in doomed {
+            self.ops.wake_all_of(pg.waiters);
         }
         if others.is_empty() {
-            let f = self.files.remove(&file).expect("mapped");
-            self.cached -= f.pages.values().filter(|p| p.data.is_some()).count();
-            if let Some(h) = f.handle {
-                self.by_handle.remove(&h);
-            }
+            self.drop_file(file);
         }
     }
 
     pub(crate) fn step_set_len(
         &mut self,
         id: OpId,
-        path: String,
+        path: &str,
         len: u64,
         create: bool,
-        req: Option<ReqId>,
+        req: &mut Option<ReqId>,
     ) -> Step {
         if req.is_none() {
             if !self.request_room() {
-                if self.params.is_none() {
-                    self.session_waiters.insert(id);
-                } else {
-                    self.window_waiters.insert(id);
+                // Without a session it is woken, with every operation, by
+                // the next handshake.
+                if self.conn.params().is_some() {
+                    self.ops.wait_window(id);
                 }
-                return Step::Pending(OpKind::SetLen {
-                    path,
-                    len,
-                    create,
-                    req,
-                });
+                return Step::Pending;
             }
-            let p = Bytes::from(path.clone().into_bytes());
-            let r = self.send_request(
+            let p = Bytes::from(path.as_bytes().to_vec());
+            *req = Some(self.send_request(
                 |req| {
                     Message::SetLen(SetLen {
                         req,
@@ -250,20 +215,9 @@ impl Client {
                     })
                 },
                 ReqKind::SetLen { op: id },
-            );
-            return Step::Pending(OpKind::SetLen {
-                path,
-                len,
-                create,
-                req: Some(r),
-            });
+            ));
         }
-        Step::Pending(OpKind::SetLen {
-            path,
-            len,
-            create,
-            req,
-        })
+        Step::Pending
     }
 
     pub(crate) fn step_atomic(
@@ -272,38 +226,21 @@ impl Client {
         mapping: MappingId,
         offset: u64,
         op: crate::protocol::AtomicOp,
-        req: Option<ReqId>,
+        req: &mut Option<ReqId>,
     ) -> Step {
         if req.is_some() {
-            return Step::Pending(OpKind::Atomic {
-                mapping,
-                offset,
-                op,
-                req,
-            });
+            return Step::Pending;
         }
         let (wire, _) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
-            Ok(None) => {
-                return Step::Pending(OpKind::Atomic {
-                    mapping,
-                    offset,
-                    op,
-                    req,
-                });
-            }
+            Ok(None) => return Step::Pending,
             Ok(Some(x)) => x,
         };
         if !self.request_room() {
-            self.window_waiters.insert(id);
-            return Step::Pending(OpKind::Atomic {
-                mapping,
-                offset,
-                op,
-                req,
-            });
+            self.ops.wait_window(id);
+            return Step::Pending;
         }
-        let r = self.send_request(
+        *req = Some(self.send_request(
             |req| {
                 Message::Atomic(crate::protocol::Atomic {
                     req,
@@ -313,64 +250,86 @@ impl Client {
                 })
             },
             ReqKind::Atomic { op: id },
-        );
-        Step::Pending(OpKind::Atomic {
-            mapping,
-            offset,
-            op,
-            req: Some(r),
-        })
+        ));
+        Step::Pending
     }
 
     pub(crate) fn step_close(
         &mut self,
         id: OpId,
-        mut writebacks: BTreeSet<ReqId>,
+        writebacks: &mut BTreeSet<ReqId>,
+        syncs: &mut BTreeMap<ReqId, MappingId>,
+        syncs_sent: &mut bool,
+        failed: &mut Option<OpError>,
         bye_sent: bool,
     ) -> Step {
         if bye_sent {
             return Step::Done(Ok(Completion::Closed));
         }
-        if self.params.is_none() || !matches!(self.conn, Conn::Ready) {
+        if self.conn.params().is_none() || !self.conn.is_ready() {
             // Nothing to flush without a session; wait for one otherwise.
-            if self.session.is_none() {
-                self.conn = Conn::Failed;
-                self.failed = Some("closed".into());
+            if !self.conn.has_session() {
+                self.conn.end("closed");
                 self.events.push_back(super::Event::Disconnect);
                 return Step::Done(Ok(Completion::Closed));
             }
-            self.session_waiters.insert(id);
-            return Step::Pending(OpKind::Close {
-                writebacks,
-                bye_sent,
-            });
+            // Woken, with every operation, by the next handshake.
+            return Step::Pending;
         }
         if !writebacks.is_empty() {
-            return Step::Pending(OpKind::Close {
-                writebacks,
-                bye_sent,
-            });
+            return Step::Pending;
         }
-        let files: Vec<FileId> = self.files.keys().copied().collect();
+        let files: Vec<FileId> = self.cache.file_ids();
         let mut all = true;
         for f in files {
             let pages = self.dirty_pages_in(f, 0, PageNo::MAX);
-            all &= self.flush_pages(Some(id), f, &pages, &mut 0, &mut writebacks);
+            all &= self.flush_pages(Some(id), f, &pages, &mut 0, writebacks);
         }
         if !all || !writebacks.is_empty() {
-            return Step::Pending(OpKind::Close {
-                writebacks,
-                bye_sent,
-            });
+            return Step::Pending;
         }
-        self.out.push_message(&Message::Bye);
-        self.conn = Conn::Failed;
-        self.failed = Some("the client was closed".into());
+        // Every mapping written since its last sync is synced, so that a
+        // disk that refused its data is reported by the close.
+        if !*syncs_sent {
+            let unsynced: Vec<(MappingId, crate::protocol::WireMappingId)> = self
+                .mappings
+                .iter()
+                .filter(|(_, m)| m.writable && m.write_seq > m.synced_seq)
+                .filter(|(mid, _)| !syncs.values().any(|x| x == mid))
+                .filter_map(|(mid, m)| Some((mid, m.wire()?)))
+                .collect();
+            for (mid, wire) in unsynced {
+                if !self.request_room() {
+                    self.ops.wait_window(id);
+                    return Step::Pending;
+                }
+                let req = self.send_request(
+                    |req| Message::Sync(Sync { req, mapping: wire }),
+                    ReqKind::Sync { op: id },
+                );
+                syncs.insert(req, mid);
+            }
+            *syncs_sent = true;
+        }
+        if !syncs.is_empty() {
+            return Step::Pending;
+        }
+        let lost = self.mappings.iter().find_map(|(_, m)| match &m.status {
+            MappingStatus::Lost(l) => Some(l.clone()),
+            _ => None,
+        });
+        let result = match (failed.take(), lost) {
+            (Some(e), _) => Err(e),
+            (None, Some(l)) => Err(OpError::SessionLost(l)),
+            (None, None) => Ok(Completion::Closed),
+        };
+        self.conn.push(&Message::Bye);
+        self.conn.end("the client was closed");
         self.events.push_back(super::Event::Disconnect);
-        let others: Vec<OpId> = self.ops.keys().copied().collect();
+        let others: Vec<OpId> = self.ops.ids();
         for o in others {
             self.complete(o, Err(OpError::Closed("the client was closed".into())));
         }
-        Step::Done(Ok(Completion::Closed))
+        Step::Done(result)
     }
 }

@@ -64,17 +64,13 @@ impl fmt::Debug for Memory {
 impl Client {
     /// The memory mapping covering `page` of `file`, and the page's index in it.
     pub(crate) fn memory_of(&self, file: FileId, page: PageNo) -> Option<(MappingId, u64)> {
-        let ps = self.params.as_ref()?.page_size;
-        self.mappings.iter().find_map(|(id, m)| {
-            let (a, b) = m.pages(ps);
-            (m.memory.is_some() && m.file == Some(file) && (a..b).contains(&page))
-                .then(|| (*id, page - a))
-        })
+        let ps = self.conn.page_size()?;
+        self.mappings.memory_covering(file, page, ps)
     }
 
     fn backing(&mut self, mapping: MappingId) -> Option<&mut (dyn MemoryBacking + 'static)> {
         self.mappings
-            .get_mut(&mapping)?
+            .get_mut(mapping)?
             .memory
             .as_mut()
             .map(|m| m.0.as_mut())
@@ -85,19 +81,12 @@ impl Client {
         let Some((mapping, index)) = self.memory_of(file, page) else {
             return;
         };
-        let pg = self
-            .files
-            .get_mut(&file)
-            .expect("mapped")
-            .pages
-            .get_mut(&page)
-            .expect("cached");
-        let data = match &pg.data {
+        let data = match &self.cache.get(file, page).expect("cached").data {
             PageData::Shared(b) => b.clone(),
             PageData::Owned(b) => Bytes::copy_from_slice(b),
             PageData::None => return,
         };
-        pg.installed = Some(writable);
+        self.cache.set_installed(file, page, Some(writable));
         if let Some(b) = self.backing(mapping) {
             b.install(index, &data, writable);
         }
@@ -107,15 +96,10 @@ impl Client {
     /// the cache, marking what changed as dirty. Returns whether it was
     /// installed.
     pub(crate) fn capture_page(&mut self, file: FileId, page: PageNo) -> bool {
-        if !self.memory_installed {
+        if !self.cache.some_installed() {
             return false;
         }
-        let Some(installed) = self
-            .files
-            .get(&file)
-            .and_then(|f| f.pages.get(&page))
-            .and_then(|p| p.installed)
-        else {
+        let Some(installed) = self.cache.get(file, page).and_then(|p| p.installed) else {
             return false;
         };
         if !installed {
@@ -124,19 +108,13 @@ impl Client {
         let Some((mapping, index)) = self.memory_of(file, page) else {
             return false;
         };
-        let ps = self.params.as_ref().expect("mapped").page_size as usize;
+        let ps = self.conn.params().expect("mapped").page_size as usize;
         let mut now = BytesMut::zeroed(ps);
         if let Some(b) = self.backing(mapping) {
             b.protect(index);
             b.read(index, &mut now);
         }
-        let pg = self
-            .files
-            .get_mut(&file)
-            .expect("mapped")
-            .pages
-            .get_mut(&page)
-            .expect("cached");
+        let mut pg = self.cache.get_mut(file, page).expect("cached");
         pg.installed = Some(false);
         let old = pg.data.as_slice().unwrap_or(&[]);
         let first = (0..ps).find(|&i| old.get(i) != Some(&now[i]));
@@ -146,9 +124,6 @@ impl Client {
                 .find(|&i| old.get(i) != Some(&now[i]))
                 .expect("some byte differs")
                 + 1;
-            if !pg.data.is_some() {
-                self.cached += 1;
-            }
             pg.data = PageData::Owned(now);
             pg.mark_dirty(lo as u32, hi as u32);
         }
@@ -163,13 +138,7 @@ impl Client {
         let Some((mapping, index)) = self.memory_of(file, page) else {
             return;
         };
-        if let Some(pg) = self
-            .files
-            .get_mut(&file)
-            .and_then(|f| f.pages.get_mut(&page))
-        {
-            pg.installed = None;
-        }
+        self.cache.set_installed(file, page, None);
         if let Some(b) = self.backing(mapping) {
             b.zap(index);
         }
@@ -179,9 +148,8 @@ impl Client {
     /// (its copy was invalidated or dropped).
     pub(crate) fn zap_if_gone(&mut self, file: FileId, page: PageNo) {
         let gone = self
-            .files
-            .get(&file)
-            .and_then(|f| f.pages.get(&page))
+            .cache
+            .get(file, page)
             .is_some_and(|p| p.installed.is_some() && !p.readable());
         if gone {
             self.zap_page(file, page);
@@ -190,14 +158,12 @@ impl Client {
 
     /// Removes a page from memory without looking at its contents.
     pub(crate) fn zap_page(&mut self, file: FileId, page: PageNo) {
-        let Some(pg) = self
-            .files
-            .get_mut(&file)
-            .and_then(|f| f.pages.get_mut(&page))
-        else {
-            return;
-        };
-        if pg.installed.take().is_none() {
+        if self
+            .cache
+            .set_installed(file, page, None)
+            .flatten()
+            .is_none()
+        {
             return;
         }
         if let Some((mapping, index)) = self.memory_of(file, page)
@@ -216,20 +182,15 @@ impl Client {
         to: PageNo,
         which: impl Fn(&super::cache::Page) -> bool,
     ) {
-        if !self.memory_installed {
+        if !self.cache.some_installed() {
             return;
         }
         let pages: Vec<PageNo> = self
-            .files
-            .get(&file)
-            .map(|f| {
-                f.pages
-                    .range(from..to)
-                    .filter(|(_, p)| p.installed.is_some() && which(p))
-                    .map(|(q, _)| *q)
-                    .collect()
-            })
-            .unwrap_or_default();
+            .cache
+            .range(file, from..to)
+            .filter(|(_, p)| p.installed.is_some() && which(p))
+            .map(|(q, _)| q)
+            .collect();
         for q in pages {
             self.withdraw_page(file, q);
         }
@@ -239,25 +200,21 @@ impl Client {
     /// view ended, or the session is gone.
     pub(crate) fn withdraw_all_memory(&mut self) {
         let installed: Vec<(FileId, PageNo)> = self
-            .files
-            .iter()
-            .flat_map(|(f, s)| {
-                s.pages
-                    .iter()
-                    .filter(|(_, p)| p.installed.is_some())
-                    .map(move |(q, _)| (*f, *q))
-            })
+            .cache
+            .all()
+            .filter(|(_, _, p)| p.installed.is_some())
+            .map(|(f, q, _)| (f, q))
             .collect();
         for (f, q) in installed {
             self.withdraw_page(f, q);
         }
-        self.memory_installed = false;
+        self.cache.set_some_installed(false);
     }
 
     /// Called on every timeout: a lease view that ended takes the pages out
     /// of memory.
     pub(crate) fn check_memory_lease(&mut self, now: Instant) {
-        if self.memory_installed && !self.lease_valid(now) {
+        if self.cache.some_installed() && !self.lease_valid(now) {
             self.withdraw_all_memory();
         }
     }
@@ -278,45 +235,44 @@ impl Client {
         page: PageNo,
         write: bool,
     ) -> Option<()> {
-        let pg = self.files.get_mut(&file).expect("mapped").page(page);
+        let (owned, readable, installed) = {
+            let pg = self.cache.page(file, page);
+            (
+                pg.state == PageState::Exclusive && pg.data.is_some(),
+                pg.readable(),
+                pg.installed,
+            )
+        };
         if write {
-            if pg.state != PageState::Exclusive || !pg.data.is_some() {
+            if !owned {
                 return None;
             }
             // The write is about to happen. An installed, writable page counts
             // as possibly dirty; what changed is found when it is captured.
-            let installed = pg.installed;
             match installed {
                 Some(_) => {
                     let (_, index) = self
                         .memory_of(file, page)
                         .expect("a memory mapping covers it");
-                    let pg = self
-                        .files
-                        .get_mut(&file)
-                        .expect("mapped")
-                        .pages
-                        .get_mut(&page)
-                        .expect("cached");
-                    pg.installed = Some(true);
+                    self.cache.set_installed(file, page, Some(true));
                     if let Some(b) = self.backing(mapping) {
                         b.unprotect(index);
                     }
                 }
                 None => self.install_page(file, page, true),
             }
-            self.memory_installed = true;
-            if let Some(m) = self.mappings.get_mut(&mapping) {
+            self.cache.set_some_installed(true);
+            if let Some(m) = self.mappings.get_mut(mapping) {
                 m.write_seq += 1;
             }
             Some(())
         } else {
-            if !pg.readable() {
+            if !readable {
                 return None;
             }
-            if pg.installed.is_none() {
+            if installed.is_none() {
                 self.install_page(file, page, false);
-                self.memory_installed = true;
+                self.cache.set_some_installed(true);
             }
             Some(())
         }

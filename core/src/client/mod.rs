@@ -3,10 +3,16 @@
 //!
 //! The adapter drives it through the loop described in the crate
 //! documentation. Application commands ([`Client::map`], [`Client::read`],
-//! [`Client::write`], [`Client::sync`], [`Client::unmap`], ...) return an
-//! [`OpId`] and complete later as [`Event::Completed`]; reads and writes that
-//! the cache can serve complete at once, and [`Client::try_read`] /
-//! [`Client::try_write`] serve them without an event at all.
+//! [`Client::write`], [`Client::sync`], [`Client::unmap`], ...) return a
+//! [`Pending`] operation that completes later as [`Event::Completed`] and
+//! turns that completion into its own result type ([`Pending::finish`]).
+//! Reads and writes that the cache can serve finish on the spot:
+//! [`Client::read_into`], [`Client::read_bytes`], [`Client::write_from`] and
+//! [`Client::write_bytes`] return [`Started::Done`] then, and
+//! [`Client::try_read`] / [`Client::try_write`] say whether they could.
+//!
+//! Every range is checked here, before anything is allocated for it, so an
+//! adapter passes what its caller gave and never checks a range itself.
 //!
 //! The client decides when to connect ([`Event::Connect`]), resumes its
 //! session after a lost connection, sends again what was in flight (the
@@ -15,32 +21,42 @@
 
 mod cache;
 mod commands;
+mod completion;
 mod config;
-mod conn;
+mod connection;
 mod error;
+mod event;
+mod files;
 mod flush;
+mod input;
 mod lifecycle;
+mod mappings;
 mod memory;
+mod operations;
 mod ops;
 mod recovery;
 mod replies;
-mod state;
+mod requests;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::Bytes;
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
 
+pub use commands::range_len;
+pub use completion::{Completion, IntoStarted, Mapped, Pending, ReadPages, Started};
 pub use config::ClientConfig;
-pub use error::{LossCause, LostWrites, OpError, SessionLossReason};
+pub use error::{ConnectError, LossCause, LostWrites, OpError, SessionLossReason};
+pub use event::{ClientEvent, Event};
 pub use memory::MemoryBacking;
 
 use crate::Instant;
-use crate::protocol::{ChunkQueue, FileHandle, ReqId};
 
-use cache::{FileId, FileState};
-pub(crate) use state::*;
+use cache::{FileId, PageCache};
+use connection::Connection;
+use files::OpenFiles;
+pub(crate) use mappings::{MappingState, MappingStatus, Mappings};
+use operations::{OpKind, Operations, ReadInto};
+use requests::RequestLog;
 
 /// A version no server ever issues: marks a copy that must not be
 /// revalidated.
@@ -103,111 +119,6 @@ impl MapOptions {
     }
 }
 
-/// Copies the slices of a [`Completion::ReadPages`] (in order) into `buf`,
-/// which they must fill exactly: what an adapter's `read(offset, &mut buf)`
-/// does with the completion.
-pub fn copy_read_pages(buf: &mut [u8], parts: &[Bytes]) -> Result<(), OpError> {
-    let mut at = 0;
-    for p in parts {
-        let end = at + p.len();
-        let Some(dst) = buf.get_mut(at..end) else {
-            break;
-        };
-        dst.copy_from_slice(p);
-        at = end;
-    }
-    if at == buf.len() {
-        Ok(())
-    } else {
-        Err(OpError::Closed(format!(
-            "internal error: a read of {} bytes completed with {at}",
-            buf.len()
-        )))
-    }
-}
-
-/// The result of a completed operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Completion {
-    /// [`Client::map`] succeeded.
-    Mapped {
-        /// The new mapping.
-        mapping: MappingId,
-        /// The file's length when it was mapped.
-        file_len: u64,
-    },
-    /// [`Client::read`]: the bytes.
-    Read(Bytes),
-    /// [`Client::read_pages`]: the bytes, in order, as slices of the cached
-    /// pages (no copy in the core; the adapter copies once into the
-    /// caller's buffer).
-    ReadPages(Vec<Bytes>),
-    /// [`Client::write`] completed: every later read anywhere sees it.
-    Written,
-    /// [`Client::sync`]: every write completed before it is on disk.
-    Synced,
-    /// [`Client::unmap`].
-    Unmapped,
-    /// [`Client::set_len`].
-    LenSet {
-        /// The new length.
-        len: u64,
-    },
-    /// [`Client::atomic`].
-    Atomic {
-        /// The word before the operation.
-        previous: u64,
-        /// False when a compare-exchange found another value.
-        applied: bool,
-    },
-    /// [`Client::close`]: everything was written back and the server told.
-    Closed,
-    /// [`Client::memory_fault`]: the page is in memory, in the state needed.
-    FaultResolved,
-}
-
-/// What the adapter or the application must know.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// Open a connection to the server now, then call
-    /// [`Client::handle_connected`] or [`Client::handle_connect_failed`].
-    Connect,
-    /// Close the current connection (or abandon the attempt): first write
-    /// what [`Client::poll_transmit`] still returns (a `Bye`, for one), then
-    /// close. The client already counts the connection as gone: do not call
-    /// `handle_disconnected` for it.
-    Disconnect,
-    /// An operation finished.
-    Completed {
-        /// Which.
-        op: OpId,
-        /// How.
-        result: Result<Completion, OpError>,
-    },
-    /// The handshake completed.
-    Connected {
-        /// The old session lives on.
-        resumed: bool,
-    },
-    /// The connection was lost; the client reconnects by itself.
-    ConnectionLost,
-    /// The session could not be resumed; `lost` names every mapping that
-    /// lost writes (its operations fail until it is unmapped).
-    SessionLost {
-        /// Why.
-        reason: SessionLossReason,
-        /// The mappings that lost writes.
-        lost: Vec<(MappingId, LostWrites)>,
-    },
-    /// The client failed for good (wrong credentials, unsupported version).
-    Failed {
-        /// Why.
-        reason: String,
-    },
-}
-
 /// Deliberate client bugs, to prove that checkers can fail (feature
 /// `bug-injection`).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -221,56 +132,39 @@ pub enum ClientBug {
 }
 
 /// The client state machine.
+///
+/// It is made of parts that each keep their own state behind their own
+/// methods; the files named below are where that state changes.
 pub struct Client {
-    pub(crate) config: ClientConfig,
-    pub(crate) rng: ChaCha20Rng,
-    pub(crate) conn: Conn,
-    pub(crate) attempts: u32,
-    pub(crate) disconnected_since: Option<Instant>,
-    pub(crate) failed: Option<String>,
-    pub(crate) session: Option<SessionInfo>,
-    pub(crate) params: Option<Params>,
-    pub(crate) client_nonce: crate::protocol::Nonce,
-    pub(crate) server_nonce: Option<crate::protocol::Nonce>,
-    pub(crate) lease_until: Option<Instant>,
-    pub(crate) ping: Option<(u64, Instant)>,
-    pub(crate) next_ping_at: Option<Instant>,
-    pub(crate) ping_nonce: u64,
-    pub(crate) lease_waiters: BTreeSet<OpId>,
-    pub(crate) out: ChunkQueue,
-    pub(crate) events: VecDeque<Event>,
-    pub(crate) next_req: u64,
-    pub(crate) requests: BTreeMap<ReqId, Request>,
-    pub(crate) next_seq: u64,
-    pub(crate) log: BTreeMap<u64, LogEntry>,
-    pub(crate) window_waiters: BTreeSet<OpId>,
-    pub(crate) session_waiters: BTreeSet<OpId>,
-    pub(crate) files: BTreeMap<FileId, FileState>,
-    pub(crate) next_file: u32,
-    pub(crate) by_handle: BTreeMap<FileHandle, FileId>,
-    pub(crate) mappings: BTreeMap<MappingId, MappingState>,
-    pub(crate) next_mapping: u64,
-    pub(crate) cached: usize,
-    pub(crate) tick: u64,
-    pub(crate) ops: BTreeMap<OpId, Op>,
-    pub(crate) next_op: u64,
-    pub(crate) woken: BTreeSet<OpId>,
-    /// Some mapping waits to be mapped again after a lost session.
-    pub(crate) reopen_pending: bool,
-    /// Some page sits in a memory mapping's memory.
-    pub(crate) memory_installed: bool,
-    pub(crate) bug: ClientBug,
+    config: ClientConfig,
+    /// The connection, the session, the lease (`connection.rs`; what comes
+    /// in is handled in `input.rs`).
+    conn: Connection,
+    /// What the adapter must hear, in order.
+    events: VecDeque<Event>,
+    /// Requests in flight and the retransmit log (`requests.rs`).
+    requests: RequestLog,
+    /// Open files and their server handles (`files.rs`).
+    files: OpenFiles,
+    /// Cached pages and their coherence state (`cache.rs`).
+    cache: PageCache,
+    /// Mappings and their status (`mappings.rs`).
+    mappings: Mappings,
+    /// Operations in progress and what wakes them (`operations.rs`; how
+    /// each makes progress is in `ops.rs` and `lifecycle.rs`).
+    ops: Operations,
+    bug: ClientBug,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("conn", &self.conn)
-            .field("session", &self.session.as_ref().map(|s| s.id))
+            .field("session", &self.conn.session_id())
             .field("mappings", &self.mappings.len())
             .field("ops", &self.ops.len())
             .field("requests", &self.requests.len())
-            .field("cached_pages", &self.cached)
+            .field("cached_pages", &self.cache.len())
             .finish_non_exhaustive()
     }
 }
@@ -282,40 +176,13 @@ impl Client {
     pub fn new(config: ClientConfig, seed: [u8; 32], now: Instant) -> Self {
         let mut c = Client {
             config,
-            rng: ChaCha20Rng::from_seed(seed),
-            conn: Conn::Disconnected { retry_at: now },
-            attempts: 0,
-            disconnected_since: None,
-            failed: None,
-            session: None,
-            params: None,
-            client_nonce: [0; 16],
-            server_nonce: None,
-            lease_until: None,
-            ping: None,
-            next_ping_at: None,
-            ping_nonce: 0,
-            lease_waiters: BTreeSet::new(),
-            out: ChunkQueue::new(),
+            conn: Connection::new(seed, now),
             events: VecDeque::new(),
-            next_req: 1,
-            requests: BTreeMap::new(),
-            next_seq: 0,
-            log: BTreeMap::new(),
-            window_waiters: BTreeSet::new(),
-            session_waiters: BTreeSet::new(),
-            files: BTreeMap::new(),
-            next_file: 0,
-            by_handle: BTreeMap::new(),
-            mappings: BTreeMap::new(),
-            next_mapping: 0,
-            cached: 0,
-            tick: 0,
-            ops: BTreeMap::new(),
-            next_op: 0,
-            woken: BTreeSet::new(),
-            reopen_pending: false,
-            memory_installed: false,
+            requests: RequestLog::new(),
+            files: OpenFiles::default(),
+            cache: PageCache::default(),
+            mappings: Mappings::default(),
+            ops: Operations::default(),
             bug: ClientBug::None,
         };
         c.handle_timeout(now);
@@ -330,52 +197,45 @@ impl Client {
 
     /// The server's page size, once connected.
     pub fn page_size(&self) -> Option<u32> {
-        self.params.as_ref().map(|p| p.page_size as u32)
+        self.conn.page_size().map(|ps| ps as u32)
     }
 
     /// Whether the handshake has completed on the current connection.
     pub fn is_connected(&self) -> bool {
-        matches!(self.conn, Conn::Ready)
+        self.conn.is_ready()
     }
 
     /// The length of a mapping.
     pub fn mapping_len(&self, mapping: MappingId) -> Option<u64> {
-        self.mappings.get(&mapping).map(|m| m.len)
+        self.mappings.get(mapping).map(|m| m.len)
     }
 
     /// Whether the mapping may be written.
     pub fn mapping_writable(&self, mapping: MappingId) -> Option<bool> {
-        self.mappings.get(&mapping).map(|m| m.writable)
+        self.mappings.get(mapping).map(|m| m.writable)
     }
 
     /// Pages in the cache.
     pub fn cached_pages(&self) -> usize {
-        self.cached
+        self.cache.len()
     }
 
     /// The pages reads or writes may be served from (not Invalid), in (path,
     /// page) order: for checkers that compare caches across clients.
     pub fn cached_page_view(&self) -> Vec<CachedPage> {
         let mut out = Vec::new();
-        for (fid, f) in &self.files {
-            let path = self
-                .mappings
-                .values()
-                .find(|m| m.file == Some(*fid))
-                .map_or_else(String::new, |m| m.path.clone());
-            for (q, p) in &f.pages {
-                if p.state == cache::PageState::Invalid
-                    || (p.state == cache::PageState::Shared && !p.data.is_some())
-                {
-                    continue;
-                }
-                out.push(CachedPage {
-                    path: path.clone(),
-                    page: *q,
-                    exclusive: p.state == cache::PageState::Exclusive,
-                    dirty: p.dirty.is_some(),
-                });
+        for (fid, q, p) in self.cache.all() {
+            if p.state == cache::PageState::Invalid
+                || (p.state == cache::PageState::Shared && !p.data.is_some())
+            {
+                continue;
             }
+            out.push(CachedPage {
+                path: self.mappings.path_of(fid).unwrap_or_default().to_owned(),
+                page: q,
+                exclusive: p.state == cache::PageState::Exclusive,
+                dirty: p.dirty.is_some(),
+            });
         }
         out.sort_by(|a, b| (&a.path, a.page).cmp(&(&b.path, b.page)));
         out
@@ -393,12 +253,12 @@ impl Client {
 
     /// The next bytes to write to the connection.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.out.pop()
+        self.conn.poll_transmit()
     }
 
     /// Bytes waiting to be written.
     pub fn pending_output(&self) -> usize {
-        self.out.len()
+        self.conn.pending_output()
     }
 
     /// The next event.
@@ -409,38 +269,20 @@ impl Client {
     // ---- commands ----
 
     pub(crate) fn lease_valid(&self, now: Instant) -> bool {
-        self.bug == ClientBug::IgnoreLease || self.lease_until.is_some_and(|u| now < u)
+        self.bug == ClientBug::IgnoreLease || self.conn.lease_valid(now)
     }
 
     pub(crate) fn complete(&mut self, op: OpId, result: Result<Completion, OpError>) {
-        if self.ops.remove(&op).is_some() {
+        if self.ops.finish(op) {
             self.events.push_back(Event::Completed { op, result });
         }
     }
 
     /// Fails every waiting operation on `mapping` except unmaps.
     pub(crate) fn fail_mapping_ops(&mut self, mapping: MappingId, err: OpError) {
-        let victims: Vec<OpId> = self
-            .ops
-            .iter()
-            .filter(|(_, o)| match &o.kind {
-                OpKind::Read { mapping: m, .. }
-                | OpKind::Write { mapping: m, .. }
-                | OpKind::Sync { mapping: m, .. }
-                | OpKind::Atomic { mapping: m, .. }
-                | OpKind::Fault { mapping: m, .. } => *m == mapping,
-                _ => false,
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in victims {
+        for id in self.ops.on_mapping(mapping) {
             self.complete(id, Err(err.clone()));
         }
-    }
-
-    pub(crate) fn wake_all(&mut self) {
-        let all: Vec<OpId> = self.ops.keys().copied().collect();
-        self.woken.extend(all);
     }
 
     /// Steps every woken operation until none makes progress, then trims
@@ -448,7 +290,7 @@ impl Client {
     pub(crate) fn pump(&mut self, now: Instant) {
         self.drive_mappings();
         let mut rounds = 0;
-        while let Some(op) = self.woken.pop_first() {
+        while let Some(op) = self.ops.next_woken() {
             self.step(now, op);
             rounds += 1;
             if rounds > 1_000_000 {
@@ -459,17 +301,16 @@ impl Client {
         self.evict(now);
     }
 
-    pub(crate) fn new_file(&mut self, path: &str) -> FileId {
-        self.next_file += 1;
-        let id = FileId(self.next_file);
-        let _ = path;
-        self.files.insert(
-            id,
-            FileState {
-                handle: None,
-                pages: BTreeMap::new(),
-            },
-        );
+    /// Numbers a new file and makes room for its pages.
+    pub(crate) fn new_file(&mut self) -> FileId {
+        let id = self.files.add();
+        self.cache.add_file(id);
         id
+    }
+
+    /// Forgets a file and its cached pages.
+    pub(crate) fn drop_file(&mut self, file: FileId) {
+        self.files.close(file);
+        self.cache.remove_file(file);
     }
 }

@@ -5,20 +5,19 @@
 //! the lease, room in the request window, its mapping). A step either
 //! finishes it or registers what it now waits for.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::Instant;
 use crate::protocol::{Fetch, Map, Message, PageNo, ReqId, WireMappingId, fetch_flags, map_flags};
 
 use super::cache::{FileId, PageState};
-use super::{
-    Client, Completion, Conn, LogEntry, MappingId, MappingStatus, OpError, OpId, OpKind, ReadInto,
-    ReqKind, Request,
-};
+use super::requests::{ReqKind, Request};
+use super::{Client, Completion, MappingId, MappingStatus, OpError, OpId, OpKind, ReadInto};
 
-/// What a step of an operation came to.
+/// What a step of an operation came to: it waits on (its state changed
+/// in place), or it is done.
 pub(crate) enum Step {
-    Pending(OpKind),
+    Pending,
     Done(Result<Completion, OpError>),
 }
 
@@ -40,15 +39,18 @@ enum Ahead {
 
 impl Client {
     pub(crate) fn step(&mut self, now: Instant, id: OpId) {
-        let Some(op) = self.ops.remove(&id) else {
+        let Some(mut op) = self.ops.take(id) else {
             return;
         };
-        let r = if self.gave_up(now) && !matches!(op.kind, OpKind::Close { .. }) {
-            let since = self.disconnected_since.expect("gave up while disconnected");
+        let r = if self.gave_up(now) && !matches!(op, OpKind::Close { .. }) {
+            let since = self
+                .conn
+                .disconnected_since()
+                .expect("gave up while disconnected");
             Step::Done(Err(OpError::Disconnected(now - since)))
         } else {
-            match op.kind {
-                OpKind::Map { mapping } => self.step_map(id, mapping),
+            match &mut op {
+                OpKind::Map { mapping } => self.step_map(id, *mapping),
                 OpKind::Read {
                     mapping,
                     start,
@@ -56,13 +58,13 @@ impl Client {
                     pos,
                     buf,
                     sequential,
-                } => self.step_read(now, id, mapping, start, len, pos, buf, sequential),
+                } => self.step_read(now, id, *mapping, (*start, *len), pos, buf, *sequential),
                 OpKind::Write {
                     mapping,
                     start,
                     data,
                     pos,
-                } => self.step_write(now, id, mapping, start, data, pos),
+                } => self.step_write(now, id, *mapping, *start, data, pos),
                 OpKind::Sync {
                     mapping,
                     snapshot,
@@ -72,40 +74,45 @@ impl Client {
                     done,
                     failed,
                 } => self.step_sync(
-                    id, mapping, snapshot, upto, writebacks, sync_req, done, failed,
+                    id, *mapping, snapshot, *upto, writebacks, sync_req, *done, failed,
                 ),
                 OpKind::Unmap {
                     mapping,
                     writebacks,
+                    sync_req,
+                    synced,
+                    failed,
                     req,
-                } => self.step_unmap(id, mapping, writebacks, req),
+                } => self.step_unmap(id, *mapping, writebacks, (sync_req, *synced, failed), req),
                 OpKind::SetLen {
                     path,
                     len,
                     create,
                     req,
-                } => self.step_set_len(id, path, len, create, req),
+                } => self.step_set_len(id, path, *len, *create, req),
                 OpKind::Atomic {
                     mapping,
                     offset,
                     op,
                     req,
-                } => self.step_atomic(id, mapping, offset, op, req),
+                } => self.step_atomic(id, *mapping, *offset, *op, req),
                 OpKind::Close {
                     writebacks,
+                    syncs,
+                    syncs_sent,
+                    failed,
                     bye_sent,
-                } => self.step_close(id, writebacks, bye_sent),
+                } => self.step_close(id, writebacks, syncs, syncs_sent, failed, *bye_sent),
                 OpKind::Fault {
                     mapping,
                     index,
                     write,
-                } => self.step_fault(now, id, mapping, index, write),
+                } => self.step_fault(now, id, *mapping, *index, *write),
+                OpKind::Connect => self.step_connect(),
             }
         };
         match r {
-            Step::Pending(kind) => {
-                self.ops.insert(id, super::Op { kind });
-            }
+            Step::Pending => self.ops.put(id, op),
             Step::Done(result) => self
                 .events
                 .push_back(super::Event::Completed { op: id, result }),
@@ -113,7 +120,7 @@ impl Client {
     }
 
     fn gave_up(&self, now: Instant) -> bool {
-        matches!((self.disconnected_since, self.config.give_up_after), (Some(s), Some(l)) if now >= s + l)
+        matches!((self.conn.disconnected_since(), self.config.give_up_after), (Some(s), Some(l)) if now >= s + l)
     }
 
     // ---- requests ----
@@ -121,15 +128,9 @@ impl Client {
     /// Whether a new request may be sent now: a session exists and the
     /// oldest unanswered request is within the window.
     pub(crate) fn request_room(&self) -> bool {
-        let (Some(p), Some(_)) = (&self.params, &self.session) else {
-            return false;
-        };
-        if matches!(self.conn, Conn::Failed) {
-            return false;
-        }
-        self.requests
-            .first_key_value()
-            .is_none_or(|(oldest, _)| self.next_req - oldest.0 < p.window)
+        self.conn
+            .window()
+            .is_some_and(|w| self.requests.has_room(w))
     }
 
     /// Numbers, logs and (when connected) sends a request.
@@ -138,23 +139,15 @@ impl Client {
         build: impl FnOnce(ReqId) -> Message,
         kind: ReqKind,
     ) -> ReqId {
-        let req = ReqId(self.next_req);
-        self.next_req += 1;
-        let msg = build(req);
-        self.transmit(&msg);
-        self.next_seq += 1;
-        let seq = self.next_seq;
-        self.log.insert(seq, LogEntry::Request(req));
-        self.requests.insert(req, Request { seq, msg, kind });
+        let (req, msg) = self.requests.add(build, kind);
+        self.conn.transmit(msg);
         req
     }
 
     /// Removes an answered request and wakes whoever waited for room.
     pub(crate) fn take_request(&mut self, req: ReqId) -> Option<Request> {
-        let r = self.requests.remove(&req)?;
-        self.log.remove(&r.seq);
-        let w = std::mem::take(&mut self.window_waiters);
-        self.woken.extend(w);
+        let r = self.requests.take(req)?;
+        self.ops.wake_window();
         Some(r)
     }
 
@@ -167,7 +160,7 @@ impl Client {
     ) -> Result<Option<(WireMappingId, FileId)>, OpError> {
         let m = self
             .mappings
-            .get_mut(&mapping)
+            .get_mut(mapping)
             .ok_or(OpError::UnknownMapping)?;
         match &m.status {
             MappingStatus::Ready { wire } => {
@@ -185,9 +178,9 @@ impl Client {
     /// Registers `id` to wait for a lease renewal and makes sure one is on
     /// its way.
     fn wait_lease(&mut self, now: Instant, id: OpId) {
-        self.lease_waiters.insert(id);
-        if matches!(self.conn, Conn::Ready) {
-            self.send_ping(now);
+        self.ops.wait_lease(id);
+        if self.conn.is_ready() {
+            self.conn.send_ping(now);
         }
     }
 
@@ -204,23 +197,23 @@ impl Client {
         exclusive: bool,
         write: Option<(u64, u64)>,
     ) {
-        let ps = self.params.as_ref().expect("mapped").page_size;
-        let max = self.params.as_ref().expect("mapped").max_pages as u64;
-        if self.files[&file]
-            .pages
-            .get(&from)
+        let ps = self.conn.params().expect("mapped").page_size;
+        let max = self.conn.params().expect("mapped").max_pages as u64;
+        if self
+            .cache
+            .get(file, from)
             .is_some_and(|p| p.fetch.is_some())
         {
             return;
         }
         if !self.request_room() {
             if let Some(id) = id {
-                self.window_waiters.insert(id);
+                self.ops.wait_window(id);
             }
             return;
         }
-        let need_of = |f: &super::cache::FileState, q: PageNo| -> Option<Need> {
-            let pg = f.pages.get(&q);
+        let need_of = |cache: &super::cache::PageCache, q: PageNo| -> Option<Need> {
+            let pg = cache.get(file, q);
             if pg.is_some_and(|p| p.fetch.is_some()) {
                 return None;
             }
@@ -248,12 +241,14 @@ impl Client {
                 overwrite: !readable && full,
             })
         };
-        let f = &self.files[&file];
-        let Some(first_need) = need_of(f, from) else {
+        let Some(first_need) = need_of(&self.cache, from) else {
             return;
         };
         let mut count = 1u64;
-        while from + count < limit && count < max && need_of(f, from + count) == Some(first_need) {
+        while from + count < limit
+            && count < max
+            && need_of(&self.cache, from + count) == Some(first_need)
+        {
             count += 1;
         }
         let flags = match first_need {
@@ -284,19 +279,18 @@ impl Client {
                 count: count32,
             },
         );
-        let f = self.files.get_mut(&file).expect("mapped");
         for q in from..from + count {
-            f.page(q).fetch = Some(req);
+            self.cache.page(file, q).fetch = Some(req);
         }
     }
 
     /// Fetches ahead of a sequential reader, several fetches in flight.
     fn readahead(&mut self, mapping: MappingId, wire: WireMappingId, file: FileId, from: PageNo) {
-        let ps = self.params.as_ref().expect("mapped").page_size;
-        let m = &self.mappings[&mapping];
+        let ps = self.conn.params().expect("mapped").page_size;
+        let m = &self.mappings[mapping];
         let (cursor, end) = (m.readahead_to, m.pages(ps).1);
         let reached = self.take_ahead(Ahead::Read, wire, file, from, cursor, end);
-        if let Some(m) = self.mappings.get_mut(&mapping) {
+        if let Some(m) = self.mappings.get_mut(mapping) {
             m.readahead_to = reached;
         }
     }
@@ -309,11 +303,11 @@ impl Client {
     /// writing only in part fetches its data then (keeping ownership); one
     /// it never writes is recalled clean.
     pub(crate) fn write_ahead(&mut self, mapping: MappingId, file: FileId, from: PageNo) {
-        let Some(params) = self.params.as_ref() else {
+        let Some(params) = self.conn.params() else {
             return;
         };
         let ps = params.page_size;
-        let Some(m) = self.mappings.get(&mapping) else {
+        let Some(m) = self.mappings.get(mapping) else {
             return;
         };
         let Some(wire) = m.wire() else { return };
@@ -322,7 +316,7 @@ impl Client {
         }
         let (cursor, end) = (m.writeahead_to, m.pages(ps).1);
         let reached = self.take_ahead(Ahead::Write, wire, file, from, cursor, end);
-        if let Some(m) = self.mappings.get_mut(&mapping) {
+        if let Some(m) = self.mappings.get_mut(mapping) {
             m.writeahead_to = reached;
         }
     }
@@ -342,12 +336,12 @@ impl Client {
         cursor: PageNo,
         end: PageNo,
     ) -> PageNo {
-        let params = self.params.as_ref().expect("mapped");
+        let params = self.conn.params().expect("mapped");
         let (ps, max) = (params.page_size, params.max_pages as u64);
         let limit = (from + self.config.readahead_pages as u64).min(end);
         let mut p = cursor.max(from);
         while p < limit && self.request_room() {
-            let held = self.files[&file].pages.get(&p).is_some_and(|pg| {
+            let held = self.cache.get(file, p).is_some_and(|pg| {
                 pg.fetch.is_some()
                     || match ahead {
                         Ahead::Read => pg.readable(),
@@ -375,48 +369,57 @@ impl Client {
 
     // ---- operations ----
 
+    fn step_connect(&self) -> Step {
+        if self.conn.is_ready() {
+            return Step::Done(Ok(Completion::Connected));
+        }
+        // Woken, with every operation, by the next handshake.
+        Step::Pending
+    }
+
     fn step_map(&mut self, id: OpId, mapping: MappingId) -> Step {
-        let Some(m) = self.mappings.get(&mapping) else {
+        let Some(m) = self.mappings.get(mapping) else {
             return Step::Done(Err(OpError::UnknownMapping));
         };
         match &m.status {
             MappingStatus::Ready { .. } => Step::Done(Ok(Completion::Mapped {
                 mapping,
+                len: m.len,
                 file_len: m.file_len,
             })),
             MappingStatus::Lost(l) => Step::Done(Err(OpError::SessionLost(l.clone()))),
             MappingStatus::Closing => Step::Done(Err(OpError::MappingClosed)),
             MappingStatus::Opening { req: Some(_) } | MappingStatus::Reopening { req: Some(_) } => {
                 self.mappings
-                    .get_mut(&mapping)
+                    .get_mut(mapping)
                     .expect("present")
                     .waiters
                     .insert(id);
-                Step::Pending(OpKind::Map { mapping })
+                Step::Pending
             }
             MappingStatus::Opening { req: None } | MappingStatus::Reopening { req: None } => {
                 if !self.request_room() {
-                    if self.params.is_none() {
-                        self.session_waiters.insert(id);
-                    } else {
-                        self.window_waiters.insert(id);
+                    // Without a session it is woken, with every operation,
+                    // by the next handshake.
+                    if self.conn.params().is_some() {
+                        self.ops.wait_window(id);
                     }
-                    return Step::Pending(OpKind::Map { mapping });
+                    return Step::Pending;
                 }
                 self.send_map(mapping, Some(id));
                 self.mappings
-                    .get_mut(&mapping)
+                    .get_mut(mapping)
                     .expect("present")
                     .waiters
                     .insert(id);
-                Step::Pending(OpKind::Map { mapping })
+                Step::Pending
             }
         }
     }
 
     pub(crate) fn send_map(&mut self, mapping: MappingId, op: Option<OpId>) {
-        let m = &self.mappings[&mapping];
-        let reopening = matches!(m.status, MappingStatus::Reopening { .. });
+        let m = &self.mappings[mapping];
+        let reopening = m.is_reopening();
         let mut flags = if m.writable { map_flags::WRITE } else { 0 };
         if m.create && !reopening {
             flags |= map_flags::CREATE;
@@ -434,25 +437,18 @@ impl Client {
             },
             ReqKind::Map { mapping, op },
         );
-        let m = self.mappings.get_mut(&mapping).expect("present");
-        m.status = if reopening {
-            MappingStatus::Reopening { req: Some(req) }
-        } else {
-            MappingStatus::Opening { req: Some(req) }
-        };
+        self.mappings
+            .get_mut(mapping)
+            .expect("present")
+            .map_sent(req);
     }
 
     /// Maps again, after a lost session, every mapping that lost nothing.
     pub(crate) fn drive_mappings(&mut self) {
-        if !self.reopen_pending {
+        if !self.mappings.reopen_pending() {
             return;
         }
-        let todo: Vec<MappingId> = self
-            .mappings
-            .iter()
-            .filter(|(_, m)| matches!(m.status, MappingStatus::Reopening { req: None }))
-            .map(|(id, _)| *id)
-            .collect();
+        let todo = self.mappings.to_reopen();
         let mut all = true;
         for m in todo {
             if !self.request_room() {
@@ -462,89 +458,84 @@ impl Client {
             self.send_map(m, None);
         }
         if all {
-            self.reopen_pending = false;
+            self.mappings.set_reopen_pending(false);
         }
     }
 
+    /// A read of `len` bytes at `start` of the file, `pos` of them done.
     #[allow(clippy::too_many_arguments)]
     fn step_read(
         &mut self,
         now: Instant,
         id: OpId,
         mapping: MappingId,
-        start: u64,
-        len: u64,
-        mut pos: u64,
-        mut buf: ReadInto,
+        (start, len): (u64, u64),
+        pos: &mut u64,
+        buf: &mut ReadInto,
         sequential: bool,
     ) -> Step {
-        let pending = |pos, buf| OpKind::Read {
-            mapping,
-            start,
-            len,
-            pos,
-            buf,
-            sequential,
-        };
         let (wire, file) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
-            Ok(None) => return Step::Pending(pending(pos, buf)),
+            Ok(None) => return Step::Pending,
             Ok(Some(x)) => x,
         };
-        let ps = self.params.as_ref().expect("mapped").page_size;
+        let ps = self.conn.params().expect("mapped").page_size;
         let end_page = (start + len).div_ceil(ps);
         if sequential {
-            self.readahead(mapping, wire, file, (start + pos) / ps);
+            self.readahead(mapping, wire, file, (start + *pos) / ps);
         }
-        while pos < len {
+        while *pos < len {
             if !self.lease_valid(now) {
                 self.wait_lease(now, id);
-                return Step::Pending(pending(pos, buf));
+                return Step::Pending;
             }
-            let abs = start + pos;
+            let abs = start + *pos;
             let (p, inp) = (abs / ps, (abs % ps) as usize);
-            let n = (ps - inp as u64).min(len - pos) as usize;
-            self.tick += 1;
-            let tick = self.tick;
-            let f = self.files.get_mut(&file).expect("mapped");
-            match f.pages.get_mut(&p) {
-                Some(pg) if pg.readable() => {
-                    pg.touched = tick;
-                    match (&mut buf, &pg.data) {
-                        // Within one page: hand out the page's own bytes.
-                        (ReadInto::Buffer(None), super::cache::PageData::Shared(b))
-                            if pos == 0 && n as u64 == len =>
-                        {
-                            return Step::Done(Ok(Completion::Read(b.slice(inp..inp + n))));
-                        }
-                        (ReadInto::Slices(parts), super::cache::PageData::Shared(b)) => {
-                            parts.push(b.slice(inp..inp + n));
-                        }
-                        (ReadInto::Slices(parts), data) => {
-                            // A page being written: its bytes may change.
-                            let d = data.as_slice().expect("readable");
-                            parts.push(Bytes::copy_from_slice(&d[inp..inp + n]));
-                        }
-                        (ReadInto::Buffer(b), data) => {
-                            let d = data.as_slice().expect("readable");
-                            b.get_or_insert_with(|| BytesMut::with_capacity(len as usize))
-                                .extend_from_slice(&d[inp..inp + n]);
+            let n = (ps - inp as u64).min(len - *pos) as usize;
+            let tick = self.cache.touch();
+            if !self.cache.get(file, p).is_some_and(|pg| pg.readable()) {
+                self.cache.page(file, p).waiters.insert(id);
+                self.request_pages(Some(id), wire, file, p, end_page, false, None);
+                return Step::Pending;
+            }
+            let mut pg = self.cache.get_mut(file, p).expect("readable");
+            pg.touched = tick;
+            match (&mut *buf, &pg.data) {
+                // Within one page: hand out the page's own bytes.
+                (ReadInto::Buffer(None), super::cache::PageData::Shared(b))
+                    if *pos == 0 && n as u64 == len =>
+                {
+                    return Step::Done(Ok(Completion::Read(b.slice(inp..inp + n))));
+                }
+                (ReadInto::Slices(parts), super::cache::PageData::Shared(b)) => {
+                    parts.push(b.slice(inp..inp + n));
+                }
+                (ReadInto::Slices(parts), data) => {
+                    // A page being written: its bytes may change.
+                    let d = data.as_slice().expect("readable");
+                    parts.push(Bytes::copy_from_slice(&d[inp..inp + n]));
+                }
+                (ReadInto::Buffer(b), data) => {
+                    let d = data.as_slice().expect("readable");
+                    if b.is_none() {
+                        match super::commands::reserve(len) {
+                            Ok(fresh) => *b = Some(fresh),
+                            Err(e) => return Step::Done(Err(e)),
                         }
                     }
-                    pos += n as u64;
-                }
-                _ => {
-                    f.page(p).waiters.insert(id);
-                    self.request_pages(Some(id), wire, file, p, end_page, false, None);
-                    return Step::Pending(pending(pos, buf));
+                    b.as_mut()
+                        .expect("allocated above")
+                        .extend_from_slice(&d[inp..inp + n]);
                 }
             }
+            drop(pg);
+            *pos += n as u64;
         }
         if sequential {
             self.drop_behind(mapping, file, start / ps);
         }
-        Step::Done(Ok(match buf {
-            ReadInto::Buffer(b) => Completion::Read(b.map(|b| b.freeze()).unwrap_or_default()),
+        Step::Done(Ok(match std::mem::replace(buf, ReadInto::Buffer(None)) {
+            ReadInto::Buffer(b) => Completion::Read(b.map(Bytes::from).unwrap_or_default()),
             ReadInto::Slices(parts) => Completion::ReadPages(parts),
         }))
     }
@@ -559,18 +550,13 @@ impl Client {
         index: u64,
         write: bool,
     ) -> Step {
-        let pending = OpKind::Fault {
-            mapping,
-            index,
-            write,
-        };
         let (wire, file) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
-            Ok(None) => return Step::Pending(pending),
+            Ok(None) => return Step::Pending,
             Ok(Some(x)) => x,
         };
-        let ps = self.params.as_ref().expect("mapped").page_size;
-        let m = &self.mappings[&mapping];
+        let ps = self.conn.params().expect("mapped").page_size;
+        let m = &self.mappings[mapping];
         let (first, end) = m.pages(ps);
         let page = first + index;
         if page >= end {
@@ -582,17 +568,12 @@ impl Client {
         }
         if !self.lease_valid(now) {
             self.wait_lease(now, id);
-            return Step::Pending(pending);
+            return Step::Pending;
         }
         if self.try_resolve_fault(mapping, file, page, write).is_some() {
             return Step::Done(Ok(Completion::FaultResolved));
         }
-        self.files
-            .get_mut(&file)
-            .expect("mapped")
-            .page(page)
-            .waiters
-            .insert(id);
+        self.cache.page(file, page).waiters.insert(id);
         // Read faults fetch a few pages ahead: scanning memory should not
         // cost a round trip per page.
         let limit = if write {
@@ -601,7 +582,7 @@ impl Client {
             (page + 16).min(end)
         };
         self.request_pages(Some(id), wire, file, page, limit, write, None);
-        Step::Pending(pending)
+        Step::Pending
     }
 
     fn step_write(
@@ -610,46 +591,42 @@ impl Client {
         id: OpId,
         mapping: MappingId,
         start: u64,
-        data: Bytes,
-        mut pos: u64,
+        data: &Bytes,
+        pos: &mut u64,
     ) -> Step {
         let (wire, file) = match self.ready_mapping(id, mapping) {
             Err(e) => return Step::Done(Err(e)),
-            Ok(None) => {
-                return Step::Pending(OpKind::Write {
-                    mapping,
-                    start,
-                    data,
-                    pos,
-                });
-            }
+            Ok(None) => return Step::Pending,
             Ok(Some(x)) => x,
         };
-        let ps = self.params.as_ref().expect("mapped").page_size;
+        let ps = self.conn.params().expect("mapped").page_size;
         let len = data.len() as u64;
         let end_page = (start + len).div_ceil(ps);
-        while pos < len {
+        while *pos < len {
             if !self.lease_valid(now) {
                 self.wait_lease(now, id);
-                return Step::Pending(OpKind::Write {
-                    mapping,
-                    start,
-                    data,
-                    pos,
-                });
+                return Step::Pending;
             }
-            let abs = start + pos;
+            let abs = start + *pos;
             let (p, inp) = (abs / ps, abs % ps);
-            let n = (ps - inp).min(len - pos);
+            let n = (ps - inp).min(len - *pos);
             let full = inp == 0 && n == ps;
-            let pg = self.files.get_mut(&file).expect("mapped").page(p);
+            let tick = self.cache.time();
+            let mut pg = self.cache.page(file, p);
             if pg.state == PageState::Exclusive && (pg.data.is_some() || full) {
-                pg.touched = self.tick;
-                self.apply_write(mapping, file, abs, &data[pos as usize..(pos + n) as usize]);
-                pos += n;
+                pg.touched = tick;
+                drop(pg);
+                self.apply_write(
+                    mapping,
+                    file,
+                    abs,
+                    &data[*pos as usize..(*pos + n) as usize],
+                );
+                *pos += n;
                 continue;
             }
             pg.waiters.insert(id);
+            drop(pg);
             self.request_pages(
                 Some(id),
                 wire,
@@ -659,12 +636,7 @@ impl Client {
                 true,
                 Some((abs, start + len)),
             );
-            return Step::Pending(OpKind::Write {
-                mapping,
-                start,
-                data,
-                pos,
-            });
+            return Step::Pending;
         }
         Step::Done(Ok(Completion::Written))
     }

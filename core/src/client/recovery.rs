@@ -8,7 +8,8 @@ use crate::protocol::{Message, PageVersion, Revalidate};
 
 use super::cache::{FileId, PageState};
 use super::error::{LossCause, LostWrites, SessionLossReason};
-use super::{Client, Completion, Event, MappingId, MappingStatus, OpError, OpKind, ReqKind};
+use super::requests::ReqKind;
+use super::{Client, ClientEvent, Completion, Event, MappingId, OpError, OpKind};
 
 impl Client {
     /// The server no longer has our session (`reason`). Dirty pages are gone
@@ -23,7 +24,7 @@ impl Client {
         reason: SessionLossReason,
         drop_cache: bool,
     ) {
-        let ps = self.params.as_ref().map_or(4096, |p| p.page_size);
+        let ps = self.conn.params().map_or(4096, |p| p.page_size);
         // Pages in memory come back into the cache (with their changes) first.
         self.withdraw_all_memory();
         let mut lost: BTreeMap<MappingId, LostWrites> = BTreeMap::new();
@@ -40,74 +41,48 @@ impl Client {
                 .dirty_pages += 0;
         };
         // Dirty pages, and pages whose write-back was never confirmed.
-        for (fid, f) in self.files.iter_mut() {
-            for (q, pg) in f.pages.iter_mut() {
-                if pg.dirty.is_none() && pg.writebacks == 0 {
-                    continue;
-                }
-                for (mid, m) in &self.mappings {
-                    let (a, b) = m.pages(ps);
-                    if m.file == Some(*fid)
-                        && m.writable
-                        && (a..b).contains(q)
-                        && !matches!(m.status, MappingStatus::Lost(_))
-                    {
-                        entry(&mut lost, *mid, &m.path);
-                        lost.get_mut(mid).expect("just added").dirty_pages += 1;
-                    }
-                }
-                pg.dirty = None;
-                pg.writebacks = 0;
-                pg.state = PageState::Invalid;
-                if pg.data.is_some() {
-                    self.cached -= 1;
-                }
-                pg.data = super::cache::PageData::None;
+        let mappings = &self.mappings;
+        self.cache.update_all(|fid, q, pg| {
+            if pg.dirty.is_none() && pg.writebacks == 0 {
+                return;
             }
-        }
+            for (mid, m) in mappings.iter() {
+                let (a, b) = m.pages(ps);
+                if m.file == Some(fid) && m.writable && (a..b).contains(&q) && !m.is_lost() {
+                    entry(&mut lost, mid, &m.path);
+                    lost.get_mut(&mid).expect("just added").dirty_pages += 1;
+                }
+            }
+            pg.dirty = None;
+            pg.writebacks = 0;
+            pg.state = PageState::Invalid;
+            pg.data = super::cache::PageData::None;
+        });
         // Dirty data handed back in recall acknowledgements the server never
         // confirmed: it may not have arrived.
-        for e in self.log.values() {
-            let super::LogEntry::RecallAck(_, fid, Message::RecallAck(ack)) = e else {
-                continue;
-            };
-            let mut pages: Vec<u64> = ack.patches.iter().map(|p| p.page).collect();
-            pages.dedup();
-            for q in pages {
-                for (mid, m) in &self.mappings {
-                    let (a, b) = m.pages(ps);
-                    if m.file == Some(*fid)
-                        && m.writable
-                        && (a..b).contains(&q)
-                        && !matches!(m.status, MappingStatus::Lost(_))
-                    {
-                        entry(&mut lost, *mid, &m.path);
-                        lost.get_mut(mid).expect("just added").dirty_pages += 1;
-                    }
+        for (fid, q) in self.requests.unconfirmed_recalled_pages() {
+            for (mid, m) in self.mappings.iter() {
+                let (a, b) = m.pages(ps);
+                if m.file == Some(fid) && m.writable && (a..b).contains(&q) && !m.is_lost() {
+                    entry(&mut lost, mid, &m.path);
+                    lost.get_mut(&mid).expect("just added").dirty_pages += 1;
                 }
             }
         }
         if reason == SessionLossReason::ServerRestarted {
-            for (mid, m) in &self.mappings {
-                if m.write_seq > m.synced_seq && !matches!(m.status, MappingStatus::Lost(_)) {
-                    entry(&mut lost, *mid, &m.path);
-                    lost.get_mut(mid).expect("just added").unsynced_writes = true;
+            for (mid, m) in self.mappings.iter() {
+                if m.write_seq > m.synced_seq && !m.is_lost() {
+                    entry(&mut lost, mid, &m.path);
+                    lost.get_mut(&mid).expect("just added").unsynced_writes = true;
                 }
             }
         }
         // Requests of the old session.
-        let requests = std::mem::take(&mut self.requests);
-        self.log.clear();
-        for (_, r) in requests {
+        for r in self.requests.end_session() {
             match r.kind {
                 ReqKind::Map { mapping, .. } => {
-                    if let Some(m) = self.mappings.get_mut(&mapping) {
-                        m.status = match m.status {
-                            MappingStatus::Reopening { .. } => {
-                                MappingStatus::Reopening { req: None }
-                            }
-                            _ => MappingStatus::Opening { req: None },
-                        };
+                    if let Some(m) = self.mappings.get_mut(mapping) {
+                        m.map_request_lost();
                     }
                 }
                 ReqKind::Unmap { mapping, op } => {
@@ -123,8 +98,8 @@ impl Client {
             }
         }
         // Operations forget the requests they waited for and start over.
-        for o in self.ops.values_mut() {
-            match &mut o.kind {
+        for o in self.ops.kinds_mut() {
+            match o {
                 OpKind::Sync {
                     snapshot,
                     writebacks,
@@ -136,12 +111,25 @@ impl Client {
                     *sync_req = None;
                 }
                 OpKind::Unmap {
-                    writebacks, req, ..
+                    writebacks,
+                    sync_req,
+                    req,
+                    ..
                 } => {
                     writebacks.clear();
+                    *sync_req = None;
                     *req = None;
                 }
-                OpKind::Close { writebacks, .. } => writebacks.clear(),
+                OpKind::Close {
+                    writebacks,
+                    syncs,
+                    syncs_sent,
+                    ..
+                } => {
+                    writebacks.clear();
+                    syncs.clear();
+                    *syncs_sent = false;
+                }
                 OpKind::SetLen { req, .. } => *req = None,
                 _ => {}
             }
@@ -149,84 +137,67 @@ impl Client {
         // The cache: keep clean copies to revalidate, unless versions of
         // the old epoch mean nothing.
         let keep = reason == SessionLossReason::LeaseExpired && !drop_cache;
-        for f in self.files.values_mut() {
-            f.handle = None;
-            let mut gone = Vec::new();
-            for (q, pg) in f.pages.iter_mut() {
-                pg.fetch = None;
-                // Valid copies, and copies already waiting for revalidation
-                // since an earlier loss, are kept when versions still count.
-                if keep && pg.data.is_some() && (pg.state != PageState::Invalid || pg.stale) {
-                    pg.state = PageState::Invalid;
-                    pg.stale = true;
-                } else {
-                    gone.push(*q);
-                }
+        self.files.forget_handles();
+        let mut gone = Vec::new();
+        self.cache.update_all(|fid, q, pg| {
+            pg.fetch = None;
+            // Valid copies, and copies already waiting for revalidation
+            // since an earlier loss, are kept when versions still count.
+            if keep && pg.data.is_some() && (pg.state != PageState::Invalid || pg.stale) {
+                pg.state = PageState::Invalid;
+                pg.stale = true;
+            } else {
+                gone.push((fid, q));
             }
-            for q in gone {
-                if let Some(pg) = f.pages.remove(&q) {
-                    if pg.data.is_some() {
-                        self.cached -= 1;
-                    }
-                    self.woken.extend(pg.waiters);
-                }
+        });
+        for (fid, q) in gone {
+            if let Some(pg) = self.cache.remove(fid, q) {
+                self.ops.wake_all_of(pg.waiters);
             }
         }
-        self.by_handle.clear();
         // Mappings: the lost ones fail, the rest are mapped again.
-        let ids: Vec<MappingId> = self.mappings.keys().copied().collect();
-        for id in ids {
+        for id in self.mappings.ids() {
             if let Some(l) = lost.get(&id) {
-                self.mappings.get_mut(&id).expect("listed").status = MappingStatus::Lost(l.clone());
+                self.mappings.get_mut(id).expect("listed").lose(l.clone());
                 self.fail_mapping_ops(id, OpError::SessionLost(l.clone()));
                 self.fail_memory(id, &OpError::SessionLost(l.clone()));
                 continue;
             }
-            let m = self.mappings.get_mut(&id).expect("listed");
-            match m.status {
-                MappingStatus::Ready { .. } => m.status = MappingStatus::Reopening { req: None },
-                MappingStatus::Opening { .. } => m.status = MappingStatus::Opening { req: None },
-                MappingStatus::Reopening { .. } => {
-                    m.status = MappingStatus::Reopening { req: None }
-                }
-                MappingStatus::Closing | MappingStatus::Lost(_) => {}
-            }
+            self.mappings.get_mut(id).expect("listed").session_lost();
         }
-        self.lease_until = None;
-        self.reopen_pending = true;
-        self.events.push_back(Event::SessionLost {
-            reason,
-            lost: lost.into_iter().collect(),
-        });
-        self.wake_all();
+        self.conn.forget_lease();
+        self.mappings.set_reopen_pending(true);
+        self.events
+            .push_back(Event::Connection(ClientEvent::SessionLost {
+                reason,
+                lost: lost.into_iter().collect(),
+            }));
+        self.ops.wake_all();
     }
 
     /// Asks the new session to vouch for the stale copies in a mapping.
     pub(crate) fn revalidate(&mut self, mapping: MappingId, file: FileId) {
-        let Some(ps) = self.params.as_ref().map(|p| p.page_size) else {
+        let Some(ps) = self.conn.page_size() else {
             return;
         };
-        let m = &self.mappings[&mapping];
+        let m = &self.mappings[mapping];
         let Some(wire) = m.wire() else { return };
         let (a, b) = m.pages(ps);
-        let stale: Vec<(u64, u64)> = self.files[&file]
-            .pages
-            .range(a..b)
+        let stale: Vec<(u64, u64)> = self
+            .cache
+            .range(file, a..b)
             .filter(|(_, p)| p.stale && p.fetch.is_none())
-            .map(|(q, p)| (*q, p.version))
+            .map(|(q, p)| (q, p.version))
             .collect();
         let per_request =
-            ((self.params.as_ref().expect("set").max_frame as usize).saturating_sub(64) / 16)
-                .max(1);
+            ((self.conn.params().expect("set").max_frame as usize).saturating_sub(64) / 16).max(1);
         for chunk in stale.chunks(per_request) {
             if !self.request_room() {
                 // No room: drop what cannot be checked now; it is fetched
                 // again on use.
-                let f = self.files.get_mut(&file).expect("present");
                 for (q, _) in chunk {
-                    if let Some(pg) = f.pages.get_mut(q) {
+                    if let Some(mut pg) = self.cache.get_mut(file, *q) {
                         pg.invalidate();
-                        self.cached -= 1;
                     }
                 }
                 continue;
@@ -251,9 +222,8 @@ impl Client {
                     pages: chunk.to_vec(),
                 },
             );
-            let f = self.files.get_mut(&file).expect("present");
             for (q, _) in chunk {
-                f.page(*q).fetch = Some(req);
+                self.cache.page(file, *q).fetch = Some(req);
             }
         }
     }

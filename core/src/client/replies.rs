@@ -8,7 +8,8 @@ use crate::protocol::{
 
 use super::cache::{PageData, PageState};
 use super::error::{LossCause, LostWrites};
-use super::{Client, Completion, LogEntry, MappingStatus, OpError, OpKind, ReqKind};
+use super::requests::ReqKind;
+use super::{Client, Completion, MappingStatus, OpError, OpKind};
 
 impl Client {
     pub(crate) fn on_reply(&mut self, now: Instant, msg: Message) {
@@ -33,17 +34,17 @@ impl Client {
     }
 
     fn on_pages(&mut self, p: Pages) -> bool {
-        let Some(r) = self.requests.get(&p.req) else {
+        let Some(r) = self.requests.get(p.req) else {
             return true;
         };
         let ReqKind::Fetch { file, first, count } = r.kind else {
             return false;
         };
-        let ps = self.params.as_ref().expect("connected").page_size;
-        let Some(f) = self.files.get(&file) else {
-            return false;
-        };
-        if p.first_page != first || p.pages.len() != count as usize || f.handle != Some(p.file) {
+        let ps = self.conn.params().expect("connected").page_size;
+        if p.first_page != first
+            || p.pages.len() != count as usize
+            || self.files.handle(file) != Some(p.file)
+        {
             return false;
         }
         if p.pages
@@ -53,11 +54,10 @@ impl Client {
             return false;
         }
         self.take_request(p.req);
-        let f = self.files.get_mut(&file).expect("checked");
         let mut woken = Vec::new();
         for (i, g) in p.pages.into_iter().enumerate() {
             let q = first + i as u64;
-            let pg = f.page(q);
+            let mut pg = self.cache.page(file, q);
             if pg.fetch == Some(p.req) {
                 pg.fetch = None;
             }
@@ -70,9 +70,6 @@ impl Client {
                 // Never let a grant's data replace bytes not yet written back.
                 Some(_) if pg.dirty.is_some() => {}
                 Some(d) => {
-                    if !pg.data.is_some() {
-                        self.cached += 1;
-                    }
                     pg.data = PageData::Shared(d);
                     pg.dirty = None;
                 }
@@ -80,7 +77,6 @@ impl Client {
                     // A copy kept from a lost session is not trusted without
                     // a revalidation.
                     pg.data = PageData::None;
-                    self.cached -= 1;
                 }
                 None => {}
             }
@@ -96,12 +92,12 @@ impl Client {
             pg.version = g.version;
             woken.extend(std::mem::take(&mut pg.waiters));
         }
-        self.woken.extend(woken);
+        self.ops.wake_all_of(woken);
         true
     }
 
     fn on_write_ack(&mut self, a: WriteAck) -> bool {
-        let Some(r) = self.requests.get(&a.req) else {
+        let Some(r) = self.requests.get(a.req) else {
             return true;
         };
         let ReqKind::WriteBack { pages, .. } = &r.kind else {
@@ -119,15 +115,15 @@ impl Client {
         else {
             return false;
         };
-        if let Some(f) = self.files.get_mut(&file) {
-            for (q, v) in pages.iter().zip(&a.versions) {
-                if let Some(pg) = f.pages.get_mut(q) {
-                    pg.writebacks = pg.writebacks.saturating_sub(1);
-                    if pg.dirty.is_none() {
-                        pg.version = *v;
-                    }
-                    self.woken.extend(pg.waiters.iter().copied());
+        for (q, v) in pages.iter().zip(&a.versions) {
+            if let Some(mut pg) = self.cache.get_mut(file, *q) {
+                pg.writebacks = pg.writebacks.saturating_sub(1);
+                if pg.dirty.is_none() {
+                    pg.version = *v;
                 }
+                let waiters: Vec<_> = pg.waiters.iter().copied().collect();
+                drop(pg);
+                self.ops.wake_all_of(waiters);
             }
         }
         if let Some(op) = op {
@@ -143,10 +139,10 @@ impl Client {
         req: crate::protocol::ReqId,
         err: Option<OpError>,
     ) {
-        let Some(o) = self.ops.get_mut(&op) else {
+        let Some(o) = self.ops.get_mut(op) else {
             return;
         };
-        match &mut o.kind {
+        match o {
             OpKind::Sync {
                 writebacks, failed, ..
             } => {
@@ -160,43 +156,38 @@ impl Client {
             }
             _ => {}
         }
-        self.woken.insert(op);
+        self.ops.wake(op);
     }
 
     fn on_mapped(&mut self, m: Mapped) -> bool {
-        let Some(r) = self.requests.get(&m.req) else {
+        let Some(r) = self.requests.get(m.req) else {
             return true;
         };
         let ReqKind::Map { mapping, op } = r.kind else {
             return false;
         };
         self.take_request(m.req);
-        let Some(ms) = self.mappings.get(&mapping) else {
+        let Some(ms) = self.mappings.get(mapping) else {
             return true;
         };
-        let reopening = matches!(ms.status, MappingStatus::Reopening { .. });
+        let reopening = ms.is_reopening();
         let old = ms.file;
-        let path = ms.path.clone();
-        let file = match self.by_handle.get(&m.file) {
-            Some(f) => *f,
+        let file = match self.files.by_handle(m.file) {
+            Some(f) => f,
             None => {
                 let f = match old {
-                    Some(f) if self.files.get(&f).is_some_and(|s| s.handle.is_none()) => f,
-                    _ => self.new_file(&path),
+                    Some(f) if self.files.awaits_handle(f) => f,
+                    _ => self.new_file(),
                 };
-                self.files.get_mut(&f).expect("present").handle = Some(m.file);
-                self.by_handle.insert(m.file, f);
+                self.files.opened(f, m.file);
                 f
             }
         };
-        let ms = self.mappings.get_mut(&mapping).expect("present");
-        ms.status = MappingStatus::Ready { wire: m.mapping };
-        ms.file = Some(file);
-        ms.file_len = m.file_len;
-        let waiters = std::mem::take(&mut ms.waiters);
-        self.woken.extend(waiters);
+        let ms = self.mappings.get_mut(mapping).expect("present");
+        let waiters = ms.mapped(m.mapping, file, m.file_len);
+        self.ops.wake_all_of(waiters);
         if let Some(op) = op {
-            self.woken.insert(op);
+            self.ops.wake(op);
         }
         if reopening {
             if let Some(old) = old
@@ -210,19 +201,14 @@ impl Client {
     }
 
     fn drop_file_if_unused(&mut self, file: super::cache::FileId) {
-        if self.mappings.values().any(|m| m.file == Some(file)) {
+        if self.mappings.use_file(file) {
             return;
         }
-        if let Some(f) = self.files.remove(&file) {
-            self.cached -= f.pages.values().filter(|p| p.data.is_some()).count();
-            if let Some(h) = f.handle {
-                self.by_handle.remove(&h);
-            }
-        }
+        self.drop_file(file);
     }
 
     fn on_unmapped(&mut self, u: Unmapped) -> bool {
-        let Some(r) = self.requests.get(&u.req) else {
+        let Some(r) = self.requests.get(u.req) else {
             return true;
         };
         let ReqKind::Unmap { mapping, op } = r.kind else {
@@ -235,24 +221,31 @@ impl Client {
     }
 
     fn on_synced(&mut self, req: crate::protocol::ReqId) -> bool {
-        let Some(r) = self.requests.get(&req) else {
+        let Some(r) = self.requests.get(req) else {
             return true;
         };
         let ReqKind::Sync { op } = r.kind else {
             return false;
         };
         self.take_request(req);
-        if let Some(o) = self.ops.get_mut(&op)
-            && let OpKind::Sync { done, .. } = &mut o.kind
-        {
-            *done = true;
-            self.woken.insert(op);
+        match self.ops.get_mut(op) {
+            Some(OpKind::Sync { done, .. }) => *done = true,
+            Some(OpKind::Unmap { synced, .. }) => *synced = true,
+            Some(OpKind::Close { syncs, .. }) => {
+                if let Some(mapping) = syncs.remove(&req)
+                    && let Some(m) = self.mappings.get_mut(mapping)
+                {
+                    m.synced_seq = m.write_seq;
+                }
+            }
+            _ => return true,
         }
+        self.ops.wake(op);
         true
     }
 
     fn on_revalidated(&mut self, r: Revalidated) -> bool {
-        let Some(rq) = self.requests.get(&r.req) else {
+        let Some(rq) = self.requests.get(r.req) else {
             return true;
         };
         let ReqKind::Revalidate { pages, .. } = &rq.kind else {
@@ -267,11 +260,8 @@ impl Client {
         let ReqKind::Revalidate { file, pages } = rq.kind else {
             return false;
         };
-        let Some(f) = self.files.get_mut(&file) else {
-            return true;
-        };
         for (i, (q, v)) in pages.iter().enumerate() {
-            let Some(pg) = f.pages.get_mut(q) else {
+            let Some(mut pg) = self.cache.get_mut(file, *q) else {
                 continue;
             };
             if pg.fetch == Some(r.req) {
@@ -282,16 +272,16 @@ impl Client {
                 pg.state = PageState::Shared;
             } else if pg.stale {
                 pg.invalidate();
-                self.cached -= 1;
             }
             let w: Vec<_> = pg.waiters.iter().copied().collect();
-            self.woken.extend(w);
+            drop(pg);
+            self.ops.wake_all_of(w);
         }
         true
     }
 
     fn on_len_set(&mut self, l: LenSet) -> bool {
-        let Some(r) = self.requests.get(&l.req) else {
+        let Some(r) = self.requests.get(l.req) else {
             return true;
         };
         let ReqKind::SetLen { op } = r.kind else {
@@ -303,7 +293,7 @@ impl Client {
     }
 
     fn on_atomic_done(&mut self, a: AtomicDone) -> bool {
-        let Some(r) = self.requests.get(&a.req) else {
+        let Some(r) = self.requests.get(a.req) else {
             return true;
         };
         let ReqKind::Atomic { op } = r.kind else {
@@ -312,10 +302,8 @@ impl Client {
         self.take_request(a.req);
         // An applied atomic is a write of its mapping: not durable until synced.
         if a.applied
-            && let Some(super::Op {
-                kind: OpKind::Atomic { mapping, .. },
-            }) = self.ops.get(&op)
-            && let Some(m) = self.mappings.get_mut(mapping)
+            && let Some(OpKind::Atomic { mapping, .. }) = self.ops.get(op)
+            && let Some(m) = self.mappings.get_mut(*mapping)
         {
             m.write_seq += 1;
         }
@@ -337,12 +325,9 @@ impl Client {
         let err = OpError::server(e.code, message.clone());
         match r.kind {
             ReqKind::Map { mapping, op } => {
-                let reopening = self
-                    .mappings
-                    .get(&mapping)
-                    .is_some_and(|m| matches!(m.status, MappingStatus::Reopening { .. }));
+                let reopening = self.mappings.get(mapping).is_some_and(|m| m.is_reopening());
                 if reopening {
-                    let m = self.mappings.get_mut(&mapping).expect("present");
+                    let m = self.mappings.get_mut(mapping).expect("present");
                     let lost = LostWrites {
                         path: m.path.clone(),
                         cause: LossCause::Session(super::SessionLossReason::LeaseExpired),
@@ -350,13 +335,13 @@ impl Client {
                         unsynced_writes: false,
                         remap_error: Some(format!("{}: {message}", e.code)),
                     };
-                    m.status = MappingStatus::Lost(lost.clone());
+                    m.lose(lost.clone());
                     let w = std::mem::take(&mut m.waiters);
-                    self.woken.extend(w);
+                    self.ops.wake_all_of(w);
                     self.fail_mapping_ops(mapping, OpError::SessionLost(lost));
                 } else {
-                    if let Some(m) = self.mappings.remove(&mapping) {
-                        self.woken.extend(m.waiters);
+                    if let Some(m) = self.mappings.remove(mapping) {
+                        self.ops.wake_all_of(m.waiters);
                     }
                     if let Some(op) = op {
                         self.complete(op, Err(err));
@@ -369,16 +354,19 @@ impl Client {
             }
             ReqKind::Fetch { file, first, count } => {
                 let mut waiters = Vec::new();
-                if let Some(f) = self.files.get_mut(&file) {
-                    for (_, pg) in f.pages.range_mut(first..first + count as u64) {
+                self.cache
+                    .update_range(file, first..first + count as u64, |_, pg| {
                         if pg.fetch == Some(e.req) {
                             pg.fetch = None;
                         }
                         waiters.extend(pg.waiters.iter().copied());
-                    }
-                }
+                    });
                 if e.code == ErrorCode::Cancelled {
-                    self.woken.extend(waiters);
+                    self.ops.wake_all_of(waiters);
+                } else if e.code == ErrorCode::ShuttingDown {
+                    // The server grants no ownership until its next run:
+                    // the waiters sleep until the next handshake wakes every
+                    // operation, then fetch again.
                 } else {
                     for w in waiters {
                         self.complete(w, Err(err.clone()));
@@ -391,11 +379,9 @@ impl Client {
                 op,
                 mapping,
             } => {
-                if let Some(f) = self.files.get_mut(&file) {
-                    for q in &pages {
-                        if let Some(pg) = f.pages.get_mut(q) {
-                            pg.writebacks = pg.writebacks.saturating_sub(1);
-                        }
+                for q in &pages {
+                    if let Some(mut pg) = self.cache.get_mut(file, *q) {
+                        pg.writebacks = pg.writebacks.saturating_sub(1);
                     }
                 }
                 let mut distinct = pages.clone();
@@ -410,25 +396,40 @@ impl Client {
                 }
             }
             ReqKind::Sync { op } => {
-                if let Some(o) = self.ops.get_mut(&op)
-                    && let OpKind::Sync { failed, .. } = &mut o.kind
-                {
-                    *failed = Some(err);
-                    self.woken.insert(op);
+                match self.ops.get_mut(op) {
+                    Some(OpKind::Sync { failed, .. }) => *failed = Some(err),
+                    Some(OpKind::Unmap {
+                        failed, sync_req, ..
+                    }) => {
+                        *failed = Some(err);
+                        *sync_req = None;
+                    }
+                    Some(OpKind::Close { failed, syncs, .. }) => {
+                        syncs.remove(&e.req);
+                        failed.get_or_insert(err);
+                    }
+                    _ => return true,
                 }
+                self.ops.wake(op);
             }
             ReqKind::Revalidate { file, pages } => {
-                if let Some(f) = self.files.get_mut(&file) {
-                    for (q, _) in pages {
-                        if let Some(pg) = f.pages.get_mut(&q)
-                            && pg.stale
-                        {
-                            pg.invalidate();
-                            pg.fetch = None;
-                            self.cached -= 1;
-                            self.woken.extend(pg.waiters.iter().copied());
-                        }
+                for (q, _) in pages {
+                    if let Some(mut pg) = self.cache.get_mut(file, q)
+                        && pg.stale
+                    {
+                        pg.invalidate();
+                        pg.fetch = None;
+                        let w: Vec<_> = pg.waiters.iter().copied().collect();
+                        drop(pg);
+                        self.ops.wake_all_of(w);
                     }
+                }
+            }
+            ReqKind::Atomic { op } if e.code == ErrorCode::ShuttingDown => {
+                // Not applied: asked again of the next run, after the next
+                // handshake wakes every operation.
+                if let Some(OpKind::Atomic { req, .. }) = self.ops.get_mut(op) {
+                    *req = None;
                 }
             }
             ReqKind::SetLen { op } | ReqKind::Atomic { op } => self.complete(op, Err(err)),
@@ -438,7 +439,7 @@ impl Client {
 
     /// Marks a mapping as having lost writes: its operations fail from now on.
     pub(crate) fn lose_writes(&mut self, mapping: super::MappingId, cause: LossCause, pages: u64) {
-        let Some(m) = self.mappings.get_mut(&mapping) else {
+        let Some(m) = self.mappings.get_mut(mapping) else {
             return;
         };
         let lost = match &mut m.status {
@@ -454,8 +455,8 @@ impl Client {
                     unsynced_writes: false,
                     remap_error: None,
                 };
-                if !matches!(m.status, MappingStatus::Closing) {
-                    m.status = MappingStatus::Lost(l.clone());
+                if !m.is_closing() {
+                    m.lose(l.clone());
                 }
                 l
             }
@@ -465,61 +466,50 @@ impl Client {
     }
 
     fn on_invalidate(&mut self, i: Invalidate) -> bool {
-        if let Some(&file) = self.by_handle.get(&i.file) {
+        if let Some(file) = self.files.by_handle(i.file) {
             let end = i.first_page.saturating_add(i.count as u64);
             self.withdraw_range(file, i.first_page, end, |p| p.state != PageState::Exclusive);
-            let f = self.files.get_mut(&file).expect("known handle");
             let mut woken = Vec::new();
-            for (_, pg) in f.pages.range_mut(i.first_page..end) {
+            self.cache.update_range(file, i.first_page..end, |_, pg| {
                 if pg.dirty.is_some() || pg.state == PageState::Exclusive {
                     // The server thinks we share what we own: keep the data
                     // (the protocol never does this; see docs/CONSISTENCY.md).
-                    continue;
-                }
-                if pg.data.is_some() {
-                    self.cached -= 1;
+                    return;
                 }
                 pg.invalidate();
                 woken.extend(pg.waiters.iter().copied());
-            }
-            self.woken.extend(woken);
+            });
+            self.ops.wake_all_of(woken);
         }
-        self.transmit(&Message::InvalidateAck(InvalidateAck { rev: i.rev }));
+        self.conn
+            .transmit(&Message::InvalidateAck(InvalidateAck { rev: i.rev }));
         true
     }
 
     fn on_recall(&mut self, r: Recall) -> bool {
         let mut patches: Vec<PagePatch> = Vec::new();
-        if let Some(&file) = self.by_handle.get(&r.file) {
+        if let Some(file) = self.files.by_handle(r.file) {
             let end = r.first_page.saturating_add(r.count as u64);
-            let pages: Vec<u64> = self.files[&file]
-                .pages
-                .range(r.first_page..end)
-                .map(|(q, _)| *q)
+            let pages: Vec<u64> = self
+                .cache
+                .range(file, r.first_page..end)
+                .map(|(q, _)| q)
                 .collect();
             for q in pages {
                 // A page in memory: write-protect it and take its changes.
                 self.capture_page(file, q);
                 let (state, dirty) = {
-                    let pg = &self.files[&file].pages[&q];
+                    let pg = self.cache.get(file, q).expect("listed");
                     (pg.state, pg.dirty)
                 };
                 if state == PageState::Shared && !r.downgrade {
                     // The server thinks we own the page (a grant we never saw):
                     // once we acknowledge, it counts us out entirely.
-                    let pg = self
-                        .files
-                        .get_mut(&file)
-                        .expect("known")
-                        .pages
-                        .get_mut(&q)
-                        .expect("listed");
-                    if pg.data.is_some() {
-                        self.cached -= 1;
-                    }
+                    let mut pg = self.cache.get_mut(file, q).expect("listed");
                     pg.invalidate();
                     let w: Vec<_> = pg.waiters.iter().copied().collect();
-                    self.woken.extend(w);
+                    drop(pg);
+                    self.ops.wake_all_of(w);
                     self.zap_if_gone(file, q);
                     continue;
                 }
@@ -528,7 +518,7 @@ impl Client {
                 }
                 if let Some((lo, hi)) = dirty {
                     let pieces = self.split_dirty(file, q, lo, hi);
-                    let pg = &self.files[&file].pages[&q];
+                    let pg = self.cache.get(file, q).expect("listed");
                     let data = pg.data.as_slice().expect("dirty pages have data");
                     for (_, _, off, len) in pieces {
                         patches.push(PagePatch {
@@ -540,13 +530,7 @@ impl Client {
                         });
                     }
                 }
-                let pg = self
-                    .files
-                    .get_mut(&file)
-                    .expect("known")
-                    .pages
-                    .get_mut(&q)
-                    .expect("listed");
+                let mut pg = self.cache.get_mut(file, q).expect("listed");
                 pg.dirty = None;
                 if r.downgrade && pg.data.is_some() {
                     pg.state = PageState::Shared;
@@ -556,17 +540,14 @@ impl Client {
                         // revalidated.
                         pg.version = super::VERSION_UNKNOWN;
                     }
-                    if let PageData::Owned(b) = std::mem::replace(&mut pg.data, PageData::None) {
-                        pg.data = PageData::Shared(b.freeze());
-                    }
+                    // Shared bytes stay as they are; owned ones are frozen.
+                    pg.freeze_data();
                 } else {
-                    if pg.data.is_some() {
-                        self.cached -= 1;
-                    }
                     pg.invalidate();
                 }
                 let w: Vec<_> = pg.waiters.iter().copied().collect();
-                self.woken.extend(w);
+                drop(pg);
+                self.ops.wake_all_of(w);
                 self.zap_if_gone(file, q);
             }
         }
@@ -574,18 +555,15 @@ impl Client {
             rev: r.rev,
             patches,
         });
-        self.transmit(&ack);
+        self.conn.transmit(&ack);
         if let Message::RecallAck(a) = &ack
             && !a.patches.is_empty()
         {
-            self.next_seq += 1;
             let file = self
-                .by_handle
-                .get(&r.file)
-                .copied()
+                .files
+                .by_handle(r.file)
                 .expect("patches only come from known files");
-            self.log
-                .insert(self.next_seq, LogEntry::RecallAck(r.rev, file, ack));
+            self.requests.log_recall_ack(r.rev, file, ack);
         }
         true
     }

@@ -8,6 +8,7 @@ mod encode;
 mod error_code;
 mod ids;
 mod message;
+mod outbox;
 mod recv;
 
 pub use decode::{DecodeError, check_frame, decode_body, decode_frame};
@@ -15,7 +16,8 @@ pub use encode::ChunkQueue;
 pub use error_code::ErrorCode;
 pub use ids::*;
 pub use message::*;
-pub use recv::{RETAIN_LIMIT, RecvBuffer};
+pub use outbox::{MAX_IOVECS, Outbox};
+pub use recv::{READ_CHUNK, RETAIN_LIMIT, RecvBuffer};
 
 /// The protocol version this implementation speaks.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -18,6 +18,10 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
+/// How much an adapter reads from a socket at once (the `chunk` of
+/// [`RecvBuffer::make_room`] and [`RecvBuffer::read_space`]): 64 KiB.
+pub const READ_CHUNK: usize = 64 * 1024;
+
 /// The most memory kept in retired buffers for reuse: 64 MiB, as much as a
 /// streaming reader's default cache holds anyway.
 pub const RETAIN_LIMIT: usize = 64 << 20;

@@ -8,8 +8,9 @@ use crate::store::{StoreDone, StoreError, StoreId};
 
 use super::Server;
 use super::disk::Purpose;
+use super::ids::RevKind;
 use super::ops::OpKind;
-use super::revoke::{RevKind, Wanted};
+use super::revoke::Wanted;
 
 /// Deliberate protocol bugs, to prove that the tests and the simulator can
 /// catch them (feature `bug-injection`).

@@ -17,11 +17,7 @@ use crate::path::ExportPath;
 use crate::protocol::{PageNo, SessionId, Version};
 use crate::store::FileKey;
 
-use super::ops::OpId;
-
-/// A file known to the server, by the server's own number.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct FileId(pub(crate) u32);
+use super::ids::{FileId, OpId};
 
 /// One page's coherence state.
 #[derive(Debug)]

@@ -10,7 +10,8 @@ use crate::protocol::{
 };
 use crate::store::{StoreError, WriteRun};
 
-use super::ops::{OpId, OpKind};
+use super::ids::OpId;
+use super::ops::OpKind;
 use super::requests::store_failure;
 use super::{Failure, Server};
 
@@ -240,7 +241,7 @@ impl Server {
     /// write-back) waits for the write.
     pub(super) fn write_unsynced(
         &mut self,
-        file: super::directory::FileId,
+        file: super::ids::FileId,
         runs: Vec<WriteRun>,
         writer: SessionId,
         op: Option<OpId>,

@@ -7,9 +7,10 @@ use crate::protocol::{
 };
 use crate::store::{OpenOptions, StoreDone, StoreError};
 
-use super::directory::{FileEntry, FileId};
+use super::directory::FileEntry;
 use super::disk::Purpose;
-use super::ops::{Op, OpId, OpKind};
+use super::ids::{FileId, OpId};
+use super::ops::{Op, OpKind};
 use super::requests::{Outcome, store_failure};
 use super::session::MappingEntry;
 use super::{Failure, Server, error_msg};

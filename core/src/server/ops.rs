@@ -15,13 +15,8 @@ use crate::Instant;
 use crate::path::ExportPath;
 use crate::protocol::{AtomicOp, Message, PageNo, ReqId, SessionId, Version, WireMappingId};
 
-use super::directory::FileId;
-use super::revoke::RevKind;
+use super::ids::{FileId, OpId, RevKind};
 use super::{Server, error_msg};
-
-/// An operation, numbered by the server.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct OpId(pub(crate) u64);
 
 #[derive(Clone, Debug)]
 pub(crate) enum OpKind {

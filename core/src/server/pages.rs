@@ -11,8 +11,9 @@ use crate::protocol::{
 
 use crate::store::WriteRun;
 
-use super::directory::FileId;
-use super::ops::{Op, OpId, OpKind};
+use super::ids::FileId;
+use super::ids::OpId;
+use super::ops::{Op, OpKind};
 use super::requests::{Outcome, store_failure};
 use super::session::MappingEntry;
 use super::{Failure, Server};

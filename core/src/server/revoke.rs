@@ -6,20 +6,11 @@ use crate::protocol::{
     ErrorCode, Invalidate, Message, PageNo, PagePatch, Recall, RevId, SessionId,
 };
 
-use super::directory::FileId;
-use super::ops::OpId;
+use super::ids::{FileId, OpId, RevKind};
 use super::{Failure, Server, ServerEvent, error_msg};
 
 /// Revocations an operation needs: `(holder, page, kind)`.
 pub(crate) type Wanted = Vec<(SessionId, PageNo, RevKind)>;
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum RevKind {
-    /// Drop a shared copy.
-    Invalidate,
-    /// Give back ownership (and dirty data); keep a shared copy if `downgrade`.
-    Recall { downgrade: bool },
-}
 
 #[derive(Debug)]
 pub(crate) struct Revocation {

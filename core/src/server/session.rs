@@ -11,8 +11,7 @@ use crate::protocol::{
 
 use super::ConnId;
 use super::config::Rights;
-use super::directory::FileId;
-use super::ops::OpId;
+use super::ids::{FileId, OpId};
 
 /// One mapping of a session.
 #[derive(Clone, Debug)]

@@ -60,7 +60,7 @@ impl Server {
 
     /// A write or fsync failed: the data stays in memory; tell the
     /// operator, and write it again later.
-    fn disk_trouble(&mut self, now: Instant, file: super::directory::FileId, error: StoreError) {
+    fn disk_trouble(&mut self, now: Instant, file: super::ids::FileId, error: StoreError) {
         let path = self.files.files.get(&file).map(|f| f.path.clone());
         self.events
             .push_back(ServerEvent::DiskTrouble { path, error });

@@ -1,5 +1,6 @@
-//! The `server` target: one [`Server`] over a [`MemStore`] with a few files,
-//! fed an arbitrary sequence of actions from up to [`SLOTS`] connections.
+//! The `server` target: one [`Server`] over a [`MemStore`] with a few
+//! files, fed an arbitrary sequence of actions from up to [`SLOTS`]
+//! connections.
 //!
 //! Most connections start with a well-formed handshake (and answer the
 //! authentication challenge when the server asks), requests name mappings,
@@ -16,9 +17,13 @@
 //! server wrote decodes as a server-to-client frame.
 //!
 //! The parts: the input grammar and the run (here), the harness that drives
-//! the server and plays the clients ([`harness`]), what a client knows of its
-//! session ([`view`]), turning actions back into bytes ([`unparse`]), and the
-//! seed stories ([`stories`]).
+//! the server and plays the clients (`harness.rs`), what a client knows of
+//! its session (`view.rs`), turning actions back into bytes (`unparse.rs`),
+//! and the seed stories (`stories.rs`).
+//!
+//! [`Server`]: rmmap_core::server::Server
+//! [`Server::check_invariants`]: rmmap_core::server::Server::check_invariants
+//! [`MemStore`]: rmmap_core::store::MemStore
 
 mod harness;
 

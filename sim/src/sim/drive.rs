@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rmmap_core::client::{Completion, Event, MapOptions, OpError, OpId};
+use rmmap_core::client::{ClientEvent, Completion, Event, MapOptions, OpError, OpId};
 use rmmap_core::protocol::AtomicOp;
 
 use crate::checker::Violation;
@@ -70,7 +70,7 @@ impl Sim<'_> {
         let client = &mut self.cluster.nodes[i].client;
         let (r, kind) = match planned {
             Planned::Read { file, offset, len } => (
-                client.read(now, m, offset, len),
+                client.read(now, m, offset, len).map(OpId::from),
                 OpKind::Read {
                     offset,
                     cells: self.layout.cells_in(file, offset, len),
@@ -81,10 +81,15 @@ impl Sim<'_> {
                 data,
                 cells,
                 ..
-            } => (client.write(now, m, offset, data), OpKind::Write { cells }),
-            Planned::Sync { file } => (client.sync(now, m), OpKind::Sync { file }),
+            } => (
+                client.write(now, m, offset, data).map(OpId::from),
+                OpKind::Write { cells },
+            ),
+            Planned::Sync { file } => (client.sync(now, m).map(OpId::from), OpKind::Sync { file }),
             Planned::Swap { cell, new } => (
-                client.atomic(now, m, cell.offset, AtomicOp::Swap(new)),
+                client
+                    .atomic(now, m, cell.offset, AtomicOp::Swap(new))
+                    .map(OpId::from),
                 OpKind::Swap { cell, new },
             ),
             Planned::Cas {
@@ -92,12 +97,14 @@ impl Sim<'_> {
                 expected,
                 new,
             } => (
-                client.atomic(
-                    now,
-                    m,
-                    cell.offset,
-                    AtomicOp::CompareExchange { expected, new },
-                ),
+                client
+                    .atomic(
+                        now,
+                        m,
+                        cell.offset,
+                        AtomicOp::CompareExchange { expected, new },
+                    )
+                    .map(OpId::from),
                 OpKind::Cas {
                     cell,
                     expected,
@@ -255,7 +262,7 @@ impl Sim<'_> {
             return;
         }
         match ev {
-            Event::SessionLost { reason, lost } => {
+            Event::Connection(ClientEvent::SessionLost { reason, lost }) => {
                 self.stats.sessions_lost += 1;
                 let seq = self.next_seq();
                 let inc = self.clients[i].incarnation;
@@ -273,7 +280,7 @@ impl Sim<'_> {
                     self.mark_lost(i, m);
                 }
             }
-            Event::Connected { resumed } => {
+            Event::Connection(ClientEvent::Connected { resumed }) => {
                 self.stats.connects += 1;
                 self.clients[i].connected_once = true;
                 if !resumed {
@@ -283,7 +290,7 @@ impl Sim<'_> {
                 self.trace
                     .line(format!("{now:?} c{i} connected resumed={resumed}"));
             }
-            Event::Failed { reason } => {
+            Event::Connection(ClientEvent::Failed { reason }) => {
                 let d = format!("client {i} failed for good at {now:?}: {reason}");
                 self.violations
                     .push(Violation::new("client-failed", None, d, Vec::new()));
@@ -416,9 +423,9 @@ impl Sim<'_> {
                     SlotState::Idle => {
                         let len = self.layout.len(f);
                         if let Ok(op) =
-                            client.map(now, &Layout::path(f), 0, len, MapOptions::read_write())
+                            client.map(now, &Layout::path(f), 0..len, MapOptions::read_write())
                         {
-                            self.pending.insert((i, op), Pending::Map(f));
+                            self.pending.insert((i, op.id()), Pending::Map(f));
                             self.clients[i].slots[f].state = SlotState::Opening;
                         }
                     }
@@ -426,7 +433,7 @@ impl Sim<'_> {
                         let m = slot.mapping.expect("lost mappings exist");
                         match client.unmap(now, m) {
                             Ok(op) => {
-                                self.pending.insert((i, op), Pending::Unmap(f));
+                                self.pending.insert((i, op.id()), Pending::Unmap(f));
                                 self.clients[i].slots[f].state = SlotState::Unmapping;
                             }
                             Err(_) => {

@@ -1,14 +1,17 @@
 //! The blocking client: one connection carrying every mapping, one
 //! background IO thread, and handles that any number of threads may share.
 //!
-//! The core [`rmmap_core::client::Client`] sits behind a `std::sync::Mutex`.
-//! Application calls lock it, try the cache (`try_read` / `try_write`: a hit
-//! is served on the caller's thread without waking anyone), and otherwise
-//! start an operation, register a one-shot channel under its [`OpId`], wake
-//! the IO thread through a [`mio::Waker`] and block on the channel. The IO
-//! thread owns a [`mio::Poll`] and the socket, runs the same [`Link`] as
+//! The core [`rmmap_core::client::Client`] decides everything and sits
+//! behind a `std::sync::Mutex`. Every call runs the same way
+//! ([`Shared::run`]): under the lock the core either finishes it on the spot
+//! (a cache hit, served on the caller's thread without waking anyone) or
+//! starts an operation; then a one-shot channel is registered under the
+//! operation's id, the IO thread is woken through a [`mio::Waker`], and the
+//! caller blocks on the channel. The IO thread owns a [`mio::Poll`] and the
+//! socket, runs the same [`Link`] as
 //! [`EmbeddedClient`](crate::EmbeddedClient), and routes each completion to
-//! its channel.
+//! its channel; the operation's typed [`Pending`] reads it. What differs
+//! from the Tokio client is only how to wait.
 
 mod driver;
 mod mapping;
@@ -19,14 +22,16 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mio::{Poll, Token, Waker};
-use rmmap_core::client::{ClientConfig, Completion, MapOptions, OpError, OpId};
-use rmmap_secure::ClientTls;
+use rmmap_core::client::{
+    ClientConfig, ClientEvent, Completion, ConnectError, IntoStarted, MapOptions, OpError, OpId,
+    Started,
+};
+use rmmap_secure::{ClientTls, random_seed};
 
 pub use mapping::Mapping;
 pub use rmmap_core::client::Access;
 
-use crate::clock::{Clock, random_seed};
-use crate::event::{ClientEvent, ConnectError};
+use crate::clock::Clock;
 use crate::link::Link;
 
 /// The IO thread's tokens.
@@ -35,6 +40,7 @@ const SOCKET: Token = Token(1);
 /// A watcher more than this many events behind misses the newest.
 const EVENT_BACKLOG: usize = 256;
 
+type Core = rmmap_core::client::Client;
 type Waiter = SyncSender<Result<Completion, OpError>>;
 
 /// The state the IO thread and the handles share.
@@ -47,12 +53,9 @@ pub(crate) struct Shared {
 }
 
 pub(crate) struct Inner {
-    pub(crate) client: rmmap_core::client::Client,
-    pub(crate) waiters: BTreeMap<OpId, Waiter>,
-    /// Why the IO thread stopped; every new operation fails with it.
-    pub(crate) stopped: Option<String>,
-    /// Every handle is gone: close, then stop.
-    pub(crate) abandoned: bool,
+    pub(crate) client: Core,
+    /// Who waits for which operation.
+    waiters: BTreeMap<OpId, Waiter>,
 }
 
 impl Shared {
@@ -71,35 +74,46 @@ impl Shared {
         let _ = self.waker.wake();
     }
 
-    /// Starts an operation under the lock and blocks until it completes.
-    pub(crate) fn run(
+    /// Runs a command and blocks until its result.
+    pub(crate) fn run<S: IntoStarted>(
         &self,
-        start: impl FnOnce(
-            &mut rmmap_core::client::Client,
-            rmmap_core::Instant,
-        ) -> Result<OpId, OpError>,
-    ) -> Result<Completion, OpError> {
-        let rx = {
+        command: impl FnOnce(&mut Core, rmmap_core::Instant) -> Result<S, OpError>,
+    ) -> Result<S::Output, OpError> {
+        let (pending, rx) = {
             let mut g = self.lock();
-            if let Some(why) = &g.stopped {
-                return Err(OpError::Closed(why.clone()));
-            }
             let now = self.now();
-            let op = start(&mut g.client, now)?;
-            let (tx, rx) = sync_channel(1);
-            g.waiters.insert(op, tx);
-            rx
+            match command(&mut g.client, now)?.into_started() {
+                Started::Done(t) => {
+                    let to_send = g.client.pending_output() > 0;
+                    drop(g);
+                    if to_send {
+                        self.wake();
+                    }
+                    return Ok(t);
+                }
+                Started::Waiting(pending) => {
+                    let (tx, rx) = sync_channel(1);
+                    g.waiters.insert(pending.id(), tx);
+                    (pending, rx)
+                }
+            }
         };
         self.wake();
-        match rx.recv() {
-            Ok(r) => r,
-            Err(_) => Err(OpError::Closed(
-                self.lock()
-                    .stopped
-                    .clone()
-                    .unwrap_or_else(|| "the client stopped".into()),
-            )),
-        }
+        let result = rx.recv().unwrap_or_else(|_| {
+            Err(self
+                .lock()
+                .client
+                .closed()
+                .unwrap_or_else(|| OpError::Closed("the client's IO thread stopped".into())))
+        });
+        pending.finish(result)
+    }
+
+    /// Calls the core under the lock (the `try_` fast paths).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Core, rmmap_core::Instant) -> R) -> R {
+        let mut g = self.lock();
+        let now = self.now();
+        f(&mut g.client, now)
     }
 
     /// Tells every watcher; forgets the ones that went away.
@@ -117,7 +131,7 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.shared.lock().abandoned = true;
+        self.shared.with(|c, now| c.abandon(now));
         self.shared.wake();
     }
 }
@@ -147,11 +161,7 @@ impl Client {
     /// handshake. Fails if this first connection cannot be made; later
     /// losses are repaired in the background.
     pub fn connect(addr: &str, config: ClientConfig) -> Result<Client, ConnectError> {
-        let seed = random_seed().map_err(|source| ConnectError::Io {
-            addr: addr.to_owned(),
-            source,
-        })?;
-        Self::connect_seeded(addr, config, seed)
+        Self::start(addr, config, None, None)
     }
 
     /// Like [`Client::connect`], over TLS with `tls`: the server's
@@ -162,11 +172,7 @@ impl Client {
         config: ClientConfig,
         tls: ClientTls,
     ) -> Result<Client, ConnectError> {
-        let seed = random_seed().map_err(|source| ConnectError::Io {
-            addr: addr.to_owned(),
-            source,
-        })?;
-        Self::start(addr, config, Some(tls), seed)
+        Self::start(addr, config, Some(tls), None)
     }
 
     /// Like [`Client::connect`], with the core's seed (reconnection jitter,
@@ -177,38 +183,40 @@ impl Client {
         config: ClientConfig,
         seed: [u8; 32],
     ) -> Result<Client, ConnectError> {
-        Self::start(addr, config, None, seed)
+        Self::start(addr, config, None, Some(seed))
     }
 
     fn start(
         addr: &str,
         config: ClientConfig,
         tls: Option<ClientTls>,
-        seed: [u8; 32],
+        seed: Option<[u8; 32]>,
     ) -> Result<Client, ConnectError> {
         let io_err = |source| ConnectError::Io {
             addr: addr.to_owned(),
             source,
+        };
+        let seed = match seed {
+            Some(s) => s,
+            None => random_seed().map_err(io_err)?,
         };
         let poll = Poll::new().map_err(io_err)?;
         let waker = Waker::new(poll.registry(), WAKE).map_err(io_err)?;
         let registry = poll.registry().try_clone().map_err(io_err)?;
         let link = Link::new(addr, registry, SOCKET).with_tls(tls);
         let clock = Clock::new();
-        let core = rmmap_core::client::Client::new(config, seed, clock.now());
+        let mut core = Core::new(config, seed, clock.now());
+        core.require_first_connection(addr);
         let shared = Arc::new(Shared {
             core: Mutex::new(Inner {
                 client: core,
                 waiters: BTreeMap::new(),
-                stopped: None,
-                abandoned: false,
             }),
             waker,
             watchers: Mutex::new(Vec::new()),
             clock,
         });
-        let (first_tx, first_rx) = sync_channel(1);
-        let driver = driver::Driver::new(shared.clone(), poll, link, first_tx);
+        let driver = driver::Driver::new(shared.clone(), poll, link);
         std::thread::Builder::new()
             .name("rmmap-mio-client".into())
             .spawn(move || driver.run())
@@ -216,13 +224,9 @@ impl Client {
         let client = Client {
             handle: Arc::new(Handle { shared }),
         };
-        match first_rx.recv() {
-            Ok(Ok(())) => Ok(client),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(ConnectError::Handshake {
-                addr: addr.to_owned(),
-                reason: "the client's IO thread stopped".into(),
-            }),
+        match client.shared().run(|c, now| c.wait_connected(now)) {
+            Ok(()) => Ok(client),
+            Err(e) => Err(client.shared().lock().client.connect_error(e)),
         }
     }
 
@@ -256,14 +260,11 @@ impl Client {
     /// Maps `range` of the file at `path` (relative to the export root).
     /// The range must lie within the file.
     pub fn map(&self, path: &str, range: Range<u64>, access: Access) -> Result<Mapping, OpError> {
-        self.map_with(
-            path,
-            range,
-            MapOptions {
-                access,
-                create: false,
-            },
-        )
+        let opts = MapOptions {
+            access,
+            create: false,
+        };
+        self.map_with(path, range, opts)
     }
 
     /// Maps with options: with `create`, a missing file is created and a
@@ -274,49 +275,20 @@ impl Client {
         range: Range<u64>,
         opts: MapOptions,
     ) -> Result<Mapping, OpError> {
-        let len = range
-            .end
-            .checked_sub(range.start)
-            .ok_or(OpError::OutOfRange {
-                offset: range.start,
-                len: 0,
-                mapping_len: 0,
-            })?;
-        let start = range.start;
-        match self
-            .shared()
-            .run(|c, now| c.map(now, path, start, len, opts))?
-        {
-            Completion::Mapped { mapping, file_len } => {
-                Ok(Mapping::new(self.clone(), mapping, len, file_len))
-            }
-            other => Err(unexpected(other)),
-        }
+        let m = self.shared().run(|c, now| c.map(now, path, range, opts))?;
+        Ok(Mapping::new(self.clone(), m))
     }
 
     /// Sets the length of the file at `path` (truncating or extending with
-    /// zeros); with `create`, creates it if missing.
+    /// zeros); with `create`, creates it if missing. Returns the new length.
     pub fn set_len(&self, path: &str, len: u64, create: bool) -> Result<u64, OpError> {
-        match self
-            .shared()
-            .run(|c, now| c.set_len(now, path, len, create))?
-        {
-            Completion::LenSet { len } => Ok(len),
-            other => Err(unexpected(other)),
-        }
+        self.shared()
+            .run(|c, now| c.set_len(now, path, len, create))
     }
 
     /// Writes back everything dirty, ends the session and stops the IO
     /// thread. Every other pending operation fails with `closed`.
     pub fn close(&self) -> Result<(), OpError> {
-        match self.shared().run(|c, now| c.close(now))? {
-            Completion::Closed => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.shared().run(|c, now| c.close(now))
     }
-}
-
-/// A completion of the wrong kind would be a bug in the core.
-pub(crate) fn unexpected(c: Completion) -> OpError {
-    OpError::Closed(format!("internal error: unexpected completion {c:?}"))
 }

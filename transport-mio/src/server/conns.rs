@@ -4,22 +4,20 @@
 //! limits see them; a peer that takes none of them for the write timeout is
 //! dropped), closes.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use mio::{Interest, Registry, Token};
+use rmmap_core::protocol::{Outbox, READ_CHUNK};
 use rmmap_core::server::{ConnId, InputStatus, Server as Core, ServerEvent};
 use rmmap_core::store::{StoreDone, StoreError, StoreId};
 
 use crate::clock::Clock;
-use crate::link::{advance, write_some};
 use crate::wire::Wire;
 
-/// Read at most this much per system call.
-const READ_CHUNK: usize = 64 * 1024;
 /// A connection's first reads take at most this much (the largest frame
 /// before the handshake); the buffer grows, up to [`READ_CHUNK`], only while
 /// reads fill it, so that idle connections stay small (the buffer is
@@ -49,7 +47,7 @@ struct Slot {
     /// held back while paused).
     inbox: BytesMut,
     /// Bytes taken from the core, not yet written (at most a batch).
-    out: VecDeque<Bytes>,
+    out: Outbox,
     /// How much the next read asks for.
     read_size: usize,
     /// Since when the socket has taken none of `out`.
@@ -171,7 +169,7 @@ impl Conns {
         let slot = Slot {
             stream,
             inbox: BytesMut::new(),
-            out: VecDeque::new(),
+            out: Outbox::new(),
             read_size: FIRST_READ,
             stalled_since: None,
             paused: false,
@@ -289,7 +287,7 @@ impl Conns {
                         break;
                     };
                     bytes += b.len();
-                    slot.out.push_back(b);
+                    slot.out.push(b);
                 }
                 if slot.out.is_empty() {
                     // TLS records still buffered go out first.
@@ -313,11 +311,11 @@ impl Conns {
                     continue;
                 }
             }
-            match write_some(&mut slot.stream, &slot.out) {
+            match slot.stream.write_vectored(&slot.out.io_slices()) {
                 Ok(0) => return self.gone(conn),
                 Ok(n) => {
                     slot.stalled_since = None;
-                    advance(&mut slot.out, n)
+                    slot.out.advance(n)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     slot.stalled_since

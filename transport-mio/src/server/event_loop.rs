@@ -13,8 +13,9 @@ use rmmap_store::{DiskPool, StoreResult};
 
 use super::conns::{Conns, conn_of};
 use super::{Control, ServeError, ServeOptions, ShutdownHandle};
-use crate::clock::{Clock, random_seed, until};
+use crate::clock::{Clock, until};
 use crate::wire::Wire;
+use rmmap_secure::random_seed;
 
 pub(super) const LISTENER: Token = Token(0);
 pub(super) const WAKER: Token = Token(1);

@@ -1,35 +1,29 @@
 //! The client's background driver: a socket, a timer, a waker, a loop.
 //!
 //! Each turn feeds the core what happened (bytes, a connection opening or
-//! breaking, time passing), then drains it under the lock: events are acted
-//! on (connect, disconnect, route a completion to its waiter, publish a
-//! connection event) and bytes to send are queued; then it waits for the
-//! socket, the core's next deadline, or a wake-up from a handle. Reading and
-//! writing are both always armed, so a server that stops reading while we
-//! write cannot deadlock us.
+//! breaking, time passing), then drains it under the lock: it notes whether
+//! to connect or disconnect, takes the waiters of what completed, publishes
+//! connection events and takes the bytes to send; then it hands the
+//! completions to their waiters and waits for the socket, the core's next
+//! deadline, or a wake-up from a handle. It stops when the core says the
+//! client is closed. Reading and writing are both always armed, so a server
+//! that stops reading while we write cannot deadlock us.
 
-use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use rmmap_core::client::{Completion, Event, OpError, OpId};
-use rmmap_core::protocol::RecvBuffer;
+use rmmap_core::client::{Completion, Event, OpError};
+use rmmap_core::protocol::{Outbox, READ_CHUNK, RecvBuffer};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::oneshot;
 
-use super::{ClientEvent, ConnectError, Inner, Shared};
-use crate::net::{Connector, advance};
+use super::{Inner, Shared, Waiter};
+use crate::net::Connector;
 
 /// How long the last bytes for a closed connection (a `Bye`) may take.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
-/// Read at most this much per turn.
-const READ_CHUNK: usize = 64 * 1024;
-/// Hand at most this many chunks to one vectored write.
-const MAX_IOVECS: usize = 64;
 
 type Connecting<S> = Pin<Box<dyn Future<Output = io::Result<S>> + Send>>;
 
@@ -38,46 +32,31 @@ struct Conn<S> {
     writer: WriteHalf<S>,
 }
 
-/// What the driver learned while draining the core.
+/// What one drain of the core asks of the loop.
 #[derive(Default)]
 struct Drained {
     connect: bool,
     disconnect: bool,
-    stop: Option<String>,
-    first: Option<Result<(), String>>,
-    /// Completions to hand to their waiters once the loop has acted.
-    completed: Vec<(OpId, Result<Completion, OpError>)>,
+    /// Completions, with their waiters, to hand over once the loop has
+    /// acted (after a close's last bytes are written).
+    completed: Vec<(Waiter, Result<Completion, OpError>)>,
 }
 
-pub(super) async fn run<C: Connector>(
-    shared: Arc<Shared>,
-    connector: C,
-    addr: String,
-    first: oneshot::Sender<Result<(), ConnectError>>,
-) {
+pub(super) async fn run<C: Connector>(shared: Arc<Shared>, connector: C, addr: String) {
     let connector = Arc::new(connector);
-    let mut first = Some(first);
     let mut conn: Option<Conn<C::Stream>> = None;
     let mut connecting: Option<Connecting<C::Stream>> = None;
-    let mut out: VecDeque<Bytes> = VecDeque::new();
+    let mut out = Outbox::new();
     let mut inbuf = RecvBuffer::new();
-    let mut close_op: Option<OpId> = None;
     // Bytes were written since the last flush: a stream that buffers (TLS)
     // may still hold some.
     let mut unflushed = false;
 
-    let stopped = loop {
+    loop {
         // ---- drain the core ----
-        let (mut drained, deadline, last) = {
+        let (drained, deadline, last, closed) = {
             let mut g = shared.lock();
-            if g.abandoned && close_op.is_none() && g.stopped.is_none() {
-                let now = shared.now();
-                match g.client.close(now) {
-                    Ok(op) => close_op = Some(op),
-                    Err(e) => break format!("the client was dropped ({e})"),
-                }
-            }
-            let d = drain(&shared, &mut g, close_op);
+            let d = drain(&shared, &mut g);
             // After a Disconnect, what the core still queued (a `Bye`) is
             // the last of the old connection; otherwise it is for this one.
             let mut last = Vec::new();
@@ -87,9 +66,9 @@ pub(super) async fn run<C: Connector>(
                 }
             }
             let deadline = g.client.poll_timeout().map(|t| shared.clock.deadline(t));
-            (d, deadline, last)
+            (d, deadline, last, g.client.closed().is_some())
         };
-        if drained.disconnect || drained.stop.is_some() {
+        if drained.disconnect || closed {
             // The connection is over. Its last bytes (a `Bye` after a
             // close) go out before anyone hears that the close completed.
             if let Some(c) = conn.take()
@@ -105,22 +84,12 @@ pub(super) async fn run<C: Connector>(
         } else {
             out.extend(last);
         }
-        route(&shared, std::mem::take(&mut drained.completed));
-        if let Some(r) = drained.first
-            && let Some(tx) = first.take()
-        {
-            let r = r.map_err(|reason| ConnectError::Handshake {
-                addr: addr.clone(),
-                reason,
-            });
-            let failed = r.is_err();
-            let _ = tx.send(r);
-            if failed {
-                break "the first connection failed".into();
-            }
+        for (tx, result) in drained.completed {
+            let _ = tx.send(result);
         }
-        if let Some(why) = drained.stop {
-            break why;
+        if closed {
+            // Every operation has completed; the core refuses new ones.
+            return;
         }
         if drained.connect {
             conn = None;
@@ -177,7 +146,7 @@ pub(super) async fn run<C: Connector>(
         match step {
             Step::Input => shared.lock().client.handle_input(now, inbuf.bytes()),
             Step::Wrote(n) => {
-                advance(&mut out, n);
+                out.advance(n);
                 unflushed = true;
             }
             Step::Flushed => unflushed = false,
@@ -186,14 +155,6 @@ pub(super) async fn run<C: Connector>(
                 out.clear();
                 inbuf.clear();
                 unflushed = false;
-                if let Some(tx) = first.take() {
-                    let reason = "the server closed the connection during the handshake".to_owned();
-                    let _ = tx.send(Err(ConnectError::Handshake {
-                        addr: addr.clone(),
-                        reason,
-                    }));
-                    break "the first connection failed".into();
-                }
                 shared.lock().client.handle_disconnected(now);
             }
             Step::Opened(Ok(stream)) => {
@@ -202,27 +163,15 @@ pub(super) async fn run<C: Connector>(
                 conn = Some(Conn { reader, writer });
                 shared.lock().client.handle_connected(now);
             }
-            Step::Opened(Err(source)) => {
+            Step::Opened(Err(error)) => {
                 connecting = None;
-                if let Some(tx) = first.take() {
-                    let _ = tx.send(Err(ConnectError::Io {
-                        addr: addr.clone(),
-                        source,
-                    }));
-                    break "the first connection failed".into();
-                }
-                tracing::debug!(%addr, error = %source, "reconnection attempt failed");
-                shared.lock().client.handle_connect_failed(now);
+                tracing::debug!(%addr, %error, "connection attempt failed");
+                shared.lock().client.handle_connect_failed(now, error);
             }
             Step::Woken => {}
             Step::Timeout => shared.lock().client.handle_timeout(now),
         }
-    };
-
-    // Fail everything still waiting, and everything that comes later.
-    let mut g = shared.lock();
-    g.stopped = Some(stopped);
-    g.waiters.clear();
+    }
 }
 
 impl<S> Step<S> {
@@ -249,8 +198,9 @@ enum Step<S> {
     Timeout,
 }
 
-/// Acts on the core's events; returns what the loop must do.
-fn drain(shared: &Shared, g: &mut Inner, close_op: Option<OpId>) -> Drained {
+/// Takes the core's events: what the loop must do, the waiters of what
+/// completed; connection events go to the watchers.
+fn drain(shared: &Shared, g: &mut Inner) -> Drained {
     let mut d = Drained::default();
     while let Some(ev) = g.client.poll_event() {
         tracing::trace!(?ev, "client event");
@@ -261,81 +211,35 @@ fn drain(shared: &Shared, g: &mut Inner, close_op: Option<OpId>) -> Drained {
                 d.connect = false;
             }
             Event::Completed { op, result } => {
-                if Some(op) == close_op {
-                    d.stop = Some(match &result {
-                        Ok(_) => "the client was closed".into(),
-                        Err(e) => format!("the client was closed: {e}"),
-                    });
+                if let Some(tx) = g.waiters.remove(&op) {
+                    d.completed.push((tx, result));
                 }
-                if matches!(result, Ok(Completion::Closed)) && d.stop.is_none() {
-                    d.stop = Some("the client was closed".into());
-                }
-                d.completed.push((op, result));
             }
-            Event::Connected { resumed } => {
-                d.first = Some(Ok(()));
-                let _ = shared.events.send(ClientEvent::Connected { resumed });
-            }
-            Event::ConnectionLost => {
-                let _ = shared.events.send(ClientEvent::ConnectionLost);
-            }
-            Event::SessionLost { reason, lost } => {
-                let _ = shared
-                    .events
-                    .send(ClientEvent::SessionLost { reason, lost });
-            }
-            Event::Failed { reason } => {
-                let _ = shared.events.send(ClientEvent::Failed {
-                    reason: reason.clone(),
-                });
-                if d.first.is_none() {
-                    d.first = Some(Err(reason.clone()));
-                }
-                d.stop = Some(reason);
+            Event::Connection(ev) => {
+                let _ = shared.events.send(ev);
             }
             _ => {}
         }
     }
-    if d.disconnect && d.first.is_none() {
-        d.first = Some(Err("the server did not complete the handshake".into()));
-    }
     d
-}
-
-/// Hands completed operations to whoever waits for them.
-fn route(shared: &Shared, completed: Vec<(OpId, Result<Completion, OpError>)>) {
-    if completed.is_empty() {
-        return;
-    }
-    let mut g = shared.lock();
-    for (op, result) in completed {
-        if let Some(tx) = g.waiters.remove(&op) {
-            let _ = tx.send(result);
-        }
-    }
 }
 
 /// Writes from the front of the queue (`Some(n)`), or flushes when the
 /// queue is empty (`None`).
 async fn write_some<W: AsyncWrite + Unpin>(
     w: Option<&mut W>,
-    out: &VecDeque<Bytes>,
+    out: &Outbox,
 ) -> io::Result<Option<usize>> {
     let w = w.expect("armed only when connected");
     if out.is_empty() {
         return w.flush().await.map(|()| None);
     }
-    let slices: Vec<IoSlice<'_>> = out
-        .iter()
-        .take(MAX_IOVECS)
-        .map(|b| IoSlice::new(b))
-        .collect();
-    w.write_vectored(&slices).await.map(Some)
+    w.write_vectored(&out.io_slices()).await.map(Some)
 }
 
-async fn final_flush<W: AsyncWrite + Unpin>(mut w: W, chunks: VecDeque<Bytes>) {
+async fn final_flush<W: AsyncWrite + Unpin>(mut w: W, chunks: Outbox) {
     let _ = tokio::time::timeout(FINAL_FLUSH, async {
-        for b in chunks {
+        for b in chunks.into_chunks() {
             w.write_all(&b).await?;
         }
         w.shutdown().await

@@ -1,13 +1,16 @@
 //! The client: one connection carrying every mapping, a background driver,
 //! and handles that any number of tasks may share.
 //!
-//! The core [`rmmap_core::client::Client`] sits behind a `std::sync::Mutex`
-//! that is never held across an `.await`. Application calls lock it, try the
-//! cache (`try_read` / `try_write`: a hit is served on the caller's thread
-//! without waking anyone), and otherwise start an operation, register a
-//! oneshot under its [`OpId`] and wake the driver. The driver task owns the
-//! socket, runs the drive loop, and routes each `Completed` event to its
-//! oneshot.
+//! The core [`rmmap_core::client::Client`] decides everything and sits
+//! behind a `std::sync::Mutex` that is never held across an `.await`. Every
+//! call runs the same way ([`Shared::run`]): under the lock the core either
+//! finishes it on the spot (a cache hit, served on the caller's thread
+//! without waking anyone) or starts an operation; then the operation's
+//! oneshot is registered under its id, the driver is woken, and the caller
+//! awaits. The driver task owns the socket, runs the drive loop, and routes
+//! each completion to its oneshot; the operation's typed
+//! [`Pending`] reads it. What differs from the mio client is only how to
+//! wait.
 
 mod driver;
 mod mapping;
@@ -16,67 +19,17 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rmmap_core::client::{
-    Completion, LostWrites, MapOptions, MappingId, OpError, OpId, SessionLossReason,
-};
+use rmmap_core::client::{Completion, IntoStarted, MapOptions, OpError, OpId, Pending, Started};
+use rmmap_secure::random_seed;
 use tokio::sync::{Notify, broadcast, oneshot};
 
 pub use mapping::Mapping;
-pub use rmmap_core::client::{Access, ClientConfig};
+pub use rmmap_core::client::{Access, ClientConfig, ClientEvent, ConnectError};
 
-use crate::clock::{Clock, random_seed};
+use crate::clock::Clock;
 use crate::net::{Connector, TcpConnector};
 
-/// Why [`Client::connect`] failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConnectError {
-    /// The connection could not be opened.
-    #[error("cannot connect to {addr}: {source}")]
-    Io {
-        /// The address tried.
-        addr: String,
-        /// What the network said.
-        source: std::io::Error,
-    },
-    /// The connection opened but the handshake failed (wrong credentials,
-    /// another protocol version, not an rmmap server, too slow).
-    #[error("the handshake with {addr} failed: {reason}")]
-    Handshake {
-        /// The address tried.
-        addr: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// What happened to the client's connection, for applications that watch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ClientEvent {
-    /// A handshake completed.
-    Connected {
-        /// The session lived on: nothing was lost.
-        resumed: bool,
-    },
-    /// The connection was lost; the client reconnects by itself.
-    ConnectionLost,
-    /// The session could not be resumed: `lost` names every mapping that lost
-    /// writes (see [`Mapping::id`]); its operations fail with
-    /// `session_lost` until it is unmapped.
-    SessionLost {
-        /// Why.
-        reason: SessionLossReason,
-        /// The mappings that lost writes, and what they lost.
-        lost: Vec<(MappingId, LostWrites)>,
-    },
-    /// The client failed for good (or was closed).
-    Failed {
-        /// Why.
-        reason: String,
-    },
-}
-
+type Core = rmmap_core::client::Client;
 type Waiter = oneshot::Sender<Result<Completion, OpError>>;
 
 /// The state the driver and the handles share.
@@ -89,12 +42,20 @@ pub(crate) struct Shared {
 }
 
 pub(crate) struct Inner {
-    pub(crate) client: rmmap_core::client::Client,
-    pub(crate) waiters: BTreeMap<OpId, Waiter>,
-    /// Why the driver stopped; every new operation fails with it.
-    pub(crate) stopped: Option<String>,
-    /// Every handle is gone: close, then stop.
-    pub(crate) abandoned: bool,
+    pub(crate) client: Core,
+    /// Who waits for which operation.
+    waiters: BTreeMap<OpId, Waiter>,
+}
+
+type Receiver = oneshot::Receiver<Result<Completion, OpError>>;
+
+impl Inner {
+    /// Registers the waiter of `pending`: the driver completes it.
+    fn wait_for<T>(&mut self, pending: &Pending<T>) -> Receiver {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.insert(pending.id(), tx);
+        rx
+    }
 }
 
 impl Shared {
@@ -108,42 +69,52 @@ impl Shared {
         self.clock.now()
     }
 
-    /// Starts an operation under the lock and waits for it.
-    pub(crate) async fn run(
+    /// Runs a command and waits for its result.
+    pub(crate) async fn run<S: IntoStarted>(
         &self,
-        start: impl FnOnce(
-            &mut rmmap_core::client::Client,
-            rmmap_core::Instant,
-        ) -> Result<OpId, OpError>,
-    ) -> Result<Completion, OpError> {
-        let (rx, _) = self.register(start)?;
+        command: impl FnOnce(&mut Core, rmmap_core::Instant) -> Result<S, OpError>,
+    ) -> Result<S::Output, OpError> {
+        let (pending, rx) = {
+            let mut g = self.lock();
+            let now = self.now();
+            match command(&mut g.client, now)?.into_started() {
+                Started::Done(t) => {
+                    let to_send = g.client.pending_output() > 0;
+                    drop(g);
+                    if to_send {
+                        self.wake_driver();
+                    }
+                    return Ok(t);
+                }
+                Started::Waiting(pending) => {
+                    let rx = g.wait_for(&pending);
+                    (pending, rx)
+                }
+            }
+        };
         self.wake_driver();
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(self.stopped()),
-        }
+        pending.finish(rx.await.unwrap_or_else(|_| Err(self.stopped())))
     }
 
-    /// Starts an operation under the lock and registers its waiter, from
-    /// any thread; the receiver gets the result (or is dropped when the
-    /// driver stops). Also says whether the core has bytes to send: the
-    /// caller must then [wake the driver](Shared::wake_driver).
-    pub(crate) fn register(
+    /// Starts an operation under the lock, from any thread, and registers
+    /// its waiter; also says whether the core has bytes to send (the caller
+    /// must then [wake the driver](Shared::wake_driver)).
+    pub(crate) fn register<T>(
         &self,
-        start: impl FnOnce(
-            &mut rmmap_core::client::Client,
-            rmmap_core::Instant,
-        ) -> Result<OpId, OpError>,
-    ) -> Result<(oneshot::Receiver<Result<Completion, OpError>>, bool), OpError> {
+        command: impl FnOnce(&mut Core, rmmap_core::Instant) -> Result<Pending<T>, OpError>,
+    ) -> Result<(Pending<T>, Receiver, bool), OpError> {
         let mut g = self.lock();
-        if let Some(why) = &g.stopped {
-            return Err(OpError::Closed(why.clone()));
-        }
         let now = self.now();
-        let op = start(&mut g.client, now)?;
-        let (tx, rx) = oneshot::channel();
-        g.waiters.insert(op, tx);
-        Ok((rx, g.client.pending_output() > 0))
+        let pending = command(&mut g.client, now)?;
+        let rx = g.wait_for(&pending);
+        Ok((pending, rx, g.client.pending_output() > 0))
+    }
+
+    /// Calls the core under the lock (the `try_` fast paths).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Core, rmmap_core::Instant) -> R) -> R {
+        let mut g = self.lock();
+        let now = self.now();
+        f(&mut g.client, now)
     }
 
     /// Wakes the driver: to send, to route completions, to recompute its
@@ -152,14 +123,13 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    /// The error for an operation whose waiter the stopped driver dropped.
+    /// The error for an operation whose waiter went away unanswered (the
+    /// runtime dropped the driver).
     pub(crate) fn stopped(&self) -> OpError {
-        OpError::Closed(
-            self.lock()
-                .stopped
-                .clone()
-                .unwrap_or_else(|| "the client stopped".into()),
-        )
+        self.lock()
+            .client
+            .closed()
+            .unwrap_or_else(|| OpError::Closed("the client's driver stopped".into()))
     }
 }
 
@@ -171,8 +141,8 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.shared.lock().abandoned = true;
-        self.shared.wake.notify_one();
+        self.shared.with(|c, now| c.abandon(now));
+        self.shared.wake_driver();
     }
 }
 
@@ -225,36 +195,25 @@ impl Client {
         seed: [u8; 32],
     ) -> Result<Client, ConnectError> {
         let clock = Clock::new();
-        let core = rmmap_core::client::Client::new(config, seed, clock.now());
+        let mut core = Core::new(config, seed, clock.now());
+        core.require_first_connection(addr);
         let (events, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {
             core: Mutex::new(Inner {
                 client: core,
                 waiters: BTreeMap::new(),
-                stopped: None,
-                abandoned: false,
             }),
             wake: Notify::new(),
             events,
             clock,
         });
-        let (first_tx, first_rx) = oneshot::channel();
-        tokio::spawn(driver::run(
-            shared.clone(),
-            connector,
-            addr.to_owned(),
-            first_tx,
-        ));
+        tokio::spawn(driver::run(shared.clone(), connector, addr.to_owned()));
         let client = Client {
             handle: Arc::new(Handle { shared }),
         };
-        match first_rx.await {
-            Ok(Ok(())) => Ok(client),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(ConnectError::Handshake {
-                addr: addr.to_owned(),
-                reason: "the client driver stopped".into(),
-            }),
+        match client.shared().run(|c, now| c.wait_connected(now)).await {
+            Ok(()) => Ok(client),
+            Err(e) => Err(client.shared().lock().client.connect_error(e)),
         }
     }
 
@@ -287,15 +246,11 @@ impl Client {
         range: Range<u64>,
         access: Access,
     ) -> Result<Mapping, OpError> {
-        self.map_with(
-            path,
-            range,
-            MapOptions {
-                access,
-                create: false,
-            },
-        )
-        .await
+        let opts = MapOptions {
+            access,
+            create: false,
+        };
+        self.map_with(path, range, opts).await
     }
 
     /// Maps with options: with `create`, a missing file is created and a
@@ -306,51 +261,24 @@ impl Client {
         range: Range<u64>,
         opts: MapOptions,
     ) -> Result<Mapping, OpError> {
-        let len = range
-            .end
-            .checked_sub(range.start)
-            .ok_or(OpError::OutOfRange {
-                offset: range.start,
-                len: 0,
-                mapping_len: 0,
-            })?;
-        let start = range.start;
-        let r = self
+        let m = self
             .shared()
-            .run(|c, now| c.map(now, path, start, len, opts))
+            .run(|c, now| c.map(now, path, range, opts))
             .await?;
-        match r {
-            Completion::Mapped { mapping, file_len } => {
-                Ok(Mapping::new(self.clone(), mapping, len, file_len))
-            }
-            other => Err(unexpected(other)),
-        }
+        Ok(Mapping::new(self.clone(), m))
     }
 
     /// Sets the length of the file at `path` (truncating or extending with
-    /// zeros); with `create`, creates it if missing.
+    /// zeros); with `create`, creates it if missing. Returns the new length.
     pub async fn set_len(&self, path: &str, len: u64, create: bool) -> Result<u64, OpError> {
-        match self
-            .shared()
+        self.shared()
             .run(|c, now| c.set_len(now, path, len, create))
-            .await?
-        {
-            Completion::LenSet { len } => Ok(len),
-            other => Err(unexpected(other)),
-        }
+            .await
     }
 
     /// Writes back everything dirty, ends the session and stops the driver.
     /// Every other pending operation fails with `closed`.
     pub async fn close(&self) -> Result<(), OpError> {
-        match self.shared().run(|c, now| c.close(now)).await? {
-            Completion::Closed => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.shared().run(|c, now| c.close(now)).await
     }
-}
-
-/// A completion of the wrong kind would be a bug in the core.
-pub(crate) fn unexpected(c: Completion) -> OpError {
-    OpError::Closed(format!("internal error: unexpected completion {c:?}"))
 }

@@ -29,10 +29,9 @@
 
 use std::ops::Range;
 
-use rmmap_core::client::{Completion, OpError};
+use rmmap_core::client::OpError;
 
 use super::MemoryMapping;
-use crate::client::unexpected;
 
 /// Pages copied per step (and held under the lock): one remote `iovec`
 /// each.
@@ -146,17 +145,13 @@ impl MemoryMapping {
         let (id, shared) = (self.id(), self.client().shared());
         let mut waiting = Vec::new();
         for index in range.start / page..range.end.div_ceil(page) {
-            let (rx, _) = shared.register(|c, now| c.memory_fault(now, id, index, write))?;
-            waiting.push(rx);
+            let (pending, rx, _) =
+                shared.register(|c, now| c.memory_fault(now, id, index, write))?;
+            waiting.push((pending, rx));
         }
         shared.wake_driver();
-        for rx in waiting {
-            match rx.await {
-                Ok(Ok(Completion::FaultResolved)) => {}
-                Ok(Ok(other)) => return Err(unexpected(other)),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(shared.stopped()),
-            }
+        for (pending, rx) in waiting {
+            pending.finish(rx.await.unwrap_or_else(|_| Err(shared.stopped())))?;
         }
         Ok(())
     }

@@ -23,13 +23,13 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rmmap_core::client::{Completion, MappingId, OpError};
+use rmmap_core::client::{Completion, MappingId, OpError, Pending};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use super::backing::MemoryState;
 use super::uffd::{EventFd, Fault, PAGEFAULT_FLAG_WRITE, send_sigbus};
-use crate::client::{Shared, unexpected};
+use crate::client::Shared;
 
 /// Longest a fault resolved without the network waits for the driver to
 /// collect its completion.
@@ -119,6 +119,7 @@ impl Drop for FaultThread {
 
 /// A fault handed to the core, waiting for its completion.
 struct Outstanding {
+    pending: Pending<()>,
     rx: oneshot::Receiver<Result<Completion, OpError>>,
     fault: Fault,
     index: u64,
@@ -222,9 +223,10 @@ fn on_fault(ctx: &FaultContext, wake: &Wakeup, f: Fault) -> Option<(Outstanding,
             .shared
             .register(|c, now| c.memory_fault(now, ctx.mapping, index, write));
         match registered {
-            Ok((rx, needs_driver)) => {
+            Ok((pending, rx, needs_driver)) => {
                 return Some((
                     Outstanding {
+                        pending,
                         rx,
                         fault: f,
                         index,
@@ -251,17 +253,16 @@ fn resolved(
     o: &Outstanding,
     r: Result<Result<Completion, OpError>, oneshot::error::RecvError>,
 ) {
-    match r {
-        Ok(Ok(Completion::FaultResolved)) => {
+    let r = r.unwrap_or_else(|_| Err(ctx.shared.stopped()));
+    match o.pending.finish(r) {
+        Ok(()) => {
             // The core installed or unprotected the page, which woke the
             // thread; waking again covers a page that was already there.
             if !ctx.state.region.failed() {
                 let _ = ctx.state.region.wake(Some(o.index));
             }
         }
-        Ok(Ok(other)) => deliver(ctx, o.fault, o.index, unexpected(other)),
-        Ok(Err(e)) => deliver(ctx, o.fault, o.index, e),
-        Err(_) => deliver(ctx, o.fault, o.index, ctx.shared.stopped()),
+        Err(e) => deliver(ctx, o.fault, o.index, e),
     }
 }
 

@@ -97,11 +97,11 @@ use std::ops::{Deref, Range};
 use std::sync::atomic::{AtomicU8, AtomicU64};
 use std::sync::{Arc, OnceLock};
 
-use rmmap_core::client::{Completion, MapOptions, MappingId, OpError};
+use rmmap_core::client::{MapOptions, MappingId, OpError, range_len};
 use rmmap_core::protocol::AtomicOp;
 use tokio::runtime::RuntimeFlavor;
 
-use crate::client::{Access, Client, Mapping, unexpected};
+use crate::client::{Access, Client, Mapping};
 use backing::{MemoryState, UffdMemory};
 use faults::{FaultContext, FaultThread};
 use uffd::{
@@ -254,15 +254,10 @@ impl Client {
         if server % os != 0 {
             return Err(MemoryError::PageSize { server, os });
         }
-        let len = range
-            .end
-            .checked_sub(range.start)
-            .filter(|l| *l > 0)
-            .ok_or(OpError::OutOfRange {
-                offset: range.start,
-                len: 0,
-                mapping_len: 0,
-            })?;
+        let len = range_len(&range)?;
+        if len == 0 {
+            return Err(OpError::Unsupported("a memory mapping cannot be empty").into());
+        }
         let too_big = |_| MemoryError::Os {
             what: "sizing the mapping",
             message: format!("{len} bytes do not fit in this address space"),
@@ -280,15 +275,12 @@ impl Client {
             .map_err(|e| MemoryError::os("mapping and registering memory", e))?;
         let state = Arc::new(MemoryState::new(region));
         let backing = Box::new(UffdMemory::new(state.clone()));
-        let start = range.start;
-        let done = self
+        let mapped = self
             .shared()
-            .run(|c, now| c.map_memory(now, path, start, len, opts, backing))
+            .run(|c, now| c.map_memory(now, path, range, opts, backing))
             .await?;
-        let Completion::Mapped { mapping, file_len } = done else {
-            return Err(unexpected(done).into());
-        };
-        let handle = Mapping::new(self.clone(), mapping, len, file_len);
+        let mapping = mapped.mapping;
+        let handle = Mapping::new(self.clone(), mapped);
         let faults = FaultThread::start(FaultContext {
             shared: self.shared().clone(),
             state: state.clone(),

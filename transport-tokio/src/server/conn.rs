@@ -3,23 +3,20 @@
 //! can be held up by a peer: accept failures back off, read buffers are
 //! bounded, writes time out.
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io::IoSlice;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rmmap_core::server::ConnId;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
-use super::core_task::{ReadState, ToCore};
-use crate::net::{Listener, advance};
+use super::channels::{ReadState, SharedWriter, ToCore, lock};
+use rmmap_core::protocol::{Outbox, READ_CHUNK};
 
-/// Read at most this much at a time.
-const READ_CHUNK: usize = 64 * 1024;
+use crate::net::Listener;
+
 /// A connection's first reads take at most this much (the largest frame
 /// before the handshake); the buffer grows, up to [`READ_CHUNK`], only while
 /// reads fill it, so idle connections stay small.
@@ -28,8 +25,6 @@ const FIRST_READ: usize = 4096;
 /// out of file descriptors: the connection stays in the backlog), instead of
 /// spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// Hand at most this many chunks to one vectored write.
-const MAX_IOVECS: usize = 64;
 
 /// Accepts connections until the core goes away (or this task is aborted).
 /// Each writer gives up on a peer that takes no bytes for `write_timeout`.
@@ -154,16 +149,12 @@ async fn write_loop(
     write_timeout: Duration,
 ) {
     while let Some(batch) = batches.recv().await {
-        let mut out: VecDeque<Bytes> = batch.into();
+        let mut out = Outbox::from(batch);
         while !out.is_empty() {
-            let slices: Vec<IoSlice<'_>> = out
-                .iter()
-                .take(MAX_IOVECS)
-                .map(|b| IoSlice::new(b))
-                .collect();
+            let slices = out.io_slices();
             let write = poll_fn(|cx| lock(&writer).as_mut().poll_write_vectored(cx, &slices));
             match tokio::time::timeout(write_timeout, write).await {
-                Ok(Ok(n)) if n > 0 => advance(&mut out, n),
+                Ok(Ok(n)) if n > 0 => out.advance(n),
                 stalled_or_broken => {
                     if stalled_or_broken.is_err() {
                         tracing::info!(
@@ -190,18 +181,6 @@ async fn write_loop(
     }
     let shutdown = poll_fn(|cx| lock(&writer).as_mut().poll_shutdown(cx));
     let _ = tokio::time::timeout(Duration::from_secs(1), shutdown).await;
-}
-
-/// A connection's writing half, shared by its writer task and the core
-/// task: the core task writes a batch itself when the writer is idle and
-/// the socket takes it at once (see `CoreTask::feed_writer`), so a reply
-/// costs no hand-off to another thread; the writer task takes what is left.
-/// Only one of them uses it at a time (the writer only while it has a
-/// batch), so the lock is never contended for long.
-pub(super) type SharedWriter = Arc<Mutex<Pin<Box<dyn AsyncWrite + Send>>>>;
-
-pub(super) fn lock(w: &SharedWriter) -> std::sync::MutexGuard<'_, Pin<Box<dyn AsyncWrite + Send>>> {
-    w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Accept errors that concern only the connection being accepted (it was

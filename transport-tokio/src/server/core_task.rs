@@ -2,55 +2,25 @@
 //! and the disk report and the time, and hands out what the core wants sent
 //! and written.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::io::IoSlice;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use rmmap_core::protocol::Outbox;
 use rmmap_core::server::{ConnId, InputStatus, Server, ServerEvent};
 use rmmap_core::store::{Store, StoreRequest};
 use rmmap_store::{DiskPool, StoreResult};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
-use super::conn::SharedWriter;
+use super::channels::{ReadState, SharedWriter, ToCore};
 use crate::clock::Clock;
-use crate::net::advance;
 
 /// A writer gets at most this many bytes per batch; the rest waits in the
 /// core's queue, where its output limits count it.
 const BATCH_BYTES: usize = 256 * 1024;
-/// Hand at most this many chunks to one vectored write.
-const MAX_IOVECS: usize = 64;
-
-/// Whether a connection's reader should read.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(super) enum ReadState {
-    Reading,
-    /// The core has too much output queued for it.
-    Paused,
-    /// The connection is closing.
-    Closed,
-}
-
-/// What the connection tasks tell the core.
-pub(super) enum ToCore {
-    /// A new connection; the reply names it.
-    Open {
-        direct: SharedWriter,
-        writer: mpsc::Sender<Vec<Bytes>>,
-        ctl: watch::Sender<ReadState>,
-        reply: oneshot::Sender<ConnId>,
-    },
-    /// Bytes read from a connection.
-    Input(ConnId, BytesMut),
-    /// A connection's writer finished its batch.
-    Drained(ConnId),
-    /// A connection broke or its peer closed it.
-    Gone(ConnId),
-}
 
 struct Slot {
     /// The socket's writing half, for writing without a hand-off.
@@ -412,17 +382,13 @@ fn write_now(direct: &SharedWriter, batch: Vec<Bytes>) -> Result<Option<Vec<Byte
         return Ok(Some(batch));
     };
     let mut cx = Context::from_waker(Waker::noop());
-    let mut out: VecDeque<Bytes> = batch.into();
+    let mut out = Outbox::from(batch);
     while !out.is_empty() {
-        let slices: Vec<IoSlice<'_>> = out
-            .iter()
-            .take(MAX_IOVECS)
-            .map(|b| IoSlice::new(b))
-            .collect();
+        let slices = out.io_slices();
         match w.as_mut().poll_write_vectored(&mut cx, &slices) {
-            Poll::Ready(Ok(n)) if n > 0 => advance(&mut out, n),
+            Poll::Ready(Ok(n)) if n > 0 => out.advance(n),
             Poll::Ready(_) => return Err(()),
-            Poll::Pending => return Ok(Some(out.into())),
+            Poll::Pending => return Ok(Some(out.into_chunks())),
         }
     }
     match w.as_mut().poll_flush(&mut cx) {

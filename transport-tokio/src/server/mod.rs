@@ -34,6 +34,7 @@
 //! fails (out of file descriptors) instead of spinning, and stops accepting
 //! at [`ServeOptions::max_connections`].
 
+mod channels;
 mod conn;
 mod core_task;
 
@@ -48,9 +49,10 @@ use rmmap_store::{RootError, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::clock::{Clock, random_seed};
+use crate::clock::Clock;
 use crate::net::Listener;
 use crate::tls::TlsListener;
+use rmmap_secure::random_seed;
 
 /// How the server runs (as opposed to what it serves).
 #[derive(Clone, Debug)]

@@ -29,8 +29,7 @@ use crate::store::{
     StoreRequest, WriteRun,
 };
 
-use super::directory::FileId;
-use super::ops::OpId;
+use super::ids::{FileId, OpId};
 use queue::{FileOp, FileQueue};
 use unsynced::Unsynced;
 

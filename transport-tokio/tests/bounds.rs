@@ -1,0 +1,78 @@
+//! The Tokio client's public read and write APIs with offsets and lengths
+//! up to u64::MAX: each call succeeds exactly when its range lies in the
+//! mapping and otherwise says `out_of_range`, allocating nothing for a range
+//! that is not there (the property is `common/bounds.rs`, shared with the
+//! mio client's tests).
+
+#[path = "common/bounds.rs"]
+mod bounds;
+
+use std::time::Duration;
+
+use bounds::{BASE, Call, FILE_LEN, LEN, Outcome, call, check, pattern, same_bytes};
+use bytes::Bytes;
+use proptest::test_runner::{Config, TestRunner};
+use rmmap_tokio::{Access, AtomicOp, Client, ClientConfig, Mapping, Server, ServerConfig};
+
+async fn run(client: &Client, m: &Mapping, call: &Call) -> Outcome {
+    match *call {
+        Call::ReadBytes { offset, len } => Outcome::Bytes(m.read_bytes(offset, len).await),
+        Call::Read { offset, len } => {
+            let mut buf = vec![0u8; len as usize];
+            let r = m.read(offset, &mut buf).await;
+            Outcome::Bytes(r.map(|()| Bytes::from(buf)))
+        }
+        Call::TryRead { offset, len } => {
+            let mut buf = vec![0u8; len as usize];
+            Outcome::Tried(m.try_read(offset, &mut buf), Some(buf))
+        }
+        Call::Write { offset, len } => {
+            Outcome::Done(m.write(offset, &same_bytes(offset, len)).await)
+        }
+        Call::WriteBytes { offset, len } => {
+            Outcome::Done(m.write_bytes(offset, same_bytes(offset, len).into()).await)
+        }
+        Call::TryWrite { offset, len } => {
+            Outcome::Tried(m.try_write(offset, &same_bytes(offset, len)), None)
+        }
+        Call::Atomic { offset } => Outcome::Atomic(m.atomic(offset, AtomicOp::FetchAdd(0)).await),
+        Call::Map { start, end } => {
+            let r = client.map("f", start..end, Access::ReadOnly).await;
+            Outcome::Mapped(r.map(|m| m.len()))
+        }
+    }
+}
+
+#[test]
+fn every_read_and_write_call_checks_its_range_before_anything_else() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), pattern(0, FILE_LEN)).unwrap();
+    let config = ServerConfig::new(dir.path())
+        .lease(Duration::from_secs(2))
+        .restart_grace(Some(Duration::ZERO));
+    let (server, client, m) = rt.block_on(async {
+        let server = Server::bind("127.0.0.1:0", config).await.unwrap();
+        let addr = server.local_addr().to_string();
+        let client = Client::connect(&addr, ClientConfig::default())
+            .await
+            .unwrap();
+        let m = client
+            .map("f", BASE..BASE + LEN, Access::ReadWrite)
+            .await
+            .unwrap();
+        (server, client, m)
+    });
+    let mut runner = TestRunner::new(Config {
+        cases: 1000,
+        ..Config::default()
+    });
+    runner
+        .run(&call(), |c| check(&c, rt.block_on(run(&client, &m, &c))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        drop(m);
+        client.close().await.unwrap();
+        server.shutdown().await.unwrap();
+    });
+}
