@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use rmmap_core::client::MapOptions;
-use rmmap_core::harness::Cluster;
+use rmmap_core::harness::{Cluster, Direction, Verdict};
+use rmmap_core::protocol::Message;
 use rmmap_core::server::ServerConfig;
 use rmmap_core::store::{DiskFault, MemStore, StoreOp, StoreRequest};
 
@@ -240,4 +241,49 @@ fn a_sync_after_the_session_expired_reports_failed_bytes_written_over_its_own() 
     c.run_for(Duration::from_secs(2));
     c.sync(0, a).unwrap();
     assert_eq!(&store.durable_contents("f").unwrap()[..8], b"bbbbbbbb");
+}
+
+/// A client's write reached the server, whose disk refused it; then the
+/// client broke the protocol (its Hello arrived twice), which dooms its
+/// session: the session lingers until its lease runs out but can never be
+/// resumed, and the client carries on in a new one. Its next sync there must
+/// report the failure. (The server counted a doomed session as one that
+/// could still be told, so nobody was: the sync succeeded while the bytes
+/// were on no disk, and a crash lost them. Simulator seed 62891.)
+#[test]
+fn a_sync_after_a_protocol_violation_reports_the_doomed_sessions_failed_bytes() {
+    let (mut c, store) = cluster(2);
+    let a = c.map(0, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    let b = c.map(1, "f", 0, PAGE, MapOptions::read_only()).unwrap();
+    c.write(0, a, 0, b"violator").unwrap();
+    store.inject(DiskFault::Full);
+    // Client 1's read brings client 0's bytes to the server: the disk
+    // refuses them.
+    assert_eq!(&c.read(1, b, 0, 8).unwrap()[..], b"violator");
+    c.run_for(Duration::from_secs(1));
+    // Client 0 reconnects, and its Hello is delivered twice: the second is a
+    // protocol violation on the resumed session.
+    let mut duplicated = false;
+    c.set_hook(Box::new(move |i, d, m| match (i, d, m) {
+        (0, Direction::ToServer, Message::Hello(_)) if !duplicated => {
+            duplicated = true;
+            Verdict::Duplicate
+        }
+        _ => Verdict::Deliver,
+    }));
+    c.cut(0);
+    c.run_for(Duration::from_millis(200));
+    assert!(c.run_until(Duration::from_secs(1), |c| {
+        c.nodes[0].client.is_connected()
+    }));
+    let synced = c.sync(0, a);
+    assert!(
+        matches!(&synced, Err(e) if e.kind() == "no_space"),
+        "the write is on no disk, yet the sync reported {synced:?}"
+    );
+    c.clear_hook();
+    store.heal();
+    c.run_for(Duration::from_secs(2));
+    c.sync(0, a).unwrap();
+    assert_eq!(&store.durable_contents("f").unwrap()[..8], b"violator");
 }

@@ -100,3 +100,14 @@ fn sim5_a_resent_fetch_does_not_leave_two_holders() {
 fn disk1_failed_bytes_an_ended_session_depends_on_reach_the_next_sync() {
     must_pass(13445, SimConfig::default());
 }
+
+/// disk-2: with the disk broken, a client's Hello arrived twice on a
+/// reconnection; the protocol violation doomed its session, the client went
+/// on in a new one, and its sync there succeeded while its refused bytes were
+/// on no disk (a doomed session counted as one that could still be told);
+/// a crash lost them silently (core test:
+/// `a_sync_after_a_protocol_violation_reports_the_doomed_sessions_failed_bytes`).
+#[test]
+fn disk2_failed_bytes_of_a_doomed_session_reach_the_next_sync() {
+    must_pass(62891, SimConfig::default());
+}

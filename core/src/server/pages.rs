@@ -271,8 +271,10 @@ impl Server {
         op.store_waits -= 1;
         let (sid, req, file) = (op.session, op.req, op.file.expect("known"));
         // Bytes of sessions that ended (their clients come back in new
-        // sessions) are every syncer's concern.
-        let live = |s: SessionId| self.sessions.contains_key(&s);
+        // sessions) are every syncer's concern; so are those of a doomed
+        // session, which lingers until its lease runs out but can never be
+        // resumed, so its client is told only in its new session.
+        let live = |s: SessionId| self.sessions.get(&s).is_some_and(|s| !s.doomed);
         let failure = self.disk.failure_of(file, sid, &live);
         let pending = self.disk.pending_for(file, sid, &live);
         match failure {
