@@ -1,0 +1,129 @@
+//! The safe API of a memory mapping: typed copies in and out, range checks,
+//! loads and stores from a Tokio worker.
+
+mod memory_common;
+
+use memory_common::{TestServer, supported, within};
+use rmmap_tokio::{Access, OpError};
+
+const PAGE: usize = 4096;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_values_round_trip_across_pages_and_clients() {
+    if !supported() {
+        return;
+    }
+    within(30, async {
+        let ts = TestServer::start(|c| c).await;
+        ts.put("f", &vec![0u8; 2 * PAGE]);
+        let (a, b) = (ts.client().await, ts.client().await);
+        let ma = a
+            .map_memory("f", 0..2 * PAGE as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        let mb = b
+            .map_memory("f", 0..2 * PAGE as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        // A value straddling the page boundary, at an odd offset.
+        let across = PAGE as u64 - 5;
+        let record: [u32; 4] = [1, 0xdead_beef, 3, u32::MAX];
+        ma.write_value(across, &record).await.unwrap();
+        assert_eq!(mb.read_value::<[u32; 4]>(across).await.unwrap(), record);
+        assert_eq!(mb.load::<[u32; 4]>(across).unwrap(), record);
+        // Aligned words go through 8-byte atomics, and agree with the
+        // server-side atomics on the same word.
+        mb.store(16, &[7u64, 9u64]).unwrap();
+        assert_eq!(ma.fetch_add(16, 1).await.unwrap(), 7);
+        assert_eq!(ma.load::<[u64; 2]>(16).unwrap(), [8, 9]);
+        assert_eq!(mb.read_value::<u64>(24).await.unwrap(), 9);
+        ma.sync().await.unwrap();
+        let disk = ts.get("f");
+        assert_eq!(&disk[16..24], &8u64.to_ne_bytes());
+        assert_eq!(&disk[PAGE - 1..PAGE + 3], &0xdead_beefu32.to_ne_bytes());
+        drop((ma, mb));
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_typed_accessor_checks_its_range_first() {
+    if !supported() {
+        return;
+    }
+    within(30, async {
+        let ts = TestServer::start(|c| c).await;
+        ts.put("f", &vec![0u8; PAGE]);
+        let a = ts.client().await;
+        let m = a
+            .map_memory("f", 0..PAGE as u64 - 3, Access::ReadWrite)
+            .await
+            .unwrap();
+        let end = m.len() as u64;
+        for offset in [end - 7, end, u64::MAX - 3, u64::MAX] {
+            let out = |r: Option<OpError>| matches!(r, Some(OpError::OutOfRange { .. }));
+            assert!(out(m.load::<u64>(offset).err()), "load at {offset}");
+            assert!(out(m.store(offset, &1u64).err()), "store at {offset}");
+            assert!(
+                out(m.read_value::<u64>(offset).await.err()),
+                "read at {offset}"
+            );
+            assert!(
+                out(m.write_value(offset, &1u64).await.err()),
+                "write at {offset}"
+            );
+        }
+        // The last whole value fits.
+        m.store(end - 8, &u64::MAX).unwrap();
+        assert_eq!(m.load::<u64>(end - 8).unwrap(), u64::MAX);
+        let e = m.load::<u64>(end - 7).unwrap_err();
+        assert!(e.to_string().contains(&end.to_string()), "{e}");
+        drop(m);
+        a.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+/// One worker: a fault blocking it would leave nobody to run the driver
+/// that brings the page, unless `load`/`store` move its tasks away first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn loads_and_stores_on_the_only_worker_do_not_stall_the_runtime() {
+    if !supported() {
+        return;
+    }
+    within(30, async {
+        let ts = TestServer::start(|c| c).await;
+        ts.put("f", &vec![5u8; 4 * PAGE]);
+        let (a, b) = (ts.client().await, ts.client().await);
+        let ma = a
+            .map_memory("f", 0..4 * PAGE as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        let mb = b
+            .map("f", 0..4 * PAGE as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        let on_worker = tokio::spawn(async move {
+            for p in 0..4u64 {
+                let at = p * PAGE as u64 + 1;
+                assert_eq!(ma.load::<u8>(at).unwrap(), 5);
+                ma.store(at, &(p as u8)).unwrap();
+            }
+            ma
+        });
+        let ma = on_worker.await.unwrap();
+        for p in 0..4u64 {
+            let got = mb.read_bytes(p * PAGE as u64 + 1, 1).await.unwrap();
+            assert_eq!(got[0], p as u8);
+        }
+        drop((ma, mb));
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
