@@ -1,10 +1,11 @@
 //! The safe API of a memory mapping: typed copies in and out, range checks,
-//! loads and stores from a Tokio worker.
+//! loads and stores from a Tokio worker, and the rules it enforces
+//! (no overlapping mappings of one file by one client).
 
 mod memory_common;
 
 use memory_common::{TestServer, supported, within};
-use rmmap_tokio::{Access, OpError};
+use rmmap_tokio::{Access, MemoryError, OpError};
 
 const PAGE: usize = 4096;
 
@@ -123,6 +124,66 @@ async fn loads_and_stores_on_the_only_worker_do_not_stall_the_runtime() {
         drop((ma, mb));
         a.close().await.unwrap();
         b.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_mappings_of_one_file_by_one_client_are_refused() {
+    if !supported() {
+        return;
+    }
+    within(30, async {
+        let ts = TestServer::start(|c| c).await;
+        ts.put("f", &vec![0u8; 4 * PAGE]);
+        ts.put("g", &vec![0u8; 4 * PAGE]);
+        let a = ts.client().await;
+        let first = a
+            .map_memory("f", PAGE as u64..3 * PAGE as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        first.store(PAGE as u64, &42u64).unwrap();
+        // Another memory mapping over part of it.
+        let e = a
+            .map_memory("f", 2 * PAGE as u64..4 * PAGE as u64, Access::ReadOnly)
+            .await
+            .unwrap_err();
+        match &e {
+            MemoryError::Overlap { other, start, .. } => {
+                assert_eq!((*other, *start), (first.id(), 2 * PAGE as u64));
+            }
+            e => panic!("expected Overlap, got {e}"),
+        }
+        assert!(e.to_string().contains("overlap"), "{e}");
+        // A plain mapping already over the range counts too.
+        let plain = a
+            .map("g", 0..PAGE as u64 + 1, Access::ReadOnly)
+            .await
+            .unwrap();
+        let e = a
+            .map_memory("g", PAGE as u64..2 * PAGE as u64, Access::ReadOnly)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, MemoryError::Overlap { .. }), "{e}");
+        // Touching ranges, other files and other clients are fine.
+        let next = a
+            .map_memory("f", 3 * PAGE as u64..4 * PAGE as u64, Access::ReadOnly)
+            .await
+            .unwrap();
+        let other_client = ts.client().await;
+        let shared = other_client
+            .map_memory("f", 0..4 * PAGE as u64, Access::ReadOnly)
+            .await
+            .unwrap();
+        // The refused mapping took nothing from the first one.
+        assert_eq!(first.load::<u64>(PAGE as u64).unwrap(), 42);
+        first.sync().await.unwrap();
+        assert_eq!(shared.load::<u64>(2 * PAGE as u64).unwrap(), 42);
+        assert_eq!(&ts.get("f")[2 * PAGE..2 * PAGE + 8], &42u64.to_ne_bytes());
+        drop((first, next, shared, plain));
+        a.close().await.unwrap();
+        other_client.close().await.unwrap();
         ts.server.shutdown().await.unwrap();
     })
     .await;

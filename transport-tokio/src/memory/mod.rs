@@ -83,8 +83,10 @@
 //! * A forked child does not inherit the mapping (`MADV_DONTFORK`).
 //! * The bytes change when another client writes, as in a shared file
 //!   mapping; see below.
-//! * One client must not map overlapping ranges of one file into memory
-//!   twice. Each mapping has its own userfaultfd and fault thread.
+//! * One client may not map a range into memory that overlaps another
+//!   mapping of the same file by that client: [`Client::map_memory`]
+//!   refuses it ([`MemoryError::Overlap`]). Each mapping has its own
+//!   userfaultfd and fault thread, and a page lives in one of them.
 //!
 //! # What a program may rely on
 //!
@@ -234,6 +236,23 @@ pub enum MemoryError {
         /// What the system said.
         message: String,
     },
+    /// The range overlaps another mapping of the same file by this client
+    /// (the two could hold one page in two places, each believing it
+    /// current).
+    #[error(
+        "{path} bytes {start}..{end} overlap mapping {other:?} of the same file by this client: \
+         a memory mapping may not overlap another mapping of its file; map the range once and share it"
+    )]
+    Overlap {
+        /// The path asked for.
+        path: String,
+        /// Where the range starts in the file.
+        start: u64,
+        /// Where it ends.
+        end: u64,
+        /// The mapping it overlaps.
+        other: MappingId,
+    },
     /// Mapping the range failed (see [`OpError`]).
     #[error(transparent)]
     Map(#[from] OpError),
@@ -328,6 +347,7 @@ impl Client {
             return Err(MemoryError::PageSize { server, os });
         }
         let len = range_len(&range)?;
+        let (start, end) = (range.start, range.end);
         if len == 0 {
             return Err(OpError::Unsupported("a memory mapping cannot be empty").into());
         }
@@ -354,6 +374,17 @@ impl Client {
             .await?;
         let mapping = mapped.mapping;
         let handle = Mapping::new(self.clone(), mapped);
+        if let Some(other) = self.shared().with(|c, _| c.memory_overlap(mapping)) {
+            // Dropping the handle unmaps the range in the background; no
+            // page was installed, as no one could have faulted on it.
+            drop(handle);
+            return Err(MemoryError::Overlap {
+                path: path.to_owned(),
+                start,
+                end,
+                other,
+            });
+        }
         let faults = FaultThread::start(FaultContext {
             shared: self.shared().clone(),
             state: state.clone(),
