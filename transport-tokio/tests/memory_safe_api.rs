@@ -4,6 +4,8 @@
 
 mod memory_common;
 
+use std::time::{Duration, Instant};
+
 use memory_common::{TestServer, supported, within};
 use rmmap_tokio::{Access, MemoryError, OpError};
 
@@ -184,6 +186,71 @@ async fn overlapping_mappings_of_one_file_by_one_client_are_refused() {
         drop((first, next, shared, plain));
         a.close().await.unwrap();
         other_client.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_while_wakes_on_another_clients_change_and_times_out_otherwise() {
+    if !supported() {
+        return;
+    }
+    within(30, async {
+        let ts = TestServer::start(|c| c).await;
+        ts.put("f", &vec![0u8; 2 * PAGE]);
+        let (a, b) = (ts.client().await, ts.client().await);
+        let ma = a
+            .map_memory("f", 0..2 * PAGE as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        let mb = b
+            .map_memory("f", 0..2 * PAGE as u64, Access::ReadWrite)
+            .await
+            .unwrap();
+        let word = PAGE as u64 + 8;
+        // Nothing changes: a timeout, not an error.
+        let t = Instant::now();
+        assert_eq!(
+            ma.wait_while(word, 0, Duration::from_millis(50)).unwrap(),
+            None
+        );
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        // A's thread waits; B changes the word, by a store, then by a
+        // server-side atomic. Each wakes it with the new value.
+        let rt = tokio::runtime::Handle::current();
+        for (round, by_atomic) in [(1u64, false), (2, true)] {
+            let (got, waited) = tokio::task::block_in_place(|| {
+                std::thread::scope(|s| {
+                    let waiter = s.spawn(|| {
+                        let t = Instant::now();
+                        let got = ma.wait_while(word, round - 1, Duration::from_secs(10));
+                        (got, t.elapsed())
+                    });
+                    std::thread::sleep(Duration::from_millis(100));
+                    if by_atomic {
+                        rt.block_on(mb.fetch_add(word, 1)).unwrap();
+                    } else {
+                        mb.store(word, &round.to_le()).unwrap();
+                    }
+                    waiter.join().unwrap()
+                })
+            });
+            eprintln!("round {round}: woken after {waited:?} (100 ms of it before the change)");
+            assert_eq!(got.unwrap(), Some(round), "round {round}");
+            assert!(waited < Duration::from_secs(5), "woken late: {waited:?}");
+        }
+        assert!(matches!(
+            ma.wait_while(PAGE as u64 + 4, 0, Duration::ZERO),
+            Err(OpError::Misaligned(_))
+        ));
+        assert!(matches!(
+            ma.wait_while(2 * PAGE as u64, 0, Duration::ZERO),
+            Err(OpError::OutOfRange { .. })
+        ));
+        drop((ma, mb));
+        a.close().await.unwrap();
+        b.close().await.unwrap();
         ts.server.shutdown().await.unwrap();
     })
     .await;

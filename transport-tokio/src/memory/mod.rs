@@ -112,7 +112,9 @@
 //!   [`atomic_words`](MemoryMapping::atomic_words) view the memory as
 //!   `&[AtomicU8]` and `&[AtomicU64]`. Each load reads the memory (the
 //!   compiler cannot cache it), so polling a word sees another client's
-//!   write once it has invalidated our copy.
+//!   write once it has invalidated our copy. Rather than poll,
+//!   [`wait_while`](MemoryMapping::wait_while) sleeps until a word differs
+//!   from a value (or a timeout), woken by the invalidation itself.
 //! * **A raw pointer** ([`as_ptr`](MemoryMapping::as_ptr),
 //!   [`as_mut_ptr`](MemoryMapping::as_mut_ptr)), for C-style code and
 //!   `ptr::read_volatile`; what it may be used for is the caller's to
@@ -167,6 +169,7 @@ mod copy;
 mod faults;
 mod typed;
 mod uffd;
+mod wait;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, AtomicU64};

@@ -89,7 +89,7 @@ impl MemoryMapping {
     }
 
     /// `offset` as an index, with `len` bytes from it inside the mapping.
-    fn typed_range(&self, offset: u64, len: usize) -> Result<usize, OpError> {
+    pub(super) fn typed_range(&self, offset: u64, len: usize) -> Result<usize, OpError> {
         let out_of_range = || OpError::OutOfRange {
             offset,
             len: len as u64,
@@ -104,7 +104,7 @@ impl MemoryMapping {
 
     /// Runs `access`, which may block in a fault, where blocking cannot
     /// stall the runtime that serves the fault.
-    fn off_worker(&self, access: impl FnOnce()) {
+    pub(super) fn off_worker<R>(&self, access: impl FnOnce() -> R) -> R {
         match Handle::try_current() {
             // A worker's other tasks (maybe the client's driver) move to
             // another thread first.
