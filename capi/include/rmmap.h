@@ -56,10 +56,10 @@
 /**
  * Map into memory (Linux, userfaultfd): `rmmap_mapping_ptr` gives the
  * address, and loads and stores are coherent with every other client.
- * The offset must be a multiple of the server's page size. A process must
- * not map overlapping ranges of one file into memory twice, nor map a range
- * into memory that overlaps another mapping of the same file by the same
- * client.
+ * The offset must be a multiple of the server's page size. A range that
+ * overlaps another mapping of the same file by the same client is refused
+ * (`RMMAP_UNSUPPORTED`); do not map a range without this flag over a
+ * memory mapping either.
  */
 #define RMMAP_MAP_MEMORY 4
 

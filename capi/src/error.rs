@@ -258,6 +258,8 @@ impl From<MemoryError> for Failure {
     fn from(e: MemoryError) -> Failure {
         match e {
             MemoryError::Map(op) => op.into(),
+            // A rule of the API, not a missing capability.
+            e @ MemoryError::Overlap { .. } => Failure::new(RMMAP_UNSUPPORTED, e.to_string()),
             other => Failure::new(RMMAP_NO_MEMORY_MAPPINGS, other.to_string()),
         }
     }

@@ -20,10 +20,10 @@ pub const RMMAP_MAP_READ_WRITE: u32 = 1;
 pub const RMMAP_MAP_CREATE: u32 = 2;
 /// Map into memory (Linux, userfaultfd): `rmmap_mapping_ptr` gives the
 /// address, and loads and stores are coherent with every other client.
-/// The offset must be a multiple of the server's page size. A process must
-/// not map overlapping ranges of one file into memory twice, nor map a range
-/// into memory that overlaps another mapping of the same file by the same
-/// client.
+/// The offset must be a multiple of the server's page size. A range that
+/// overlaps another mapping of the same file by the same client is refused
+/// (`RMMAP_UNSUPPORTED`); do not map a range without this flag over a
+/// memory mapping either.
 pub const RMMAP_MAP_MEMORY: u32 = 4;
 
 const ALL_FLAGS: u32 = RMMAP_MAP_READ_WRITE | RMMAP_MAP_CREATE | RMMAP_MAP_MEMORY;

@@ -65,6 +65,7 @@
 //!   thread of your choosing. The Tokio server instead spreads socket IO
 //!   over the runtime's workers and keeps the core on a thread of its own.
 
+mod atomics;
 mod client;
 mod clock;
 mod embedded;
@@ -78,7 +79,7 @@ pub use rmmap_core::client::{
     ClientConfig, ClientEvent, Completion, ConnectError, LostWrites, MapOptions, Mapped, MappingId,
     OpError, OpId, Pending, SessionLossReason,
 };
-pub use rmmap_core::protocol::AtomicOp;
+pub use rmmap_core::protocol::{AtomicOp, ErrorCode};
 pub use rmmap_secure::{ClientTls, ServerTls, Token};
 pub use rmmap_store::ServerConfig;
 pub use server::{ServeError, ServeOptions, Server, ServerLoop, ShutdownHandle};

@@ -100,6 +100,33 @@ fn create_set_len_and_atomics() {
 }
 
 #[test]
+fn a_mapping_has_the_atomic_helpers_and_server_codes_match_without_rmmap_core() {
+    let ts = TestServer::start(|c| c);
+    ts.put("f", &[0u8; 16]);
+    let c = ts.client();
+    let m = c.map("f", 0..16, Access::ReadWrite).unwrap();
+    assert_eq!(m.fetch_add(8, 5).unwrap(), 0);
+    assert_eq!(m.swap(8, 7).unwrap(), 5);
+    assert_eq!(m.compare_exchange(8, 7, 9).unwrap(), Ok(7));
+    assert_eq!(m.compare_exchange(8, 7, 1).unwrap(), Err(9));
+    assert_eq!(m.read_bytes(8, 8).unwrap()[..], 9u64.to_le_bytes());
+    let e = c.map("missing", 0..1, Access::ReadOnly).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            rmmap_mio::OpError::Server {
+                code: rmmap_mio::ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    drop(m);
+    c.close().unwrap();
+    ts.server.shutdown().unwrap();
+}
+
+#[test]
 fn a_large_read_through_a_tiny_output_limit_pauses_and_resumes() {
     // With 64 KiB of output allowed, the server pauses this connection's
     // input again and again while read-ahead replies drain.

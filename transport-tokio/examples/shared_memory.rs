@@ -1,6 +1,8 @@
 //! Two processes, each with its own `Client`, map the same range of a file
-//! into memory and update one structure in it with plain loads and stores
-//! and the server-side atomic operations; the parent then checks it.
+//! into memory and update one structure in it with typed loads and stores
+//! (`MemoryMapping::load` / `store`: copies, sound however the bytes change
+//! underneath) and the server-side atomic operations; the parent then
+//! checks it.
 //!
 //! The structure (in a 4-page file):
 //!
@@ -8,9 +10,9 @@
 //! |----------|---------------------------------------------------------|
 //! | 0..8     | a counter, incremented with `fetch_add`                 |
 //! | 8..16    | a spin lock: 0 free, else the holder's id (`compare_exchange`, released with `swap`) |
-//! | 16..24   | how many records follow (plain loads and stores, under the lock) |
+//! | 16..24   | how many records follow (loads and stores, under the lock) |
 //! | 24..32   | a start barrier: each process adds 1 and waits for 2    |
-//! | 64..     | records of 16 bytes: writer id, sequence number (plain stores)   |
+//! | 64..     | records of 16 bytes: writer id, sequence number (stores)   |
 //!
 //! Run with `cargo run --release -p rmmap-tokio --example shared_memory`:
 //! the parent starts an embedded server on 127.0.0.1 over a fresh
@@ -26,9 +28,9 @@ const PAGE: u64 = 4096;
 const LEN: u64 = 4 * PAGE;
 const COUNTER: u64 = 0;
 const LOCK: u64 = 8;
-const COUNT: usize = 16;
+const COUNT: u64 = 16;
 const BARRIER: u64 = 24;
-const RECORDS: usize = 64;
+const RECORDS: u64 = 64;
 const INCREMENTS: u64 = 500;
 const APPENDS: u64 = 100;
 
@@ -71,7 +73,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let m = client
         .map_memory("shared", 0..LEN, Access::ReadOnly)
         .await?;
-    let in_memory = check(&m);
+    let mut bytes = vec![0u8; m.len()];
+    m.read(0, &mut bytes).await?;
+    let in_memory = check(&bytes);
     drop(m);
     client.close().await?;
     server.shutdown().await?;
@@ -94,7 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// interleaved.
 async fn work(addr: &str, id: u64) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect(addr, ClientConfig::default()).await?;
-    let mut m = client
+    let m = client
         .map_memory("shared", 0..LEN, Access::ReadWrite)
         .await?;
     // Start together, so that the two really interleave.
@@ -113,14 +117,12 @@ async fn work(addr: &str, id: u64) -> Result<(), Box<dyn std::error::Error>> {
                 spins += 1;
                 tokio::time::sleep(Duration::from_micros(50)).await;
             }
-            // Append with plain loads and stores. This thread runs the
-            // runtime's `block_on`, not a worker, so it may block in a fault.
-            let s = m.as_mut_slice()?;
-            let n = read_u64(s, COUNT) as usize;
-            let at = RECORDS + 16 * n;
-            s[at..at + 8].copy_from_slice(&id.to_le_bytes());
-            s[at + 8..at + 16].copy_from_slice(&i.to_le_bytes());
-            s[COUNT..COUNT + 8].copy_from_slice(&(n as u64 + 1).to_le_bytes());
+            // Append with loads and stores, which may block this thread in
+            // a fault (on a worker they would first move its other tasks
+            // away). The file's words are little-endian.
+            let n = u64::from_le(m.load::<u64>(COUNT)?);
+            m.store(RECORDS + 16 * n, &[id.to_le(), i.to_le()])?;
+            m.store(COUNT, &(n + 1).to_le())?;
             // Release it: the server recalls the page holding the count
             // first, so the next holder sees every store made above.
             m.swap(LOCK, 0).await?;
@@ -146,13 +148,13 @@ fn check(s: &[u8]) -> Result<String, String> {
     if read_u64(s, LOCK as usize) != 0 {
         return Err("the lock is still held".into());
     }
-    let n = read_u64(s, COUNT) as usize;
+    let n = read_u64(s, COUNT as usize) as usize;
     if n as u64 != 2 * APPENDS {
         return Err(format!("{n} records, expected {}", 2 * APPENDS));
     }
     let mut next = [0u64; 2];
     for r in 0..n {
-        let at = RECORDS + 16 * r;
+        let at = RECORDS as usize + 16 * r;
         let (id, seq) = (read_u64(s, at), read_u64(s, at + 8));
         let slot = next
             .get_mut((id as usize).wrapping_sub(1))
@@ -165,7 +167,10 @@ fn check(s: &[u8]) -> Result<String, String> {
         *slot += 1;
     }
     let switches = (1..n)
-        .filter(|r| read_u64(s, RECORDS + 16 * r) != read_u64(s, RECORDS + 16 * (r - 1)))
+        .filter(|r| {
+            let at = RECORDS as usize + 16 * r;
+            read_u64(s, at) != read_u64(s, at - 16)
+        })
         .count();
     Ok(format!(
         "OK: counter {counter}, {n} records in order from both writers, the lock changed hands {switches} times"

@@ -36,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+mod atomics;
 mod client;
 mod clock;
 #[cfg(feature = "cluster")]
@@ -51,7 +52,7 @@ pub use client::{Access, Client, ClientConfig, ClientEvent, ConnectError, Mappin
 pub use memory::{MemoryError, MemoryMapping, memory_support};
 pub use net::{Connector, Listener, TcpConnector};
 pub use rmmap_core::client::{LostWrites, MapOptions, MappingId, OpError, SessionLossReason};
-pub use rmmap_core::protocol::AtomicOp;
+pub use rmmap_core::protocol::{AtomicOp, ErrorCode};
 pub use rmmap_secure::{ClientTls, ServerTls, Token};
 pub use rmmap_store::ServerConfig;
 pub use server::{ServeError, ServeOptions, Server};

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{TestServer, within};
-use rmmap_tokio::{Access, AtomicOp, MapOptions};
+use rmmap_tokio::{Access, AtomicOp, ErrorCode, MapOptions, OpError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_see_each_others_writes_and_sync_reaches_the_disk() {
@@ -68,6 +68,38 @@ async fn create_set_len_and_atomics() {
         );
         m.sync().await.unwrap();
         assert_eq!(ts.get("made")[8..16], 10u64.to_le_bytes());
+        drop(m);
+        c.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_mapping_has_the_atomic_helpers_and_server_codes_match_without_rmmap_core() {
+    within(20, async {
+        let ts = TestServer::start(|c| c).await;
+        ts.put("f", &[0u8; 16]);
+        let c = ts.client().await;
+        let m = c.map("f", 0..16, Access::ReadWrite).await.unwrap();
+        assert_eq!(m.fetch_add(8, 5).await.unwrap(), 0);
+        assert_eq!(m.swap(8, 7).await.unwrap(), 5);
+        assert_eq!(m.compare_exchange(8, 7, 9).await.unwrap(), Ok(7));
+        assert_eq!(m.compare_exchange(8, 7, 1).await.unwrap(), Err(9));
+        assert!(matches!(m.swap(3, 1).await, Err(OpError::Misaligned(_))));
+        assert_eq!(m.read_bytes(8, 8).await.unwrap()[..], 9u64.to_le_bytes());
+        // `ErrorCode` comes from this crate.
+        let e = c.map("missing", 0..1, Access::ReadOnly).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                OpError::Server {
+                    code: ErrorCode::NotFound,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         drop(m);
         c.close().await.unwrap();
         ts.server.shutdown().await.unwrap();

@@ -21,11 +21,11 @@ async fn a_memory_mapping_sees_another_clients_store_after_the_invalidation() {
         let ts = TestServer::start(|c| c).await;
         ts.put("f", &vec![0u8; 4 * PAGE]);
         let (a, b, c) = (ts.client().await, ts.client().await, ts.client().await);
-        let mut ma = a
+        let ma = a
             .map_memory("f", 0..4 * PAGE as u64, Access::ReadWrite)
             .await
             .unwrap();
-        let mut mb = b
+        let mb = b
             .map_memory("f", 0..4 * PAGE as u64, Access::ReadWrite)
             .await
             .unwrap();
@@ -35,18 +35,18 @@ async fn a_memory_mapping_sees_another_clients_store_after_the_invalidation() {
             let at = (round as usize * 1237) % (4 * PAGE);
             // A loads (the page is shared, in A's memory), B stores (A's
             // copy is invalidated and leaves A's memory), A loads again.
-            let before = touch(|| ma[at]);
-            touch(|| mb.as_mut_slice().unwrap()[at] = round + 1);
+            let before = ma.load::<u8>(at as u64).unwrap();
+            mb.store(at as u64, &(round + 1)).unwrap();
             assert_eq!(
-                touch(|| ma[at]),
+                ma.load::<u8>(at as u64).unwrap(),
                 round + 1,
                 "round {round}: A missed B's store (was {before})"
             );
             // And the other way round, on a neighbouring byte.
             let at2 = (at + 1) % (4 * PAGE);
-            touch(|| ma.as_mut_slice().unwrap()[at2] = round + 100);
+            ma.store(at2 as u64, &(round + 100)).unwrap();
             assert_eq!(
-                touch(|| mb[at2]),
+                mb.load::<u8>(at2 as u64).unwrap(),
                 round + 100,
                 "round {round}: B missed A's store"
             );
@@ -59,8 +59,9 @@ async fn a_memory_mapping_sees_another_clients_store_after_the_invalidation() {
         let at = 39 * 1237 % (4 * PAGE);
         assert_eq!(mc.read_bytes(at as u64, 1).await.unwrap()[0], 40);
         mc.write(3 * PAGE as u64 + 9, b"xyz").await.unwrap();
-        assert_eq!(touch(|| &ma[3 * PAGE + 9..3 * PAGE + 12]), b"xyz");
-        assert_eq!(touch(|| &mb[3 * PAGE + 9..3 * PAGE + 12]), b"xyz");
+        let at = 3 * PAGE as u64 + 9;
+        assert_eq!(&ma.load::<[u8; 3]>(at).unwrap(), b"xyz");
+        assert_eq!(&mb.read_value::<[u8; 3]>(at).await.unwrap(), b"xyz");
         assert!(ma.failure().is_none() && ma.last_fault_error().is_none());
         ma.unmap().await.unwrap();
         mb.unmap().await.unwrap();
@@ -171,15 +172,12 @@ async fn stores_reach_the_disk_after_sync_and_later_stores_after_the_next() {
         let ts = TestServer::start(|c| c).await;
         ts.put("f", &vec![1u8; 3 * PAGE]);
         let a = ts.client().await;
-        let mut m = a
+        let m = a
             .map_memory("f", 0..3 * PAGE as u64, Access::ReadWrite)
             .await
             .unwrap();
-        touch(|| {
-            let s = m.as_mut_slice().unwrap();
-            s[10..15].copy_from_slice(b"hello");
-            s[2 * PAGE + 100] = 42;
-        });
+        m.store(10, b"hello").unwrap();
+        m.write_value(2 * PAGE as u64 + 100, &42u8).await.unwrap();
         m.sync().await.unwrap();
         let disk = ts.get("f");
         assert_eq!(&disk[10..15], b"hello");
@@ -187,11 +185,11 @@ async fn stores_reach_the_disk_after_sync_and_later_stores_after_the_next() {
         assert_eq!(disk[PAGE], 1, "untouched bytes stay");
         // After the write-back the pages are write-protected again: the next
         // store faults (locally) and is caught by the next sync.
-        touch(|| m.as_mut_slice().unwrap()[11] = b'E');
+        m.store(11, &b'E').unwrap();
         m.sync().await.unwrap();
         assert_eq!(&ts.get("f")[10..15], b"hEllo");
         // Unmapping writes back what was not synced.
-        touch(|| m.as_mut_slice().unwrap()[PAGE + 1] = 9);
+        m.store(PAGE as u64 + 1, &9u8).unwrap();
         m.unmap().await.unwrap();
         assert_eq!(ts.get("f")[PAGE + 1], 9);
         a.close().await.unwrap();
@@ -209,7 +207,7 @@ async fn atomics_and_plain_stores_on_one_word_agree_across_clients() {
         let ts = TestServer::start(|c| c).await;
         ts.put("f", &vec![0u8; 2 * PAGE]);
         let (a, b) = (ts.client().await, ts.client().await);
-        let mut ma = a
+        let ma = a
             .map_memory("f", 0..2 * PAGE as u64, Access::ReadWrite)
             .await
             .unwrap();
@@ -218,12 +216,10 @@ async fn atomics_and_plain_stores_on_one_word_agree_across_clients() {
             .await
             .unwrap();
         // A plain store in A's memory is recalled before B's atomic runs.
-        touch(|| {
-            ma.as_mut_slice().unwrap()[PAGE + 8..PAGE + 16].copy_from_slice(&5u64.to_le_bytes())
-        });
+        ma.store(PAGE as u64 + 8, &5u64.to_le_bytes()).unwrap();
         assert_eq!(mb.fetch_add(PAGE as u64 + 8, 10).await.unwrap(), 5);
         let word = |m: &rmmap_tokio::MemoryMapping| {
-            touch(|| u64::from_le_bytes(m[PAGE + 8..PAGE + 16].try_into().unwrap()))
+            u64::from_le_bytes(m.load::<[u8; 8]>(PAGE as u64 + 8).unwrap())
         };
         assert_eq!(word(&ma), 15);
         assert_eq!(word(&mb), 15);
@@ -251,6 +247,7 @@ async fn atomics_and_plain_stores_on_one_word_agree_across_clients() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(unsafe_code)] // the unsafe slice views, under their contract
 async fn a_read_only_memory_mapping_reads_and_refuses_mutable_access() {
     if !supported() {
         return;
@@ -266,8 +263,21 @@ async fn a_read_only_memory_mapping_reads_and_refuses_mutable_access() {
             .await
             .unwrap();
         assert_eq!(m.len(), 2 * PAGE - 5);
-        assert_eq!(touch(|| m.to_vec()), content[PAGE..3 * PAGE - 5]);
-        assert!(matches!(m.as_mut_slice(), Err(OpError::ReadOnly)));
+        let mut all = vec![0u8; m.len()];
+        m.read(0, &mut all).await.unwrap();
+        assert_eq!(all, content[PAGE..3 * PAGE - 5]);
+        // SAFETY: nobody writes the file while the slice lives.
+        assert_eq!(touch(|| unsafe { m.as_slice() }.to_vec()), all);
+        // SAFETY: refused before any slice is made.
+        assert!(matches!(
+            unsafe { m.as_mut_slice() },
+            Err(OpError::ReadOnly)
+        ));
+        assert!(matches!(m.store(0, &1u8), Err(OpError::ReadOnly)));
+        assert!(matches!(
+            m.write_value(0, &1u8).await,
+            Err(OpError::ReadOnly)
+        ));
         assert!(m.as_mut_ptr().is_err());
         assert!(matches!(m.fetch_add(0, 1).await, Err(OpError::ReadOnly)));
         // A range that does not start on a page boundary is refused.
@@ -296,11 +306,11 @@ async fn server_pages_larger_than_the_os_page_move_whole() {
         let ts = TestServer::start(|c| c.page_size(big as u32)).await;
         ts.put("f", &vec![0u8; 2 * big]);
         let (a, b) = (ts.client().await, ts.client().await);
-        let mut ma = a
+        let ma = a
             .map_memory("f", 0..2 * big as u64, Access::ReadWrite)
             .await
             .unwrap();
-        let mut mb = b
+        let mb = b
             .map_memory("f", 0..2 * big as u64, Access::ReadWrite)
             .await
             .unwrap();
@@ -308,10 +318,11 @@ async fn server_pages_larger_than_the_os_page_move_whole() {
         // Stores in different OS pages of one server page, from both sides.
         for round in 1..=20u8 {
             let at = (round as usize % 4) * PAGE + round as usize;
-            touch(|| ma.as_mut_slice().unwrap()[at] = round);
-            touch(|| mb.as_mut_slice().unwrap()[big + at] = round);
-            assert_eq!(touch(|| mb[at]), round);
-            assert_eq!(touch(|| ma[big + at]), round);
+            let (at, big) = (at as u64, big as u64);
+            ma.store(at, &round).unwrap();
+            mb.store(big + at, &round).unwrap();
+            assert_eq!(mb.load::<u8>(at).unwrap(), round);
+            assert_eq!(ma.load::<u8>(big + at).unwrap(), round);
         }
         ma.sync().await.unwrap();
         mb.sync().await.unwrap();

@@ -101,7 +101,7 @@ async fn increments_through_fetch_add_from_several_processes_are_all_counted() {
             .map_memory("counter", 0..PAGE as u64, Access::ReadOnly)
             .await
             .unwrap();
-        let word = |i: usize| touch(|| u64::from_le_bytes(m[8 * i..8 * i + 8].try_into().unwrap()));
+        let word = |i: usize| u64::from_le_bytes(m.load(8 * i as u64).unwrap());
         assert_eq!(word(0), PROCS as u64 * EACH, "every increment counted");
         for k in 0..PROCS {
             assert_eq!(word(1 + k), 1000 + k as u64, "child {k}'s plain store");
@@ -209,7 +209,7 @@ fn child() {
                 .unwrap();
             (client, m)
         });
-        assert_eq!(m[0], 0);
+        assert_eq!(m.load::<u8>(0).unwrap(), 0);
         sigbus::expect(
             libc::SI_QUEUE,
             m.as_ptr() as usize,
@@ -236,7 +236,7 @@ async fn increment(addr: &str) -> i32 {
     let slot: usize = std::env::var("RMMAP_SLOT").unwrap().parse().unwrap();
     let each: u64 = std::env::var("RMMAP_EACH").unwrap().parse().unwrap();
     let client = Client::connect(addr, client_config()).await.unwrap();
-    let mut m = client
+    let m = client
         .map_memory("counter", 0..PAGE as u64, Access::ReadWrite)
         .await
         .unwrap();
@@ -244,9 +244,8 @@ async fn increment(addr: &str) -> i32 {
         m.fetch_add(0, 1).await.unwrap();
         if i == each / 2 {
             // This thread is not one of the runtime's workers: it may fault.
-            let at = 8 * (1 + slot);
-            m.as_mut_slice().unwrap()[at..at + 8]
-                .copy_from_slice(&(1000 + slot as u64).to_le_bytes());
+            let at = 8 * (1 + slot) as u64;
+            m.store(at, &(1000 + slot as u64).to_le_bytes()).unwrap();
         }
     }
     m.sync().await.unwrap();
@@ -264,11 +263,11 @@ async fn touch_until_signal(addr: &str, role: &str) -> i32 {
         config.give_up_after = Some(Duration::from_secs(1));
     }
     let client = Client::connect(addr, config).await.unwrap();
-    let mut m = client
+    let m = client
         .map_memory("f", 0..4 * PAGE as u64, Access::ReadWrite)
         .await
         .unwrap();
-    m.as_mut_slice().unwrap()[7] = 1;
+    m.store(7, &1u8).unwrap();
     let (lo, hi) = (m.as_ptr() as usize, m.as_ptr() as usize + m.len());
     let code = if role == "give_up" {
         libc::SI_QUEUE

@@ -219,6 +219,20 @@ impl Client {
         }
     }
 
+    /// Another mapping of the same file whose bytes overlap `mapping`'s,
+    /// where either is a memory mapping: the two would hold one page in two
+    /// places. Known once the server has answered the `Map` (files are told
+    /// apart by the server's handle, not by path, so `a/../f` and `f` are
+    /// one file). The adapter refuses such a mapping.
+    pub fn memory_overlap(&self, mapping: MappingId) -> Option<MappingId> {
+        let m = self.mappings.get(mapping)?;
+        let file = m.file?;
+        self.mappings.iter().find_map(|(id, o)| {
+            let overlaps = o.file == Some(file) && o.offset < m.end() && m.offset < o.end();
+            (id != mapping && overlaps && (m.memory.is_some() || o.memory.is_some())).then_some(id)
+        })
+    }
+
     /// Tells the backing of `mapping` that it failed for good.
     pub(crate) fn fail_memory(&mut self, mapping: MappingId, error: &OpError) {
         if let Some(b) = self.backing(mapping) {

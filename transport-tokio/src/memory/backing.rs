@@ -4,7 +4,8 @@
 //! `memory_fault`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use rmmap_core::client::{MemoryBacking, OpError};
 
@@ -22,6 +23,11 @@ pub(crate) struct MemoryState {
     failure: Mutex<Option<OpError>>,
     /// Why the last failed fault failed (that access got a SIGBUS).
     last_fault_error: Mutex<Option<OpError>>,
+    /// How many times a page left memory (another client's write or
+    /// atomic invalidated it) or the mapping failed: what
+    /// `MemoryMapping::wait_while` waits on.
+    changes: Mutex<u64>,
+    changed: Condvar,
 }
 
 #[derive(Debug)]
@@ -55,7 +61,29 @@ impl MemoryState {
             }),
             failure: Mutex::new(None),
             last_fault_error: Mutex::new(None),
+            changes: Mutex::new(0),
+            changed: Condvar::new(),
         }
+    }
+
+    /// The number of changes so far (see [`MemoryState::wait_change`]).
+    pub(crate) fn changes(&self) -> u64 {
+        *lock(&self.changes)
+    }
+
+    /// A page left memory, or the mapping failed: wakes the waiters.
+    fn note_change(&self) {
+        *lock(&self.changes) += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until the count of changes passes `seen`, at most `timeout`.
+    pub(crate) fn wait_change(&self, seen: u64, timeout: Duration) {
+        let g = lock(&self.changes);
+        let _ = self
+            .changed
+            .wait_timeout_while(g, timeout, |n| *n == seen)
+            .unwrap_or_else(|e| e.into_inner());
     }
 
     /// Why the mapping failed for good.
@@ -90,6 +118,7 @@ impl MemoryState {
             pages.saved.insert(i, buf);
         }
         lock(&self.failure).get_or_insert(error);
+        self.note_change();
         if let Err(e) = self.region.fail() {
             // Without the replacement, wake the waiters anyway: their
             // faults fail and they get SIGBUS from the fault thread.
@@ -175,6 +204,7 @@ impl MemoryBacking for UffdMemory {
         }
         let r = self.state.region.zap(index);
         self.state.set(index, Held::Absent);
+        self.state.note_change();
         self.check("dropping", index, r);
     }
 

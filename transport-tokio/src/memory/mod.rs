@@ -35,9 +35,7 @@
 //!   on x86-64; 16 or 64 KiB on some arm64 kernels).
 //! * A **multi-thread Tokio runtime**: a fault blocks the faulting thread
 //!   until the client's driver, a task on the runtime, has brought the
-//!   page. Touch the memory from threads that are not the runtime's
-//!   workers (a `std::thread`, `spawn_blocking`, or inside
-//!   `block_in_place`).
+//!   page (see [Tokio worker threads](#tokio-worker-threads)).
 //!
 //! [`memory_support`] checks the first two (and
 //! [`Client::map_memory`] all four), failing with a [`MemoryError`] that
@@ -61,10 +59,14 @@
 //!   [`MemoryMapping::last_fault_error`] says why. If the handler returns,
 //!   the access is retried (and faults again).
 //!
-//! [`MemoryMapping::read`] and [`MemoryMapping::write`] copy the same
-//! coherent bytes as loads and stores, and return these failures as errors
-//! instead, for code that cannot handle `SIGBUS` (the C library's `mread`
-//! and `mwrite` use them).
+//! The copying accessors ([`MemoryMapping::read`], [`write`],
+//! [`read_value`], [`write_value`]) copy the same coherent bytes as loads
+//! and stores, and return these failures as errors instead, for code that
+//! cannot handle `SIGBUS` (the C library's `mread` and `mwrite` use them).
+//!
+//! [`write`]: MemoryMapping::write
+//! [`read_value`]: MemoryMapping::read_value
+//! [`write_value`]: MemoryMapping::write_value
 //!
 //! Without a handler, `SIGBUS` ends the process (with a core dump). An
 //! application that wants to survive installs a handler with `SA_SIGINFO`
@@ -80,20 +82,96 @@
 //!   `EFAULT` unless the page is in memory. Copy through a buffer.
 //! * A forked child does not inherit the mapping (`MADV_DONTFORK`).
 //! * The bytes change when another client writes, as in a shared file
-//!   mapping: re-borrow the slice rather than keep it across a wait for
-//!   someone else's write, and use [`MemoryMapping::atomic_words`] to poll
-//!   a word the compiler must reload.
-//! * One client must not map overlapping ranges of one file into memory
-//!   twice. Each mapping has its own userfaultfd and fault thread.
+//!   mapping; see below.
+//! * One client may not map a range into memory that overlaps another
+//!   mapping of the same file by that client: [`Client::map_memory`]
+//!   refuses it ([`MemoryError::Overlap`]). Each mapping has its own
+//!   userfaultfd and fault thread, and a page lives in one of them.
+//!
+//! # What a program may rely on
+//!
+//! The memory is shared with every other client of the file, so the safe
+//! API never hands out `&[u8]` or `&mut [u8]` over it: Rust assumes the
+//! bytes behind a shared reference do not change and that nobody else
+//! touches the bytes behind a mutable one, and here another machine's
+//! write changes them at any moment (the page is dropped and refilled with
+//! the new bytes), and the server-side atomics change them too.
+//!
+//! The safe ways in, each sound however the bytes change underneath:
+//!
+//! * **Copies**: [`read`](MemoryMapping::read) and
+//!   [`write`](MemoryMapping::write) for bytes,
+//!   [`read_value`](MemoryMapping::read_value) and
+//!   [`write_value`](MemoryMapping::write_value) for plain-old-data types
+//!   (`bytemuck::Pod`: integers, arrays of them, `#[repr(C)]` structs
+//!   without padding). Asynchronous; they never block a thread in a fault
+//!   and report a failure as an error. [`load`](MemoryMapping::load) and
+//!   [`store`](MemoryMapping::store) are their synchronous twins, which
+//!   fault as loads and stores do.
+//! * **Atomics**: [`atomic_bytes`](MemoryMapping::atomic_bytes) and
+//!   [`atomic_words`](MemoryMapping::atomic_words) view the memory as
+//!   `&[AtomicU8]` and `&[AtomicU64]`. Each load reads the memory (the
+//!   compiler cannot cache it), so polling a word sees another client's
+//!   write once it has invalidated our copy. Rather than poll,
+//!   [`wait_while`](MemoryMapping::wait_while) sleeps until a word differs
+//!   from a value (or a timeout), woken by the invalidation itself.
+//! * **A raw pointer** ([`as_ptr`](MemoryMapping::as_ptr),
+//!   [`as_mut_ptr`](MemoryMapping::as_mut_ptr)), for C-style code and
+//!   `ptr::read_volatile`; what it may be used for is the caller's to
+//!   uphold, as with any pointer.
+//! * **Slices**: [`as_slice`](MemoryMapping::as_slice) and
+//!   [`as_mut_slice`](MemoryMapping::as_mut_slice) are `unsafe`, with the
+//!   contract written on them (as `memmap2::Mmap::map` is, for files others
+//!   may change): the bytes must not change, other than through the slice
+//!   itself, while it lives.
+//!
+//! What holds for every one of them:
+//!
+//! * **Coherence, page by page.** A load sees the latest store to its page
+//!   by any client: a page is either shared read-only by readers or held
+//!   writable by one client (docs/CONSISTENCY.md). Two stores to different
+//!   pages by another client may be seen in either order; order them with
+//!   the server-side atomics ([`fetch_add`](MemoryMapping::fetch_add),
+//!   [`compare_exchange`](MemoryMapping::compare_exchange),
+//!   [`swap`](MemoryMapping::swap)), which recall the page first, so a lock
+//!   taken and released with them publishes every store made under it.
+//! * **No tearing within an aligned 8-byte word**: a page moves whole, and
+//!   local atomics are atomic. A `read_value` of a larger type may mix two
+//!   writers' values if nothing orders them.
+//! * **Durability** only after [`sync`](MemoryMapping::sync).
+//!
+//! # Tokio worker threads
+//!
+//! A fault blocks the faulting thread until the client's driver, a task on
+//! the runtime, has brought the page. On a worker thread that blocks the
+//! worker: the driver runs on another worker if one is free, but the tasks
+//! queued on the blocked worker wait, and if every worker is blocked in a
+//! fault (or the driver was queued behind the fault on that worker) the
+//! client stalls for good. So:
+//!
+//! * the asynchronous copies ([`read`](MemoryMapping::read),
+//!   [`read_value`](MemoryMapping::read_value), ...) are the ones to use in
+//!   async code: they wait for pages as futures, never in a fault;
+//! * [`load`](MemoryMapping::load) and [`store`](MemoryMapping::store) run
+//!   inside `tokio::task::block_in_place` on a worker of a multi-thread
+//!   runtime (the worker's other tasks move to another thread first); a
+//!   current-thread runtime cannot be the client's, so blocking its thread
+//!   stalls nothing the fault needs;
+//! * the atomic views, the pointer and the slices cannot tell where they
+//!   are used: touch them from threads that are not the runtime's workers
+//!   (a `std::thread`, `spawn_blocking`, the thread that called
+//!   `Runtime::block_on`, or inside `block_in_place`).
 //!
 //! [userfaultfd]: https://docs.kernel.org/admin-guide/mm/userfaultfd.html
 
 mod backing;
 mod copy;
 mod faults;
+mod typed;
 mod uffd;
+mod wait;
 
-use std::ops::{Deref, Range};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU8, AtomicU64};
 use std::sync::{Arc, OnceLock};
 
@@ -160,6 +238,23 @@ pub enum MemoryError {
         what: &'static str,
         /// What the system said.
         message: String,
+    },
+    /// The range overlaps another mapping of the same file by this client
+    /// (the two could hold one page in two places, each believing it
+    /// current).
+    #[error(
+        "{path} bytes {start}..{end} overlap mapping {other:?} of the same file by this client: \
+         a memory mapping may not overlap another mapping of its file; map the range once and share it"
+    )]
+    Overlap {
+        /// The path asked for.
+        path: String,
+        /// Where the range starts in the file.
+        start: u64,
+        /// Where it ends.
+        end: u64,
+        /// The mapping it overlaps.
+        other: MappingId,
     },
     /// Mapping the range failed (see [`OpError`]).
     #[error(transparent)]
@@ -255,6 +350,7 @@ impl Client {
             return Err(MemoryError::PageSize { server, os });
         }
         let len = range_len(&range)?;
+        let (start, end) = (range.start, range.end);
         if len == 0 {
             return Err(OpError::Unsupported("a memory mapping cannot be empty").into());
         }
@@ -281,6 +377,17 @@ impl Client {
             .await?;
         let mapping = mapped.mapping;
         let handle = Mapping::new(self.clone(), mapped);
+        if let Some(other) = self.shared().with(|c, _| c.memory_overlap(mapping)) {
+            // Dropping the handle unmaps the range in the background; no
+            // page was installed, as no one could have faulted on it.
+            drop(handle);
+            return Err(MemoryError::Overlap {
+                path: path.to_owned(),
+                start,
+                end,
+                other,
+            });
+        }
         let faults = FaultThread::start(FaultContext {
             shared: self.shared().clone(),
             state: state.clone(),
@@ -300,11 +407,14 @@ impl Client {
     }
 }
 
-/// A remote file range in memory: derefs to `&[u8]` (page-aligned, the
-/// length of the range), and for a read-write mapping gives
-/// [`as_mut_slice`](MemoryMapping::as_mut_slice) and
-/// [`as_mut_ptr`](MemoryMapping::as_mut_ptr). Loads and stores are
-/// coherent with every other client (see the [module docs](crate::memory)).
+/// A remote file range in memory (page-aligned, the length of the range),
+/// coherent with every other client. Safe code reads and writes it by
+/// copying ([`read_value`](MemoryMapping::read_value),
+/// [`write_value`](MemoryMapping::write_value), [`read`](MemoryMapping::read),
+/// [`write`](MemoryMapping::write), [`load`](MemoryMapping::load),
+/// [`store`](MemoryMapping::store)) or through atomics
+/// ([`atomic_words`](MemoryMapping::atomic_words)); slices over it are
+/// `unsafe` (see [what a program may rely on](crate::memory#what-a-program-may-rely-on)).
 ///
 /// Dropping it unmaps the range in the background (dirty pages are written
 /// back); [`MemoryMapping::unmap`] waits for that. The memory itself is
@@ -335,14 +445,6 @@ impl std::fmt::Debug for MemoryMapping {
     }
 }
 
-impl Deref for MemoryMapping {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        self.state.region.bytes(self.len)
-    }
-}
-
 impl MemoryMapping {
     /// The mapping's id, as named in
     /// [`ClientEvent::SessionLost`](crate::ClientEvent::SessionLost).
@@ -370,12 +472,21 @@ impl MemoryMapping {
         self.writable
     }
 
-    /// The memory, for stores. Fails on a read-only mapping.
-    pub fn as_mut_slice(&mut self) -> Result<&mut [u8], OpError> {
-        if !self.writable {
-            return Err(OpError::ReadOnly);
-        }
-        Ok(self.state.region.bytes_mut(self.len, &mut self.exclusive))
+    /// The mapping's length in bytes (the range's, not rounded to pages).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: empty ones are refused).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first byte, for C-style code: `len()` bytes, valid until the
+    /// mapping is dropped or unmapped. Using it is the caller's business
+    /// (any access through it may fault; see the [module docs](crate::memory)).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.state.region.base() as *const u8
     }
 
     /// The first byte, for stores through raw pointers. Fails on a
@@ -385,6 +496,41 @@ impl MemoryMapping {
             return Err(OpError::ReadOnly);
         }
         Ok(self.state.region.base() as *mut u8)
+    }
+
+    /// The memory as a byte slice.
+    ///
+    /// # Safety
+    ///
+    /// While the slice lives, the bytes it covers must not change: no other
+    /// client may write those pages (the program's own protocol keeps them
+    /// away, for example a lock word taken with
+    /// [`compare_exchange`](MemoryMapping::compare_exchange), or the file is
+    /// read-only for everyone), and neither may this process (stores
+    /// through the atomic views or a pointer, [`write`](MemoryMapping::write),
+    /// server-side atomics on those words). The client's own work on the
+    /// pages (taking them out of memory and putting the same bytes back)
+    /// does not count. Any access through the slice may also raise SIGBUS
+    /// (see the [module docs](crate::memory)). This is the contract
+    /// `memmap2::Mmap` states for files others may change.
+    #[allow(unsafe_code)] // an unsafe signature: the contract is the caller's
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        self.state.region.bytes(self.len)
+    }
+
+    /// The memory as a mutable byte slice. Fails on a read-only mapping.
+    ///
+    /// # Safety
+    ///
+    /// As for [`as_slice`](MemoryMapping::as_slice), and more: while the
+    /// slice lives nobody but it may read or write the bytes it covers (no
+    /// other client, no atomic view, pointer or copy in this process).
+    #[allow(unsafe_code)] // an unsafe signature: the contract is the caller's
+    pub unsafe fn as_mut_slice(&mut self) -> Result<&mut [u8], OpError> {
+        if !self.writable {
+            return Err(OpError::ReadOnly);
+        }
+        Ok(self.state.region.bytes_mut(self.len, &mut self.exclusive))
     }
 
     /// The memory as atomic bytes: safe to share between threads and to
@@ -430,12 +576,12 @@ impl MemoryMapping {
     /// Adds `value` (wrapping) to the word at `offset`; returns the
     /// previous value.
     pub async fn fetch_add(&self, offset: u64, value: u64) -> Result<u64, OpError> {
-        Ok(self.atomic(offset, AtomicOp::FetchAdd(value)).await?.0)
+        self.mapping.fetch_add(offset, value).await
     }
 
     /// Stores `value` in the word at `offset`; returns the previous value.
     pub async fn swap(&self, offset: u64, value: u64) -> Result<u64, OpError> {
-        Ok(self.atomic(offset, AtomicOp::Swap(value)).await?.0)
+        self.mapping.swap(offset, value).await
     }
 
     /// Stores `new` in the word at `offset` if it holds `expected`: like
@@ -447,10 +593,7 @@ impl MemoryMapping {
         expected: u64,
         new: u64,
     ) -> Result<Result<u64, u64>, OpError> {
-        let (previous, applied) = self
-            .atomic(offset, AtomicOp::CompareExchange { expected, new })
-            .await?;
-        Ok(if applied { Ok(previous) } else { Err(previous) })
+        self.mapping.compare_exchange(offset, expected, new).await
     }
 
     /// Writes back the dirty pages and ends the mapping; the memory goes
