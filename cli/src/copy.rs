@@ -112,11 +112,11 @@ pub(crate) async fn put(a: PutArgs) -> Result<ExitCode, CliError> {
     if len > 0 {
         let end = offset.checked_add(len).ok_or_else(|| CliError::Op {
             context: format!("writing {}", a.path),
-            source: OpError::OutOfRange {
+            source: Box::new(OpError::OutOfRange {
                 offset,
                 len,
                 mapping_len: 0,
-            },
+            }),
         })?;
         let opts = MapOptions {
             access: Access::ReadWrite,
@@ -168,11 +168,11 @@ async fn download(
                 .checked_sub(range.offset)
                 .ok_or_else(|| CliError::Op {
                     context: format!("reading {path}"),
-                    source: OpError::OutOfRange {
+                    source: Box::new(OpError::OutOfRange {
                         offset: range.offset,
                         len: 0,
                         mapping_len: file_len,
-                    },
+                    }),
                 })?
         }
     };
@@ -217,7 +217,7 @@ async fn remote_len(client: &Client, path: &str) -> Result<u64, CliError> {
         Err(e) if e.kind() == "out_of_range" => Ok(0),
         Err(e) => Err(CliError::Op {
             context: format!("opening {path}"),
-            source: e,
+            source: Box::new(e),
         }),
     }
 }

@@ -113,7 +113,9 @@ enum CliError {
     #[error("{context}: {source}")]
     Op {
         context: String,
-        source: rmmap_tokio::OpError,
+        // Boxed: an `OpError` (what was lost, page by page) would make every
+        // `Result<_, CliError>` as large as it.
+        source: Box<rmmap_tokio::OpError>,
     },
     #[error("cluster: {0}")]
     Cluster(String),
@@ -133,7 +135,7 @@ impl<T> Context<T> for Result<T, rmmap_tokio::OpError> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T, CliError> {
         self.map_err(|source| CliError::Op {
             context: what(),
-            source,
+            source: Box::new(source),
         })
     }
 }

@@ -16,6 +16,13 @@
 //! any failure                ->  err KIND MESSAGE
 //! ```
 //!
+//! When the server lost writes of a mapping (a crash before they were
+//! synced, a lease that ran out), the next command on that mapping answers
+//! `err session_lost MESSAGE`, naming the file pages lost, once; the
+//! mapping then goes on with the server's bytes (`read` shows them, `write`
+//! and `sync` work). If no command heard it, `unmap ID` (or `quit`) answers
+//! with that error instead of `ok`.
+//!
 //! PATH is one word (no spaces). A failed command never ends the shell:
 //! whatever the numbers, a range is checked (by the client library) before
 //! anything is allocated for it, and a line longer than [`MAX_LINE`] bytes
@@ -284,8 +291,9 @@ impl Shell {
                 let m = self.mapping(id)?.clone();
                 let r = m.unmap().await;
                 // A mapping whose data the server's disk refused stays, to
-                // be unmapped again once it has room; one that lost its
-                // writes is gone (the error says what was lost).
+                // be unmapped again once it has room; one whose loss no
+                // command had heard yet is gone (the error says what was
+                // lost).
                 if !matches!(r, Err(OpError::Server { .. })) {
                     self.mappings.remove(&id);
                 }

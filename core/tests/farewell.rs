@@ -120,6 +120,48 @@ fn unmap_of_a_mapping_that_lost_writes_fails_saying_what_was_lost() {
     ));
 }
 
+/// Issue 19: a loss is reported exactly once. Once an operation has heard
+/// it, the mapping goes on and its unmap and the client's close succeed.
+#[test]
+fn a_loss_reported_by_an_operation_is_not_reported_again_at_unmap_or_close() {
+    let (mut c, store) = cluster(1, 4);
+    store.insert("g", vec![0u8; (8 * PAGE) as usize]);
+    let w = c
+        .map(0, "f", 0, 8 * PAGE, MapOptions::read_write())
+        .unwrap();
+    let v = c
+        .map(0, "g", 0, 8 * PAGE, MapOptions::read_write())
+        .unwrap();
+    c.write(0, w, PAGE + 5, b"gone").unwrap();
+    c.write(0, v, 5, b"gone").unwrap();
+    c.restart_server(true);
+    c.settle();
+    let e = c.sync(0, w).unwrap_err();
+    assert!(
+        matches!(&e, OpError::SessionLost(l) if l.pages == vec![1]),
+        "{e}"
+    );
+    assert!(e.to_string().contains("page(s) 1"), "{e}");
+    // Told: it goes on with the server's bytes, and unmaps cleanly.
+    let server = store.durable_contents("f").unwrap();
+    assert_eq!(
+        c.read(0, w, PAGE, 16).unwrap()[..],
+        server[PAGE as usize..PAGE as usize + 16]
+    );
+    c.unmap(0, w).unwrap();
+    // Not told yet: the close says so.
+    let now = c.now;
+    let close = c.nodes[0].client.close(now).unwrap();
+    let e = c
+        .wait(0, close, Duration::from_secs(10))
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&e, OpError::SessionLost(l) if l.path == "g"),
+        "{e}"
+    );
+}
+
 /// A graceful shutdown with unsynced (but handed back) writes: the client
 /// confirms the `Goodbye` with `Bye` (so the shutdown does not wait out
 /// its farewell), reports nothing lost, and goes on with the next run.

@@ -154,8 +154,10 @@ fn data_in_an_unconfirmed_recall_ack_is_reported_lost_and_never_revalidated() {
         "the mapping whose data was in the lost acknowledgement is named"
     );
     assert_eq!(lost[0].1[0].0, a);
-    // Its later reads fail instead of showing data nobody else has.
+    // Its next read reports the loss instead of showing data nobody else
+    // has; after that it reads what the server has.
     assert_eq!(c.read(0, a, 0, 4).unwrap_err().kind(), "session_lost");
+    assert_eq!(&c.read(0, a, 0, 4).unwrap()[..], &[0; 4]);
     // A fresh mapping of the file sees what the server has.
     let fresh = c.map(0, "f", 0, PAGE, MapOptions::read_only()).unwrap();
     assert_eq!(&c.read(0, fresh, 0, 4).unwrap()[..], &[0; 4]);

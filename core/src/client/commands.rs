@@ -31,7 +31,7 @@ impl Client {
     /// mapping can be used: the one range check, made before anything is
     /// allocated for the range.
     fn check_range(
-        &self,
+        &mut self,
         mapping: MappingId,
         offset: u64,
         len: u64,
@@ -47,6 +47,8 @@ impl Client {
                 mapping_len: m.len,
             });
         }
+        self.report_loss(mapping)?;
+        let m = &self.mappings[mapping];
         m.usable()?;
         Ok(m)
     }
@@ -533,7 +535,7 @@ impl Client {
     /// `None` when the cache cannot serve anything now (not mapped yet, the
     /// lease not valid).
     fn cache_span(
-        &self,
+        &mut self,
         now: Instant,
         mapping: MappingId,
         offset: u64,
@@ -545,13 +547,14 @@ impl Client {
         if write && !m.writable {
             return Err(OpError::ReadOnly);
         }
-        let (Some(file), Some(_), Some(ps)) = (m.file, m.wire(), self.conn.page_size()) else {
+        let (file, wire, m_offset) = (m.file, m.wire(), m.offset);
+        let (Some(file), Some(_), Some(ps)) = (file, wire, self.conn.page_size()) else {
             return Ok(None);
         };
         if !self.lease_valid(now) {
             return Ok(None);
         }
-        Ok(Some((file, m.offset + offset, ps)))
+        Ok(Some((file, m_offset + offset, ps)))
     }
 
     /// Copies `data` into exclusively held pages (checked by the caller).

@@ -58,6 +58,9 @@ pub struct LostWrites {
     pub unsynced_writes: bool,
     /// The mapping could not be re-established on the new session.
     pub remap_error: Option<String>,
+    /// The file pages (page numbers of the file, ascending) whose writes
+    /// were lost; empty when only `unsynced_writes` is known.
+    pub pages: Vec<u64>,
 }
 
 impl fmt::Display for LostWrites {
@@ -70,13 +73,33 @@ impl fmt::Display for LostWrites {
                 self.dirty_pages
             )?;
         }
+        if !self.pages.is_empty() {
+            const SHOWN: usize = 16;
+            let shown: Vec<String> = self.pages.iter().take(SHOWN).map(u64::to_string).collect();
+            write!(f, " (file page(s) {}", shown.join(","))?;
+            if self.pages.len() > SHOWN {
+                write!(f, " and {} more", self.pages.len() - SHOWN)?;
+            }
+            write!(f, ")")?;
+        }
         if self.unsynced_writes {
             write!(f, "; writes since the last sync may be lost")?;
         }
         if let Some(e) = &self.remap_error {
             write!(f, "; the mapping could not be restored: {e}")?;
         }
-        write!(f, ". Unmap and map again to continue")
+        match self.cause {
+            // Reported once; the mapping then goes on (see `OpError::SessionLost`).
+            LossCause::Session(_) if self.remap_error.is_some() => {
+                write!(f, ". It is mapped again at its next use")
+            }
+            LossCause::Session(_) => write!(
+                f,
+                ". The mapping goes on with the server's bytes for those pages \
+                 (a memory mapping: unmap and map again)"
+            ),
+            LossCause::WriteBackFailed(_) => write!(f, ". Unmap and map again to continue"),
+        }
     }
 }
 
@@ -129,6 +152,13 @@ pub enum OpError {
     #[error("the mapping was unmapped")]
     MappingClosed,
     /// The mapping lost writes (with its session, or in a failed write-back).
+    ///
+    /// Reported once per loss: to the operations waiting on the mapping
+    /// when it happened, or else to the next operation on it, or else by its
+    /// `unmap` (or the client's `close`). After a loss with its session has
+    /// been reported the mapping is mapped again and goes on with the
+    /// server's bytes; after a failed write-back (or on a memory mapping)
+    /// its operations keep failing until it is unmapped.
     #[error("{0}")]
     SessionLost(LostWrites),
     /// The operation was in flight when the session was lost: it may or may

@@ -41,8 +41,12 @@ pub enum ClientEvent {
     /// The connection was lost; the client reconnects by itself.
     ConnectionLost,
     /// The session could not be resumed: `lost` names every mapping that
-    /// lost writes; its operations fail with `session_lost` until it is
-    /// unmapped.
+    /// lost writes, and the pages. Each such mapping also reports its loss
+    /// once as [`OpError::SessionLost`]: to the operations waiting on it
+    /// now, or else to its next operation, or else at its unmap (or the
+    /// client's close). After that report it is mapped again and goes on
+    /// with the server's bytes; a memory mapping stays failed until
+    /// unmapped. Every other mapping is mapped again without a word.
     SessionLost {
         /// Why.
         reason: SessionLossReason,

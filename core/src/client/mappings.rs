@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::protocol::{PageNo, ReqId, WireMappingId};
 
 use super::cache::FileId;
-use super::{Access, LostWrites, MapOptions, MappingId, OpError, OpId};
+use super::{Access, LossCause, LostWrites, MapOptions, MappingId, OpError, OpId};
 
 /// Where a mapping is in its life.
 #[derive(Clone, Debug)]
@@ -24,6 +24,8 @@ pub(crate) enum MappingStatus {
     Reopening {
         req: Option<ReqId>,
     },
+    /// It lost writes and the application has not been told yet: the next
+    /// operation (or the unmap) reports it.
     Lost(LostWrites),
     Closing,
 }
@@ -119,7 +121,7 @@ impl MappingState {
     }
 
     /// Why operations cannot use the mapping, if they cannot: it lost
-    /// writes, or it is being unmapped.
+    /// writes (not yet reported), or it is being unmapped.
     pub(crate) fn usable(&self) -> Result<(), OpError> {
         match &self.status {
             MappingStatus::Lost(l) => Err(OpError::SessionLost(l.clone())),
@@ -151,9 +153,26 @@ impl MappingState {
         std::mem::take(&mut self.waiters)
     }
 
-    /// It lost writes: its operations fail from now on.
+    /// It lost writes: the next operation reports it.
     pub(crate) fn lose(&mut self, lost: LostWrites) {
         self.status = MappingStatus::Lost(lost);
+    }
+
+    /// The loss not yet reported, if any, now being reported to the
+    /// application. A loss with its session is reported once: the mapping
+    /// is then mapped again and goes on with the server's bytes (what was
+    /// lost no longer counts as unsynced). Other losses (a failed
+    /// write-back, a memory mapping) keep the mapping failed until unmapped.
+    pub(crate) fn report_loss(&mut self) -> Option<LostWrites> {
+        let MappingStatus::Lost(l) = &self.status else {
+            return None;
+        };
+        let l = l.clone();
+        if matches!(l.cause, LossCause::Session(_)) && self.memory.is_none() {
+            self.status = MappingStatus::Reopening { req: None };
+            self.synced_seq = self.write_seq;
+        }
+        Some(l)
     }
 
     /// Its `Unmap` went out.

@@ -279,10 +279,29 @@ impl Client {
     }
 
     /// Fails every waiting operation on `mapping` except unmaps.
-    pub(crate) fn fail_mapping_ops(&mut self, mapping: MappingId, err: OpError) {
-        for id in self.ops.on_mapping(mapping) {
-            self.complete(id, Err(err.clone()));
+    /// Fails every operation waiting on `mapping`; returns how many.
+    pub(crate) fn fail_mapping_ops(&mut self, mapping: MappingId, err: OpError) -> usize {
+        let ids = self.ops.on_mapping(mapping);
+        for id in &ids {
+            self.complete(*id, Err(err.clone()));
         }
+        ids.len()
+    }
+
+    /// Reports the mapping's loss, if it has one not yet reported: the
+    /// error for the operation that hears it. A mapping that goes on after
+    /// the report is mapped again.
+    pub(crate) fn report_loss(&mut self, mapping: MappingId) -> Result<(), OpError> {
+        let Some(m) = self.mappings.get_mut(mapping) else {
+            return Ok(());
+        };
+        let Some(lost) = m.report_loss() else {
+            return Ok(());
+        };
+        if m.is_reopening() {
+            self.mappings.set_reopen_pending(true);
+        }
+        Err(OpError::SessionLost(lost))
     }
 
     /// Steps every woken operation until none makes progress, then trims

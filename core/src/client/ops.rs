@@ -166,7 +166,7 @@ impl Client {
             MappingStatus::Ready { wire } => {
                 Ok(Some((*wire, m.file.expect("ready mappings have a file"))))
             }
-            MappingStatus::Lost(l) => Err(OpError::SessionLost(l.clone())),
+            MappingStatus::Lost(_) => self.report_loss(mapping).map(|()| None),
             MappingStatus::Closing => Err(OpError::MappingClosed),
             MappingStatus::Opening { .. } | MappingStatus::Reopening { .. } => {
                 m.waiters.insert(id);
@@ -387,7 +387,10 @@ impl Client {
                 len: m.len,
                 file_len: m.file_len,
             })),
-            MappingStatus::Lost(l) => Step::Done(Err(OpError::SessionLost(l.clone()))),
+            MappingStatus::Lost(_) => Step::Done(
+                self.report_loss(mapping)
+                    .map(|()| unreachable!("a lost mapping always has a loss to report")),
+            ),
             MappingStatus::Closing => Step::Done(Err(OpError::MappingClosed)),
             MappingStatus::Opening { req: Some(_) } | MappingStatus::Reopening { req: Some(_) } => {
                 self.mappings

@@ -37,6 +37,7 @@ impl Client {
                     dirty_pages: 0,
                     unsynced_writes: false,
                     remap_error: None,
+                    pages: Vec::new(),
                 })
                 .dirty_pages += 0;
         };
@@ -50,7 +51,11 @@ impl Client {
                 let (a, b) = m.pages(ps);
                 if m.file == Some(fid) && m.writable && (a..b).contains(&q) && !m.is_lost() {
                     entry(&mut lost, mid, &m.path);
-                    lost.get_mut(&mid).expect("just added").dirty_pages += 1;
+                    let l = lost.get_mut(&mid).expect("just added");
+                    if !l.pages.contains(&q) {
+                        l.dirty_pages += 1;
+                        l.pages.push(q);
+                    }
                 }
             }
             pg.dirty = None;
@@ -65,7 +70,11 @@ impl Client {
                 let (a, b) = m.pages(ps);
                 if m.file == Some(fid) && m.writable && (a..b).contains(&q) && !m.is_lost() {
                     entry(&mut lost, mid, &m.path);
-                    lost.get_mut(&mid).expect("just added").dirty_pages += 1;
+                    let l = lost.get_mut(&mid).expect("just added");
+                    if !l.pages.contains(&q) {
+                        l.dirty_pages += 1;
+                        l.pages.push(q);
+                    }
                 }
             }
         }
@@ -155,11 +164,18 @@ impl Client {
                 self.ops.wake_all_of(pg.waiters);
             }
         }
-        // Mappings: the lost ones fail, the rest are mapped again.
+        // Mappings: the lost ones report it once (to the operations waiting
+        // on them now, or else to the next one, or at unmap), the rest are
+        // mapped again.
+        for l in lost.values_mut() {
+            l.pages.sort_unstable();
+        }
         for id in self.mappings.ids() {
             if let Some(l) = lost.get(&id) {
                 self.mappings.get_mut(id).expect("listed").lose(l.clone());
-                self.fail_mapping_ops(id, OpError::SessionLost(l.clone()));
+                if self.fail_mapping_ops(id, OpError::SessionLost(l.clone())) > 0 {
+                    let _reported = self.report_loss(id);
+                }
                 self.fail_memory(id, &OpError::SessionLost(l.clone()));
                 continue;
             }

@@ -334,11 +334,15 @@ impl Client {
                         dirty_pages: 0,
                         unsynced_writes: false,
                         remap_error: Some(format!("{}: {message}", e.code)),
+                        pages: Vec::new(),
                     };
                     m.lose(lost.clone());
                     let w = std::mem::take(&mut m.waiters);
                     self.ops.wake_all_of(w);
-                    self.fail_mapping_ops(mapping, OpError::SessionLost(lost));
+                    if self.fail_mapping_ops(mapping, OpError::SessionLost(lost)) > 0 {
+                        // Told: it is mapped again at its next use.
+                        let _reported = self.report_loss(mapping);
+                    }
                 } else {
                     if let Some(m) = self.mappings.remove(mapping) {
                         self.ops.wake_all_of(m.waiters);
@@ -454,6 +458,7 @@ impl Client {
                     dirty_pages: pages,
                     unsynced_writes: false,
                     remap_error: None,
+                    pages: Vec::new(),
                 };
                 if !m.is_closing() {
                     m.lose(l.clone());
