@@ -15,9 +15,10 @@
  * - One TCP connection per process per server, shared by every mapping and
  *   every thread; it closes with the process's last mapping on that server.
  *   Lost connections are repaired in the background (sessions resume,
- *   requests apply exactly once); if the server lost the session, the
- *   mappings that had unsynced writes fail with EIO from then on (rmunmap and
- *   rmmap again), never silently.
+ *   requests apply exactly once); if the server lost the session, each
+ *   mapping that had unsynced writes fails one call with EIO (mread, mwrite,
+ *   or else rmunmap), never silently; after that it goes on with the
+ *   server's bytes.
  * - All calls are thread-safe. No call blocks forever: while the server
  *   cannot be reached, calls wait for it, and fail (ENOTCONN) once the
  *   client has been disconnected for its give-up time (30 s).

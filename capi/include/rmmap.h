@@ -129,8 +129,9 @@ typedef enum rmmap_error {
    */
   RMMAP_BUSY = 13,
   /**
-   * The mapping lost writes with its session (or in a failed
-   * write-back): unmap it and map again.
+   * The mapping lost writes with its session: reported once, then it goes
+   * on with the server's bytes. (After a failed write-back: unmap it and
+   * map again.)
    */
   RMMAP_SESSION_LOST = 14,
   /**

@@ -43,8 +43,9 @@ pub enum rmmap_error {
     /// Busy: too many operations pending, or the server's open files are
     /// all in use; may succeed later.
     RMMAP_BUSY = 13,
-    /// The mapping lost writes with its session (or in a failed
-    /// write-back): unmap it and map again.
+    /// The mapping lost writes with its session: reported once, then it goes
+    /// on with the server's bytes. (After a failed write-back: unmap it and
+    /// map again.)
     RMMAP_SESSION_LOST = 14,
     /// The server is shutting down.
     RMMAP_SHUTTING_DOWN = 15,

@@ -255,8 +255,11 @@ fn pages_leave_memory_when_the_lease_view_ends() {
     }
 }
 
+/// Issue 19: a memory mapping that lost writes with its session reports it
+/// to one fault, naming the page, and is not failed: the next fault fetches
+/// the server's bytes and the thread goes on.
 #[test]
-fn a_lost_session_fails_the_memory_mapping() {
+fn a_lost_session_is_reported_to_one_fault_then_the_memory_mapping_goes_on() {
     let (mut c, _, [(a, ma), (b, mb)]) = setup(1000);
     store(&mut c, 0, a, &ma, 3, 7).unwrap();
     c.nodes[0].unreachable = true;
@@ -268,12 +271,13 @@ fn a_lost_session_fails_the_memory_mapping() {
         c.nodes[0].client.is_connected()
     }));
     let failed = ma.0.lock().unwrap().failed.clone();
-    assert!(
-        failed.as_deref().is_some_and(|f| f.contains("page")),
-        "backing told: {failed:?}"
-    );
-    assert_eq!(
-        load(&mut c, 0, a, &ma, 3).unwrap_err().kind(),
-        "session_lost"
-    );
+    assert!(failed.is_none(), "the memory failed for good: {failed:?}");
+    match load(&mut c, 0, a, &ma, 3) {
+        Err(OpError::SessionLost(l)) => assert_eq!(l.pages, vec![0]),
+        other => panic!("expected session_lost, got {other:?}"),
+    }
+    // Reported: the lost page is fetched again, with the server's byte.
+    assert_eq!(load(&mut c, 0, a, &ma, 3).unwrap(), 8);
+    store(&mut c, 0, a, &ma, 3, 9).unwrap();
+    assert_eq!(load(&mut c, 1, b, &mb, 3).unwrap(), 9);
 }

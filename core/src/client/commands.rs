@@ -123,12 +123,13 @@ impl Client {
         if m.memory.is_none() {
             return Err(OpError::Unsupported("not a memory mapping"));
         }
-        if m.is_lost() {
-            m.usable()?;
-        }
         if write && !m.writable {
             return Err(OpError::ReadOnly);
         }
+        // A loss is reported to one fault (the thread gets SIGBUS, retried
+        // if its handler returns); the faults after it fetch the server's
+        // bytes.
+        self.report_loss(mapping)?;
         let r = self.admit(OpKind::Fault {
             mapping,
             index,

@@ -95,8 +95,7 @@ impl fmt::Display for LostWrites {
             }
             LossCause::Session(_) => write!(
                 f,
-                ". The mapping goes on with the server's bytes for those pages \
-                 (a memory mapping: unmap and map again)"
+                ". The mapping goes on with the server's bytes for those pages"
             ),
             LossCause::WriteBackFailed(_) => write!(f, ". Unmap and map again to continue"),
         }
@@ -157,8 +156,9 @@ pub enum OpError {
     /// when it happened, or else to the next operation on it, or else by its
     /// `unmap` (or the client's `close`). After a loss with its session has
     /// been reported the mapping is mapped again and goes on with the
-    /// server's bytes; after a failed write-back (or on a memory mapping)
-    /// its operations keep failing until it is unmapped.
+    /// server's bytes (a memory mapping hears it in one fault, then faults
+    /// the lost pages in again); after a failed write-back its operations
+    /// keep failing until it is unmapped.
     #[error("{0}")]
     SessionLost(LostWrites),
     /// The operation was in flight when the session was lost: it may or may

@@ -45,8 +45,8 @@ pub enum ClientEvent {
     /// once as [`OpError::SessionLost`]: to the operations waiting on it
     /// now, or else to its next operation, or else at its unmap (or the
     /// client's close). After that report it is mapped again and goes on
-    /// with the server's bytes; a memory mapping stays failed until
-    /// unmapped. Every other mapping is mapped again without a word.
+    /// with the server's bytes (a memory mapping hears it in one fault).
+    /// Every other mapping is mapped again without a word.
     SessionLost {
         /// Why.
         reason: SessionLossReason,

@@ -161,14 +161,15 @@ impl MappingState {
     /// The loss not yet reported, if any, now being reported to the
     /// application. A loss with its session is reported once: the mapping
     /// is then mapped again and goes on with the server's bytes (what was
-    /// lost no longer counts as unsynced). Other losses (a failed
-    /// write-back, a memory mapping) keep the mapping failed until unmapped.
+    /// lost no longer counts as unsynced; a memory mapping faults the lost
+    /// pages in again). A failed write-back keeps the mapping failed until
+    /// unmapped.
     pub(crate) fn report_loss(&mut self) -> Option<LostWrites> {
         let MappingStatus::Lost(l) = &self.status else {
             return None;
         };
         let l = l.clone();
-        if matches!(l.cause, LossCause::Session(_)) && self.memory.is_none() {
+        if matches!(l.cause, LossCause::Session(_)) {
             self.status = MappingStatus::Reopening { req: None };
             self.synced_seq = self.write_seq;
         }

@@ -47,8 +47,8 @@ pub trait MemoryBacking: Send {
     fn zap(&mut self, index: u64);
     /// Copies the current contents of page `index` into `out` (one page).
     fn read(&mut self, index: u64, out: &mut [u8]);
-    /// The mapping failed for good (its session lost writes): make every
-    /// later access fail, and fail accesses blocked now.
+    /// The mapping failed for good (a write-back of it was refused): make
+    /// every later access fail, and fail accesses blocked now.
     fn fail(&mut self, error: &OpError);
 }
 

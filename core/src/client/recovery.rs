@@ -173,10 +173,13 @@ impl Client {
         for id in self.mappings.ids() {
             if let Some(l) = lost.get(&id) {
                 self.mappings.get_mut(id).expect("listed").lose(l.clone());
+                // A memory mapping's memory is not failed: its pages left
+                // memory above, and its threads fault them in again once
+                // the loss has been reported (to a blocked fault, or the
+                // next one).
                 if self.fail_mapping_ops(id, OpError::SessionLost(l.clone())) > 0 {
                     let _reported = self.report_loss(id);
                 }
-                self.fail_memory(id, &OpError::SessionLost(l.clone()));
                 continue;
             }
             self.mappings.get_mut(id).expect("listed").session_lost();

@@ -46,18 +46,27 @@
 //! A load or store cannot return an error, so a failed access raises
 //! `SIGBUS` in the thread that made it, never a hang:
 //!
-//! * When the mapping **fails for good** (its session was lost while it had
-//!   writes not yet synced, a write-back was refused, or the kernel refused
-//!   an operation), its memory is replaced by memory whose every access
-//!   raises `SIGBUS` from the kernel, with `si_code` `BUS_ADRERR` and
-//!   `si_addr` the address, including the accesses waiting at that moment.
-//!   [`MemoryMapping::failure`] says why. Unmap it and map again.
+//! * When the mapping **fails for good** (a write-back was refused, or the
+//!   kernel refused an operation), its memory is replaced by memory whose
+//!   every access raises `SIGBUS` from the kernel, with `si_code`
+//!   `BUS_ADRERR` and `si_addr` the address, including the accesses waiting
+//!   at that moment. [`MemoryMapping::failure`] says why. Unmap it and map
+//!   again.
 //! * When **one fault fails** (the client has been disconnected longer than
 //!   `give_up_after`, it was closed, the mapping is being unmapped), the
 //!   faulting thread gets a `SIGBUS` queued with `si_code` `SI_QUEUE` (-1)
 //!   and `si_value.sival_ptr` the faulting address;
 //!   [`MemoryMapping::last_fault_error`] says why. If the handler returns,
 //!   the access is retried (and faults again).
+//! * When the session was **lost with writes** not yet synced (a server
+//!   crash, a lease that ran out), the lost pages leave memory and the loss
+//!   is reported once, as one failed fault (`SI_QUEUE`, `last_fault_error`
+//!   an `OpError::SessionLost` naming the pages): to the threads blocked on
+//!   a fault of the mapping then, or else to the next fault. The mapping is
+//!   not failed: once the handler returns, the access is retried, the page
+//!   is fetched again with the server's bytes and the thread goes on. A
+//!   graceful restart loses nothing and raises nothing: threads wait in
+//!   their faults until the next run serves the pages.
 //!
 //! The copying accessors ([`MemoryMapping::read`], [`write`],
 //! [`read_value`], [`write_value`]) copy the same coherent bytes as loads
