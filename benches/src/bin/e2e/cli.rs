@@ -67,16 +67,20 @@ pub(crate) fn rtt_key(rtt_ms: u32) -> String {
 /// The release `rmmap` binary, built by the harness itself with `cargo
 /// build --release -p rmmap-cli` (a no-op when it is up to date), so the
 /// command measured is the one of the tree under test, never a stale one.
-/// It lands in the target directory this executable runs from
-/// (`target/release/rmmap`). Without cargo (the harness copied elsewhere),
-/// an `rmmap` already there is used.
+/// It is built in a target directory of its own, `target/e2e-rmmap/`, next
+/// to the one this executable runs from: `-p rmmap-cli` alone unifies other
+/// features than `-p rmmap-benches`, and in one target directory each build
+/// would recompile the shared crates the other just built (minutes each
+/// run). Without cargo (the harness copied elsewhere), an `rmmap` already
+/// there is used.
 fn rmmap_binary() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    // target/<profile>/e2e → target/
+    // target/<profile>/e2e → target/e2e-rmmap
     let target = exe
         .parent()
         .and_then(Path::parent)
-        .ok_or("the harness is not in a target directory")?;
+        .ok_or("the harness is not in a target directory")?
+        .join("e2e-rmmap");
     let bin = target.join("release").join("rmmap");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
@@ -86,7 +90,7 @@ fn rmmap_binary() -> Result<PathBuf, String> {
         .arg("--manifest-path")
         .arg(manifest)
         .arg("--target-dir")
-        .arg(target)
+        .arg(&target)
         .status()
         .is_ok_and(|s| s.success());
     match (built, bin.is_file()) {
