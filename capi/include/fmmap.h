@@ -105,12 +105,13 @@ const char *rmmap_strerror_last(void);
  * identifies the mapping.
  *
  * On failure returns `MAP_FAILED` with `errno`: `ENOENT` missing file,
- * `EACCES` outside the root or denied, `EINVAL` offset at or past the end
+ * `EACCES` outside the root or denied (a path, or the client's credentials
+ * refused by the server), `EINVAL` offset at or past the end
  * (or negative, or a NULL path, or a bad port), `ECONNREFUSED`/`ETIMEDOUT`/
  * `EHOSTUNREACH` when the server cannot be reached, `EBUSY` when the file
  * grew since the process mapped it into memory, `EINVAL` for a bad
- * setting in the environment, `EIO` otherwise (a refused handshake among
- * them: credentials, TLS; `rmmap_strerror_last` says which).
+ * setting in the environment, `EIO` otherwise (a failed TLS handshake
+ * among them; `rmmap_strerror_last` says which).
  *
  * Ownership: `location.pathname` is only read during the call. The
  * mapping is the caller's until `rmunmap`.

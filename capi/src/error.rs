@@ -4,7 +4,7 @@
 
 use std::ffi::{CStr, c_char, c_int};
 
-use rmmap_tokio::{ConnectError, MemoryError, OpError};
+use rmmap_tokio::{ConnectError, ErrorCode, MemoryError, OpError};
 
 /// What went wrong (`RMMAP_OK`, 0, when nothing did). Values 1 to 99 are
 /// the protocol's error kinds under their numbers on the wire
@@ -250,6 +250,12 @@ impl From<ConnectError> for Failure {
                 let errno = connect_errno(&source);
                 Failure::new(RMMAP_CONNECT_FAILED, message).with_errno(errno)
             }
+            // The server refused these credentials: `EACCES`, as fmmap.h
+            // promises for "denied"; the code stays the handshake's.
+            ConnectError::Handshake {
+                refused: Some(ErrorCode::Denied),
+                ..
+            } => Failure::new(RMMAP_HANDSHAKE_FAILED, message).with_errno(libc::EACCES),
             _ => Failure::new(RMMAP_HANDSHAKE_FAILED, message),
         }
     }

@@ -1,10 +1,14 @@
 //! Paths as clients name them: relative, `/`-separated, confined by syntax.
 //!
-//! This is the first of two fences. [`ExportPath::parse`] refuses anything
-//! that is not a plain relative path (absolute paths, `..`, `.`, empty
-//! components, NUL bytes, non-UTF-8, over-long names). The second fence is
-//! the store, which must resolve the path beneath the export root without
-//! following symlinks out of it (`rmmap-store` uses cap-std).
+//! This is the first of two fences. [`ExportPath::parse`] normalises a
+//! relative path lexically, as a URL's path is (`.` is dropped, `a/..`
+//! cancels out: `sub/../f` is `f`), then confines it: a `..` that would
+//! climb above the root, absolute paths, empty components, NUL bytes,
+//! non-UTF-8 and over-long names are refused. The lexical rule gives every
+//! file one name whatever the symlinks on the way (`link/../f` is `f` even
+//! when `link` points elsewhere). The second fence is the store, which must
+//! resolve the path beneath the export root without following symlinks out
+//! of it (`rmmap-store` uses cap-std).
 
 use std::fmt;
 
@@ -33,12 +37,15 @@ pub enum PathError {
     /// Starts with `/`.
     #[error("the path is absolute; paths are relative to the export root")]
     Absolute,
-    /// A `..` component.
+    /// A `..` component that climbs above the root (`../x`, `a/../../x`).
     #[error("the path contains `..`; paths may not leave the export root")]
     ParentComponent,
-    /// An empty or `.` component (`a//b`, `a/./b`, a trailing `/`).
-    #[error("the path has an empty or `.` component; write it in plain form (a/b/c)")]
+    /// An empty component (`a//b`, a trailing `/`).
+    #[error("the path has an empty component; write it in plain form (a/b/c)")]
     NotNormal,
+    /// Names the export root itself once normalised (`.`, `a/..`).
+    #[error("the path names the export root itself, not a file")]
+    Root,
 }
 
 impl ExportPath {
@@ -57,14 +64,21 @@ impl ExportPath {
         if s.starts_with('/') {
             return Err(PathError::Absolute);
         }
+        let mut kept: Vec<&str> = Vec::new();
         for c in s.split('/') {
             match c {
-                ".." => return Err(PathError::ParentComponent),
-                "" | "." => return Err(PathError::NotNormal),
-                _ => {}
+                ".." => {
+                    kept.pop().ok_or(PathError::ParentComponent)?;
+                }
+                "." => {}
+                "" => return Err(PathError::NotNormal),
+                _ => kept.push(c),
             }
         }
-        Ok(ExportPath(s.to_owned()))
+        if kept.is_empty() {
+            return Err(PathError::Root);
+        }
+        Ok(ExportPath(kept.join("/")))
     }
 
     /// `scope/self`: a path under a client's sub-directory of the root.
@@ -110,6 +124,17 @@ mod tests {
     }
 
     #[test]
+    fn dot_and_dot_dot_inside_the_root_are_normalised() {
+        let name = |raw: &[u8]| ExportPath::parse(raw).unwrap().as_str().to_owned();
+        assert_eq!(name(b"sub/../f"), "f");
+        assert_eq!(name(b"a/./b"), "a/b");
+        assert_eq!(name(b"./a"), "a");
+        assert_eq!(name(b"a/b/../../c/d/.."), "c");
+        assert_eq!(ExportPath::parse(b"a/.."), Err(PathError::Root));
+        assert_eq!(ExportPath::parse(b"."), Err(PathError::Root));
+    }
+
+    #[test]
     fn escapes_and_odd_forms_are_refused_with_a_reason() {
         assert_eq!(ExportPath::parse(b""), Err(PathError::Empty));
         assert_eq!(ExportPath::parse(b"../x"), Err(PathError::ParentComponent));
@@ -120,7 +145,10 @@ mod tests {
         assert_eq!(ExportPath::parse(b"/etc/passwd"), Err(PathError::Absolute));
         assert_eq!(ExportPath::parse(b"a\0b"), Err(PathError::Nul));
         assert_eq!(ExportPath::parse(b"a//b"), Err(PathError::NotNormal));
-        assert_eq!(ExportPath::parse(b"a/./b"), Err(PathError::NotNormal));
+        assert_eq!(
+            ExportPath::parse(b"a/b/../../.."),
+            Err(PathError::ParentComponent)
+        );
         assert_eq!(ExportPath::parse(b"a/"), Err(PathError::NotNormal));
         assert_eq!(ExportPath::parse(&[0xff, 0xfe]), Err(PathError::NotUtf8));
         assert_eq!(

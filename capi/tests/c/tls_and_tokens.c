@@ -60,8 +60,8 @@ int main(int argc, char **argv) {
     CHECK(mread(s, 0, buf, 3) == 3 && memcmp(buf, "tls", 3) == 0);
     CHECK(mwrite(s, 3, "+seed", 5) == 5);
     CHECK(rmunmap(s) == 0);
-    setenv("RMMAP_TOKEN_FILE", stranger, 1);
-    CHECK_ERRNO(rmmap(loc(atoi(argv[1]), "data.bin"), 0) == MAP_FAILED, EIO);
+    setenv("RMMAP_TOKEN_FILE", stranger, 1); /* credentials the server denies */
+    CHECK_ERRNO(rmmap(loc(atoi(argv[1]), "data.bin"), 0) == MAP_FAILED, EACCES);
     setenv("RMMAP_TOKEN_FILE", "/nonexistent/token", 1);
     CHECK_ERRNO(rmmap(loc(atoi(argv[1]), "data.bin"), 0) == MAP_FAILED, EINVAL);
     setenv("RMMAP_TOKEN_FILE", token, 1);

@@ -16,8 +16,8 @@ use rand_core::{Rng, SeedableRng};
 use crate::Instant;
 use crate::auth::{ProofRole, proof, proofs_match};
 use crate::protocol::{
-    Authenticate, ChunkQueue, Hello, Message, Nonce, PROTOCOL_VERSION, Ping, Pong, Resume,
-    ResumeToken, SessionId, Welcome,
+    Authenticate, ChunkQueue, ErrorCode, Hello, Message, Nonce, PROTOCOL_VERSION, Ping, Pong,
+    Resume, ResumeToken, SessionId, Welcome,
 };
 
 use super::{ClientConfig, ConnectError, OpError};
@@ -465,13 +465,15 @@ impl Connection {
         was_ready
     }
 
-    /// The client ends for good (`reason`): no connection from now on. A
+    /// The client ends for good (`reason`; `refused` when the server
+    /// refused its handshake with that code): no connection from now on. A
     /// required first connection that had not been made fails with it.
-    pub(crate) fn end(&mut self, reason: &str) {
+    pub(crate) fn end(&mut self, reason: &str, refused: Option<ErrorCode>) {
         if let Some(addr) = self.first_required.take() {
             self.connect_error = Some(ConnectError::Handshake {
                 addr,
                 reason: reason.to_owned(),
+                refused,
             });
         }
         self.state = LinkState::Failed;
@@ -513,6 +515,7 @@ impl Connection {
             .unwrap_or_else(|| ConnectError::Handshake {
                 addr: self.first_required.clone().unwrap_or_default(),
                 reason: failed.to_string(),
+                refused: None,
             })
     }
 }

@@ -235,5 +235,9 @@ pub enum ConnectError {
         addr: String,
         /// Why.
         reason: String,
+        /// The server's refusal, when the server refused the handshake
+        /// (`Denied` for credentials it does not accept, `Busy`, ...);
+        /// `None` when the handshake failed otherwise (closed, too slow).
+        refused: Option<ErrorCode>,
     },
 }

@@ -155,7 +155,14 @@ impl Client {
     }
 
     fn fail_for_good(&mut self, now: Instant, reason: String) {
-        self.conn.end(&reason);
+        self.end_for_good(now, reason, None);
+    }
+
+    /// Ends the client for good; `refused` is the server's code when it
+    /// refused the handshake (kept in the [`ConnectError`] the adapter's
+    /// connect returns, so a caller can tell denied credentials apart).
+    fn end_for_good(&mut self, now: Instant, reason: String, refused: Option<ErrorCode>) {
+        self.conn.end(&reason, refused);
         self.events.push_back(Event::Disconnect);
         self.events
             .push_back(Event::Connection(ClientEvent::Failed {
@@ -200,13 +207,13 @@ impl Client {
         let text = String::from_utf8_lossy(message).into_owned();
         match code {
             ErrorCode::Denied | ErrorCode::UnsupportedVersion if handshaking => {
-                self.fail_for_good(now, format!("{code}: {text}"));
+                self.end_for_good(now, format!("{code}: {text}"), Some(code));
             }
             // The very first handshake refused (busy, too many sessions, ...):
             // say why instead of retrying in silence; the adapter's connect
             // reports it.
             _ if handshaking && !self.conn.has_session() => {
-                self.fail_for_good(now, format!("{code}: {text}"));
+                self.end_for_good(now, format!("{code}: {text}"), Some(code));
             }
             ErrorCode::SessionLost => {
                 // Reconnect at once: the server will say the session expired.

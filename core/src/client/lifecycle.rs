@@ -269,7 +269,7 @@ impl Client {
         if self.conn.params().is_none() || !self.conn.is_ready() {
             // Nothing to flush without a session; wait for one otherwise.
             if !self.conn.has_session() {
-                self.conn.end("closed");
+                self.conn.end("closed", None);
                 self.events.push_back(super::Event::Disconnect);
                 return Step::Done(Ok(Completion::Closed));
             }
@@ -324,7 +324,7 @@ impl Client {
             (None, None) => Ok(Completion::Closed),
         };
         self.conn.push(&Message::Bye);
-        self.conn.end("the client was closed");
+        self.conn.end("the client was closed", None);
         self.events.push_back(super::Event::Disconnect);
         let others: Vec<OpId> = self.ops.ids();
         for o in others {

@@ -15,10 +15,12 @@
 //! the OS page cache (written just before). `docs/BENCHMARKS.md` says what
 //! each workload measures exactly.
 
+mod cli;
 mod nbd;
 mod plan;
 mod plot;
 mod proc;
+mod relay;
 mod remote;
 mod report;
 mod roles;
@@ -45,7 +47,9 @@ struct Cli {
     /// Runs of each measurement (the median is reported). Default 3, or 1 with --quick.
     #[arg(long)]
     runs: Option<usize>,
-    /// Only these parts, comma-separated: raw, nbd, w1 ... w7.
+    /// Only these parts, comma-separated: raw, nbd, w1 ... w7, cli (rmmap
+    /// cat/get/put against nbdcopy), relay (the same through the delaying
+    /// relay at each RTT).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these transports, comma-separated: tokio, mio.
@@ -84,6 +88,13 @@ fn main() -> ExitCode {
         .out
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs"));
     let settings = plan::Settings::new(cli.quick, cli.runs, cli.only, cli.transports);
+    if let Some(part) = settings.unknown_part() {
+        eprintln!(
+            "e2e: no part named {part:?}; --only takes {}",
+            plan::PARTS.join(", ")
+        );
+        return ExitCode::FAILURE;
+    }
     match plan::run(&settings, cli.dir) {
         Ok(results) => {
             let md = report::render(&settings, &results);

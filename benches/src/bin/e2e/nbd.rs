@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::proc::{Child, free_port, have};
+use crate::proc::{Child, CpuMeter, free_port, have, timed};
 use crate::stats::{Metrics, mib_s, parse_result};
 
 /// The tools the peer needs (Debian: qemu-utils, libnbd-bin).
@@ -46,6 +46,8 @@ fn nbdsh() -> Command {
 /// `qemu-nbd` serving `file` until dropped.
 pub(crate) struct NbdServer {
     child: Option<Child>,
+    /// `127.0.0.1:PORT`, for a relay in front of it.
+    pub(crate) addr: String,
     pub(crate) uri: String,
 }
 
@@ -76,8 +78,14 @@ impl NbdServer {
         }
         Ok(NbdServer {
             child: Some(child),
+            addr: format!("127.0.0.1:{port}"),
             uri: format!("nbd://127.0.0.1:{port}"),
         })
+    }
+
+    /// The server's pid (for its CPU time).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::pid)
     }
 }
 
@@ -89,41 +97,61 @@ impl Drop for NbdServer {
     }
 }
 
-fn timed(mut cmd: Command) -> Result<Duration, String> {
-    let start = Instant::now();
-    let status = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("{cmd:?} failed ({status})"));
-    }
-    Ok(start.elapsed())
+/// What one `nbdcopy` run copies.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Transfer<'a> {
+    /// The export to nowhere: `nbdcopy nbd://... null:`.
+    ToNull,
+    /// The export to a local file: `nbdcopy nbd://... FILE`.
+    ToFile(&'a Path),
+    /// A local file into the export, flushed: `nbdcopy --flush FILE nbd://...`.
+    FromFile(&'a Path),
+}
+
+/// One `nbdcopy` run against `server`, reached at `uri` (the server's own,
+/// or a relay's in front of it), whole process timed: MiB/s, and the CPU of
+/// nbdcopy and qemu-nbd per GiB.
+pub(crate) fn nbdcopy(
+    server: &NbdServer,
+    uri: &str,
+    copy: Transfer<'_>,
+    bytes: u64,
+) -> Result<Metrics, String> {
+    let mut cmd = Command::new("nbdcopy");
+    match copy {
+        Transfer::ToNull => cmd.arg(uri).arg("null:"),
+        Transfer::ToFile(f) => cmd.arg(uri).arg(f),
+        Transfer::FromFile(f) => cmd.arg("--flush").arg(f).arg(uri),
+    };
+    let cpu = CpuMeter::start(&[server.pid()]);
+    let took = timed(cmd)?;
+    let mut m = cpu.stop().per_gib(bytes);
+    m.insert("mib_s".into(), mib_s(bytes, took));
+    Ok(m)
+}
+
+/// A fresh sparse file of `bytes` for an export to be written (NBD cannot
+/// create or grow a file).
+pub(crate) fn sparse_target(target: &Path, bytes: u64) -> Result<(), String> {
+    let f = std::fs::File::create(target).map_err(|e| e.to_string())?;
+    f.set_len(bytes).map_err(|e| e.to_string())
 }
 
 /// Workload 1: `nbdcopy` from the export to nowhere (whole process timed).
 pub(crate) fn seq_read(file: &Path, bytes: u64) -> Result<Metrics, String> {
     let s = NbdServer::start(file, true)?;
-    let mut cmd = Command::new("nbdcopy");
-    cmd.arg(&s.uri).arg("null:");
-    let took = timed(cmd)?;
-    Ok(Metrics::from([("mib_s".into(), mib_s(bytes, took))]))
+    nbdcopy(&s, &s.uri, Transfer::ToNull, bytes)
 }
 
 /// Workload 2: `nbdcopy --flush` of a local file (in the page cache) into
 /// a fresh sparse file behind the export.
 pub(crate) fn seq_write(source: &Path, target: &Path, bytes: u64) -> Result<Metrics, String> {
-    let f = std::fs::File::create(target).map_err(|e| e.to_string())?;
-    f.set_len(bytes).map_err(|e| e.to_string())?;
-    drop(f);
+    sparse_target(target, bytes)?;
     let s = NbdServer::start(target, false)?;
-    let mut cmd = Command::new("nbdcopy");
-    cmd.arg("--flush").arg(source).arg(&s.uri);
-    let took = timed(cmd)?;
+    let m = nbdcopy(&s, &s.uri, Transfer::FromFile(source), bytes);
     drop(s);
     let _ = std::fs::remove_file(target);
-    Ok(Metrics::from([("mib_s".into(), mib_s(bytes, took))]))
+    m
 }
 
 /// Workload 3 through libnbd's Python shell: `count` distinct random pages,

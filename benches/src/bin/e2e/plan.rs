@@ -8,11 +8,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::cli::CliBench;
 use crate::nbd;
-use crate::proc::{Child, have, rss_kib};
+use crate::proc::{Child, CpuMeter, have, rss_kib};
 use crate::roles::Kind;
 use crate::stats::{Metrics, median, pattern};
 use crate::workloads::CHUNK;
+
+/// What `--only` can name.
+pub(crate) const PARTS: [&str; 11] = [
+    "raw", "nbd", "w1", "w2", "w3", "w4", "w5", "w6", "w7", "cli", "relay",
+];
 
 /// Sizes and choices of one benchmark run.
 #[derive(Clone, Debug)]
@@ -38,6 +44,10 @@ pub(crate) struct Settings {
     pub(crate) big_bytes: u64,
     /// Raw ping-pong round trips.
     pub(crate) pings: usize,
+    /// The relay part: round-trip times in ms (0: the relay alone), and
+    /// ping-pong round trips through the relay at each.
+    pub(crate) rtts_ms: Vec<u32>,
+    pub(crate) relay_pings: usize,
 }
 
 impl Settings {
@@ -72,6 +82,8 @@ impl Settings {
                 idle: 100,
                 big_bytes: 64 * mib,
                 pings: 2000,
+                rtts_ms: vec![0, 1, 4, 20],
+                relay_pings: 10,
             }
         } else {
             Settings {
@@ -89,11 +101,21 @@ impl Settings {
                 idle: 1000,
                 big_bytes: 4 << 30,
                 pings: 20_000,
+                rtts_ms: vec![0, 1, 4, 20],
+                relay_pings: 50,
             }
         }
     }
 
-    /// Whether a part (raw, nbd, w1 ... w7) is to run.
+    /// A part named in `--only` that does not exist.
+    pub(crate) fn unknown_part(&self) -> Option<&str> {
+        self.only
+            .iter()
+            .map(String::as_str)
+            .find(|o| !PARTS.contains(o))
+    }
+
+    /// Whether a part (raw, nbd, w1 ... w7, cli, relay) is to run.
     pub(crate) fn wants(&self, part: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| o == part)
     }
@@ -136,7 +158,7 @@ impl Results {
     }
 
     /// Records a measurement, or the failure that took its place.
-    fn record(&mut self, system: &str, prefix: &str, r: Result<Metrics, String>) {
+    pub(crate) fn record(&mut self, system: &str, prefix: &str, r: Result<Metrics, String>) {
         match r {
             Ok(m) => self.add(system, prefix, &m),
             Err(e) => {
@@ -247,8 +269,9 @@ pub(crate) fn run(st: &Settings, dir: Option<PathBuf>) -> Result<Results, String
     make_data_file(&dir.join("seq.bin"), st.seq_bytes)?;
     make_sparse_file(&dir.join("big.bin"), st.big_bytes)?;
     let nbd_missing = nbd::missing();
+    let wants_cli = st.wants("cli") || st.wants("relay");
     if let Some(why) = &nbd_missing
-        && st.wants_nbd()
+        && (st.wants_nbd() || wants_cli)
     {
         eprintln!("e2e: {why}");
         res.notes.push(why.clone());
@@ -257,6 +280,11 @@ pub(crate) fn run(st: &Settings, dir: Option<PathBuf>) -> Result<Results, String
     for &k in &st.transports {
         servers.push((k, server(k, &dir)?));
     }
+    let cli = if wants_cli {
+        Some(CliBench::start(&dir, st.seq_bytes, nbd_missing.is_none())?)
+    } else {
+        None
+    };
     for run in 0..st.runs {
         eprintln!("e2e: run {}/{}", run + 1, st.runs);
         if st.wants("raw") {
@@ -265,12 +293,23 @@ pub(crate) fn run(st: &Settings, dir: Option<PathBuf>) -> Result<Results, String
         if nbd_missing.is_none() && st.wants_nbd() {
             nbd_run(st, &dir, run, &mut res);
         }
-        for (k, (_, addr)) in &servers {
-            rmmap_run(st, *k, addr, &dir, run, &mut res);
+        for (k, (child, addr)) in &servers {
+            rmmap_run(st, *k, (addr, child.pid()), &dir, run, &mut res);
+        }
+        if let Some(cli) = &cli {
+            if st.wants("cli") {
+                cli.direct(run, &mut res);
+            }
+            if st.wants("relay") {
+                cli.relayed(st, run, &mut res);
+            }
         }
     }
     for (_, (child, _)) in servers {
         child.finish()?;
+    }
+    if let Some(cli) = cli {
+        cli.finish()?;
     }
     if st.wants("w7") {
         for &k in &st.transports {
@@ -349,7 +388,29 @@ fn nbd_run(st: &Settings, dir: &Path, run: usize, res: &mut Results) {
     }
 }
 
-fn rmmap_run(st: &Settings, k: Kind, addr: &str, dir: &Path, run: usize, res: &mut Results) {
+/// A client workload with the CPU it took, client and server, per GiB of
+/// `bytes` moved.
+fn client_with_cpu(
+    kind: Kind,
+    (addr, server): (&str, u32),
+    workload: &str,
+    args: &[(&str, String)],
+    bytes: u64,
+) -> Result<Metrics, String> {
+    let cpu = CpuMeter::start(&[server]);
+    let mut m = client(kind, addr, workload, args)?;
+    m.extend(cpu.stop().per_gib(bytes));
+    Ok(m)
+}
+
+fn rmmap_run(
+    st: &Settings,
+    k: Kind,
+    (addr, server): (&str, u32),
+    dir: &Path,
+    run: usize,
+    res: &mut Results,
+) {
     let sys = k.name();
     eprintln!("e2e:   rmmap-{sys}");
     let seq = ("path", s("seq.bin"));
@@ -358,7 +419,13 @@ fn rmmap_run(st: &Settings, k: Kind, addr: &str, dir: &Path, run: usize, res: &m
         res.record(
             sys,
             "w1",
-            client(k, addr, "seq-read", &[seq.clone(), seq_len.clone()]),
+            client_with_cpu(
+                k,
+                (addr, server),
+                "seq-read",
+                &[seq.clone(), seq_len.clone()],
+                st.seq_bytes,
+            ),
         );
     }
     if st.wants("w2") {
@@ -366,11 +433,12 @@ fn rmmap_run(st: &Settings, k: Kind, addr: &str, dir: &Path, run: usize, res: &m
         res.record(
             sys,
             "w2",
-            client(
+            client_with_cpu(
                 k,
-                addr,
+                (addr, server),
                 "seq-write",
                 &[("path", name.clone()), seq_len.clone()],
+                st.seq_bytes,
             ),
         );
         // As the NBD run does with its target: a file left behind would keep

@@ -9,6 +9,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 
+use crate::cli::{OPS, rtt_key};
 use crate::plan::Results;
 use crate::report::SYSTEMS;
 
@@ -23,6 +24,8 @@ const COLORS: [RGBColor; 4] = [
 ];
 
 fn color(sys: &str) -> RGBColor {
+    // The command-line runs have one rmmap column ("rmmap", over Tokio).
+    let sys = if sys == "rmmap" { "tokio" } else { sys };
     let i = SYSTEMS.iter().position(|(s, _)| *s == sys).unwrap_or(2);
     COLORS[i]
 }
@@ -150,7 +153,11 @@ fn lines(
         .draw()?;
     for (sys, points) in series {
         let c = color(sys);
-        let name = SYSTEMS.iter().find(|s| s.0 == *sys).map_or(*sys, |s| s.1);
+        let name = match *sys {
+            "rmmap" => "rmmap",
+            "nbd" => "NBD (nbdcopy)",
+            _ => SYSTEMS.iter().find(|s| s.0 == *sys).map_or(*sys, |s| s.1),
+        };
         let p: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (tx(x), y)).collect();
         chart
             .draw_series(LineSeries::new(p.clone(), c.stroke_width(3)))?
@@ -334,5 +341,82 @@ fn draw(out: &Path, r: &Results) -> Result<(), E> {
         false,
     )?;
     a.present()?;
+
+    if r.values
+        .get("rmmap")
+        .is_some_and(|m| m.keys().any(|k| k.starts_with("cli.")))
+    {
+        let file = png("cli.png");
+        let a = BitMapBackend::new(&file, (1000, 500)).into_drawing_area();
+        a.fill(&WHITE)?;
+        let v: Vec<(&str, &str, f64)> = OPS
+            .iter()
+            .flat_map(|op| {
+                let key = format!("cli.{}.mib_s", op.name());
+                let ours = r
+                    .get("rmmap", &key)
+                    .map(|v| ("rmmap", leak(format!("rmmap {}", op.name())), v));
+                let theirs = r
+                    .get("nbd", &key)
+                    .map(|v| ("nbd", leak(format!("nbdcopy ({})", op.name())), v));
+                ours.into_iter().chain(theirs)
+            })
+            .collect();
+        bars(
+            &a,
+            "Command line against nbdcopy, loopback",
+            "MiB/s",
+            &v,
+            None,
+        )?;
+        a.present()?;
+    }
+
+    if r.values
+        .get("rmmap")
+        .is_some_and(|m| m.keys().any(|k| k.starts_with("relay.")))
+    {
+        let file = png("relay.png");
+        let a = BitMapBackend::new(&file, (1500, 500)).into_drawing_area();
+        a.fill(&WHITE)?;
+        let panels = a.split_evenly((1, OPS.len()));
+        for (panel, op) in panels.iter().zip(OPS) {
+            let series: Vec<(&str, Vec<(f64, f64)>)> = ["rmmap", "nbd"]
+                .iter()
+                .map(|sys| {
+                    let pts = rtts(r)
+                        .into_iter()
+                        .filter_map(|rtt| {
+                            let key = format!("{}.{}.mib_s", rtt_key(rtt), op.name());
+                            r.get(sys, &key).map(|v| (f64::from(rtt), v))
+                        })
+                        .collect();
+                    (*sys, pts)
+                })
+                .collect();
+            lines(
+                panel,
+                &format!("`rmmap {}` and its nbdcopy through the relay", op.name()),
+                "RTT, ms",
+                "MiB/s",
+                &series,
+                false,
+            )?;
+        }
+        a.present()?;
+    }
     Ok(())
+}
+
+/// The round-trip times the relay part measured, ascending.
+fn rtts(r: &Results) -> Vec<u32> {
+    let mut v: Vec<u32> = r
+        .values
+        .values()
+        .flat_map(|m| m.keys())
+        .filter_map(|k| k.strip_prefix("relay.rtt")?.split('.').next()?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }

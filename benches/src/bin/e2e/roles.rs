@@ -66,6 +66,14 @@ pub(crate) enum Role {
         #[arg(long)]
         count: usize,
     },
+    /// The delaying relay in front of `to`, until stdin closes (relay.rs).
+    Relay {
+        #[arg(long)]
+        to: String,
+        /// Each byte's delay in each direction, µs.
+        #[arg(long)]
+        one_way_us: u64,
+    },
 }
 
 /// Runs a child role; the exit status says whether it worked.
@@ -88,6 +96,9 @@ pub(crate) fn run(role: Role) -> Result<(), String> {
         Role::RawSink { addr } => raw_sink(&addr),
         Role::RawEcho => raw_echo(),
         Role::RawPing { addr, count } => raw_ping(&addr, count),
+        Role::Relay { to, one_way_us } => {
+            crate::relay::serve(&to, Duration::from_micros(one_way_us))
+        }
     }
 }
 
@@ -106,7 +117,7 @@ fn client<T: Transport>(workload: &str, p: Params) -> Result<Metrics, String> {
 }
 
 /// Waits until stdin reaches its end (the orchestrator closed it or died).
-fn wait_for_stdin_eof() {
+pub(crate) fn wait_for_stdin_eof() {
     for _ in std::io::stdin().lock().lines() {}
 }
 
