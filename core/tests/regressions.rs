@@ -312,3 +312,40 @@ fn a_synced_page_downgraded_by_a_reader_stays_cached_and_counted_once() {
     assert_eq!(&buf, b"abcd");
     assert_eq!(writer.cached_pages(), writer.cached_page_view().len());
 }
+
+/// sim-9: a client kept its copies of a mapping's pages until the answer to
+/// its `Unmap` came back, while the server had stopped counting it as a
+/// holder on reading the `Unmap` and granted another client ownership:
+/// a reader beside a writer (seeds 8981 and 31710, once r19 let a mapping
+/// that lost writes go on and revalidate its clean copies).
+#[test]
+fn copies_leave_the_cache_when_the_unmap_goes_out() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; PAGE as usize]);
+    let mut c = Cluster::new(config(2000), store, 2, 311);
+    c.settle();
+    let a = c.map(0, "f", 0, PAGE, MapOptions::read_only()).unwrap();
+    let b = c.map(1, "f", 0, PAGE, MapOptions::read_write()).unwrap();
+    assert_eq!(&c.read(0, a, 0, 2).unwrap()[..], b"\0\0");
+    assert_eq!(c.nodes[0].client.cached_page_view().len(), 1);
+    // The answer to the Unmap does not come back yet.
+    c.hold(0, Direction::ToClient, true);
+    let now = c.now;
+    let unmap = c.nodes[0].client.unmap(now, a).unwrap();
+    c.flush();
+    c.run_for(Duration::from_millis(10));
+    assert!(
+        c.nodes[0].client.cached_page_view().is_empty(),
+        "client 0 still holds a page the server no longer counts it a holder of"
+    );
+    // Client 1 owns the page now, and client 0 holds no copy beside it.
+    c.write(1, b, 0, b"v2").unwrap();
+    assert!(c.nodes[0].client.cached_page_view().is_empty());
+    c.hold(0, Direction::ToClient, false);
+    assert!(
+        c.wait(0, unmap.id(), Duration::from_secs(5))
+            .unwrap()
+            .is_ok()
+    );
+    assert!(c.server.check_invariants().is_ok());
+}

@@ -111,3 +111,11 @@ fn disk1_failed_bytes_an_ended_session_depends_on_reach_the_next_sync() {
 fn disk2_failed_bytes_of_a_doomed_session_reach_the_next_sync() {
     must_pass(62891, SimConfig::default());
 }
+
+/// sim-9: copies of an unmapped mapping's pages stayed cached until the
+/// `Unmapped` answer arrived, beside another client's ownership.
+#[test]
+fn sim9_copies_leave_the_cache_when_the_unmap_goes_out() {
+    must_pass(8981, SimConfig::default());
+    must_pass(31710, SimConfig::default());
+}

@@ -138,6 +138,7 @@ impl Client {
                     |req| Message::Unmap(Unmap { req, mapping: wire }),
                     ReqKind::Unmap { mapping, op: id },
                 ));
+                self.release_pages_of(mapping);
                 self.mappings
                     .get_mut(mapping)
                     .expect("present")
@@ -149,12 +150,37 @@ impl Client {
 
     /// Forgets a mapping and the cached pages no other mapping covers.
     pub(crate) fn finalize_unmap(&mut self, mapping: MappingId) {
-        // A memory mapping's pages leave its memory first.
-        if let Some(m) = self.mappings.get(mapping)
-            && m.memory.is_some()
-            && let (Some(file), Some(ps)) = (m.file, self.conn.page_size())
-        {
-            let (a, b) = m.pages(ps);
+        self.release_pages_of(mapping);
+        let Some(m) = self.mappings.remove(mapping) else {
+            return;
+        };
+        let waiters: Vec<OpId> = m.waiters.iter().copied().collect();
+        self.ops.wake_all_of(waiters);
+        let Some(file) = m.file else { return };
+        let Some(ps) = self.conn.page_size() else {
+            return;
+        };
+        if self.mappings.page_ranges_of(file, ps, None).is_empty() {
+            self.drop_file(file);
+        }
+    }
+
+    /// Drops the cached pages of `mapping` that no other open mapping
+    /// covers (a memory mapping's leave its memory first). Done when its
+    /// `Unmap` goes out, not when the answer comes back: the server stops
+    /// counting this client as a holder of those pages as it reads the
+    /// `Unmap`, and may grant them to another client for writing at once,
+    /// so a copy kept until `Unmapped` arrives would be a reader beside a
+    /// writer.
+    fn release_pages_of(&mut self, mapping: MappingId) {
+        let Some(m) = self.mappings.get(mapping) else {
+            return;
+        };
+        let (Some(file), Some(ps)) = (m.file, self.conn.page_size()) else {
+            return;
+        };
+        let (a, b) = m.pages(ps);
+        if m.memory.is_some() {
             let installed: Vec<PageNo> = self
                 .cache
                 .range(file, a..b)
@@ -165,25 +191,12 @@ impl Client {
                 self.zap_page(file, q);
             }
         }
-        let Some(m) = self.mappings.remove(mapping) else {
-            return;
-        };
-        let waiters: Vec<OpId> = m.waiters.iter().copied().collect();
-        self.ops.wake_all_of(waiters);
-        let Some(file) = m.file else { return };
-        let Some(ps) = self.conn.page_size() else {
-            return;
-        };
-        let (a, b) = m.pages(ps);
-        let others = self.mappings.page_ranges_of(file, ps);
+        let others = self.mappings.page_ranges_of(file, ps, Some(mapping));
         let doomed = self.cache.remove_where(file, |q, _| {
             (a..b).contains(&q) && !others.iter().any(|(x, y)| (*x..*y).contains(&q))
         });
         for pg in doomed {
             self.ops.wake_all_of(pg.waiters);
-        }
-        if others.is_empty() {
-            self.drop_file(file);
         }
     }
 

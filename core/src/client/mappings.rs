@@ -256,11 +256,20 @@ impl Mappings {
     }
 
     /// The page ranges the mappings of `file` cover.
-    pub(crate) fn page_ranges_of(&self, file: FileId, ps: u64) -> Vec<(PageNo, PageNo)> {
+    /// The page ranges of `file` that open mappings cover, `except` one:
+    /// the pages the server keeps this session a holder of. A mapping whose
+    /// `Unmap` went out covers nothing (the server releases its pages as it
+    /// reads the `Unmap`).
+    pub(crate) fn page_ranges_of(
+        &self,
+        file: FileId,
+        ps: u64,
+        except: Option<MappingId>,
+    ) -> Vec<(PageNo, PageNo)> {
         self.by_id
-            .values()
-            .filter(|m| m.file == Some(file))
-            .map(|m| m.pages(ps))
+            .iter()
+            .filter(|(id, m)| m.file == Some(file) && !m.is_closing() && Some(**id) != except)
+            .map(|(_, m)| m.pages(ps))
             .collect()
     }
 

@@ -55,8 +55,18 @@ impl Client {
         }
         self.take_request(p.req);
         let mut woken = Vec::new();
+        let open = self.mappings.page_ranges_of(file, ps, None);
         for (i, g) in p.pages.into_iter().enumerate() {
             let q = first + i as u64;
+            if !open.iter().any(|(a, b)| (*a..*b).contains(&q)) {
+                // Granted before the server read our `Unmap` of the only
+                // mapping that covered it, and released with that `Unmap`:
+                // it is no longer ours to hold.
+                if let Some(pg) = self.cache.remove(file, q) {
+                    woken.extend(pg.waiters);
+                }
+                continue;
+            }
             let mut pg = self.cache.page(file, q);
             if pg.fetch == Some(p.req) {
                 pg.fetch = None;
