@@ -293,6 +293,20 @@ impl EmbeddedClient {
         self.command(|c, now| c.atomic(now, mapping, offset, op))
     }
 
+    /// Waits until the little-endian 64-bit word at `offset` of the mapping
+    /// no longer holds `current`, or `timeout` passes; completes with the
+    /// new value, or `None` on a timeout (see `Client::wait_while` in
+    /// rmmap-core).
+    pub fn wait_while(
+        &mut self,
+        mapping: MappingId,
+        offset: u64,
+        current: u64,
+        timeout: std::time::Duration,
+    ) -> Result<Pending<Option<u64>>, OpError> {
+        self.command(|c, now| c.wait_while(now, mapping, offset, current, timeout))
+    }
+
     /// Writes back everything dirty, says goodbye and ends the session;
     /// once it completes the socket is closed and deregistered.
     pub fn close(&mut self) -> Result<Pending<()>, OpError> {

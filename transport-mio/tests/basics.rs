@@ -127,6 +127,36 @@ fn a_mapping_has_the_atomic_helpers_and_server_codes_match_without_rmmap_core() 
 }
 
 #[test]
+fn a_mapping_waits_for_another_clients_write() {
+    let ts = TestServer::start(|c| c);
+    ts.put("flag", &[0u8; 64]);
+    let waiter = ts.client();
+    let writer = ts.client();
+    let w = waiter.map("flag", 0..64, Access::ReadOnly).unwrap();
+    let m = writer.map("flag", 0..64, Access::ReadWrite).unwrap();
+    assert_eq!(
+        w.wait_while(8, 0, std::time::Duration::from_millis(50))
+            .unwrap(),
+        None
+    );
+    for round in 1..=5u64 {
+        let wait = {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                w.wait_while(8, round - 1, std::time::Duration::from_secs(10))
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        m.write(8, &round.to_le_bytes()).unwrap();
+        assert_eq!(wait.join().unwrap().unwrap(), Some(round));
+    }
+    drop((w, m));
+    waiter.close().unwrap();
+    writer.close().unwrap();
+    ts.server.shutdown().unwrap();
+}
+
+#[test]
 fn a_large_read_through_a_tiny_output_limit_pauses_and_resumes() {
     // With 64 KiB of output allowed, the server pauses this connection's
     // input again and again while read-ahead replies drain.

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{TestServer, within};
 use rmmap_tokio::{Access, AtomicOp, ErrorCode, MapOptions, OpError};
 
@@ -175,6 +177,53 @@ async fn a_large_read_through_a_tiny_output_limit_pauses_and_resumes() {
             assert_eq!(o.read_bytes(0, 4).await.unwrap()[..], data[..4]);
             pos += 1 << 20;
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_mapping_waits_for_another_clients_write_without_polling() {
+    within(30, async {
+        let ts = TestServer::start(|c| c).await;
+        ts.put("flag", &[0u8; 64]);
+        let waiter = ts.client().await;
+        let writer = ts.client().await;
+        let w = waiter.map("flag", 0..64, Access::ReadOnly).await.unwrap();
+        let m = writer.map("flag", 0..64, Access::ReadWrite).await.unwrap();
+        // Nothing changes: the timeout ends the wait.
+        let t = std::time::Instant::now();
+        assert_eq!(
+            w.wait_while(8, 0, Duration::from_millis(100))
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        // Ten hand-overs: each write wakes the waiter with its value.
+        for round in 1..=10u64 {
+            let wait = {
+                let w = w.clone();
+                tokio::spawn(
+                    async move { w.wait_while(8, round - 1, Duration::from_secs(10)).await },
+                )
+            };
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            m.write(8, &round.to_le_bytes()).await.unwrap();
+            assert_eq!(wait.await.unwrap().unwrap(), Some(round));
+        }
+        // A value that already differs returns at once.
+        assert_eq!(
+            w.wait_while(8, 0, Duration::from_secs(10)).await.unwrap(),
+            Some(10)
+        );
+        assert!(matches!(
+            w.wait_while(4, 0, Duration::ZERO).await,
+            Err(OpError::Misaligned(4))
+        ));
+        drop((w, m));
+        waiter.close().await.unwrap();
+        writer.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
     })
     .await;
 }

@@ -20,7 +20,7 @@ use super::{
 };
 
 impl Client {
-    fn admit(&mut self, kind: OpKind) -> Result<OpId, OpError> {
+    pub(crate) fn admit(&mut self, kind: OpKind) -> Result<OpId, OpError> {
         if let Some(f) = self.conn.failed() {
             return Err(OpError::Closed(f.to_owned()));
         }
@@ -30,7 +30,7 @@ impl Client {
     /// Whether `[offset, offset + len)` lies in the mapping, and the
     /// mapping can be used: the one range check, made before anything is
     /// allocated for the range.
-    fn check_range(
+    pub(crate) fn check_range(
         &mut self,
         mapping: MappingId,
         offset: u64,
@@ -54,7 +54,7 @@ impl Client {
     }
 
     /// Memory mappings are read and written through their memory.
-    fn byte_access(&self, mapping: MappingId) -> Result<(), OpError> {
+    pub(crate) fn byte_access(&self, mapping: MappingId) -> Result<(), OpError> {
         match self.mappings.get(mapping) {
             Some(m) if m.memory.is_some() => Err(OpError::Unsupported(
                 "read and write a memory mapping through its memory (atomics and sync work)",
@@ -591,6 +591,10 @@ impl Client {
                 page.data.make_mut(ps as usize)[inp..inp + n].copy_from_slice(&data[pos..pos + n]);
             }
             page.mark_dirty(inp as u32, (inp + n) as u32);
+            // Whoever waits for the page to change (`wait_while`) looks again.
+            let waiting: Vec<OpId> = page.waiters.iter().copied().collect();
+            drop(page);
+            self.ops.wake_all_of(waiting);
             pos += n;
         }
         let m = self.mappings.get_mut(mapping).expect("checked");

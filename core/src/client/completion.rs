@@ -62,6 +62,9 @@ pub enum Completion {
     /// [`Client::wait_connected`](super::Client::wait_connected): a
     /// handshake completed.
     Connected,
+    /// [`Client::wait_while`](super::Client::wait_while): the word's new
+    /// value, or `None` when the timeout passed first.
+    Waited(Option<u64>),
 }
 
 /// A new mapping: what [`Client::map`](super::Client::map) completes with.
@@ -210,6 +213,12 @@ impl Pending<ReadPages> {
 impl Pending<u64> {
     pub(crate) fn len_set(op: OpId) -> Self {
         Pending::new(op, reads!(Completion::LenSet { len } => len))
+    }
+}
+
+impl Pending<Option<u64>> {
+    pub(crate) fn waited(op: OpId) -> Self {
+        Pending::new(op, reads!(Completion::Waited(v) => v))
     }
 }
 

@@ -100,6 +100,7 @@ impl Client {
     /// Time passed: reconnect, ping, give up on stalled connections.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.check_memory_lease(now);
+        self.ops.wake_timers(now);
         match self.conn.tick(now, &self.config) {
             Tick::Connect => self.events.push_back(Event::Connect),
             Tick::TimedOut => self.lost_connection(now, true),
@@ -131,7 +132,10 @@ impl Client {
         } else {
             None
         };
-        [conn, give_up, memory].into_iter().flatten().min()
+        [conn, give_up, memory, self.ops.next_timer()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Ends the current connection attempt or connection. `ours`: the

@@ -37,6 +37,7 @@ mod ops;
 mod recovery;
 mod replies;
 mod requests;
+mod watch;
 
 use std::collections::VecDeque;
 

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
+use crate::Instant;
 use crate::protocol::{AtomicOp, PageNo, ReqId};
 
 use super::{MappingId, OpError, OpId};
@@ -85,6 +86,13 @@ pub(crate) enum OpKind {
         index: u64,
         write: bool,
     },
+    /// Waits until a word no longer holds `current`, or `deadline`.
+    WaitWhile {
+        mapping: MappingId,
+        offset: u64,
+        current: u64,
+        deadline: Option<Instant>,
+    },
     /// Waits for a handshake to complete.
     Connect,
 }
@@ -110,6 +118,8 @@ pub(crate) struct Operations {
     window: BTreeSet<OpId>,
     /// Waiting for a lease renewal.
     lease: BTreeSet<OpId>,
+    /// Due a step at a time (their deadline), whatever else they wait for.
+    timers: BTreeSet<(Instant, OpId)>,
 }
 
 impl Operations {
@@ -178,7 +188,8 @@ impl Operations {
                 | OpKind::Write { mapping: m, .. }
                 | OpKind::Sync { mapping: m, .. }
                 | OpKind::Atomic { mapping: m, .. }
-                | OpKind::Fault { mapping: m, .. } => *m == mapping,
+                | OpKind::Fault { mapping: m, .. }
+                | OpKind::WaitWhile { mapping: m, .. } => *m == mapping,
                 _ => false,
             })
             .map(|(id, _)| *id)
@@ -230,5 +241,31 @@ impl Operations {
     pub(crate) fn wake_lease(&mut self) {
         let w = std::mem::take(&mut self.lease);
         self.woken.extend(w);
+    }
+
+    /// `id` is due a step at `at`.
+    pub(crate) fn wake_at(&mut self, id: OpId, at: Instant) {
+        self.timers.insert((at, id));
+    }
+
+    /// Makes the operations whose time came by `now` due a step.
+    pub(crate) fn wake_timers(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if self.ops.contains_key(&id) {
+                self.woken.insert(id);
+            }
+        }
+    }
+
+    /// The next time an operation still in progress is due a step.
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
+        self.timers
+            .iter()
+            .find(|(_, id)| self.ops.contains_key(id))
+            .map(|(at, _)| *at)
     }
 }

@@ -108,6 +108,12 @@ impl Client {
                     index,
                     write,
                 } => self.step_fault(now, id, *mapping, *index, *write),
+                OpKind::WaitWhile {
+                    mapping,
+                    offset,
+                    current,
+                    deadline,
+                } => self.step_wait_while(now, id, *mapping, *offset, *current, *deadline),
                 OpKind::Connect => self.step_connect(),
             }
         };
@@ -177,7 +183,7 @@ impl Client {
 
     /// Registers `id` to wait for a lease renewal and makes sure one is on
     /// its way.
-    fn wait_lease(&mut self, now: Instant, id: OpId) {
+    pub(crate) fn wait_lease(&mut self, now: Instant, id: OpId) {
         self.ops.wait_lease(id);
         if self.conn.is_ready() {
             self.conn.send_ping(now);
@@ -187,7 +193,7 @@ impl Client {
     /// Asks for the pages from `from` up to `limit` (exclusive) that need
     /// `need`, in one fetch. `write` is the byte range a write will overwrite.
     #[allow(clippy::too_many_arguments)]
-    fn request_pages(
+    pub(crate) fn request_pages(
         &mut self,
         id: Option<OpId>,
         wire: WireMappingId,

@@ -1,6 +1,7 @@
 //! A mapped byte range of a remote file.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use rmmap_core::client::{Mapped, MappingId, OpError};
@@ -147,6 +148,23 @@ impl Mapping {
         let id = self.id();
         self.shared()
             .run(|c, now| c.atomic(now, id, offset, op))
+            .await
+    }
+
+    /// Waits until the little-endian 64-bit word at `offset` (8-byte
+    /// aligned in the file) no longer holds `current`, or `timeout` passes:
+    /// the new value, or `None` on a timeout. A futex across machines:
+    /// another client's write wakes it when the server's invalidation
+    /// arrives (nothing is polled), a write through this client as it lands.
+    pub async fn wait_while(
+        &self,
+        offset: u64,
+        current: u64,
+        timeout: Duration,
+    ) -> Result<Option<u64>, OpError> {
+        let id = self.id();
+        self.shared()
+            .run(|c, now| c.wait_while(now, id, offset, current, timeout))
             .await
     }
 
