@@ -168,6 +168,19 @@ async fn overlapping_mappings_of_one_file_by_one_client_are_refused() {
             .await
             .unwrap_err();
         assert!(matches!(e, MemoryError::Overlap { .. }), "{e}");
+        // And a plain mapping over a memory mapping's range, through any
+        // spelling of the path, is refused before anything is sent.
+        for path in ["f", "./f", "d/../f"] {
+            let e = a
+                .map(path, 2 * PAGE as u64..2 * PAGE as u64 + 8, Access::ReadOnly)
+                .await
+                .unwrap_err();
+            match &e {
+                OpError::Overlap { other, .. } => assert_eq!(*other, first.id()),
+                e => panic!("expected Overlap, got {e}"),
+            }
+            assert_eq!(e.kind(), "unsupported");
+        }
         // Touching ranges, other files and other clients are fine.
         let next = a
             .map_memory("f", 3 * PAGE as u64..4 * PAGE as u64, Access::ReadOnly)

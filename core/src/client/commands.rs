@@ -154,6 +154,17 @@ impl Client {
         if self.ops.len() >= self.config.max_pending_ops {
             return Err(OpError::Busy(self.ops.len()));
         }
+        if let Some(other) = self
+            .mappings
+            .memory_overlap(path, offset, len, memory.is_some())
+        {
+            return Err(OpError::Overlap {
+                path: path.to_owned(),
+                start: offset,
+                end: offset.saturating_add(len),
+                other,
+            });
+        }
         let mapping = self
             .mappings
             .add(MappingState::new(path, offset, len, opts, memory));

@@ -4,6 +4,8 @@ use std::fmt;
 
 use crate::protocol::ErrorCode;
 
+use super::MappingId;
+
 /// Why a session was lost.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum SessionLossReason {
@@ -179,6 +181,26 @@ pub enum OpError {
     /// The operation does not apply to this mapping (the message says why).
     #[error("{0}")]
     Unsupported(&'static str),
+    /// A map whose range overlaps one of this client's memory mappings of
+    /// the same file (or a memory mapping over one of its mappings): a
+    /// range mapped into memory is read and written through that memory
+    /// only, so that no copy of its pages goes stale beside it. Kind
+    /// `unsupported`.
+    #[error(
+        "bytes {start}..{end} of {path} overlap mapping {}, which maps them into memory: \
+         read and write them through that memory mapping, or unmap it first",
+        other.0
+    )]
+    Overlap {
+        /// The file.
+        path: String,
+        /// The range asked for.
+        start: u64,
+        /// Its end.
+        end: u64,
+        /// The mapping it overlaps.
+        other: MappingId,
+    },
     /// A bug in rmmap: a state the client should never reach. The message
     /// says what; please report it.
     #[error("internal error (a bug in rmmap; please report it): {0}")]
@@ -201,7 +223,7 @@ impl OpError {
             OpError::Disconnected(_) => "disconnected",
             OpError::Closed(_) => "closed",
             OpError::Busy(_) => "busy",
-            OpError::Unsupported(_) => "unsupported",
+            OpError::Unsupported(_) | OpError::Overlap { .. } => "unsupported",
             OpError::Internal(_) => "internal",
         }
     }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::path::ExportPath;
 use crate::protocol::{PageNo, ReqId, WireMappingId};
 
 use super::cache::FileId;
@@ -271,6 +272,31 @@ impl Mappings {
             .filter(|(id, m)| m.file == Some(file) && !m.is_closing() && Some(**id) != except)
             .map(|(_, m)| m.pages(ps))
             .collect()
+    }
+
+    /// A mapping of this client that a new mapping of `offset..offset+len`
+    /// of `path` (into memory, with `memory`) would overlap where one of
+    /// the two maps into memory. Paths are compared normalised (`./f`,
+    /// `d/../f` and `f` are one file); a path that does not parse is the
+    /// server's to refuse.
+    pub(crate) fn memory_overlap(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+        memory: bool,
+    ) -> Option<MappingId> {
+        let name = ExportPath::parse(path.as_bytes()).ok()?;
+        let end = offset.saturating_add(len);
+        self.by_id.iter().find_map(|(id, m)| {
+            let relevant = (memory || m.memory.is_some())
+                && !m.is_closing()
+                && m.offset < end
+                && offset < m.end();
+            (relevant
+                && ExportPath::parse(m.path.as_bytes()).is_ok_and(|p| p.as_str() == name.as_str()))
+            .then_some(*id)
+        })
     }
 
     /// The path some mapping of `file` was given.

@@ -94,8 +94,10 @@
 //!   mapping; see below.
 //! * One client may not map a range into memory that overlaps another
 //!   mapping of the same file by that client: [`Client::map_memory`]
-//!   refuses it ([`MemoryError::Overlap`]). Each mapping has its own
-//!   userfaultfd and fault thread, and a page lives in one of them.
+//!   refuses it ([`MemoryError::Overlap`]), and [`Client::map`] refuses a
+//!   plain mapping over a memory mapping's range (`OpError::Overlap`; paths
+//!   compared normalised). Each mapping has its own userfaultfd and fault
+//!   thread, and a page lives in one of them.
 //!
 //! # What a program may rely on
 //!
@@ -267,7 +269,27 @@ pub enum MemoryError {
     },
     /// Mapping the range failed (see [`OpError`]).
     #[error(transparent)]
-    Map(#[from] OpError),
+    Map(OpError),
+}
+
+impl From<OpError> for MemoryError {
+    fn from(e: OpError) -> Self {
+        match e {
+            // The core refuses an overlap by path before anything is sent.
+            OpError::Overlap {
+                path,
+                start,
+                end,
+                other,
+            } => MemoryError::Overlap {
+                path,
+                start,
+                end,
+                other,
+            },
+            e => MemoryError::Map(e),
+        }
+    }
 }
 
 impl MemoryError {
