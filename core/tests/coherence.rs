@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rmmap_core::client::MapOptions;
+use rmmap_core::client::{ClientConfig, MapOptions};
 use rmmap_core::harness::{Cluster, Direction, Verdict};
 use rmmap_core::protocol::{Message, fetch_flags};
 use rmmap_core::server::ServerConfig;
@@ -268,4 +268,87 @@ fn read_pages_returns_the_same_bytes_as_read_without_copying_them() {
     let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
     assert_eq!(joined, data);
     assert_eq!(&c.read(0, m, 100, 3 * PAGE).unwrap()[..], &data[..]);
+}
+
+/// A sequential reader or writer on a link with a long round trip: the
+/// window of pages asked for ahead of it grows until the stream stops
+/// waiting on pages still on their way (as TCP's window does), bounded by
+/// half the cache, so the stream takes a few round trips more than its
+/// bytes need, not one round trip per initial window.
+#[test]
+fn read_ahead_and_write_ahead_grow_with_the_round_trip_within_the_cache() {
+    let pages = 2048u64;
+    let store = MemStore::new();
+    store.insert("big", vec![3u8; (pages * PAGE) as usize]);
+    let cfg = ClientConfig {
+        readahead_pages: 8,
+        max_cached_pages: 1024,
+        ..ClientConfig::default()
+    };
+    let mut c = Cluster::with_clients(ServerConfig::default(), store, vec![cfg], 7);
+    c.nodes[0].latency = Duration::from_millis(10);
+    c.settle();
+    let m = c
+        .map(0, "big", 0, pages * PAGE, MapOptions::read_write())
+        .unwrap();
+    // (pages in flight, their peak, fetches, pages fetched)
+    let in_flight = std::rc::Rc::new(std::cell::RefCell::new((0u64, 0u64, 0u64, 0u64)));
+    let seen = in_flight.clone();
+    c.set_hook(Box::new(move |_, d, m| {
+        let mut s = seen.borrow_mut();
+        match (d, m) {
+            (Direction::ToServer, Message::Fetch(f)) => {
+                s.0 += u64::from(f.count);
+                s.2 += 1;
+                s.3 += u64::from(f.count);
+            }
+            (Direction::ToClient, Message::Pages(p)) => s.0 -= p.pages.len() as u64,
+            _ => {}
+        }
+        s.1 = s.1.max(s.0);
+        Verdict::Deliver
+    }));
+    // 20 ms round trips; 8 pages ahead would take 256 of them (5 s), and
+    // the same for the writer (which then took 40 s: one round trip a page).
+    let start = c.now;
+    for q in 0..pages {
+        let got = c.read(0, m, q * PAGE, PAGE).unwrap();
+        assert!(got.iter().all(|b| *b == 3));
+        assert!(c.nodes[0].client.cached_pages() <= 1024 + 64);
+    }
+    let read_in = c.now - start;
+    let peak_read = in_flight.borrow().1;
+    let (_, _, fetches, fetched) = *in_flight.borrow();
+    assert_eq!(
+        fetched, pages,
+        "pages fetched twice: read-ahead evicted before use"
+    );
+    assert!(
+        fetches < pages / 16,
+        "{fetches} fetches: read-ahead asks in batches"
+    );
+    assert!(
+        read_in < Duration::from_millis(800),
+        "reading {pages} pages took {read_in:?} (peak {peak_read} pages in flight)"
+    );
+    assert!(
+        peak_read > 64 && peak_read <= 512 + 64,
+        "peak {peak_read} pages in flight: the window must grow, to half the cache at most"
+    );
+    // The same for a writer of whole pages (ownership ahead, no data).
+    *in_flight.borrow_mut() = (0, 0, 0, 0);
+    let start = c.now;
+    for q in 0..pages {
+        c.write(0, m, q * PAGE, &[4u8; PAGE as usize]).unwrap();
+    }
+    let written_in = c.now - start;
+    let peak_write = in_flight.borrow().1;
+    assert!(
+        written_in < Duration::from_millis(2000),
+        "writing {pages} pages took {written_in:?} (peak {peak_write} pages in flight)"
+    );
+    assert!(
+        peak_write > 64,
+        "peak {peak_write}: write-ahead did not grow"
+    );
 }

@@ -165,9 +165,14 @@ impl Client {
                 other,
             });
         }
-        let mapping = self
-            .mappings
-            .add(MappingState::new(path, offset, len, opts, memory));
+        let mapping = self.mappings.add(MappingState::new(
+            path,
+            offset,
+            len,
+            opts,
+            memory,
+            self.config.readahead_pages as u64,
+        ));
         let r = self.admit(OpKind::Map { mapping });
         if r.is_err() {
             self.mappings.remove(mapping);

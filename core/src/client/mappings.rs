@@ -9,6 +9,7 @@ use crate::path::ExportPath;
 use crate::protocol::{PageNo, ReqId, WireMappingId};
 
 use super::cache::FileId;
+use super::window::AheadWindow;
 use super::{Access, LossCause, LostWrites, MapOptions, MappingId, OpError, OpId};
 
 /// Where a mapping is in its life.
@@ -57,6 +58,9 @@ pub(crate) struct MappingState {
     pub(crate) written_back_to: PageNo,
     /// Write-ahead has asked for ownership up to this page.
     pub(crate) writeahead_to: PageNo,
+    /// How far ahead of a sequential reader, and writer, pages are asked for.
+    pub(crate) read_window: AheadWindow,
+    pub(crate) write_window: AheadWindow,
     /// The memory of a memory mapping.
     pub(crate) memory: Option<super::memory::Memory>,
 }
@@ -70,6 +74,7 @@ impl MappingState {
         len: u64,
         opts: MapOptions,
         memory: Option<super::memory::Memory>,
+        initial_window: u64,
     ) -> Self {
         MappingState {
             path: path.to_owned(),
@@ -88,6 +93,8 @@ impl MappingState {
             last_write_end: u64::MAX,
             written_back_to: 0,
             writeahead_to: 0,
+            read_window: AheadWindow::new(initial_window),
+            write_window: AheadWindow::new(initial_window),
             file_len: 0,
             memory,
         }

@@ -38,6 +38,7 @@ mod recovery;
 mod replies;
 mod requests;
 mod watch;
+mod window;
 
 use std::collections::VecDeque;
 

@@ -293,12 +293,26 @@ impl Client {
     /// Fetches ahead of a sequential reader, several fetches in flight.
     fn readahead(&mut self, mapping: MappingId, wire: WireMappingId, file: FileId, from: PageNo) {
         let ps = self.conn.params().expect("mapped").page_size;
+        if self.cache.len() >= self.config.max_cached_pages {
+            let min = self.config.readahead_pages as u64;
+            self.mappings
+                .get_mut(mapping)
+                .expect("ready")
+                .read_window
+                .squeezed(min);
+        }
         let m = &self.mappings[mapping];
-        let (cursor, end) = (m.readahead_to, m.pages(ps).1);
-        let reached = self.take_ahead(Ahead::Read, wire, file, from, cursor, end);
+        let (cursor, end, window) = (m.readahead_to, m.pages(ps).1, m.read_window.pages());
+        let reached = self.take_ahead(Ahead::Read, wire, file, (from, window), cursor, end);
         if let Some(m) = self.mappings.get_mut(mapping) {
             m.readahead_to = reached;
         }
+    }
+
+    /// The largest window a stream may grow to: half the cache, or what it
+    /// started with if that is more.
+    fn window_cap(&self) -> u64 {
+        (self.config.max_cached_pages as u64 / 2).max(self.config.readahead_pages as u64)
     }
 
     /// Takes ownership ahead of a sequential writer: overwrite grants (the
@@ -320,15 +334,18 @@ impl Client {
         if !m.writable || m.memory.is_some() {
             return;
         }
-        let (cursor, end) = (m.writeahead_to, m.pages(ps).1);
-        let reached = self.take_ahead(Ahead::Write, wire, file, from, cursor, end);
+        let (cursor, end, window) = (m.writeahead_to, m.pages(ps).1, m.write_window.pages());
+        let reached = self.take_ahead(Ahead::Write, wire, file, (from, window), cursor, end);
         if let Some(m) = self.mappings.get_mut(mapping) {
             m.writeahead_to = reached;
+            if self.cache.len() >= self.config.max_cached_pages {
+                m.write_window.squeezed(self.config.readahead_pages as u64);
+            }
         }
     }
 
     /// Asks for the pages from `cursor` (where the last call stopped) up
-    /// to `readahead_pages` past `from` and short of `end`, a fetch at a
+    /// to `window` pages past `from` and short of `end`, a fetch at a
     /// time, skipping pages already held or asked for, while the request
     /// window has room; returns where it stopped. A writer asks only for
     /// whole fetches (but the last one of the mapping), so that a stream of
@@ -338,13 +355,13 @@ impl Client {
         ahead: Ahead,
         wire: WireMappingId,
         file: FileId,
-        from: PageNo,
+        (from, window): (PageNo, u64),
         cursor: PageNo,
         end: PageNo,
     ) -> PageNo {
         let params = self.conn.params().expect("mapped");
         let (ps, max) = (params.page_size, params.max_pages as u64);
-        let limit = (from + self.config.readahead_pages as u64).min(end);
+        let limit = from.saturating_add(window).min(end);
         let mut p = cursor.max(from);
         while p < limit && self.request_room() {
             let held = self.cache.get(file, p).is_some_and(|pg| {
@@ -359,12 +376,14 @@ impl Client {
                 continue;
             }
             let to = (p + max).min(limit);
+            // Ask in batches (a quarter of the window, or a whole fetch),
+            // not a page per step of the stream.
+            if to - p < max.min(window / 4).max(1) && limit < end {
+                break;
+            }
             match ahead {
                 Ahead::Read => self.request_pages(None, wire, file, p, to, false, None),
                 Ahead::Write => {
-                    if to - p < max && limit < end {
-                        break;
-                    }
                     self.request_pages(None, wire, file, p, to, true, Some((p * ps, to * ps)));
                 }
             }
@@ -503,6 +522,15 @@ impl Client {
             let n = (ps - inp as u64).min(len - *pos) as usize;
             let tick = self.cache.touch();
             if !self.cache.get(file, p).is_some_and(|pg| pg.readable()) {
+                if sequential && self.cache.get(file, p).is_some_and(|pg| pg.fetch.is_some()) {
+                    // Read-ahead did not cover the round trip: widen it.
+                    let max = self.window_cap();
+                    self.mappings
+                        .get_mut(mapping)
+                        .expect("ready")
+                        .read_window
+                        .stalled(p, max);
+                }
                 self.cache.page(file, p).waiters.insert(id);
                 self.request_pages(Some(id), wire, file, p, end_page, false, None);
                 return Step::Pending;
@@ -514,7 +542,12 @@ impl Client {
                 (ReadInto::Buffer(None), super::cache::PageData::Shared(b))
                     if *pos == 0 && n as u64 == len =>
                 {
-                    return Step::Done(Ok(Completion::Read(b.slice(inp..inp + n))));
+                    let bytes = b.slice(inp..inp + n);
+                    drop(pg);
+                    if sequential {
+                        self.drop_behind(mapping, file, start / ps);
+                    }
+                    return Step::Done(Ok(Completion::Read(bytes)));
                 }
                 (ReadInto::Slices(parts), super::cache::PageData::Shared(b)) => {
                     parts.push(b.slice(inp..inp + n));
@@ -635,7 +668,17 @@ impl Client {
                 continue;
             }
             pg.waiters.insert(id);
+            let in_flight = pg.fetch.is_some();
             drop(pg);
+            if in_flight && self.mappings[mapping].last_write_end == abs {
+                // Write-ahead did not cover the round trip: widen it.
+                let max = self.window_cap();
+                self.mappings
+                    .get_mut(mapping)
+                    .expect("ready")
+                    .write_window
+                    .stalled(p, max);
+            }
             self.request_pages(
                 Some(id),
                 wire,

@@ -56,6 +56,9 @@ impl Client {
         self.take_request(p.req);
         let mut woken = Vec::new();
         let open = self.mappings.page_ranges_of(file, ps, None);
+        // Pages arriving count as used now: read-ahead that has not been
+        // read yet is newer, for eviction, than the pages read behind it.
+        let tick = self.cache.time();
         for (i, g) in p.pages.into_iter().enumerate() {
             let q = first + i as u64;
             if !open.iter().any(|(a, b)| (*a..*b).contains(&q)) {
@@ -68,6 +71,7 @@ impl Client {
                 continue;
             }
             let mut pg = self.cache.page(file, q);
+            pg.touched = pg.touched.max(tick);
             if pg.fetch == Some(p.req) {
                 pg.fetch = None;
             }
