@@ -343,7 +343,20 @@ fn map_window(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let end = block_on(file_len_at(client, path, offset))??;
+        let end = match slot.views.get(path).map(|v| v.target.len()) {
+            // The process maps this file into memory already, and a probe
+            // inside that memory would overlap it (refused): probe its
+            // first byte past it instead. There is one if the file grew;
+            // else the file still ends where the memory does.
+            Some(view_end) if offset < view_end => {
+                match block_on(file_len_at(client, path, view_end))? {
+                    Ok(len) => len,
+                    Err(f) if f.code == rmmap_error::RMMAP_INVALID_ARGUMENT => view_end,
+                    Err(f) => return Err(f),
+                }
+            }
+            _ => block_on(file_len_at(client, path, offset))??,
+        };
         let window = |target: Arc<Target>, start: u64, on_view, reservation| Window {
             server: server.clone(),
             path: path.to_owned(),

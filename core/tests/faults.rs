@@ -211,6 +211,56 @@ fn a_server_restart_names_every_mapping_that_lost_writes() {
     assert_eq!(&store.durable_contents("synced").unwrap()[..4], b"kept");
 }
 
+/// Pages handed to the server but not synced when it crashed are named, in
+/// the event and in the report to the mapping, beside those never handed
+/// back; pages a sync covered are not.
+#[test]
+fn a_crash_names_the_pages_written_since_the_last_sync() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; (4 * PAGE) as usize]);
+    let mut c = Cluster::new(config(2000), store.clone(), 2, 5);
+    c.settle();
+    let m = c
+        .map(0, "f", 0, 4 * PAGE, MapOptions::read_write())
+        .unwrap();
+    let r = c.map(1, "f", 0, 4 * PAGE, MapOptions::read_only()).unwrap();
+    c.write(0, m, 0, b"kept").unwrap();
+    c.sync(0, m).unwrap();
+    c.write(0, m, PAGE, b"one").unwrap();
+    c.write(0, m, 3 * PAGE, b"three").unwrap();
+    // The reader's fetches recall pages 1 and 3: they reach the server (not
+    // its disk) and client 0 holds no dirty data any more.
+    assert_eq!(&c.read(1, r, PAGE, 3).unwrap()[..], b"one");
+    assert_eq!(&c.read(1, r, 3 * PAGE, 5).unwrap()[..], b"three");
+    // A ping's answer confirms the recall answers arrived.
+    c.run_for(Duration::from_secs(2));
+    c.write(0, m, 2 * PAGE, b"dirty").unwrap();
+    c.restart_server(true);
+    c.run_until(Duration::from_secs(30), |c| {
+        c.nodes[0].client.is_connected()
+    });
+    let lost = c.nodes[0]
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Connection(ClientEvent::SessionLost { lost, .. }) => Some(lost.clone()),
+            _ => None,
+        })
+        .expect("the restart is reported");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    let l = &lost[0].1;
+    assert_eq!((l.dirty_pages, &l.pages[..]), (1, &[2][..]), "{l:?}");
+    assert!(l.unsynced_writes);
+    assert_eq!(l.unsynced_pages, vec![1, 2, 3], "{l:?}");
+    let text = l.to_string();
+    assert!(text.contains("may be lost (file page(s) 1,2,3)"), "{text}");
+    match c.read(0, m, 0, 4) {
+        Err(OpError::SessionLost(once)) => assert_eq!(&once, l),
+        other => panic!("expected the loss, once, got {other:?}"),
+    }
+    assert_eq!(&c.read(0, m, 0, 4).unwrap()[..], b"kept");
+}
+
 #[test]
 fn operations_fail_with_disconnected_when_the_server_stays_away() {
     let store = MemStore::new();

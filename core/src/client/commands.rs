@@ -614,7 +614,7 @@ impl Client {
             pos += n;
         }
         let m = self.mappings.get_mut(mapping).expect("checked");
-        m.write_seq += 1;
+        m.wrote(start / ps..(start + data.len() as u64).div_ceil(ps));
         let sequential = m.last_write_end == start;
         m.last_write_end = start + data.len() as u64;
         self.cache.touch();

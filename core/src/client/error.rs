@@ -27,6 +27,17 @@ impl fmt::Display for SessionLossReason {
     }
 }
 
+/// ` (file page(s) 1,2,3 and 40 more)`.
+fn write_pages(f: &mut fmt::Formatter<'_>, pages: &[u64]) -> fmt::Result {
+    const SHOWN: usize = 16;
+    let shown: Vec<String> = pages.iter().take(SHOWN).map(u64::to_string).collect();
+    write!(f, " (file page(s) {}", shown.join(","))?;
+    if pages.len() > SHOWN {
+        write!(f, " and {} more", pages.len() - SHOWN)?;
+    }
+    write!(f, ")")
+}
+
 /// Why a mapping lost writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LossCause {
@@ -61,8 +72,14 @@ pub struct LostWrites {
     /// The mapping could not be re-established on the new session.
     pub remap_error: Option<String>,
     /// The file pages (page numbers of the file, ascending) whose writes
-    /// were lost; empty when only `unsynced_writes` is known.
+    /// were lost: the `dirty_pages` and unconfirmed ones.
     pub pages: Vec<u64>,
+    /// With `unsynced_writes`: the file pages (ascending) written since
+    /// their last sync, handed to the server but perhaps not on its disk
+    /// when it restarted; the server kept some, none or all of them, and
+    /// its bytes are what the mapping reads now. Empty when more than
+    /// 65,536 pages were written without a sync (they are not named).
+    pub unsynced_pages: Vec<u64>,
 }
 
 impl fmt::Display for LostWrites {
@@ -76,16 +93,13 @@ impl fmt::Display for LostWrites {
             )?;
         }
         if !self.pages.is_empty() {
-            const SHOWN: usize = 16;
-            let shown: Vec<String> = self.pages.iter().take(SHOWN).map(u64::to_string).collect();
-            write!(f, " (file page(s) {}", shown.join(","))?;
-            if self.pages.len() > SHOWN {
-                write!(f, " and {} more", self.pages.len() - SHOWN)?;
-            }
-            write!(f, ")")?;
+            write_pages(f, &self.pages)?;
         }
         if self.unsynced_writes {
             write!(f, "; writes since the last sync may be lost")?;
+            if !self.unsynced_pages.is_empty() {
+                write_pages(f, &self.unsynced_pages)?;
+            }
         }
         if let Some(e) = &self.remap_error {
             write!(f, "; the mapping could not be restored: {e}")?;

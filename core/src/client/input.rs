@@ -309,7 +309,7 @@ impl Client {
             .collect();
         for m in self.mappings.values_mut() {
             if m.file.is_none_or(|f| !dirty.contains(&f)) {
-                m.synced_seq = m.write_seq;
+                m.synced_all();
             }
         }
     }

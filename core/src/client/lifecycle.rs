@@ -30,7 +30,7 @@ impl Client {
         }
         if done {
             if let Some(m) = self.mappings.get_mut(mapping) {
-                m.synced_seq = m.synced_seq.max(upto);
+                m.synced(upto);
             }
             return Step::Done(Ok(Completion::Synced));
         }
@@ -96,7 +96,7 @@ impl Client {
             MappingStatus::Closing => Step::Pending,
             MappingStatus::Ready { wire } => {
                 let file = m.file.expect("ready");
-                let unsynced = m.writable && m.write_seq > m.synced_seq;
+                let unsynced = m.writable && m.has_unsynced();
                 let ps = self.conn.params().expect("mapped").page_size;
                 let (a, b) = m.pages(ps);
                 // As for sync: a pass only once the last one's write-backs are
@@ -307,7 +307,7 @@ impl Client {
             let unsynced: Vec<(MappingId, crate::protocol::WireMappingId)> = self
                 .mappings
                 .iter()
-                .filter(|(_, m)| m.writable && m.write_seq > m.synced_seq)
+                .filter(|(_, m)| m.writable && m.has_unsynced())
                 .filter(|(mid, _)| !syncs.values().any(|x| x == mid))
                 .filter_map(|(mid, m)| Some((mid, m.wire()?)))
                 .collect();

@@ -12,6 +12,10 @@ use super::cache::FileId;
 use super::window::AheadWindow;
 use super::{Access, LossCause, LostWrites, MapOptions, MappingId, OpError, OpId};
 
+/// Most unsynced pages a mapping names in a loss report (64 Ki pages:
+/// about 3 MiB of bookkeeping for 256 MiB written without a sync).
+pub(crate) const MAX_NAMED_UNSYNCED: usize = 1 << 16;
+
 /// Where a mapping is in its life.
 #[derive(Clone, Debug)]
 pub(crate) enum MappingStatus {
@@ -42,8 +46,15 @@ pub(crate) struct MappingState {
     pub(crate) create: bool,
     pub(crate) status: MappingStatus,
     pub(crate) file: Option<FileId>,
+    /// Writes (and applied atomics) through the mapping so far, and how
+    /// many of them a sync has made durable.
     pub(crate) write_seq: u64,
     pub(crate) synced_seq: u64,
+    /// The file pages written since the last sync that covered them, with
+    /// the number of their last write: what a crash of the server may have
+    /// lost. `None` once more than [`MAX_NAMED_UNSYNCED`] were written
+    /// without a sync (the loss is then reported without the list).
+    unsynced: Option<BTreeMap<PageNo, u64>>,
     pub(crate) waiters: BTreeSet<OpId>,
     /// Where the last read ended, to spot sequential readers.
     pub(crate) last_read_end: u64,
@@ -86,6 +97,7 @@ impl MappingState {
             file: None,
             write_seq: 0,
             synced_seq: 0,
+            unsynced: Some(BTreeMap::new()),
             waiters: BTreeSet::new(),
             last_read_end: u64::MAX,
             readahead_to: 0,
@@ -102,6 +114,49 @@ impl MappingState {
 
     pub(crate) fn end(&self) -> u64 {
         self.offset + self.len
+    }
+
+    /// A write (or an applied atomic) of the file pages `pages` went
+    /// through the mapping.
+    pub(crate) fn wrote(&mut self, pages: std::ops::Range<PageNo>) {
+        self.write_seq += 1;
+        let seq = self.write_seq;
+        if let Some(u) = &mut self.unsynced {
+            for q in pages {
+                u.insert(q, seq);
+            }
+            if u.len() > MAX_NAMED_UNSYNCED {
+                self.unsynced = None;
+            }
+        }
+    }
+
+    /// A sync made the writes up to number `upto` durable.
+    pub(crate) fn synced(&mut self, upto: u64) {
+        self.synced_seq = self.synced_seq.max(upto);
+        match &mut self.unsynced {
+            Some(u) => u.retain(|_, seq| *seq > upto),
+            None if self.synced_seq >= self.write_seq => {
+                self.unsynced = Some(BTreeMap::new());
+            }
+            None => {}
+        }
+    }
+
+    /// Every write so far is durable (or no longer counts).
+    pub(crate) fn synced_all(&mut self) {
+        self.synced(self.write_seq);
+    }
+
+    /// Whether some write is not known to be durable.
+    pub(crate) fn has_unsynced(&self) -> bool {
+        self.write_seq > self.synced_seq
+    }
+
+    /// The file pages written since their last sync (ascending), if
+    /// they were few enough to be named.
+    pub(crate) fn unsynced_pages(&self) -> Option<Vec<PageNo>> {
+        self.unsynced.as_ref().map(|u| u.keys().copied().collect())
     }
 
     pub(crate) fn pages(&self, ps: u64) -> (PageNo, PageNo) {
@@ -179,7 +234,7 @@ impl MappingState {
         let l = l.clone();
         if matches!(l.cause, LossCause::Session(_)) {
             self.status = MappingStatus::Reopening { req: None };
-            self.synced_seq = self.write_seq;
+            self.synced_all();
         }
         Some(l)
     }
@@ -283,7 +338,8 @@ impl Mappings {
 
     /// A mapping of this client that a new mapping of `offset..offset+len`
     /// of `path` (into memory, with `memory`) would overlap where one of
-    /// the two maps into memory. Paths are compared normalised (`./f`,
+    /// the two maps into memory (an empty range overlaps nothing). Paths
+    /// are compared normalised (`./f`,
     /// `d/../f` and `f` are one file); a path that does not parse is the
     /// server's to refuse.
     pub(crate) fn memory_overlap(
@@ -293,11 +349,16 @@ impl Mappings {
         len: u64,
         memory: bool,
     ) -> Option<MappingId> {
+        if len == 0 {
+            // Holds no byte (a probe of the file's length).
+            return None;
+        }
         let name = ExportPath::parse(path.as_bytes()).ok()?;
         let end = offset.saturating_add(len);
         self.by_id.iter().find_map(|(id, m)| {
             let relevant = (memory || m.memory.is_some())
                 && !m.is_closing()
+                && m.len > 0
                 && m.offset < end
                 && offset < m.end();
             (relevant

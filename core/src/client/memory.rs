@@ -277,7 +277,7 @@ impl Client {
             }
             self.cache.set_some_installed(true);
             if let Some(m) = self.mappings.get_mut(mapping) {
-                m.write_seq += 1;
+                m.wrote(page..page + 1);
             }
             Some(())
         } else {

@@ -38,6 +38,7 @@ impl Client {
                     unsynced_writes: false,
                     remap_error: None,
                     pages: Vec::new(),
+                    unsynced_pages: Vec::new(),
                 })
                 .dirty_pages += 0;
         };
@@ -80,9 +81,11 @@ impl Client {
         }
         if reason == SessionLossReason::ServerRestarted {
             for (mid, m) in self.mappings.iter() {
-                if m.write_seq > m.synced_seq && !m.is_lost() {
+                if m.has_unsynced() && !m.is_lost() {
                     entry(&mut lost, mid, &m.path);
-                    lost.get_mut(&mid).expect("just added").unsynced_writes = true;
+                    let l = lost.get_mut(&mid).expect("just added");
+                    l.unsynced_writes = true;
+                    l.unsynced_pages = m.unsynced_pages().unwrap_or_default();
                 }
             }
         }

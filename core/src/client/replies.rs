@@ -249,7 +249,7 @@ impl Client {
                 if let Some(mapping) = syncs.remove(&req)
                     && let Some(m) = self.mappings.get_mut(mapping)
                 {
-                    m.synced_seq = m.write_seq;
+                    m.synced_all();
                 }
             }
             _ => return true,
@@ -316,10 +316,13 @@ impl Client {
         self.take_request(a.req);
         // An applied atomic is a write of its mapping: not durable until synced.
         if a.applied
-            && let Some(OpKind::Atomic { mapping, .. }) = self.ops.get(op)
+            && let Some(OpKind::Atomic {
+                mapping, offset, ..
+            }) = self.ops.get(op)
+            && let Some(ps) = self.conn.page_size()
             && let Some(m) = self.mappings.get_mut(*mapping)
         {
-            m.write_seq += 1;
+            m.wrote(offset / ps..offset / ps + 1);
         }
         self.complete(
             op,
@@ -349,6 +352,7 @@ impl Client {
                         unsynced_writes: false,
                         remap_error: Some(format!("{}: {message}", e.code)),
                         pages: Vec::new(),
+                        unsynced_pages: Vec::new(),
                     };
                     m.lose(lost.clone());
                     let w = std::mem::take(&mut m.waiters);
@@ -473,6 +477,7 @@ impl Client {
                     unsynced_writes: false,
                     remap_error: None,
                     pages: Vec::new(),
+                    unsynced_pages: Vec::new(),
                 };
                 if !m.is_closing() {
                     m.lose(l.clone());
