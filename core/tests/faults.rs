@@ -251,7 +251,7 @@ fn a_crash_names_the_pages_written_since_the_last_sync() {
     let l = &lost[0].1;
     assert_eq!((l.dirty_pages, &l.pages[..]), (1, &[2][..]), "{l:?}");
     assert!(l.unsynced_writes);
-    assert_eq!(l.unsynced_pages, vec![1, 2, 3], "{l:?}");
+    assert_eq!(&l.unsynced_pages[..], &[1, 2, 3], "{l:?}");
     let text = l.to_string();
     assert!(text.contains("may be lost (file page(s) 1,2,3)"), "{text}");
     match c.read(0, m, 0, 4) {

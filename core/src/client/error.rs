@@ -70,7 +70,7 @@ pub struct LostWrites {
     /// mapping: some of them may be gone.
     pub unsynced_writes: bool,
     /// The mapping could not be re-established on the new session.
-    pub remap_error: Option<String>,
+    pub remap_error: Option<Box<str>>,
     /// The file pages (page numbers of the file, ascending) whose writes
     /// were lost: the `dirty_pages` and unconfirmed ones.
     pub pages: Vec<u64>,
@@ -79,7 +79,7 @@ pub struct LostWrites {
     /// when it restarted; the server kept some, none or all of them, and
     /// its bytes are what the mapping reads now. Empty when more than
     /// 65,536 pages were written without a sync (they are not named).
-    pub unsynced_pages: Vec<u64>,
+    pub unsynced_pages: Box<[u64]>,
 }
 
 impl fmt::Display for LostWrites {

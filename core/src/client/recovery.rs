@@ -38,7 +38,7 @@ impl Client {
                     unsynced_writes: false,
                     remap_error: None,
                     pages: Vec::new(),
-                    unsynced_pages: Vec::new(),
+                    unsynced_pages: Box::default(),
                 })
                 .dirty_pages += 0;
         };
@@ -85,7 +85,7 @@ impl Client {
                     entry(&mut lost, mid, &m.path);
                     let l = lost.get_mut(&mid).expect("just added");
                     l.unsynced_writes = true;
-                    l.unsynced_pages = m.unsynced_pages().unwrap_or_default();
+                    l.unsynced_pages = m.unsynced_pages().unwrap_or_default().into();
                 }
             }
         }

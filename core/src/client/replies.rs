@@ -350,9 +350,9 @@ impl Client {
                         cause: LossCause::Session(super::SessionLossReason::LeaseExpired),
                         dirty_pages: 0,
                         unsynced_writes: false,
-                        remap_error: Some(format!("{}: {message}", e.code)),
+                        remap_error: Some(format!("{}: {message}", e.code).into()),
                         pages: Vec::new(),
-                        unsynced_pages: Vec::new(),
+                        unsynced_pages: Box::default(),
                     };
                     m.lose(lost.clone());
                     let w = std::mem::take(&mut m.waiters);
@@ -477,7 +477,7 @@ impl Client {
                     unsynced_writes: false,
                     remap_error: None,
                     pages: Vec::new(),
-                    unsynced_pages: Vec::new(),
+                    unsynced_pages: Box::default(),
                 };
                 if !m.is_closing() {
                     m.lose(l.clone());
