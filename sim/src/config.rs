@@ -76,6 +76,9 @@ pub struct SimConfig {
     pub echo_trace: bool,
     /// A deliberate bug.
     pub bug: Option<InjectedBug>,
+    /// One operation in ten is a `wait_while` on a word (checked as a read
+    /// of it). Off by default, so that every seed's run stays what it was.
+    pub waits: bool,
 }
 
 impl Default for SimConfig {
@@ -90,6 +93,7 @@ impl Default for SimConfig {
             faults: true,
             disk_faults: true,
             graceful_restarts: true,
+            waits: false,
             liveness_bound: Duration::from_secs(90),
             keep_trace: false,
             echo_trace: false,

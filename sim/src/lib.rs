@@ -197,6 +197,9 @@ pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
             s.push_str(" --no-graceful");
         }
     }
+    if cfg.waits {
+        s.push_str(" --waits");
+    }
     if let Some(b) = cfg.bug {
         s = s.replace("--release", "--release --features bug-injection");
         s.push_str(" --bug ");

@@ -60,6 +60,10 @@ struct Args {
     /// Run every fault except graceful shutdowns.
     #[arg(long)]
     no_graceful: bool,
+    /// One operation in ten is a `wait_while` on a word (checked as a read);
+    /// off by default so that seeds replay as they always did.
+    #[arg(long)]
+    waits: bool,
     /// Network level: the real rmmap-tokio client and server over turmoil.
     #[arg(long)]
     net: bool,
@@ -96,6 +100,7 @@ fn config(args: &Args) -> Result<SimConfig, String> {
     cfg.faults = !args.no_faults;
     cfg.disk_faults = !args.no_disk_faults;
     cfg.graceful_restarts = !args.no_graceful;
+    cfg.waits = args.waits;
     cfg.bug = match args.bug.as_deref() {
         None => None,
         Some(name) => Some(InjectedBug::parse(name).ok_or_else(|| {

@@ -77,6 +77,17 @@ pub enum Planned {
         /// New value.
         new: u64,
     },
+    /// Wait until the word no longer holds `current` (`wait_while`), at
+    /// most `timeout`: recorded as a read of the word (the new value it
+    /// returns); a timeout observed nothing and is recorded as failed.
+    Wait {
+        /// The word.
+        cell: Cell,
+        /// The value to wait out.
+        current: u64,
+        /// How long at most.
+        timeout: std::time::Duration,
+    },
 }
 
 impl Layout {
@@ -150,6 +161,24 @@ impl Layout {
             offset,
             data: Bytes::from(data),
             cells,
+        }
+    }
+
+    /// A `wait_while` on a random word of one of `files`, for the value the
+    /// client last saw there, for up to 400 ms.
+    pub fn plan_wait(
+        &self,
+        rng: &mut SimRng,
+        files: &[usize],
+        last_seen: impl Fn(Cell) -> u64,
+    ) -> Planned {
+        let file = files[rng.below(files.len() as u64) as usize];
+        let cells = self.cells_in(file, 0, self.len(file));
+        let cell = cells[rng.below(cells.len() as u64) as usize];
+        Planned::Wait {
+            cell,
+            current: last_seen(cell),
+            timeout: std::time::Duration::from_millis(1 + rng.below(400)),
         }
     }
 

@@ -224,6 +224,18 @@ async fn run_op(lab: LabRef, host: usize, posted: Posted) {
             .atomic(cell.offset, AtomicOp::CompareExchange { expected, new })
             .await
             .map(|(p, a)| Done::Atomic(p, a)),
+        // The word's new value, as a read of it; a timeout observed nothing.
+        Planned::Wait {
+            cell,
+            current,
+            timeout,
+        } => m
+            .wait_while(cell.offset, current, timeout)
+            .await
+            .map(|v| match v {
+                Some(v) => Done::Read(bytes::Bytes::copy_from_slice(&v.to_le_bytes())),
+                None => Done::TimedOut,
+            }),
     };
     lab.borrow_mut().complete(host, id, result, host_now());
 }

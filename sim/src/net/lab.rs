@@ -130,6 +130,9 @@ pub(crate) enum Done {
     Read(Bytes),
     /// An atomic's previous value and whether it applied.
     Atomic(u64, bool),
+    /// A `wait_while` that timed out: it observed nothing to check (it may
+    /// never have had the page to look at).
+    TimedOut,
 }
 
 /// Everything shared.
@@ -491,6 +494,14 @@ impl Lab {
                     new: *new,
                 },
             ),
+            // Checked as a read of the word.
+            Planned::Wait { cell, .. } => (
+                cell.file,
+                OpKind::Read {
+                    offset: cell.offset,
+                    cells: vec![*cell],
+                },
+            ),
         }
     }
 
@@ -537,6 +548,7 @@ impl Lab {
                         rec.applied = applied;
                     }
                     Done::Unit => {}
+                    Done::TimedOut => rec.outcome = Outcome::Failed("timed_out".to_owned()),
                 }
             }
             Err(e) => {

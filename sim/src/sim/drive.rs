@@ -48,9 +48,12 @@ impl Sim<'_> {
         self.clients[i].next_seq += 1;
         let seq = self.clients[i].next_seq;
         let seen = self.clients[i].last_seen.clone();
-        let planned = self.layout.plan(&mut self.rng, i, seq, &files, |cell| {
-            seen.get(&cell).copied().unwrap_or(0)
-        });
+        let last = |cell| seen.get(&cell).copied().unwrap_or(0);
+        let planned = if self.cfg.waits && self.rng.below(10) == 0 {
+            self.layout.plan_wait(&mut self.rng, &files, last)
+        } else {
+            self.layout.plan(&mut self.rng, i, seq, &files, last)
+        };
         self.issue_planned(i, planned);
     }
 
@@ -60,7 +63,13 @@ impl Sim<'_> {
             Planned::Read { file, .. } | Planned::Write { file, .. } | Planned::Sync { file } => {
                 *file
             }
-            Planned::Swap { cell, .. } | Planned::Cas { cell, .. } => cell.file,
+            Planned::Swap { cell, .. } | Planned::Cas { cell, .. } | Planned::Wait { cell, .. } => {
+                cell.file
+            }
+        };
+        let waiting_out = match &planned {
+            Planned::Wait { current, .. } => Some(*current),
+            _ => None,
         };
         let slot = &self.clients[i].slots[file];
         let (SlotState::Ready, Some(m)) = (&slot.state, slot.mapping) else {
@@ -111,6 +120,19 @@ impl Sim<'_> {
                     new,
                 },
             ),
+            Planned::Wait {
+                cell,
+                current,
+                timeout,
+            } => (
+                client
+                    .wait_while(now, m, cell.offset, current, timeout)
+                    .map(OpId::from),
+                OpKind::Read {
+                    offset: cell.offset,
+                    cells: vec![cell],
+                },
+            ),
         };
         let id = self.history.ops.len();
         let invoke_seq = self.next_seq();
@@ -136,6 +158,9 @@ impl Sim<'_> {
                 self.trace.line(format!("invoke {rec}"));
                 self.history.ops.push(rec);
                 self.pending.insert((i, op), Pending::Op(id));
+                if let Some(current) = waiting_out {
+                    self.waits.insert(id, current);
+                }
                 self.clients[i].outstanding += 1;
                 self.stats.ops += 1;
             }
@@ -369,6 +394,23 @@ impl Sim<'_> {
                             Completion::Atomic { previous, applied } => {
                                 rec.read = vec![previous];
                                 rec.applied = applied;
+                            }
+                            Completion::Waited(v) => {
+                                let OpKind::Read { cells, .. } = &rec.kind else {
+                                    unreachable!("waits are recorded as reads")
+                                };
+                                let waited_out = self.waits.remove(&id);
+                                match v {
+                                    // The new value: checked as a read.
+                                    Some(v) => {
+                                        debug_assert_ne!(Some(v), waited_out);
+                                        rec.read = vec![v];
+                                        self.clients[i].last_seen.insert(cells[0], v);
+                                    }
+                                    // It may never have seen the page:
+                                    // nothing to check.
+                                    None => rec.outcome = Outcome::Failed("timed_out".into()),
+                                }
                             }
                             _ => {}
                         }

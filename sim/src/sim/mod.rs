@@ -195,6 +195,8 @@ struct Sim<'a> {
     seq: u64,
     trace: Trace,
     pending: BTreeMap<(usize, OpId), Pending>,
+    /// The value each `wait_while` in progress waits out (by operation).
+    waits: BTreeMap<usize, u64>,
     violations: Vec<Violation>,
     segment: u32,
     /// The server is shutting down: like the adapters, it accepts no new
@@ -278,6 +280,7 @@ impl<'a> Sim<'a> {
             seq: 0,
             trace: Trace::new(cfg.keep_trace).echo(cfg.echo_trace),
             pending: BTreeMap::new(),
+            waits: BTreeMap::new(),
             violations: Vec::new(),
             segment: 0,
             stopping: false,
