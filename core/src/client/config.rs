@@ -17,7 +17,11 @@ pub struct ClientConfig {
     /// benchmark machine (fresh memory costs page faults), see
     /// docs/BENCHMARKS.md.
     pub max_cached_pages: usize,
-    /// Pages fetched ahead of a sequential reader. Default 1024.
+    /// Pages asked for ahead of a sequential reader or writer at first.
+    /// Default 1024. The window then grows by itself while the stream waits
+    /// on pages already on their way, up to half the cache, and shrinks
+    /// when the cache is full (see `window.rs` in the core): no tuning is
+    /// needed for long round trips.
     pub readahead_pages: u32,
     /// The client stops trusting its cache this long before its lease could
     /// have run out at the server, to cover clock-rate differences. Default:
