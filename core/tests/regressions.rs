@@ -349,3 +349,49 @@ fn copies_leave_the_cache_when_the_unmap_goes_out() {
     );
     assert!(c.server.check_invariants().is_ok());
 }
+
+/// Found reviewing e48f927: with copies released when the `Unmap` goes out,
+/// the first of two unmaps of one file to be answered forgot the file while
+/// the other mapping still waited for its `Unmapped`, so a fetch answer for
+/// that mapping arriving in between named an unknown handle and the client
+/// dropped the connection. The file is kept until its last unmap is done.
+#[test]
+fn a_file_is_kept_until_its_last_unmap_is_answered() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; (2 * PAGE) as usize]);
+    let mut c = Cluster::new(config(2000), store, 1, 313);
+    c.settle();
+    let a = c.map(0, "f", 0, PAGE, MapOptions::read_only()).unwrap();
+    let b = c.map(0, "f", PAGE, PAGE, MapOptions::read_only()).unwrap();
+    let hellos = std::rc::Rc::new(std::cell::Cell::new(0));
+    let seen = hellos.clone();
+    c.set_hook(Box::new(move |_, d, m| {
+        if let (Direction::ToServer, Message::Hello(_)) = (d, m) {
+            seen.set(seen.get() + 1);
+        }
+        Verdict::Deliver
+    }));
+    // Disk reads take 20 ms: b's fetch is answered after a's unmap.
+    c.set_disk_hook(Box::new(|r| match r.op {
+        rmmap_core::store::StoreOp::Read { .. } => Duration::from_millis(20),
+        _ => Duration::ZERO,
+    }));
+    let now = c.now;
+    let read = c.nodes[0].client.read(now, b, 0, 2).unwrap();
+    c.flush();
+    c.hold(0, Direction::ToClient, true);
+    let ua = c.nodes[0].client.unmap(now, a).unwrap();
+    c.flush();
+    c.run_for(Duration::from_millis(30));
+    let now = c.now;
+    let ub = c.nodes[0].client.unmap(now, b).unwrap();
+    c.flush();
+    c.run_for(Duration::from_millis(5));
+    // Unmapped(a), then Pages for b's fetch, then Unmapped(b).
+    c.hold(0, Direction::ToClient, false);
+    assert!(c.wait(0, ua.id(), Duration::from_secs(5)).unwrap().is_ok());
+    let _ = c.wait(0, read.id(), Duration::from_secs(5));
+    assert!(c.wait(0, ub.id(), Duration::from_secs(5)).unwrap().is_ok());
+    assert_eq!(hellos.get(), 0, "the client dropped its connection");
+    assert!(c.nodes[0].client.is_connected());
+}

@@ -157,10 +157,9 @@ impl Client {
         let waiters: Vec<OpId> = m.waiters.iter().copied().collect();
         self.ops.wake_all_of(waiters);
         let Some(file) = m.file else { return };
-        let Some(ps) = self.conn.page_size() else {
-            return;
-        };
-        if self.mappings.page_ranges_of(file, ps, None).is_empty() {
+        // Not while a mapping of the file still waits for its `Unmapped`:
+        // answers to its requests still name the file's handle.
+        if !self.mappings.maps_file(file) {
             self.drop_file(file);
         }
     }

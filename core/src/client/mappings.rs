@@ -367,6 +367,11 @@ impl Mappings {
         })
     }
 
+    /// Whether some mapping of `file` remains, open or being unmapped.
+    pub(crate) fn maps_file(&self, file: FileId) -> bool {
+        self.by_id.values().any(|m| m.file == Some(file))
+    }
+
     /// The path some mapping of `file` was given.
     pub(crate) fn path_of(&self, file: FileId) -> Option<&str> {
         self.by_id
