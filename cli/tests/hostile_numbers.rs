@@ -14,8 +14,9 @@ use bytes::Bytes;
 use hostile_common::Scene;
 use hostile_common::raw::{Raw, check_error, fetch_msg, map_msg};
 use rmmap_core::protocol::{
-    Atomic, AtomicOp, ErrorCode, FileHandle, Message, PagePatch, PageVersion, Release, ReqId,
-    Revalidate, SetLen, Sync, Unmap, WireMappingId, WriteBack, fetch_flags, map_flags,
+    Atomic, AtomicOp, ErrorCode, FileHandle, Message, PageDigest, PagePatch, PageVersion, Refresh,
+    Release, ReqId, Revalidate, SetLen, Sync, Unmap, WireMappingId, WriteBack, fetch_flags,
+    map_flags,
 };
 
 both_transports!(numbers_at_the_edges_get_named_errors);
@@ -28,6 +29,37 @@ fn write_back(req: u64, mapping: WireMappingId, patches: Vec<PagePatch>) -> Mess
         mapping,
         patches,
     })
+}
+
+fn refresh(mapping: WireMappingId, first_page: u64, n: usize) -> Message {
+    Message::Refresh(Refresh {
+        req: ReqId(0),
+        mapping,
+        first_page,
+        digests: vec![PageDigest([7; 16]); n],
+    })
+}
+
+/// A refresh of two pages of zeros: the copy whose digest matches is vouched
+/// for without data, the other is sent.
+fn refresh_vouches_for_the_copy_that_matches(scene: &Scene) {
+    std::fs::write(scene.root.join("z.bin"), vec![0u8; 4 * 4096]).unwrap();
+    let (mut raw, _) = Raw::handshake(scene.addr());
+    let z = raw.map(1, "z.bin", 0, 0, 4 * 4096);
+    raw.send(&Message::Refresh(Refresh {
+        req: ReqId(2),
+        mapping: z,
+        first_page: 2,
+        digests: vec![PageDigest::of(&[0u8; 4096]), PageDigest([7; 16])],
+    }));
+    match raw.reply(2) {
+        Message::Pages(p) => {
+            assert_eq!((p.first_page, p.exclusive, p.pages.len()), (2, false, 2));
+            assert!(p.pages[0].data.is_none(), "{p:?}");
+            assert_eq!(p.pages[1].data.as_deref(), Some(&[0u8; 4096][..]));
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 fn patch(page: u64, offset: u32, len: usize) -> PagePatch {
@@ -47,6 +79,7 @@ fn numbers_at_the_edges_get_named_errors(transport: &str) {
     let m = raw.map(1, "n.bin", rw, 0, LEN);
     let ro = raw.map(2, "n.bin", 0, 0, LEN);
     let excl = fetch_flags::EXCLUSIVE | fetch_flags::WANT_DATA;
+    refresh_vouches_for_the_copy_that_matches(&scene);
     raw.send(&fetch_msg(3, m, 0, 16, excl));
     assert!(matches!(raw.reply(3), Message::Pages(p) if p.exclusive));
     let max = u64::MAX;
@@ -143,6 +176,11 @@ fn numbers_at_the_edges_get_named_errors(transport: &str) {
             }),
             ErrorCode::OutOfRange,
         ),
+        (refresh(m, max, 1), ErrorCode::OutOfRange),
+        (refresh(m, 15, 2), ErrorCode::OutOfRange),
+        (refresh(m, 0, 0), ErrorCode::OutOfRange),
+        (refresh(m, 0, 257), ErrorCode::OutOfRange),
+        (refresh(bad, 0, 1), ErrorCode::UnknownMapping),
     ];
     let mut req = 3;
     for (mut msg, code) in requests {
@@ -230,6 +268,7 @@ fn set_req(m: &mut Message, req: u64) {
         Message::Sync(x) => x.req = r,
         Message::Unmap(x) => x.req = r,
         Message::Revalidate(x) => x.req = r,
+        Message::Refresh(x) => x.req = r,
         other => panic!("not a request: {other:?}"),
     }
 }

@@ -91,7 +91,7 @@ pub fn client_message(u: &mut Unstructured<'_>) -> Result<Message> {
     let req = |u: &mut Unstructured<'_>| -> Result<ReqId> { Ok(ReqId(u.arbitrary()?)) };
     let mapping =
         |u: &mut Unstructured<'_>| -> Result<WireMappingId> { Ok(WireMappingId(u.arbitrary()?)) };
-    Ok(match u.int_in_range(0..=14u8)? {
+    Ok(match u.int_in_range(0..=15u8)? {
         0 => Message::Hello(Hello {
             version: u.arbitrary()?,
             max_frame: u.arbitrary()?,
@@ -172,6 +172,14 @@ pub fn client_message(u: &mut Unstructured<'_>) -> Result<Message> {
         }),
         13 => Message::InvalidateAck(InvalidateAck {
             rev: RevId(u.arbitrary()?),
+        }),
+        15 => Message::Refresh(Refresh {
+            req: req(u)?,
+            mapping: mapping(u)?,
+            first_page: u.arbitrary()?,
+            digests: (0..count(u)?)
+                .map(|_| Ok(PageDigest(u.arbitrary()?)))
+                .collect::<Result<_>>()?,
         }),
         _ => Message::RecallAck(RecallAck {
             rev: RevId(u.arbitrary()?),

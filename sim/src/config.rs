@@ -13,14 +13,18 @@ pub enum InjectedBug {
     /// server before the disk became an effect): the data is dropped and its
     /// writer told nothing.
     IgnoreStoreErrors,
+    /// The server answers a `Refresh` as if every carried copy matched, so
+    /// a client keeps bytes of an earlier run that the restart changed.
+    RefreshTrustsDigests,
 }
 
 impl InjectedBug {
     /// Every bug, with its command-line name.
-    pub const ALL: [(&'static str, InjectedBug); 3] = [
+    pub const ALL: [(&'static str, InjectedBug); 4] = [
         ("skip-invalidation", InjectedBug::SkipInvalidation),
         ("client-ignores-lease", InjectedBug::ClientIgnoresLease),
         ("ignore-store-errors", InjectedBug::IgnoreStoreErrors),
+        ("refresh-trusts-digests", InjectedBug::RefreshTrustsDigests),
     ];
 
     /// The command-line name.

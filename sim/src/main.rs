@@ -43,7 +43,8 @@ struct Args {
     #[arg(long)]
     echo: bool,
     /// Inject a protocol bug (needs `--features bug-injection`):
-    /// skip-invalidation, client-ignores-lease or ignore-store-errors; with
+    /// skip-invalidation, client-ignores-lease, ignore-store-errors or
+    /// refresh-trusts-digests; with
     /// `--cluster`, serve-after-lease-loss.
     #[arg(long)]
     bug: Option<String>,

@@ -96,6 +96,23 @@ fn ignoring_store_errors_is_caught_within_20_seeds_of_disk_faults() {
     );
 }
 
+/// A server that vouches for every copy a client carried over a restart,
+/// without comparing it with the disk, is caught once a crash has thrown
+/// away writes some client had read: that client goes on reading them.
+#[test]
+fn trusting_carried_copies_is_caught_within_40_seeds() {
+    let caught = catches(SimConfig::default(), InjectedBug::RefreshTrustsDigests, 40);
+    assert!(
+        !caught.is_empty(),
+        "a server that trusts every carried copy went unnoticed for 40 seeds"
+    );
+    eprintln!(
+        "refresh-trusts-digests caught by {} of 40 seeds: {:?}",
+        caught.len(),
+        caught.first()
+    );
+}
+
 /// The same bug goes unnoticed without the disk's faults: they are what
 /// find it, not the network's or the restarts'.
 #[test]

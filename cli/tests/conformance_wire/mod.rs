@@ -43,6 +43,7 @@ wire!(
     a_server_message_from_a_client_is_a_protocol_violation_in_every_state,
     hello_limits_names_creation_pipelining_and_bye_behave_as_written,
     recalled_data_outside_the_recalled_pages_ends_the_session_unapplied,
+    a_refresh_leaves_out_the_pages_whose_digest_matches,
 );
 
 /// `rmmap serve` over a fresh root holding `f` (two pages of a known
@@ -493,4 +494,42 @@ fn recalled_data_outside_the_recalled_pages_ends_the_session_unapplied(transport
         other => panic!("{other:?}"),
     }
     assert_eq!(std::fs::read(root.join("f")).unwrap(), pattern(2 * PAGE));
+}
+
+/// Section 10: a `Refresh` frame built from the table (type 0x19, `req`,
+/// `mapping`, `first_page`, `n`, then `n` digests: the first 16 bytes of
+/// SHA-256 over each page) is answered by `Pages` that leave out the pages
+/// whose digest matches the page's bytes, and only those.
+fn a_refresh_leaves_out_the_pages_whose_digest_matches(transport: &str) {
+    use sha2::Digest as _;
+    let (_dir, _root, server) = serve(transport, "2000");
+    let (mut raw, w) = Raw::handshake(&server.addr);
+    let ps = w.page_size;
+    raw.send(&map_msg(1, b"f", 0, 0, 2 * PAGE as u64));
+    let m = mapped(&mut raw, 1);
+    let bytes = pattern(2 * PAGE);
+    let digest = |page: &[u8]| sha2::Sha256::digest(page)[..16].to_vec();
+    for (req, copies, expected) in [
+        (2u64, [&bytes[..PAGE], &bytes[PAGE..]], vec![false, false]),
+        (3, [&bytes[..PAGE], &[0u8; PAGE][..]], vec![false, true]),
+        (4, [&[1u8; PAGE][..], &bytes[PAGE..]], vec![true, false]),
+    ] {
+        let mut f = Vec::new();
+        f.extend_from_slice(&(1 + 8 + 4 + 8 + 4 + 2 * 16u32).to_be_bytes());
+        f.push(0x19);
+        f.extend_from_slice(&req.to_be_bytes());
+        f.extend_from_slice(&m.mapping.0.to_be_bytes());
+        f.extend_from_slice(&0u64.to_be_bytes());
+        f.extend_from_slice(&2u32.to_be_bytes());
+        for c in copies {
+            f.extend_from_slice(&digest(c));
+        }
+        raw.send_raw(&f).unwrap();
+        let frame = raw.recv_bytes().expect("a reply");
+        let (got, has, page_len) = pages_on_the_wire(&frame);
+        assert_eq!(got, req);
+        assert_eq!(has, expected, "request {req}");
+        let with_data = expected.iter().any(|h| *h);
+        assert_eq!(page_len, if with_data { ps } else { 0 });
+    }
 }

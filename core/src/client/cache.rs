@@ -93,6 +93,9 @@ pub(crate) struct Page {
     pub(crate) writebacks: u32,
     /// Kept after a lost session, to be revalidated by version.
     pub(crate) stale: bool,
+    /// A stale copy from an earlier server run: its version means nothing
+    /// to the server now, so it is checked by its bytes (`Refresh`).
+    pub(crate) carried: bool,
     pub(crate) waiters: BTreeSet<OpId>,
     pub(crate) touched: u64,
     /// In a memory mapping's memory: `Some(true)` writable (possibly
@@ -110,6 +113,7 @@ impl Page {
             fetch: None,
             writebacks: 0,
             stale: false,
+            carried: false,
             waiters: BTreeSet::new(),
             touched: 0,
             installed: None,
@@ -154,6 +158,7 @@ impl Page {
         self.data = PageData::None;
         self.dirty = None;
         self.stale = false;
+        self.carried = false;
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::Instant;
-use crate::protocol::{Message, PageVersion, Revalidate};
+use crate::protocol::{Message, PageDigest, PageVersion, Refresh, Revalidate};
 
 use super::cache::{FileId, PageState};
 use super::error::{LossCause, LostWrites, SessionLossReason};
@@ -15,9 +15,9 @@ impl Client {
     /// The server no longer has our session (`reason`). Dirty pages are gone
     /// and the mappings they belong to are marked lost; after a restart, so
     /// are mappings written since their last sync. Clean pages are kept to be
-    /// revalidated by version (unless the server restarted, when versions
-    /// mean nothing). Every other mapping is mapped again and its operations
-    /// continue.
+    /// vouched for again: by version, or by their bytes when the server
+    /// restarted (versions of its earlier run mean nothing to it). Every other
+    /// mapping is mapped again and its operations continue.
     pub(crate) fn on_session_lost(
         &mut self,
         _now: Instant,
@@ -106,6 +106,7 @@ impl Client {
                 | ReqKind::WriteBack { .. }
                 | ReqKind::Sync { .. }
                 | ReqKind::Revalidate { .. }
+                | ReqKind::Refresh { .. }
                 | ReqKind::SetLen { .. } => {}
             }
         }
@@ -146,16 +147,19 @@ impl Client {
                 _ => {}
             }
         }
-        // The cache: keep clean copies to revalidate, unless versions of
-        // the old epoch mean nothing.
-        let keep = reason == SessionLossReason::LeaseExpired && !drop_cache;
+        // The cache: keep clean copies to have them vouched for again, by
+        // version in the same server run, by their bytes after a restart
+        // (versions of an earlier run mean nothing to the new one).
+        let restarted = reason == SessionLossReason::ServerRestarted;
+        let keep = !drop_cache;
         self.files.forget_handles();
         let mut gone = Vec::new();
         self.cache.update_all(|fid, q, pg| {
             pg.fetch = None;
-            // Valid copies, and copies already waiting for revalidation
-            // since an earlier loss, are kept when versions still count.
+            // Valid copies, and copies already waiting to be vouched for
+            // since an earlier loss, are kept.
             if keep && pg.data.is_some() && (pg.state != PageState::Invalid || pg.stale) {
+                pg.carried = restarted || (pg.stale && pg.carried);
                 pg.state = PageState::Invalid;
                 pg.stale = true;
             } else {
@@ -197,7 +201,10 @@ impl Client {
         self.ops.wake_all();
     }
 
-    /// Asks the new session to vouch for the stale copies in a mapping.
+    /// Asks the new session to vouch for the stale copies in a mapping: by
+    /// version (`Revalidate`) for copies of this server run, by digest
+    /// (`Refresh`, which sends what changed) for copies carried over a
+    /// restart.
     pub(crate) fn revalidate(&mut self, mapping: MappingId, file: FileId) {
         let Some(ps) = self.conn.page_size() else {
             return;
@@ -205,23 +212,19 @@ impl Client {
         let m = &self.mappings[mapping];
         let Some(wire) = m.wire() else { return };
         let (a, b) = m.pages(ps);
-        let stale: Vec<(u64, u64)> = self
-            .cache
-            .range(file, a..b)
-            .filter(|(_, p)| p.stale && p.fetch.is_none())
-            .map(|(q, p)| (q, p.version))
-            .collect();
-        let per_request =
-            ((self.conn.params().expect("set").max_frame as usize).saturating_sub(64) / 16).max(1);
-        for chunk in stale.chunks(per_request) {
+        let stale = |carried: bool| -> Vec<(u64, u64)> {
+            self.cache
+                .range(file, a..b)
+                .filter(|(_, p)| p.stale && p.fetch.is_none() && p.carried == carried)
+                .map(|(q, p)| (q, p.version))
+                .collect()
+        };
+        let (same_run, carried) = (stale(false), stale(true));
+        let max_frame = self.conn.params().expect("set").max_frame as usize;
+        let per_request = (max_frame.saturating_sub(64) / 16).max(1);
+        for chunk in same_run.chunks(per_request) {
             if !self.request_room() {
-                // No room: drop what cannot be checked now; it is fetched
-                // again on use.
-                for (q, _) in chunk {
-                    if let Some(mut pg) = self.cache.get_mut(file, *q) {
-                        pg.invalidate();
-                    }
-                }
+                self.drop_unchecked(file, chunk.iter().map(|(q, _)| *q));
                 continue;
             }
             let pages: Vec<PageVersion> = chunk
@@ -246,6 +249,53 @@ impl Client {
             );
             for (q, _) in chunk {
                 self.cache.page(file, *q).fetch = Some(req);
+            }
+        }
+        // Carried copies go in runs of consecutive pages, as fetches do.
+        let max_pages = (self.conn.params().expect("set").max_pages as usize)
+            .min(per_request)
+            .max(1);
+        let mut runs: Vec<(u64, u32)> = Vec::new();
+        for (q, _) in carried {
+            match runs.last_mut() {
+                Some((first, n)) if *first + *n as u64 == q && (*n as usize) < max_pages => *n += 1,
+                _ => runs.push((q, 1)),
+            }
+        }
+        for (first, count) in runs {
+            let pages = first..first + count as u64;
+            if !self.request_room() {
+                self.drop_unchecked(file, pages);
+                continue;
+            }
+            let digests: Vec<PageDigest> = self
+                .cache
+                .range(file, pages.clone())
+                .map(|(_, p)| PageDigest::of(p.data.as_slice().unwrap_or_default()))
+                .collect();
+            let req = self.send_request(
+                |req| {
+                    Message::Refresh(Refresh {
+                        req,
+                        mapping: wire,
+                        first_page: first,
+                        digests,
+                    })
+                },
+                ReqKind::Refresh { file, first, count },
+            );
+            for q in pages {
+                self.cache.page(file, q).fetch = Some(req);
+            }
+        }
+    }
+
+    /// No room for more requests: copies that cannot be checked now are
+    /// dropped; they are fetched again on use.
+    fn drop_unchecked(&mut self, file: FileId, pages: impl IntoIterator<Item = u64>) {
+        for q in pages {
+            if let Some(mut pg) = self.cache.get_mut(file, q) {
+                pg.invalidate();
             }
         }
     }

@@ -2,11 +2,11 @@
 
 use crate::Instant;
 use crate::protocol::{
-    AtomicDone, ErrorCode, ErrorMsg, Invalidate, InvalidateAck, LenSet, Mapped, Message, PagePatch,
-    Pages, Recall, RecallAck, Revalidated, Unmapped, WriteAck,
+    AtomicDone, ErrorCode, ErrorMsg, Invalidate, InvalidateAck, LenSet, Mapped, Message, PageNo,
+    PagePatch, Pages, Recall, RecallAck, Revalidated, Unmapped, WriteAck,
 };
 
-use super::cache::{PageData, PageState};
+use super::cache::{FileId, PageData, PageState};
 use super::error::{LossCause, LostWrites};
 use super::requests::ReqKind;
 use super::{Client, Completion, MappingStatus, OpError, OpKind};
@@ -37,10 +37,15 @@ impl Client {
         let Some(r) = self.requests.get(p.req) else {
             return true;
         };
-        let ReqKind::Fetch { file, first, count } = r.kind else {
-            return false;
+        let (file, first, count, refresh) = match r.kind {
+            ReqKind::Fetch { file, first, count } => (file, first, count, false),
+            ReqKind::Refresh { file, first, count } => (file, first, count, true),
+            _ => return false,
         };
         let ps = self.conn.params().expect("connected").page_size;
+        if refresh && p.exclusive {
+            return false;
+        }
         if p.first_page != first
             || p.pages.len() != count as usize
             || self.files.handle(file) != Some(p.file)
@@ -87,6 +92,11 @@ impl Client {
                     pg.data = PageData::Shared(d);
                     pg.dirty = None;
                 }
+                // A copy carried over a restart whose digest went out with
+                // this refresh (it has not changed since: a stale copy is
+                // neither written nor refilled while its check is in
+                // flight): the server vouches for it.
+                None if refresh && pg.stale && pg.carried => {}
                 None if pg.stale => {
                     // A copy kept from a lost session is not trusted without
                     // a revalidation.
@@ -95,6 +105,7 @@ impl Client {
                 None => {}
             }
             pg.stale = false;
+            pg.carried = false;
             pg.state = if p.exclusive {
                 PageState::Exclusive
             } else {
@@ -294,6 +305,22 @@ impl Client {
         true
     }
 
+    /// A revalidation or refresh failed: its stale copies are dropped, and
+    /// whoever waited for them fetches the pages again.
+    fn drop_unvouched(&mut self, file: FileId, pages: impl IntoIterator<Item = PageNo>) {
+        for q in pages {
+            if let Some(mut pg) = self.cache.get_mut(file, q)
+                && pg.stale
+            {
+                pg.invalidate();
+                pg.fetch = None;
+                let w: Vec<_> = pg.waiters.iter().copied().collect();
+                drop(pg);
+                self.ops.wake_all_of(w);
+            }
+        }
+    }
+
     fn on_len_set(&mut self, l: LenSet) -> bool {
         let Some(r) = self.requests.get(l.req) else {
             return true;
@@ -434,18 +461,11 @@ impl Client {
                 }
                 self.ops.wake(op);
             }
+            ReqKind::Refresh { file, first, count } => {
+                self.drop_unvouched(file, first..first + count as u64)
+            }
             ReqKind::Revalidate { file, pages } => {
-                for (q, _) in pages {
-                    if let Some(mut pg) = self.cache.get_mut(file, q)
-                        && pg.stale
-                    {
-                        pg.invalidate();
-                        pg.fetch = None;
-                        let w: Vec<_> = pg.waiters.iter().copied().collect();
-                        drop(pg);
-                        self.ops.wake_all_of(w);
-                    }
-                }
+                self.drop_unvouched(file, pages.into_iter().map(|(q, _)| q))
             }
             ReqKind::Atomic { op } if e.code == ErrorCode::ShuttingDown => {
                 // Not applied: asked again of the next run, after the next

@@ -40,6 +40,12 @@ pub(crate) enum ReqKind {
         file: FileId,
         pages: Vec<(PageNo, Version)>,
     },
+    /// Copies carried over a server restart, checked by their digests.
+    Refresh {
+        file: FileId,
+        first: PageNo,
+        count: u32,
+    },
     SetLen {
         op: OpId,
     },

@@ -129,6 +129,7 @@ fn kind_name(k: u8) -> Option<&'static str> {
         REVALIDATE => "Revalidate",
         SET_LEN => "SetLen",
         ATOMIC => "Atomic",
+        REFRESH => "Refresh",
         INVALIDATE_ACK => "InvalidateAck",
         RECALL_ACK => "RecallAck",
         CHALLENGE => "Challenge",
@@ -320,6 +321,23 @@ impl Reader<'_> {
                     req,
                     mapping,
                     pages,
+                })
+            }
+            REFRESH => {
+                let req = ReqId(self.u64()?);
+                let mapping = WireMappingId(self.u32()?);
+                let first_page = self.u64()?;
+                let count = self.u32()? as usize;
+                self.check_count(count, 16)?;
+                let mut digests = Vec::with_capacity(count);
+                for _ in 0..count {
+                    digests.push(PageDigest(self.array()?));
+                }
+                Message::Refresh(Refresh {
+                    req,
+                    mapping,
+                    first_page,
+                    digests,
                 })
             }
             SET_LEN => Message::SetLen(SetLen {

@@ -276,6 +276,15 @@ fn write_body(msg: &Message, out: &mut impl Out) {
                 out.u64(p.version);
             }
         }
+        Message::Refresh(m) => {
+            out.u64(m.req.0);
+            out.u32(m.mapping.0);
+            out.u64(m.first_page);
+            out.u32(m.digests.len() as u32);
+            for d in &m.digests {
+                out.slice(&d.0);
+            }
+        }
         Message::SetLen(m) => {
             out.u64(m.req.0);
             out.u8(m.create as u8);

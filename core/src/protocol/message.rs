@@ -39,6 +39,8 @@ pub mod kind {
     pub const SET_LEN: u8 = 0x17;
     /// [`Atomic`](super::Atomic).
     pub const ATOMIC: u8 = 0x18;
+    /// [`Refresh`](super::Refresh).
+    pub const REFRESH: u8 = 0x19;
     /// [`InvalidateAck`](super::InvalidateAck).
     pub const INVALIDATE_ACK: u8 = 0x20;
     /// [`RecallAck`](super::RecallAck).
@@ -108,6 +110,8 @@ pub enum Message {
     SetLen(SetLen),
     /// An atomic operation on a word, at the server.
     Atomic(Atomic),
+    /// A shared fetch that leaves out the pages the client's copies match.
+    Refresh(Refresh),
     /// The answer to an [`Invalidate`].
     InvalidateAck(InvalidateAck),
     /// The answer to a [`Recall`], with the dirty data.
@@ -127,7 +131,7 @@ pub enum Message {
     Mapped(Mapped),
     /// The answer to an [`Unmap`].
     Unmapped(Unmapped),
-    /// The answer to a [`Fetch`].
+    /// The answer to a [`Fetch`] or a [`Refresh`].
     Pages(Pages),
     /// The answer to a [`WriteBack`].
     WriteAck(WriteAck),
@@ -163,6 +167,7 @@ impl Message {
             Message::Revalidate(_) => REVALIDATE,
             Message::SetLen(_) => SET_LEN,
             Message::Atomic(_) => ATOMIC,
+            Message::Refresh(_) => REFRESH,
             Message::InvalidateAck(_) => INVALIDATE_ACK,
             Message::RecallAck(_) => RECALL_ACK,
             Message::Challenge(_) => CHALLENGE,
@@ -199,6 +204,7 @@ impl Message {
             Message::Revalidate(_) => "Revalidate",
             Message::SetLen(_) => "SetLen",
             Message::Atomic(_) => "Atomic",
+            Message::Refresh(_) => "Refresh",
             Message::InvalidateAck(_) => "InvalidateAck",
             Message::RecallAck(_) => "RecallAck",
             Message::Challenge(_) => "Challenge",
@@ -385,6 +391,41 @@ pub struct Revalidate {
     pub mapping: WireMappingId,
     /// The cached pages and their versions.
     pub pages: Vec<PageVersion>,
+}
+
+/// What identifies the contents of a page: the first 16 bytes of the
+/// SHA-256 of its `page_size` bytes ([`PageDigest::of`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PageDigest(pub [u8; 16]);
+
+impl PageDigest {
+    /// The digest of a page's bytes.
+    pub fn of(page: &[u8]) -> PageDigest {
+        use sha2::Digest as _;
+        let full = sha2::Sha256::digest(page);
+        let mut d = [0u8; 16];
+        d.copy_from_slice(&full[..16]);
+        PageDigest(d)
+    }
+}
+
+/// A shared fetch of pages `[first_page, first_page + digests.len())` from a
+/// client that has copies of them whose versions the server cannot vouch for
+/// (they are from an earlier server run). The reply is one [`Pages`] frame,
+/// as for a shared [`Fetch`] with `WANT_DATA`, except that a page whose
+/// current bytes have the digest the client sent comes without data: the
+/// client's copy is current, at the version the reply names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refresh {
+    /// The request's number.
+    pub req: ReqId,
+    /// The mapping the pages are fetched through; they must lie within it.
+    pub mapping: WireMappingId,
+    /// The first page, counted from the start of the file.
+    pub first_page: PageNo,
+    /// The digest of the client's copy of each page, in order: 1 to the
+    /// session's `max_pages_per_request` of them.
+    pub digests: Vec<PageDigest>,
 }
 
 /// Set the length of the file at `path`; with `create`, make it first.

@@ -123,6 +123,18 @@ fn client_message() -> impl Strategy<Value = Message> {
                     .map(|(page, version)| PageVersion { page, version })
                     .collect()
             })),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<[u8; 16]>(), 0..5)
+        )
+            .prop_map(|(r, m, first_page, d)| Message::Refresh(Refresh {
+                req: ReqId(r),
+                mapping: WireMappingId(m),
+                first_page,
+                digests: d.into_iter().map(PageDigest).collect()
+            })),
         (any::<u64>(), any::<bool>(), any::<u64>(), bytes_upto(50)).prop_map(
             |(r, create, len, path)| {
                 Message::SetLen(SetLen {

@@ -27,6 +27,9 @@ pub enum ServerBug {
     /// Treat a failed disk write as written (the server before the disk
     /// became an effect): the data is dropped and its writer told nothing.
     IgnoreStoreErrors,
+    /// Answer a `Refresh` as if every copy matched: the client keeps bytes
+    /// from an earlier run that may have changed since.
+    RefreshTrustsDigests,
 }
 
 impl Server {
@@ -48,6 +51,11 @@ impl Server {
         if self.bug == ServerBug::SkipInvalidation && exclusive_fetch {
             wanted.retain(|(_, _, k)| *k != RevKind::Invalidate);
         }
+    }
+
+    /// [`ServerBug::RefreshTrustsDigests`].
+    pub(super) fn bug_trusts_digests(&self) -> bool {
+        self.bug == ServerBug::RefreshTrustsDigests
     }
 
     /// [`ServerBug::IgnoreLease`]: a session whose connection went away

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::Instant;
 use crate::protocol::{
-    AtomicDone, AtomicOp, ErrorCode, LenSet, Message, PageGrant, Pages, SessionId,
+    AtomicDone, AtomicOp, ErrorCode, LenSet, Message, PageDigest, PageGrant, Pages, SessionId,
 };
 use crate::store::{StoreError, WriteRun};
 
@@ -114,11 +114,26 @@ impl Server {
         let Some(&handle) = self.sessions[&sid].handle_of.get(&file) else {
             return self.release_op(id);
         };
+        let known = match &op.kind {
+            OpKind::Fetch { known, .. } => known.clone(),
+            _ => None,
+        };
+        #[cfg(feature = "bug-injection")]
+        let trust_digests = self.bug_trusts_digests();
+        #[cfg(not(feature = "bug-injection"))]
+        let trust_digests = false;
         let f = self.files.get_mut(file);
         let mut pages = Vec::with_capacity((end - first) as usize);
         for (i, p) in (first..end).enumerate() {
             let e = f.entry(p);
-            let needs = !overwrite && (want_data || !e.holds(sid));
+            let page = |all: &Bytes| all.slice(i * ps as usize..(i + 1) * ps as usize);
+            let needs = match (&known, &data) {
+                // A refresh: data only where the client's copy differs.
+                (Some(known), Some(all)) => {
+                    !trust_digests && PageDigest::of(&page(all)) != known[i]
+                }
+                _ => !overwrite && (want_data || !e.holds(sid)),
+            };
             if exclusive {
                 e.remove_sharer(sid);
                 e.owner = Some(sid);
@@ -129,7 +144,7 @@ impl Server {
                 e.add_sharer(sid);
             }
             let d = match (&data, needs) {
-                (Some(all), true) => Some(all.slice(i * ps as usize..(i + 1) * ps as usize)),
+                (Some(all), true) => Some(page(all)),
                 _ => None,
             };
             pages.push(PageGrant {
@@ -187,6 +202,7 @@ impl Server {
                 exclusive,
                 want_data,
                 overwrite,
+                ..
             } => {
                 let ps = self.config.page_size as u64;
                 let data = self

@@ -11,9 +11,13 @@
 //! that page's FIFO queue. Other requests (map, set length, write-back,
 //! sync) are operations only while they wait for the disk.
 
+use std::sync::Arc;
+
 use crate::Instant;
 use crate::path::ExportPath;
-use crate::protocol::{AtomicOp, Message, PageNo, ReqId, SessionId, Version, WireMappingId};
+use crate::protocol::{
+    AtomicOp, Message, PageDigest, PageNo, ReqId, SessionId, Version, WireMappingId,
+};
 
 use super::ids::{FileId, OpId, RevKind};
 use super::{Server, error_msg};
@@ -24,6 +28,9 @@ pub(crate) enum OpKind {
         exclusive: bool,
         want_data: bool,
         overwrite: bool,
+        /// A [`Refresh`](crate::protocol::Refresh): the digests of the
+        /// client's copies; a page whose bytes match is granted without data.
+        known: Option<Arc<[PageDigest]>>,
     },
     Atomic {
         offset: u64,
@@ -375,6 +382,7 @@ impl Server {
                 exclusive,
                 want_data,
                 overwrite,
+                ..
             } => self.execute_fetch(now, id, exclusive, want_data, overwrite),
             OpKind::Atomic { offset, .. } => self.execute_atomic(id, offset),
             OpKind::Shrink { len } => {

@@ -5,8 +5,8 @@ use bytes::Bytes;
 
 use crate::Instant;
 use crate::protocol::{
-    Atomic, ErrorCode, Fetch, Message, PagePatch, Release, Revalidate, Revalidated, SessionId,
-    Sync, Synced, WriteAck, WriteBack, fetch_flags,
+    Atomic, ErrorCode, Fetch, Message, PagePatch, Refresh, Release, Revalidate, Revalidated,
+    SessionId, Sync, Synced, WireMappingId, WriteAck, WriteBack, fetch_flags,
 };
 
 use crate::store::WriteRun;
@@ -20,7 +20,6 @@ use super::{Failure, Server};
 
 impl Server {
     pub(super) fn do_fetch(&mut self, now: Instant, sid: SessionId, f: Fetch) -> Outcome {
-        let m = self.mapping(sid, f.mapping)?;
         if f.flags & !(fetch_flags::EXCLUSIVE | fetch_flags::WANT_DATA | fetch_flags::OVERWRITE)
             != 0
         {
@@ -38,10 +37,50 @@ impl Server {
                 "OVERWRITE needs EXCLUSIVE and excludes WANT_DATA",
             ));
         }
+        let m = self.fetchable(sid, f.mapping, f.first_page, f.count, exclusive)?;
+        let kind = OpKind::Fetch {
+            exclusive,
+            want_data,
+            overwrite,
+            known: None,
+        };
+        let end = f.first_page + f.count as u64;
+        let op = Op::new(sid, f.req, Some(f.mapping), kind).on_pages(m.file, f.first_page, end);
+        self.start_page_op(now, op);
+        Ok(None)
+    }
+
+    /// A shared fetch that sends only the pages whose digests differ.
+    pub(super) fn do_refresh(&mut self, now: Instant, sid: SessionId, r: Refresh) -> Outcome {
+        let count = u32::try_from(r.digests.len()).unwrap_or(u32::MAX);
+        let m = self.fetchable(sid, r.mapping, r.first_page, count, false)?;
+        let kind = OpKind::Fetch {
+            exclusive: false,
+            want_data: true,
+            overwrite: false,
+            known: Some(r.digests.into()),
+        };
+        let end = r.first_page + count as u64;
+        let op = Op::new(sid, r.req, Some(r.mapping), kind).on_pages(m.file, r.first_page, end);
+        self.start_page_op(now, op);
+        Ok(None)
+    }
+
+    /// Checks that the session may fetch `count` pages from `first` through
+    /// `mapping` (exclusively if `exclusive`); returns the mapping.
+    fn fetchable(
+        &self,
+        sid: SessionId,
+        mapping: WireMappingId,
+        first: u64,
+        count: u32,
+        exclusive: bool,
+    ) -> Result<MappingEntry, Failure> {
+        let m = self.mapping(sid, mapping)?;
         if exclusive && !m.writable {
             return Err(Failure::new(
                 ErrorCode::ReadOnly,
-                format!("mapping {} is read-only", f.mapping),
+                format!("mapping {mapping} is read-only"),
             ));
         }
         if exclusive && self.shutdown.is_some() {
@@ -51,25 +90,22 @@ impl Server {
             ));
         }
         let max = self.sessions[&sid].max_pages;
-        if f.count == 0 || f.count > max {
+        if count == 0 || count > max {
             return Err(Failure::new(
                 ErrorCode::OutOfRange,
-                format!("a fetch asks for 1 to {max} pages, not {}", f.count),
+                format!("a fetch asks for 1 to {max} pages, not {count}"),
             ));
         }
         let (a, b) = m.pages(self.config.page_size as u64);
-        let end = f.first_page.saturating_add(f.count as u64);
-        if f.first_page < a || end > b {
+        let end = first.saturating_add(count as u64);
+        if first < a || end > b {
             return Err(Failure::new(
                 ErrorCode::OutOfRange,
-                format!(
-                    "pages {}..{end} are outside mapping {} (pages {a}..{b})",
-                    f.first_page, f.mapping
-                ),
+                format!("pages {first}..{end} are outside mapping {mapping} (pages {a}..{b})"),
             ));
         }
         let s = &self.sessions[&sid];
-        if s.held_count + f.count as u64 > self.config.max_held_pages {
+        if s.held_count + count as u64 > self.config.max_held_pages {
             return Err(Failure::new(
                 ErrorCode::TooManyPages,
                 format!(
@@ -78,14 +114,7 @@ impl Server {
                 ),
             ));
         }
-        let kind = OpKind::Fetch {
-            exclusive,
-            want_data,
-            overwrite,
-        };
-        let op = Op::new(sid, f.req, Some(f.mapping), kind).on_pages(m.file, f.first_page, end);
-        self.start_page_op(now, op);
-        Ok(None)
+        Ok(m)
     }
 
     fn check_patch(

@@ -59,6 +59,9 @@ impl Server {
             Message::Revalidate(m) => {
                 self.on_request(now, sid, m.req, true, |s, _| s.do_revalidate(sid, m))
             }
+            Message::Refresh(m) => {
+                self.on_request(now, sid, m.req, true, |s, now| s.do_refresh(now, sid, m))
+            }
             Message::SetLen(m) => {
                 self.on_request(now, sid, m.req, false, |s, now| s.do_set_len(now, sid, m))
             }

@@ -92,6 +92,7 @@ impl Script {
                 | Message::WriteBack(_)
                 | Message::Sync(_)
                 | Message::Revalidate(_)
+                | Message::Refresh(_)
                 | Message::SetLen(_)
                 | Message::Atomic(_)) => {
                     if let Some(req) = request_id(&m)
@@ -269,6 +270,32 @@ impl Script {
                 Message::WriteAck(WriteAck { req, versions })
             }
             Message::Sync(_) => Message::Synced(Synced { req }),
+            // Some copies vouched for (no data), the others sent again.
+            Message::Refresh(r) => {
+                let file = self
+                    .mappings
+                    .get(&r.mapping)
+                    .copied()
+                    .unwrap_or(FileHandle(0));
+                let count = r.digests.len() as u32 + wrong as u32;
+                let pages = (0..count)
+                    .map(|i| {
+                        self.next_version += 1;
+                        let current = seed & (1 << (i % 16)) != 0;
+                        PageGrant {
+                            version: self.next_version,
+                            data: (!current).then(|| Bytes::from(vec![(seed as u8) ^ i as u8; ps])),
+                        }
+                    })
+                    .collect();
+                Message::Pages(Pages {
+                    req,
+                    file,
+                    first_page: r.first_page,
+                    exclusive: wrong && seed & 1 == 1,
+                    pages,
+                })
+            }
             Message::Revalidate(r) => {
                 let count = r.pages.len() as u32 + wrong as u32;
                 let valid = (0..count.div_ceil(8))
@@ -322,6 +349,7 @@ fn request_id(m: &Message) -> Option<ReqId> {
         Message::WriteBack(m) => m.req,
         Message::Sync(m) => m.req,
         Message::Revalidate(m) => m.req,
+        Message::Refresh(m) => m.req,
         Message::SetLen(m) => m.req,
         Message::Atomic(m) => m.req,
         _ => return None,

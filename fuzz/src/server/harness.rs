@@ -478,6 +478,44 @@ impl Harness {
                 v.pending.insert(req, Pending::Unmap(id));
                 Message::Unmap(Unmap { req, mapping: id })
             }
+            // The top flag values are a `Refresh` of the same pages: the
+            // digests are those of file "a" as the store first had it when
+            // the low bit is set (so mappings of "a" meet matching copies),
+            // of nothing otherwise.
+            Request::Fetch {
+                mapping,
+                first,
+                count,
+                flags: flags @ 0xF0..,
+            } => {
+                let (id, first_page) = match v.mapping(mapping) {
+                    Some(m) => {
+                        let (a, b) = m.pages(ps);
+                        (m.id, a + first as u64 % (b - a).max(1))
+                    }
+                    None => (WireMappingId(mapping as u32), first as u64),
+                };
+                let original = |p: u64| -> Vec<u8> {
+                    (p * ps..(p + 1) * ps)
+                        .map(|i| if i < 16 * 512 { i as u8 } else { 0 })
+                        .collect()
+                };
+                let digests = (first_page..first_page + 1 + count as u64 % 9)
+                    .map(|p| {
+                        if flags & 1 == 1 {
+                            PageDigest::of(&original(p))
+                        } else {
+                            PageDigest([flags; 16])
+                        }
+                    })
+                    .collect();
+                Message::Refresh(Refresh {
+                    req,
+                    mapping: id,
+                    first_page,
+                    digests,
+                })
+            }
             Request::Fetch {
                 mapping,
                 first,

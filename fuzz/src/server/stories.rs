@@ -115,6 +115,30 @@ pub(super) fn seed_inputs() -> Vec<(&'static str, u8, Vec<Action>)> {
             ],
         ),
         (
+            // Fetch flag values from 0xF0 are a `Refresh`; odd ones carry the
+            // digests of "a" as first stored, so page 0 (written meanwhile)
+            // comes with data and the rest without.
+            "refresh_after_a_write",
+            0,
+            vec![
+                connect(0, true),
+                connect(1, true),
+                map_rw(0),
+                map_rw(1),
+                fetch(0, 0, 1, 1),
+                send(
+                    0,
+                    R::WriteBack {
+                        mapping: 0,
+                        patches: vec![patch(0, 0x5A)],
+                    },
+                ),
+                fetch(1, 0, 4, 0xF1),
+                fetch(1, 4, 2, 0xF0),
+                Answer { slot: 0 },
+            ],
+        ),
+        (
             "silent_owner_loses_its_lease",
             0,
             vec![

@@ -314,6 +314,10 @@ impl<'a> Sim<'a> {
                 .cluster
                 .server
                 .inject_bug(rmmap_core::server::ServerBug::IgnoreStoreErrors),
+            Some(InjectedBug::RefreshTrustsDigests) => self
+                .cluster
+                .server
+                .inject_bug(rmmap_core::server::ServerBug::RefreshTrustsDigests),
             None => {}
         }
     }
