@@ -36,7 +36,11 @@ impl Target {
         let kind = if memory {
             #[cfg(target_os = "linux")]
             {
-                Kind::Memory(client.map_memory_with(path, range, opts).await?)
+                // C programs of mapped files expect SIGBUS from an access
+                // that cannot be served (fmmap.h says so).
+                let m = client.map_memory_with(path, range, opts).await?;
+                m.set_fault_mode(rmmap_tokio::FaultMode::Signal);
+                Kind::Memory(m)
             }
             #[cfg(not(target_os = "linux"))]
             {

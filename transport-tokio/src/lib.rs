@@ -49,7 +49,7 @@ pub mod tls;
 
 pub use client::{Access, Client, ClientConfig, ClientEvent, ConnectError, Mapping};
 #[cfg(target_os = "linux")]
-pub use memory::{MemoryError, MemoryMapping, memory_support};
+pub use memory::{FaultMode, MemoryError, MemoryMapping, memory_support};
 pub use net::{Connector, Listener, TcpConnector};
 pub use rmmap_core::client::{LostWrites, MapOptions, MappingId, OpError, SessionLossReason};
 pub use rmmap_core::protocol::{AtomicOp, ErrorCode};

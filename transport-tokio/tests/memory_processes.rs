@@ -2,7 +2,9 @@
 //! several processes are all counted, an access after `give_up_after`
 //! raises the documented SIGBUS instead of hanging, and a lost session is
 //! reported to one faulting thread by that SIGBUS, after which the thread
-//! goes on with the server's bytes (issue 19).
+//! goes on with the server's bytes (issue 19). The children choose
+//! `FaultMode::Signal`, the C library's mode; `memory_report.rs` tests the
+//! default.
 //!
 //! Child processes are this test binary run again with `RMMAP_MEMORY_CHILD`
 //! naming their part (see [`child`]).
@@ -14,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use memory_common::{Gate, TestServer, client_config, supported, touch, within};
-use rmmap_tokio::{Access, Client};
+use rmmap_tokio::{Access, Client, FaultMode};
 
 const PAGE: usize = 4096;
 const ROLE: &str = "RMMAP_MEMORY_CHILD";
@@ -215,6 +217,7 @@ fn child() {
                 .map_memory("f", 0..4 * PAGE as u64, Access::ReadOnly)
                 .await
                 .unwrap();
+            m.set_fault_mode(FaultMode::Signal);
             (client, m)
         });
         assert_eq!(m.load::<u8>(0).unwrap(), 0);
@@ -248,6 +251,7 @@ async fn increment(addr: &str) -> i32 {
         .map_memory("counter", 0..PAGE as u64, Access::ReadWrite)
         .await
         .unwrap();
+    m.set_fault_mode(FaultMode::Signal);
     for i in 0..each {
         m.fetch_add(0, 1).await.unwrap();
         if i == each / 2 {
@@ -275,6 +279,7 @@ async fn touch_until_signal(addr: &str, role: &str) -> i32 {
         .map_memory("f", 0..4 * PAGE as u64, Access::ReadWrite)
         .await
         .unwrap();
+    m.set_fault_mode(FaultMode::Signal);
     m.store(7, &1u8).unwrap();
     let (lo, hi) = (m.as_ptr() as usize, m.as_ptr() as usize + m.len());
     let code = if role == "give_up" {

@@ -4,11 +4,13 @@
 //! `memory_fault`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rmmap_core::client::{MemoryBacking, OpError};
 
+use super::FaultMode;
 use super::uffd::Region;
 
 /// What the backing, the fault thread and the application handle share.
@@ -19,15 +21,22 @@ pub(crate) struct MemoryState {
     /// backing, or by the fault thread failing the mapping), so never
     /// contended; the mutex only makes that checkable.
     pages: Mutex<Pages>,
-    /// Why the mapping failed for good (every access raises SIGBUS).
+    /// Why the mapping failed for good.
     failure: Mutex<Option<OpError>>,
-    /// Why the last failed fault failed (that access got a SIGBUS).
+    /// Why the last failed fault failed.
     last_fault_error: Mutex<Option<OpError>>,
     /// How many times a page left memory (another client's write or
     /// atomic invalidated it) or the mapping failed: what
     /// `MemoryMapping::wait_while` waits on.
     changes: Mutex<u64>,
     changed: Condvar,
+    /// [`FaultMode`] as a byte (0 `Report`, 1 `Signal`).
+    mode: AtomicU8,
+    /// Faults that failed (and losses reported) so far, and failures for
+    /// good: what `MemoryMapping::checked` compares before and after.
+    failures: AtomicU64,
+    /// Some page is [`Held::Filled`].
+    any_filled: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -44,6 +53,10 @@ enum Held {
     Absent,
     Protected,
     Writable,
+    /// A page of zeros put in for a fault that failed in
+    /// [`FaultMode::Report`], unknown to the core (which holds it absent):
+    /// dropped when the mapping works again.
+    Filled,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,6 +76,94 @@ impl MemoryState {
             last_fault_error: Mutex::new(None),
             changes: Mutex::new(0),
             changed: Condvar::new(),
+            mode: AtomicU8::new(0),
+            failures: AtomicU64::new(0),
+            any_filled: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn mode(&self) -> FaultMode {
+        match self.mode.load(Ordering::Acquire) {
+            0 => FaultMode::Report,
+            _ => FaultMode::Signal,
+        }
+    }
+
+    pub(crate) fn set_mode(&self, mode: FaultMode) {
+        let b = match mode {
+            FaultMode::Report => 0,
+            FaultMode::Signal => 1,
+        };
+        self.mode.store(b, Ordering::Release);
+    }
+
+    /// Failed faults, reported losses and failures for good so far.
+    pub(crate) fn failures(&self) -> u64 {
+        self.failures.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn count_failure(&self) {
+        self.failures.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A fault failed in [`FaultMode::Report`]: records why, and lets the
+    /// faulting thread go on. A loss report needs nothing more (the access
+    /// is retried and fetches the server's bytes); an absent page gets a
+    /// page of zeros (a store into it goes nowhere); a write to a page held
+    /// read-only, which nothing can take, fails the mapping. Call with the
+    /// client's lock held.
+    pub(crate) fn report(&self, index: u64, error: OpError) {
+        self.set_last_fault_error(error.clone());
+        self.count_failure();
+        if self.region.failed() {
+            let _ = self.region.wake(Some(index));
+            return;
+        }
+        match (&error, self.held(index)) {
+            (OpError::SessionLost(_), _) => {
+                let _ = self.region.wake(Some(index));
+            }
+            (_, Held::Absent) => {
+                let zeros = vec![0u8; self.region.page()];
+                match self.region.install(index, &zeros, true) {
+                    Ok(()) => {
+                        self.set(index, Held::Filled);
+                        self.any_filled.store(true, Ordering::Release);
+                    }
+                    Err(e) => self.fail(OpError::Closed(format!(
+                        "the memory mapping broke: filling page {index} failed: {e}"
+                    ))),
+                }
+            }
+            _ => self.fail(error),
+        }
+    }
+
+    /// Whether a page of zeros was put in for a failed fault and is still
+    /// there.
+    pub(crate) fn has_filled(&self) -> bool {
+        self.any_filled.load(Ordering::Acquire)
+    }
+
+    /// Drops the pages of zeros put in for failed faults, so that the next
+    /// access to each faults again. Call with the client's lock held.
+    pub(crate) fn drop_filled(&self) {
+        if self.region.failed() || !self.any_filled.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let filled: Vec<u64> = {
+            let pages = lock(&self.pages);
+            (0..pages.held.len() as u64)
+                .filter(|i| pages.held[*i as usize] == Held::Filled)
+                .collect()
+        };
+        for i in filled {
+            if let Err(e) = self.region.zap(i) {
+                return self.fail(OpError::Closed(format!(
+                    "the memory mapping broke: dropping filled page {i} failed: {e}"
+                )));
+            }
+            self.set(i, Held::Absent);
         }
     }
 
@@ -101,7 +202,8 @@ impl MemoryState {
     }
 
     /// Fails the mapping for good: keeps the present pages' bytes for the
-    /// client, then makes every access raise SIGBUS. Call with the
+    /// client, then makes every access read zeros ([`FaultMode::Report`]) or
+    /// raise SIGBUS ([`FaultMode::Signal`]). Call with the
     /// client's lock held.
     pub(crate) fn fail(&self, error: OpError) {
         if self.region.failed() {
@@ -110,16 +212,18 @@ impl MemoryState {
         let mut pages = lock(&self.pages);
         let page = self.region.page();
         let present: Vec<u64> = (0..pages.held.len() as u64)
-            .filter(|i| pages.held[*i as usize] != Held::Absent)
+            .filter(|i| matches!(pages.held[*i as usize], Held::Protected | Held::Writable))
             .collect();
         for i in present {
             let mut buf = vec![0u8; page];
             self.region.copy_out(i, &mut buf);
             pages.saved.insert(i, buf);
         }
+        drop(pages);
         lock(&self.failure).get_or_insert(error);
+        self.count_failure();
         self.note_change();
-        if let Err(e) = self.region.fail() {
+        if let Err(e) = self.region.fail(self.mode() == FaultMode::Report) {
             // Without the replacement, wake the waiters anyway: their
             // faults fail and they get SIGBUS from the fault thread.
             tracing::error!(error = %e, "cannot replace a failed memory mapping");
@@ -226,7 +330,7 @@ impl MemoryBacking for UffdMemory {
     }
 
     fn fail(&mut self, error: &OpError) {
-        tracing::warn!(%error, "memory mapping failed: every access now raises SIGBUS");
+        tracing::warn!(%error, mode = ?self.state.mode(), "memory mapping failed for good");
         self.state.fail(error.clone());
     }
 }

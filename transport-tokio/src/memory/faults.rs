@@ -27,6 +27,7 @@ use rmmap_core::client::{Completion, MappingId, OpError, Pending};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
+use super::FaultMode;
 use super::backing::MemoryState;
 use super::uffd::{EventFd, Fault, PAGEFAULT_FLAG_WRITE, send_sigbus};
 use crate::client::Shared;
@@ -261,6 +262,12 @@ fn resolved(
             if !ctx.state.region.failed() {
                 let _ = ctx.state.region.wake(Some(o.index));
             }
+            // The mapping works again: pages of zeros put in for earlier
+            // failed faults leave, so the next access to them fetches.
+            if ctx.state.has_filled() {
+                let _lock = ctx.shared.lock();
+                ctx.state.drop_filled();
+            }
         }
         Err(e) => deliver(ctx, o.fault, o.index, e),
     }
@@ -273,11 +280,19 @@ fn fail_mapping(ctx: &FaultContext, why: String) {
         .fail(OpError::Closed(format!("the memory mapping broke: {why}")));
 }
 
-/// A fault failed: the faulting thread gets SIGBUS. On a failed mapping the
-/// kernel raises it (the page is woken into the SIGBUS memory); otherwise
-/// it is queued to the thread, which retries the access if its handler
-/// returns.
+/// A fault failed. In [`FaultMode::Report`] the thread goes on and the
+/// failure is recorded for `MemoryMapping::checked` (see
+/// `MemoryState::report`). In [`FaultMode::Signal`] the faulting thread
+/// gets SIGBUS: on a failed mapping the kernel raises it (the page is woken
+/// into the SIGBUS memory); otherwise it is queued to the thread, which
+/// retries the access if its handler returns.
 fn deliver(ctx: &FaultContext, f: Fault, index: u64, error: OpError) {
+    if ctx.state.mode() == FaultMode::Report {
+        tracing::debug!(%error, addr = f.addr, "memory fault failed: reported");
+        let _lock = ctx.shared.lock();
+        ctx.state.report(index, error);
+        return;
+    }
     let region = &ctx.state.region;
     if region.failed() {
         let _ = region.wake(Some(index));
@@ -285,6 +300,7 @@ fn deliver(ctx: &FaultContext, f: Fault, index: u64, error: OpError) {
     }
     tracing::warn!(%error, addr = f.addr, tid = f.tid, "memory fault failed: sending SIGBUS");
     ctx.state.set_last_fault_error(error);
+    ctx.state.count_failure();
     if let Err(e) = send_sigbus(f.tid, f.addr) {
         // The thread is gone (it was killed while it waited).
         tracing::debug!(error = %e, "cannot signal the faulting thread");

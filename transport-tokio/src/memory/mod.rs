@@ -41,47 +41,71 @@
 //! [`Client::map_memory`] all four), failing with a [`MemoryError`] that
 //! says what is missing.
 //!
-//! # How an access fails: SIGBUS
+//! # How an access fails
 //!
-//! A load or store cannot return an error, so a failed access raises
-//! `SIGBUS` in the thread that made it, never a hang:
+//! A load or store cannot return an error. What happens instead is the
+//! mapping's [`FaultMode`] ([`MemoryMapping::set_fault_mode`]); never a hang.
 //!
-//! * When the mapping **fails for good** (a write-back was refused, or the
-//!   kernel refused an operation), its memory is replaced by memory whose
-//!   every access raises `SIGBUS` from the kernel, with `si_code`
-//!   `BUS_ADRERR` and `si_addr` the address, including the accesses waiting
-//!   at that moment. [`MemoryMapping::failure`] says why. Unmap it and map
-//!   again.
+//! **[`FaultMode::Report`] (the default).** No signal: the failure is
+//! recorded, and [`MemoryMapping::checked`] returns it as an error for every
+//! closure that ran while it happened.
+//!
 //! * When **one fault fails** (the client has been disconnected longer than
 //!   `give_up_after`, it was closed, the mapping is being unmapped), the
-//!   faulting thread gets a `SIGBUS` queued with `si_code` `SI_QUEUE` (-1)
-//!   and `si_value.sival_ptr` the faulting address;
-//!   [`MemoryMapping::last_fault_error`] says why. If the handler returns,
-//!   the access is retried (and faults again).
+//!   page gets zeros that are not the file's and the thread goes on (a store
+//!   into them goes nowhere); [`MemoryMapping::last_fault_error`] says why.
+//!   Once a fault of the mapping is served again, or at the next
+//!   [`checked`](MemoryMapping::checked), those pages leave memory and the
+//!   next access fetches them afresh. A store to a page held read-only
+//!   cannot be taken anywhere: it fails the mapping for good.
+//! * When the mapping **fails for good** (a write-back was refused, the
+//!   kernel refused an operation), its memory is replaced by memory that is
+//!   not the file's (zeros, and whatever is stored there afterwards, which
+//!   goes nowhere else), and [`MemoryMapping::failure`] says why. Unmap it
+//!   and map again.
 //! * When the session was **lost with writes** not yet synced (a server
-//!   crash, a lease that ran out), the lost pages leave memory and the loss
-//!   is reported once, as one failed fault (`SI_QUEUE`, `last_fault_error`
-//!   an `OpError::SessionLost` naming the pages): to the threads blocked on
-//!   a fault of the mapping then, or else to the next fault. The mapping is
-//!   not failed: once the handler returns, the access is retried, the page
-//!   is fetched again with the server's bytes and the thread goes on. A
-//!   graceful restart loses nothing and raises nothing: threads wait in
-//!   their faults until the next run serves the pages.
+//!   crash, a lease that ran out), the lost pages leave memory, the access
+//!   goes on with the server's bytes, and the loss (an
+//!   `OpError::SessionLost` naming the pages) is what `checked` returns,
+//!   once. A graceful restart loses nothing and reports nothing: threads
+//!   wait in their faults until the next run serves the pages.
 //!
-//! The copying accessors ([`MemoryMapping::read`], [`write`],
-//! [`read_value`], [`write_value`]) copy the same coherent bytes as loads
-//! and stores, and return these failures as errors instead, for code that
-//! cannot handle `SIGBUS` (the C library's `mread` and `mwrite` use them).
+//! So a program does its loads and stores inside `checked` and treats an
+//! `Err` as "what this closure read or wrote did not count"; code outside
+//! any `checked` may read zeros after a failure without being told.
 //!
-//! [`write`]: MemoryMapping::write
-//! [`read_value`]: MemoryMapping::read_value
-//! [`write_value`]: MemoryMapping::write_value
+//! **[`FaultMode::Signal`]** (what the C library uses). A failed access
+//! raises `SIGBUS` in the thread that made it:
+//!
+//! * When the mapping **fails for good**, its memory is replaced by memory
+//!   whose every access raises `SIGBUS` from the kernel, with `si_code`
+//!   `BUS_ADRERR` and `si_addr` the address, including the accesses waiting
+//!   at that moment.
+//! * When **one fault fails**, the faulting thread gets a `SIGBUS` queued
+//!   with `si_code` `SI_QUEUE` (-1) and `si_value.sival_ptr` the faulting
+//!   address; if the handler returns, the access is retried (and faults
+//!   again).
+//! * A session **lost with writes** is reported once, as one failed fault
+//!   (`SI_QUEUE`, `last_fault_error` naming the pages): to the threads
+//!   blocked on a fault of the mapping then, or else to the next fault. The
+//!   mapping is not failed: once the handler returns, the access is
+//!   retried, the page is fetched again with the server's bytes and the
+//!   thread goes on.
 //!
 //! Without a handler, `SIGBUS` ends the process (with a core dump). An
 //! application that wants to survive installs a handler with `SA_SIGINFO`
 //! that leaves the access (`siglongjmp`, or ends the thread's work) and
-//! must not block `SIGBUS` in threads that touch the mapping. A store to a
-//! read-only mapping raises `SIGSEGV` as usual.
+//! must not block `SIGBUS` in threads that touch the mapping.
+//!
+//! In both modes the copying accessors ([`MemoryMapping::read`], [`write`],
+//! [`read_value`], [`write_value`]) copy the same coherent bytes as loads
+//! and stores and return these failures as errors (the C library's `mread`
+//! and `mwrite` use them), and a store to a read-only mapping raises
+//! `SIGSEGV` as usual.
+//!
+//! [`write`]: MemoryMapping::write
+//! [`read_value`]: MemoryMapping::read_value
+//! [`write_value`]: MemoryMapping::write_value
 //!
 //! # Caveats
 //!
@@ -178,6 +202,7 @@
 mod backing;
 mod copy;
 mod faults;
+mod report;
 mod typed;
 mod uffd;
 mod wait;
@@ -193,6 +218,7 @@ use tokio::runtime::RuntimeFlavor;
 use crate::client::{Access, Client, Mapping};
 use backing::{MemoryState, UffdMemory};
 use faults::{FaultContext, FaultThread};
+pub use report::FaultMode;
 use uffd::{
     FEATURE_EXACT_ADDRESS, FEATURE_PAGEFAULT_FLAG_WP, FEATURE_THREAD_ID, Opened, Region, Uffd,
     os_page_size,
@@ -541,8 +567,8 @@ impl MemoryMapping {
     /// through the atomic views or a pointer, [`write`](MemoryMapping::write),
     /// server-side atomics on those words). The client's own work on the
     /// pages (taking them out of memory and putting the same bytes back)
-    /// does not count. Any access through the slice may also raise SIGBUS
-    /// (see the [module docs](crate::memory)). This is the contract
+    /// does not count. An access through the slice fails as any access does
+    /// (see the [module docs](crate::memory#how-an-access-fails)). This is the contract
     /// `memmap2::Mmap` states for files others may change.
     #[allow(unsafe_code)] // an unsafe signature: the contract is the caller's
     pub unsafe fn as_slice(&self) -> &[u8] {
@@ -578,13 +604,15 @@ impl MemoryMapping {
         self.state.region.atomic_words(self.len)
     }
 
-    /// Why the mapping failed for good, if it did: every access raises
-    /// SIGBUS. Unmap it and map again.
+    /// Why the mapping failed for good, if it did: every access reads zeros
+    /// ([`FaultMode::Report`]) or raises SIGBUS ([`FaultMode::Signal`]).
+    /// Unmap it and map again.
     pub fn failure(&self) -> Option<OpError> {
         self.state.failure()
     }
 
-    /// Why the last fault that raised SIGBUS failed.
+    /// Why the last fault that failed (or the last lost session reported
+    /// through a fault) failed.
     pub fn last_fault_error(&self) -> Option<OpError> {
         self.state.last_fault_error()
     }

@@ -36,15 +36,18 @@ impl MemoryMapping {
 
     /// The `T` at `offset`, read with atomic loads (relaxed; 8-byte words
     /// where the offset and size allow, else bytes), from any thread: a
-    /// page not in memory faults and this thread waits for it, and a
-    /// failed access raises SIGBUS (see the [module docs](crate::memory)).
+    /// page not in memory faults and this thread waits for it. It is
+    /// [`checked`](MemoryMapping::checked): in the default
+    /// [`FaultMode::Report`](super::FaultMode::Report) a failed access is
+    /// an error (in `Signal` mode it raises SIGBUS; see the
+    /// [module docs](crate::memory#how-an-access-fails)).
     /// On a worker of a multi-thread Tokio runtime it runs inside
     /// `block_in_place`, so that the fault cannot stall the runtime.
     pub fn load<T: Pod>(&self, offset: u64) -> Result<T, OpError> {
         let start = self.typed_range(offset, size_of::<T>())?;
         let mut value = T::zeroed();
         let out = bytemuck::bytes_of_mut(&mut value);
-        self.off_worker(|| {
+        self.checked(|_| {
             if start % 8 == 0 && out.len() % 8 == 0 {
                 let words = &self.atomic_words()[start / 8..(start + out.len()) / 8];
                 for (o, w) in out.chunks_exact_mut(8).zip(words) {
@@ -56,7 +59,7 @@ impl MemoryMapping {
                     *o = b.load(Ordering::Relaxed);
                 }
             }
-        });
+        })?;
         Ok(value)
     }
 
@@ -69,7 +72,7 @@ impl MemoryMapping {
         }
         let data = bytemuck::bytes_of(value);
         let start = self.typed_range(offset, data.len())?;
-        self.off_worker(|| {
+        self.checked(|_| {
             if start % 8 == 0 && data.len() % 8 == 0 {
                 let words = &self.atomic_words()[start / 8..(start + data.len()) / 8];
                 for (d, w) in data.chunks_exact(8).zip(words) {
@@ -84,8 +87,7 @@ impl MemoryMapping {
                     b.store(*d, Ordering::Relaxed);
                 }
             }
-        });
-        Ok(())
+        })
     }
 
     /// `offset` as an index, with `len` bytes from it inside the mapping.

@@ -430,11 +430,12 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(start as *const u8, out.as_mut_ptr(), n) };
     }
 
-    /// Makes every access fail with SIGBUS from now on: the range becomes a
-    /// shared mapping of an empty memfd (which also ends the userfaultfd
-    /// registration), then every thread waiting on a fault is woken to
-    /// retry into it.
-    pub(crate) fn fail(&self) -> io::Result<()> {
+    /// Makes every access fail with SIGBUS from now on (or, with `zeros`,
+    /// read zeros and write into memory nobody reads): the range becomes a
+    /// shared mapping of an empty memfd (of one `len` bytes long, with
+    /// `zeros`), which also ends the userfaultfd registration, then every
+    /// thread waiting on a fault is woken to retry into it.
+    pub(crate) fn fail(&self, zeros: bool) -> io::Result<()> {
         if self.failed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -442,6 +443,11 @@ impl Region {
         let fd = cvt(unsafe { libc::memfd_create(c"rmmap-failed".as_ptr(), libc::MFD_CLOEXEC) })?;
         // SAFETY: `fd` is fresh and ours.
         let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if zeros {
+            let len = libc::off_t::try_from(self.len).map_err(|_| io::ErrorKind::InvalidInput)?;
+            // SAFETY: `memfd` is ours; growing it only adds zeros.
+            cvt(unsafe { libc::ftruncate(memfd.as_raw_fd(), len) })?;
+        }
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         // SAFETY: MAP_FIXED replaces exactly our own range; nothing outside
         // it is touched, and every access to it was already checked.
@@ -675,9 +681,11 @@ mod tests {
         r.copy_out(1, &mut out);
         assert_eq!(out, data);
         r.wake(None).unwrap();
-        r.fail().unwrap();
+        r.fail(true).unwrap();
         r.copy_out(1, &mut out);
         assert_eq!(out, vec![0u8; page], "a failed region reads as zeros");
+        // Failed with zeros, its memory itself reads as zeros (no SIGBUS).
+        assert!(r.bytes(r.len()).iter().all(|b| *b == 0));
     }
 
     #[test]
