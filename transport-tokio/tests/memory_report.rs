@@ -164,3 +164,61 @@ async fn a_lost_store_is_reported_once_by_checked_and_the_mapping_goes_on() {
     })
     .await;
 }
+
+/// Async tasks that touch mapped memory directly (not through `load` /
+/// `store`, which step off the worker) can block every worker of the
+/// runtime in faults, and then the client's driver, which would serve them,
+/// cannot run. The fault thread notices that the driver, once woken, does
+/// not turn, and fails those faults after a few seconds instead of leaving
+/// the runtime hung; the mapping works again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_that_block_every_worker_fail_instead_of_hanging_the_runtime() {
+    if !supported() {
+        return;
+    }
+    within(60, async {
+        let ts = TestServer::start(|c| c).await;
+        let original = pattern();
+        ts.put("f", &original);
+        let client = ts.client().await;
+        let m = std::sync::Arc::new(
+            client
+                .map_memory("f", 0..4 * PAGE as u64, Access::ReadOnly)
+                .await
+                .unwrap(),
+        );
+        // Both workers wait at the barrier, then fault at once.
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let tasks: Vec<_> = [1usize, 2]
+            .into_iter()
+            .map(|p| {
+                let (m, barrier) = (m.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait();
+                    m.atomic_bytes()[p * PAGE + 1].load(Relaxed)
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 0, "a failed fault reads the filler");
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(4),
+            "failed only once stalled: {waited:?}"
+        );
+        let e = m.last_fault_error().expect("the faults failed");
+        assert_eq!(e.kind(), "unsupported", "{e}");
+        assert!(e.to_string().contains("driver"), "{e}");
+        // The runtime runs again, and so does the mapping.
+        for p in [1usize, 2] {
+            let v = touch(|| m.checked(|m| m.atomic_bytes()[p * PAGE + 1].load(Relaxed)));
+            assert_eq!(v.unwrap(), original[p * PAGE + 1]);
+        }
+        drop(m);
+        client.close().await.unwrap();
+        ts.server.shutdown().await.unwrap();
+    })
+    .await;
+}

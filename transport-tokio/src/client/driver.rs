@@ -53,6 +53,7 @@ pub(super) async fn run<C: Connector>(shared: Arc<Shared>, connector: C, addr: S
     let mut unflushed = false;
 
     loop {
+        shared.turned();
         // ---- drain the core ----
         let (drained, deadline, last, closed) = {
             let mut g = shared.lock();

@@ -39,6 +39,10 @@ pub(crate) struct Shared {
     wake: Notify,
     events: broadcast::Sender<ClientEvent>,
     clock: Clock,
+    /// Turns of the driver's loop so far: how a memory mapping's fault
+    /// thread tells a driver that cannot run (every worker of the runtime
+    /// blocked) from one that is waiting.
+    turns: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) struct Inner {
@@ -115,6 +119,17 @@ impl Shared {
         let mut g = self.lock();
         let now = self.now();
         f(&mut g.client, now)
+    }
+
+    /// Counts a turn of the driver's loop.
+    pub(crate) fn turned(&self) {
+        self.turns
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Turns of the driver's loop so far.
+    pub(crate) fn turns(&self) -> u64 {
+        self.turns.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Wakes the driver: to send, to route completions, to recompute its
@@ -206,6 +221,7 @@ impl Client {
             wake: Notify::new(),
             events,
             clock,
+            turns: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(driver::run(shared.clone(), connector, addr.to_owned()));
         let client = Client {

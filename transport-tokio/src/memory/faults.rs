@@ -36,6 +36,54 @@ use crate::client::Shared;
 /// collect its completion.
 const COLLECT: Duration = Duration::from_millis(1);
 
+/// While faults wait, how often the fault thread checks that the client's
+/// driver still runs.
+const PROBE: Duration = Duration::from_secs(1);
+
+/// How long a driver that was woken may go without a turn, while faults
+/// wait for it, before they fail: every worker of the runtime is then
+/// taken (most likely blocked in faults of memory touched from async code),
+/// and nothing else would ever serve them.
+const STALLED: Duration = Duration::from_secs(5);
+
+/// What faults that waited on a driver that could not run fail with.
+const DRIVER_STALLED: &str = "the client's runtime has not run its driver for 5 s while threads \
+    waited in faults of a memory mapping: every Tokio worker may be blocked in such a fault; \
+    touch mapped memory from spawn_blocking or other threads, or use load/store, which step off \
+    the worker";
+
+/// Tells a driver that cannot run from one that waits for the network.
+#[derive(Default)]
+struct Watchdog {
+    /// The driver's turns when last looked at.
+    seen: u64,
+    /// When the driver was woken without having turned since.
+    woken: Option<Instant>,
+}
+
+impl Watchdog {
+    /// Whether the driver has been stalled for [`STALLED`] while faults
+    /// wait (`waiting`): it was woken that long ago and has not turned.
+    fn stalled(&mut self, shared: &Shared, waiting: bool) -> bool {
+        let turns = shared.turns();
+        if !waiting || turns != self.seen {
+            *self = Watchdog {
+                seen: turns,
+                woken: None,
+            };
+            return false;
+        }
+        match self.woken {
+            None => {
+                self.woken = Some(Instant::now());
+                shared.wake_driver();
+                false
+            }
+            Some(t) => t.elapsed() >= STALLED,
+        }
+    }
+}
+
 /// What a fault thread works with.
 pub(crate) struct FaultContext {
     pub(crate) shared: Arc<Shared>,
@@ -134,8 +182,12 @@ fn run(ctx: &FaultContext, wake: &Arc<Wakeup>) {
     let mut outstanding: Vec<Outstanding> = Vec::new();
     // Since when faults resolved without waking the driver wait for it.
     let mut uncollected: Option<Instant> = None;
+    let mut watchdog = Watchdog::default();
     loop {
-        let timeout = uncollected.map(|t| COLLECT.saturating_sub(t.elapsed()));
+        let timeout = match uncollected.map(|t| COLLECT.saturating_sub(t.elapsed())) {
+            None if !outstanding.is_empty() => Some(PROBE),
+            t => t,
+        };
         let woke = match ctx.state.region.wait(&wake.stop, &wake.done, timeout) {
             Ok(w) => w,
             Err(e) => {
@@ -195,6 +247,13 @@ fn run(ctx: &FaultContext, wake: &Arc<Wakeup>) {
                 false
             }
         });
+        if watchdog.stalled(&ctx.shared, !outstanding.is_empty()) {
+            tracing::error!("{DRIVER_STALLED}");
+            for o in outstanding.drain(..) {
+                deliver(ctx, o.fault, o.index, OpError::Unsupported(DRIVER_STALLED));
+            }
+            watchdog = Watchdog::default();
+        }
         if outstanding.is_empty() {
             uncollected = None;
         }

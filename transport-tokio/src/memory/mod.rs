@@ -181,8 +181,14 @@
 //! the runtime, has brought the page. On a worker thread that blocks the
 //! worker: the driver runs on another worker if one is free, but the tasks
 //! queued on the blocked worker wait, and if every worker is blocked in a
-//! fault (or the driver was queued behind the fault on that worker) the
-//! client stalls for good. So:
+//! fault (or the driver was queued behind the fault on that worker) nothing
+//! would serve those faults. The fault thread detects that: while faults
+//! wait it wakes the driver every second, and when a woken driver has not
+//! run for 5 s it fails the waiting faults (error kind `unsupported`, named
+//! "the client's runtime has not run its driver ..."), as any failed access
+//! fails (see [how an access fails](#how-an-access-fails)), which frees the
+//! workers; the mapping then works again. That is a last resort, not a way
+//! to work. So:
 //!
 //! * the asynchronous copies ([`read`](MemoryMapping::read),
 //!   [`read_value`](MemoryMapping::read_value), ...) are the ones to use in
