@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::buffers::BufferPool;
 use bytes::Bytes;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions as CapOpenOptions, OpenOptionsExt};
@@ -67,6 +68,8 @@ pub struct FsStore {
     read_only: bool,
     files: Mutex<BTreeMap<u64, Arc<OpenFile>>>,
     next: AtomicU64,
+    /// Read buffers, used again.
+    buffers: Arc<BufferPool>,
 }
 
 impl FsStore {
@@ -86,6 +89,7 @@ impl FsStore {
             read_only,
             files: Mutex::new(BTreeMap::new()),
             next: AtomicU64::new(0),
+            buffers: Arc::default(),
         })
     }
 
@@ -276,9 +280,10 @@ impl Store for FsStore {
 
     fn read(&self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
         let f = self.handle(file)?;
-        let buf = crate::positioned::read_exact_or_zeros(&f.file, offset, len)
+        let buf = self.buffers.take(len);
+        let buf = crate::positioned::read_exact_or_zeros_into(&f.file, offset, len, buf)
             .map_err(|e| map_err(&f.path, e))?;
-        Ok(Bytes::from(buf))
+        Ok(self.buffers.lend(buf))
     }
 
     fn write(&self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {

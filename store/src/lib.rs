@@ -9,6 +9,7 @@
 //! a server over it, and [`DiskPool`] the threads both use to run the
 //! server's store requests off their event loops.
 
+mod buffers;
 mod config;
 mod fs;
 mod pool;

@@ -27,12 +27,25 @@ use rustix::io::Errno;
 /// through rustix's [`spare_capacity`], which extends the `Vec` by what the
 /// kernel wrote: no zeroing first, and no `unsafe` here. A `Vec` whose
 /// length is its capacity becomes `Bytes` without a copy.
+#[cfg(test)]
 pub(crate) fn read_exact_or_zeros(
     file: &impl AsFd,
     offset: u64,
     len: usize,
 ) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(len);
+    read_exact_or_zeros_into(file, offset, len, Vec::with_capacity(len))
+}
+
+/// [`read_exact_or_zeros`] into `buf`, an empty buffer (of `len` bytes'
+/// capacity, for no reallocation).
+pub(crate) fn read_exact_or_zeros_into(
+    file: &impl AsFd,
+    offset: u64,
+    len: usize,
+    mut buf: Vec<u8>,
+) -> io::Result<Vec<u8>> {
+    buf.clear();
+    buf.reserve_exact(len);
     while buf.len() < len {
         // Offsets past i64::MAX cannot be read; they read as zeros.
         let Some(at) = offset
