@@ -192,16 +192,37 @@ async fn download(
     let mut pos = 0;
     while pos < len {
         let n = CHUNK.min(len - pos);
-        let b = m
-            .read_bytes(pos, n)
+        let slices = m
+            .read_slices(pos, n)
             .await
             .context(|| format!("reading {path}"))?;
-        out.write_all(&b).context(|| "writing the output".into())?;
+        write_all_vectored(out, &slices).context(|| "writing the output".into())?;
         pos += n;
         bar.set_position(pos);
     }
     bar.finish_and_clear();
     let _ = m.unmap().await;
+    Ok(())
+}
+
+/// Writes every byte of `parts`, in order, with as few `writev` calls as
+/// the output takes (the pages of a read go out without being joined).
+fn write_all_vectored(out: &mut impl Write, parts: &[Bytes]) -> std::io::Result<()> {
+    const MAX_SLICES: usize = 1024;
+    let mut slices: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(parts.len().min(MAX_SLICES));
+    for group in parts.chunks(MAX_SLICES) {
+        slices.clear();
+        slices.extend(group.iter().map(|p| std::io::IoSlice::new(p)));
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match out.write_vectored(rest) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
     Ok(())
 }
 

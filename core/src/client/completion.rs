@@ -90,6 +90,15 @@ impl ReadPages {
         ReadPages(None)
     }
 
+    /// The bytes read, as the pages' own bytes sliced, in order, without a
+    /// copy: what a read started with
+    /// [`Client::read_pages`](super::Client::read_pages) completes with, for
+    /// a caller that writes them out with vectored IO. Empty for a read the
+    /// cache already filled.
+    pub fn into_slices(self) -> Vec<Bytes> {
+        self.0.unwrap_or_default()
+    }
+
     /// Copies the pages' bytes into `buf` (nothing, if the cache already
     /// filled it). `buf` must be the buffer the read was started with.
     pub fn copy_into(self, buf: &mut [u8]) -> Result<(), OpError> {

@@ -108,6 +108,25 @@ impl Mapping {
         pages.copy_into(buf)
     }
 
+    /// The `len` bytes at `offset` as slices of the cached pages, in order,
+    /// without copying them (for writing them out with vectored IO, as
+    /// `rmmap cat` and `get` do).
+    pub async fn read_slices(&self, offset: u64, len: u64) -> Result<Vec<Bytes>, OpError> {
+        let id = self.id();
+        let slices = self
+            .shared()
+            .run(|c, now| c.read_pages(now, id, offset, len))
+            .await?
+            .into_slices();
+        let got: u64 = slices.iter().map(|b| b.len() as u64).sum();
+        if got != len {
+            return Err(OpError::Internal(format!(
+                "a read of {len} bytes completed with {got}"
+            )));
+        }
+        Ok(slices)
+    }
+
     /// The `len` bytes at `offset`.
     pub async fn read_bytes(&self, offset: u64, len: u64) -> Result<Bytes, OpError> {
         let id = self.id();
