@@ -130,8 +130,16 @@ pub(crate) async fn put(a: PutArgs) -> Result<ExitCode, CliError> {
         let mut pos = 0;
         while pos < len {
             let n = CHUNK.min(len - pos);
-            let mut buf = vec![0u8; n as usize];
-            file.read_exact(&mut buf)
+            // Read into fresh capacity: no zero-filling of what the read
+            // overwrites at once.
+            let mut buf = Vec::with_capacity(n as usize);
+            (&mut file)
+                .take(n)
+                .read_to_end(&mut buf)
+                .and_then(|got| match got as u64 == n {
+                    true => Ok(()),
+                    false => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                })
                 .context(|| format!("reading {}", a.local.display()))?;
             m.write_bytes(pos, Bytes::from(buf))
                 .await

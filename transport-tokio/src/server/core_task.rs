@@ -16,6 +16,19 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use super::channels::{ReadState, SharedWriter, ToCore};
+
+/// The most room reserved at once for the rest of a frame that arrives in
+/// pieces (frames are at most the negotiated `max_frame`, 2 MiB by default).
+const RESERVE_MAX: usize = 4 << 20;
+
+/// How many bytes the frame at the front of `inbox` still lacks (its
+/// 4-byte length prefix included), 0 if unknown.
+fn frame_rest(inbox: &[u8]) -> usize {
+    match inbox.first_chunk::<4>() {
+        Some(p) => (u32::from_be_bytes(*p) as usize + 4).saturating_sub(inbox.len()),
+        None => 0,
+    }
+}
 use crate::clock::Clock;
 
 /// A writer gets at most this many bytes per batch; the rest waits in the
@@ -217,6 +230,14 @@ impl<S: Store> CoreTask<S> {
                 if slot.inbox.is_empty() {
                     slot.inbox = bytes;
                 } else {
+                    if !slot.paused && !slot.closing {
+                        // The rest of the frame at the front (its length
+                        // the core has already accepted) in one allocation,
+                        // rather than growing chunk by chunk, each growth
+                        // copying what came before.
+                        let rest = frame_rest(&slot.inbox).min(RESERVE_MAX);
+                        slot.inbox.reserve(rest.max(bytes.len()));
+                    }
                     slot.inbox.extend_from_slice(&bytes);
                 }
                 if !slot.paused && !slot.closing {
