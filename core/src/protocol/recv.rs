@@ -36,6 +36,25 @@ const RETAIN_MIN: usize = 256 << 10;
 /// How many retired buffers are tried, oldest first, before allocating.
 const PROBES: usize = 8;
 
+/// The most an adapter reserves at once for the rest of a frame arriving in
+/// pieces ([`frame_rest`]): frames are at most the negotiated `max_frame`,
+/// 2 MiB by default.
+pub const FRAME_RESERVE_MAX: usize = 4 << 20;
+
+/// How many bytes the frame at the front of `received` still lacks (its
+/// 4-byte length prefix included; 0 while the prefix itself is incomplete),
+/// for an adapter that reserves the rest of a frame arriving in pieces at
+/// once instead of growing its buffer piece by piece. The length is the
+/// peer's claim: reserve for it only once the core has accepted it (it
+/// refuses a frame over `max_frame` as soon as it sees the prefix), and
+/// bound it.
+pub fn frame_rest(received: &[u8]) -> usize {
+    match received.first_chunk::<4>() {
+        Some(p) => (u32::from_be_bytes(*p) as usize + 4).saturating_sub(received.len()),
+        None => 0,
+    }
+}
+
 /// A connection's receive buffer.
 ///
 /// The drive loop calls [`make_room`](Self::make_room) before each read,
@@ -286,6 +305,17 @@ mod tests {
         assert!(r.filling());
         assert_eq!(r.bytes().len(), 14);
         assert!(!r.filling());
+    }
+
+    #[test]
+    fn frame_rest_counts_what_the_front_frame_lacks() {
+        assert_eq!(frame_rest(&[]), 0);
+        assert_eq!(frame_rest(&[0, 0, 1]), 0, "the prefix is not whole");
+        assert_eq!(frame_rest(&[0, 0, 0, 10]), 10);
+        assert_eq!(frame_rest(&[0, 0, 0, 10, 1, 2, 3]), 7);
+        let whole_and_more = [0, 0, 0, 2, 1, 2, 9, 9, 9];
+        assert_eq!(frame_rest(&whole_and_more), 0);
+        assert_eq!(frame_rest(&[0xff; 4]), u32::MAX as usize + 4 - 4);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use mio::{Interest, Registry, Token};
-use rmmap_core::protocol::{Outbox, READ_CHUNK};
+use rmmap_core::protocol::{FRAME_RESERVE_MAX, Outbox, READ_CHUNK, frame_rest};
 use rmmap_core::server::{ConnId, InputStatus, Server as Core, ServerEvent};
 use rmmap_core::store::{StoreDone, StoreError, StoreId};
 
@@ -212,6 +212,11 @@ impl Conns {
             }
             let start = slot.inbox.len();
             let want = slot.read_size;
+            // The rest of a frame arriving in pieces (its length already
+            // accepted by the core) in one allocation, not grown piece by
+            // piece, each growth copying what came before.
+            slot.inbox
+                .reserve(frame_rest(&slot.inbox).min(FRAME_RESERVE_MAX).max(want));
             slot.inbox.resize(start + want, 0);
             let r = slot.stream.read(&mut slot.inbox[start..]);
             let n = *r.as_ref().unwrap_or(&0);

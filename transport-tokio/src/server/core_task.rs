@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rmmap_core::protocol::Outbox;
+use rmmap_core::protocol::{FRAME_RESERVE_MAX, Outbox, frame_rest};
 use rmmap_core::server::{ConnId, InputStatus, Server, ServerEvent};
 use rmmap_core::store::{Store, StoreRequest};
 use rmmap_store::{DiskPool, StoreResult};
@@ -16,19 +16,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use super::channels::{ReadState, SharedWriter, ToCore};
-
-/// The most room reserved at once for the rest of a frame that arrives in
-/// pieces (frames are at most the negotiated `max_frame`, 2 MiB by default).
-const RESERVE_MAX: usize = 4 << 20;
-
-/// How many bytes the frame at the front of `inbox` still lacks (its
-/// 4-byte length prefix included), 0 if unknown.
-fn frame_rest(inbox: &[u8]) -> usize {
-    match inbox.first_chunk::<4>() {
-        Some(p) => (u32::from_be_bytes(*p) as usize + 4).saturating_sub(inbox.len()),
-        None => 0,
-    }
-}
 use crate::clock::Clock;
 
 /// A writer gets at most this many bytes per batch; the rest waits in the
@@ -235,7 +222,7 @@ impl<S: Store> CoreTask<S> {
                         // the core has already accepted) in one allocation,
                         // rather than growing chunk by chunk, each growth
                         // copying what came before.
-                        let rest = frame_rest(&slot.inbox).min(RESERVE_MAX);
+                        let rest = frame_rest(&slot.inbox).min(FRAME_RESERVE_MAX);
                         slot.inbox.reserve(rest.max(bytes.len()));
                     }
                     slot.inbox.extend_from_slice(&bytes);
