@@ -286,6 +286,16 @@ impl Store for FsStore {
         Ok(self.buffers.lend(buf))
     }
 
+    fn read_cached(
+        &self,
+        file: StoreFile,
+        offset: u64,
+        len: usize,
+    ) -> Option<Result<Bytes, StoreError>> {
+        let f = self.handle(file).ok()?;
+        crate::positioned::read_cached(&f.file, offset, len).map(|b| Ok(Bytes::from(b)))
+    }
+
     fn write(&self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         let f = self.writable_handle(file)?;
         f.file

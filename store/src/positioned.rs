@@ -68,6 +68,39 @@ pub(crate) fn read_exact_or_zeros_into(
     Ok(buf)
 }
 
+/// Reads `len` bytes at `offset` only if no byte needs the disk
+/// (`preadv2` with `RWF_NOWAIT`): `None` if one would (or on any error, or
+/// a kernel without the flag; the caller then reads the usual way). Bytes
+/// past the end of the file read as zeros. The buffer is zero-filled
+/// first: this is for small reads, where that costs less than a thread
+/// hand-over.
+pub(crate) fn read_cached(file: &impl AsFd, offset: u64, len: usize) -> Option<Vec<u8>> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::io::ReadWriteFlags;
+        let mut buf = vec![0u8; len];
+        let mut done = 0usize;
+        while done < len {
+            let at = offset
+                .checked_add(done as u64)
+                .filter(|a| i64::try_from(*a).is_ok())?;
+            let mut iov = [io::IoSliceMut::new(&mut buf[done..])];
+            match rustix::io::preadv2(file, &mut iov, at, ReadWriteFlags::NOWAIT) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(Errno::INTR) => {}
+                Err(_) => return None,
+            }
+        }
+        Some(buf)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, offset, len);
+        None
+    }
+}
+
 /// Runs at least this long start their way to the disk at once.
 const WRITEBACK_HINT_MIN: usize = 256 << 10;
 
@@ -165,6 +198,30 @@ mod tests {
         assert!(b[1000..].iter().all(|x| *x == 0));
         let far = read_exact_or_zeros(&f, u64::MAX - 10, 100).unwrap();
         assert_eq!(&far[..], &[0u8; 100][..]);
+    }
+
+    /// A file just written is in the page cache: the no-wait read gets it,
+    /// with zeros past the end, as the usual read would.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_cached_read_matches_the_usual_one() {
+        let mut f = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..9000u32).map(|i| i as u8).collect();
+        f.write_all(&data).unwrap();
+        for (offset, len) in [(0, 4096), (4000, 3000), (8000, 4096), (20000, 10)] {
+            let want = read_exact_or_zeros(&f, offset, len).unwrap();
+            match read_cached(&f, offset, len) {
+                Some(got) => assert_eq!(got, want, "at {offset}"),
+                // A kernel or file system without RWF_NOWAIT: the caller
+                // reads the usual way.
+                None => eprintln!("no RWF_NOWAIT here; skipped"),
+            }
+        }
+        assert_eq!(
+            read_cached(&f, u64::MAX - 10, 100),
+            None,
+            "past i64: the usual way"
+        );
     }
 
     #[test]

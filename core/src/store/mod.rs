@@ -111,6 +111,22 @@ pub trait Store {
     /// read as zeros.
     fn read(&self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError>;
 
+    /// Reads like [`read`](Self::read), but only if that needs no waiting
+    /// for the disk (every byte is in the operating system's cache):
+    /// `None` when it would wait, failed, or the store cannot tell (then
+    /// [`read`](Self::read) does it, and reports any error). An adapter may
+    /// call this on the thread that drives the core, for small reads, to
+    /// save the hand-over to its disk threads and back; a store that blocks
+    /// must not answer. The default: `None`.
+    fn read_cached(
+        &self,
+        _file: StoreFile,
+        _offset: u64,
+        _len: usize,
+    ) -> Option<Result<Bytes, StoreError>> {
+        None
+    }
+
     /// Writes `data` at `offset`.
     fn write(&self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError>;
 
@@ -161,6 +177,14 @@ macro_rules! forward_store {
             }
             fn read(&self, file: StoreFile, offset: u64, len: usize) -> Result<Bytes, StoreError> {
                 (**self).read(file, offset, len)
+            }
+            fn read_cached(
+                &self,
+                file: StoreFile,
+                offset: u64,
+                len: usize,
+            ) -> Option<Result<Bytes, StoreError>> {
+                (**self).read_cached(file, offset, len)
             }
             fn write(&self, file: StoreFile, offset: u64, data: &[u8]) -> Result<(), StoreError> {
                 (**self).write(file, offset, data)
