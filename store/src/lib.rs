@@ -17,7 +17,7 @@ mod positioned;
 
 pub use config::ServerConfig;
 pub use fs::{FsStore, RootError};
-pub use pool::{DiskPool, StoreResult};
+pub use pool::{CACHED_READ_MAX, DiskPool, StoreResult};
 
 #[cfg(test)]
 mod tests;

@@ -6,20 +6,32 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use rmmap_core::store::{Store, StoreDone, StoreError, StoreId, StoreRequest};
+use rmmap_core::store::{Store, StoreDone, StoreError, StoreId, StoreOp, StoreRequest};
 
 /// What a finished request reports: its id and result.
 pub type StoreResult = (StoreId, Result<StoreDone, StoreError>);
+
+/// Reads up to this size are run on the caller's thread when the store can
+/// answer them without the disk ([`DiskPool::run_or_submit`]).
+pub const CACHED_READ_MAX: usize = 64 << 10;
 
 /// A few threads that run store requests as they come, several at once
 /// (the server only hands out requests that commute), and report each
 /// result through a callback that the adapter turns into a wake-up of its
 /// loop (a channel send, a `mio::Waker`). Dropping the pool lets the threads
 /// finish the requests they hold and stop.
-#[derive(Debug)]
 pub struct DiskPool {
     queue: Option<Sender<StoreRequest>>,
     threads: Vec<JoinHandle<()>>,
+    store: Arc<dyn Store + Send + Sync>,
+}
+
+impl std::fmt::Debug for DiskPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskPool")
+            .field("threads", &self.threads.len())
+            .finish()
+    }
 }
 
 impl DiskPool {
@@ -34,6 +46,7 @@ impl DiskPool {
         let rx = Arc::new(Mutex::new(rx));
         let done = Arc::new(done);
         let mut handles = Vec::new();
+        let shared: Arc<dyn Store + Send + Sync> = store.clone();
         for i in 0..threads.max(1) {
             let (rx, store, done) = (rx.clone(), store.clone(), done.clone());
             let h = std::thread::Builder::new()
@@ -44,7 +57,26 @@ impl DiskPool {
         Ok(DiskPool {
             queue: Some(tx),
             threads: handles,
+            store: shared,
         })
+    }
+
+    /// Runs `req` on this thread if it is a read of at most
+    /// [`CACHED_READ_MAX`] bytes that the store answers without waiting for
+    /// the disk ([`Store::read_cached`]: the bytes are in the page cache),
+    /// and returns its result, saving the hand-over to a disk thread and
+    /// back (a cold 4 KiB read of a cached file, issue 14); otherwise
+    /// queues it like [`submit`](Self::submit) and returns `None`. Never
+    /// waits for the disk.
+    pub fn run_or_submit(&self, req: StoreRequest) -> Option<StoreResult> {
+        if let StoreOp::Read { file, offset, len } = req.op
+            && len <= CACHED_READ_MAX
+            && let Some(result) = self.store.read_cached(file, offset, len)
+        {
+            return Some((req.id, result.map(StoreDone::Read)));
+        }
+        self.submit(req);
+        None
     }
 
     /// Queues a request.

@@ -281,7 +281,11 @@ impl ServerLoop {
                 ServerEvent::SessionEnded { session, reason } => {
                     tracing::info!(?session, %reason, "session ended");
                 }
-                ServerEvent::Store(req) => self.disk.submit(req),
+                ServerEvent::Store(req) => {
+                    if let Some((id, result)) = self.disk.run_or_submit(req) {
+                        self.conns.handle_store_done(id, result);
+                    }
+                }
                 ServerEvent::DiskTrouble { path, error } => {
                     tracing::warn!(path = ?path, %error, "the disk failed; the data is kept in memory and written again");
                 }

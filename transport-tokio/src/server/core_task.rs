@@ -10,17 +10,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rmmap_core::protocol::{FRAME_RESERVE_MAX, Outbox, frame_rest};
 use rmmap_core::server::{ConnId, InputStatus, Server, ServerEvent};
-use rmmap_core::store::{Store, StoreDone, StoreOp, StoreRequest};
+use rmmap_core::store::{Store, StoreRequest};
 use rmmap_store::{DiskPool, StoreResult};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use super::channels::{ReadState, SharedWriter, ToCore};
 use crate::clock::Clock;
-
-/// Reads this small run on the core's task when the operating system has
-/// their bytes cached (a random 4 KiB read, a page or two of a fault).
-const INLINE_READ_MAX: usize = 64 << 10;
 
 /// A writer gets at most this many bytes per batch; the rest waits in the
 /// core's queue, where its output limits count it.
@@ -55,8 +51,8 @@ pub(super) enum Disk<S> {
     Inline(Arc<S>),
     /// On a pool of threads; results come back on a channel. Small reads
     /// of bytes the operating system has cached run on the core's task
-    /// ([`Store::read_cached`]), saving two thread hand-overs.
-    Pool(DiskPool, mpsc::UnboundedReceiver<StoreResult>, Arc<S>),
+    /// ([`DiskPool::run_or_submit`]), saving two thread hand-overs.
+    Pool(DiskPool, mpsc::UnboundedReceiver<StoreResult>),
 }
 
 impl<S: Store + Send + Sync + 'static> Disk<S> {
@@ -67,11 +63,11 @@ impl<S: Store + Send + Sync + 'static> Disk<S> {
             return Ok(Disk::Inline(store));
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let pool = DiskPool::new(store.clone(), threads, move |r| {
+        let pool = DiskPool::new(store, threads, move |r| {
             // The core task is gone when this fails: nothing to tell.
             let _ = tx.send(r);
         })?;
-        Ok(Disk::Pool(pool, rx, store))
+        Ok(Disk::Pool(pool, rx))
     }
 }
 
@@ -79,7 +75,7 @@ impl<S> Disk<S> {
     /// The next result from the pool (never, when requests run inline).
     async fn next_result(&mut self) -> Option<StoreResult> {
         match self {
-            Disk::Pool(_, rx, _) => rx.recv().await,
+            Disk::Pool(_, rx) => rx.recv().await,
             Disk::Inline(_) => std::future::pending().await,
         }
     }
@@ -321,17 +317,10 @@ impl<S: Store> CoreTask<S> {
                 self.server
                     .handle_store_done(self.clock.now(), req.id, result);
             }
-            Disk::Pool(pool, _, store) => {
-                if let StoreOp::Read { file, offset, len } = req.op
-                    && len <= INLINE_READ_MAX
-                    && let Some(result) = store.read_cached(file, offset, len)
-                {
-                    let result = result.map(StoreDone::Read);
-                    return self
-                        .server
-                        .handle_store_done(self.clock.now(), req.id, result);
+            Disk::Pool(pool, _) => {
+                if let Some((id, result)) = pool.run_or_submit(req) {
+                    self.server.handle_store_done(self.clock.now(), id, result);
                 }
-                pool.submit(req)
             }
         }
     }
