@@ -119,3 +119,13 @@ fn sim9_copies_leave_the_cache_when_the_unmap_goes_out() {
     must_pass(8981, SimConfig::default());
     must_pass(31710, SimConfig::default());
 }
+
+/// sim-10: a `Refresh` was out for a carried page when an `Invalidate`
+/// dropped the copy; the refresh then failed (the disk refused the read),
+/// and its error cleared only pages still stale, so the page kept pointing
+/// at the dead request and the operations waiting on it never woke (a
+/// liveness failure 90 s after the faults stopped).
+#[test]
+fn sim10_a_failed_refresh_wakes_the_waiters_of_every_page_it_covered() {
+    must_pass(99861, SimConfig::default());
+}

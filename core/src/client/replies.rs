@@ -3,7 +3,7 @@
 use crate::Instant;
 use crate::protocol::{
     AtomicDone, ErrorCode, ErrorMsg, Invalidate, InvalidateAck, LenSet, Mapped, Message, PageNo,
-    PagePatch, Pages, Recall, RecallAck, Revalidated, Unmapped, WriteAck,
+    PagePatch, Pages, Recall, RecallAck, ReqId, Revalidated, Unmapped, WriteAck,
 };
 
 use super::cache::{FileId, PageData, PageState};
@@ -305,14 +305,24 @@ impl Client {
         true
     }
 
-    /// A revalidation or refresh failed: its stale copies are dropped, and
-    /// whoever waited for them fetches the pages again.
-    fn drop_unvouched(&mut self, file: FileId, pages: impl IntoIterator<Item = PageNo>) {
+    /// Revalidation or refresh `req` failed: its stale copies are dropped,
+    /// and whoever waited for its pages (stale or not: an `Invalidate` may
+    /// have dropped a copy while the request was out) fetches them again.
+    fn drop_unvouched(
+        &mut self,
+        req: ReqId,
+        file: FileId,
+        pages: impl IntoIterator<Item = PageNo>,
+    ) {
         for q in pages {
-            if let Some(mut pg) = self.cache.get_mut(file, q)
-                && pg.stale
-            {
-                pg.invalidate();
+            if let Some(mut pg) = self.cache.get_mut(file, q) {
+                let ours = pg.fetch == Some(req);
+                if !pg.stale && !ours {
+                    continue;
+                }
+                if pg.stale {
+                    pg.invalidate();
+                }
                 pg.fetch = None;
                 let w: Vec<_> = pg.waiters.iter().copied().collect();
                 drop(pg);
@@ -462,10 +472,10 @@ impl Client {
                 self.ops.wake(op);
             }
             ReqKind::Refresh { file, first, count } => {
-                self.drop_unvouched(file, first..first + count as u64)
+                self.drop_unvouched(e.req, file, first..first + count as u64)
             }
             ReqKind::Revalidate { file, pages } => {
-                self.drop_unvouched(file, pages.into_iter().map(|(q, _)| q))
+                self.drop_unvouched(e.req, file, pages.into_iter().map(|(q, _)| q))
             }
             ReqKind::Atomic { op } if e.code == ErrorCode::ShuttingDown => {
                 // Not applied: asked again of the next run, after the next
