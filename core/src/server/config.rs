@@ -95,6 +95,12 @@ pub struct ServerConfig {
     pub output_soft_limit: usize,
     /// Close a connection that lets this many bytes pile up. Default 64 MiB.
     pub output_hard_limit: usize,
+    /// Serve as a member of a cluster coordinated by etcd
+    /// (docs/CLUSTER.md): only the files of shards this member owns. The
+    /// restart grace is then per shard, after a takeover, and
+    /// [`ServerConfig::restart_grace`] is not used. Default `None`: a
+    /// single server.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -117,6 +123,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             output_soft_limit: 8 << 20,
             output_hard_limit: 64 << 20,
+            cluster: None,
         }
     }
 }

@@ -176,7 +176,7 @@ impl Server {
     }
 
     /// A store read for op `id` finished.
-    pub(super) fn op_read(&mut self, id: OpId, result: Result<Bytes, StoreError>) {
+    pub(super) fn op_read(&mut self, now: Instant, id: OpId, result: Result<Bytes, StoreError>) {
         let Some(op) = self.ops.get_mut(&id) else {
             return;
         };
@@ -197,6 +197,10 @@ impl Server {
             Ok(d) => d,
             Err(e) => return self.fail_op(id, store_failure(&path, e)),
         };
+        // In a cluster: the read may have outlasted the serving window.
+        if let Err(f) = self.shard_check_file(now, file) {
+            return self.fail_op(id, f);
+        }
         match self.ops[&id].kind.clone() {
             OpKind::Fetch {
                 exclusive,

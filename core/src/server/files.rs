@@ -65,31 +65,32 @@ impl Server {
             }
             Err(e) => return self.fail_op(id, store_failure(&path, e)),
         };
+        let full = if self.sessions.contains_key(&sid) {
+            self.full_path(sid, &path)
+        } else {
+            path.clone()
+        };
         let file = match self.files.find(opened.key) {
             Some(f) => f,
-            None => {
-                let full = if self.sessions.contains_key(&sid) {
-                    self.full_path(sid, &path)
-                } else {
-                    path.clone()
-                };
-                self.files.insert(FileEntry {
-                    key: opened.key,
-                    path: full,
-                    len: opened.len,
-                    writable: opened.writable,
-                    base_version: self.next_version,
-                    pages: Default::default(),
-                    mapping_ends: Default::default(),
-                    ops: 0,
-                })
-            }
+            None => self.files.insert(FileEntry {
+                key: opened.key,
+                path: full.clone(),
+                len: opened.len,
+                writable: opened.writable,
+                base_version: self.next_version,
+                pages: Default::default(),
+                mapping_ends: Default::default(),
+                ops: 0,
+            }),
         };
-        let full = self.files.get(file).path.clone();
-        self.disk.adopt(file, &opened, full);
+        let known = self.files.get(file).path.clone();
+        self.disk.adopt(file, &opened, known.clone());
         self.op_uses_file(id, file);
         if self.ops[&id].cancelled || !self.sessions.contains_key(&sid) {
             return self.release_op(id);
+        }
+        if let Err(f) = self.shard_check_opened(now, &full, &known) {
+            return self.fail_op(id, f);
         }
         match kind {
             OpKind::Map {
@@ -130,7 +131,7 @@ impl Server {
         }
     }
 
-    pub(super) fn do_map(&mut self, _now: Instant, sid: SessionId, m: Map) -> Outcome {
+    pub(super) fn do_map(&mut self, now: Instant, sid: SessionId, m: Map) -> Outcome {
         if m.flags & !(map_flags::WRITE | map_flags::CREATE) != 0 {
             return Err(Failure::new(
                 ErrorCode::Protocol,
@@ -140,6 +141,7 @@ impl Server {
         let write = m.flags & map_flags::WRITE != 0;
         let create = m.flags & map_flags::CREATE != 0;
         let path = self.resolve(sid, &m.path)?;
+        self.shard_check_path(now, self.full_path(sid, &path).as_str())?;
         if write {
             self.require_write(sid, "map read-write")?;
         }
@@ -301,8 +303,9 @@ impl Server {
         }
     }
 
-    pub(super) fn do_set_len(&mut self, _now: Instant, sid: SessionId, sl: SetLen) -> Outcome {
+    pub(super) fn do_set_len(&mut self, now: Instant, sid: SessionId, sl: SetLen) -> Outcome {
         let path = self.resolve(sid, &sl.path)?;
+        self.shard_check_path(now, self.full_path(sid, &path).as_str())?;
         self.require_write(sid, "set file lengths")?;
         if sl.len > i64::MAX as u64 {
             return Err(Failure::new(

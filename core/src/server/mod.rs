@@ -24,6 +24,7 @@
 
 #[cfg(feature = "bug-injection")]
 mod bugs;
+mod cluster;
 mod config;
 mod conns;
 mod directory;
@@ -115,6 +116,19 @@ pub enum ServerEvent {
         /// and not synced is lost (their clients were told).
         unwritten: Vec<ExportPath>,
     },
+    /// Send this request to the cluster's coordinator (etcd) and hand the
+    /// answer to [`Server::handle_coordinator_response`]; a `Watch`'s
+    /// events go to [`Server::handle_coordinator_watch`] (and its end to
+    /// [`Server::handle_coordinator_watch_ended`]). Every request gets
+    /// exactly one answer (`Failed` when it timed out). Only in a cluster.
+    Coordinate {
+        /// The request's id.
+        id: crate::cluster::CoordRequestId,
+        /// What to ask.
+        request: crate::cluster::CoordRequest,
+    },
+    /// What the shard ownership changed (for logs; the server has acted).
+    Cluster(crate::cluster::OwnershipEvent),
 }
 
 /// What became of the bytes given to [`Server::handle_input`].
@@ -158,6 +172,8 @@ enum Timer {
     RunStateRetry,
     /// Shutdown stops waiting for clients to confirm its goodbye.
     Farewell,
+    /// A shutdown stops waiting for the cluster leave to finish.
+    LeaveGiveUp,
 }
 
 /// How long a server waits before writing again what the disk refused.
@@ -204,6 +220,8 @@ pub struct Server {
     /// (and for the run state to be recorded).
     grace_waiting: Vec<OpId>,
     recording: Recording,
+    /// Membership of a cluster, with [`ServerConfig::cluster`].
+    cluster: Option<cluster::Membership>,
     #[cfg(feature = "bug-injection")]
     bug: ServerBug,
 }
@@ -244,7 +262,19 @@ impl Server {
         let mut rng = ChaCha20Rng::from_seed(seed);
         let epoch = rng.next_u64() | 1;
         let prior_grace = prior.as_ref().map_or(Duration::ZERO, |p| p.grace);
-        let grace = config.restart_grace.unwrap_or(prior_grace);
+        let cluster = config
+            .cluster
+            .clone()
+            .map(cluster::Membership::new)
+            .transpose()
+            .map_err(|e| StartError::Config(ConfigError(e)))?;
+        // In a cluster the export is shared: the run state another member
+        // recorded says nothing of this one, and every shard taken over
+        // waits its own grace (docs/CLUSTER.md).
+        let grace = match cluster {
+            Some(_) => Duration::ZERO,
+            None => config.restart_grace.unwrap_or(prior_grace),
+        };
         let next_version = prior.as_ref().map_or(0, |p| p.version_floor);
         let mut server = Server {
             disk: Disk::new(config.max_open_files),
@@ -274,9 +304,13 @@ impl Server {
                 version_floor: next_version,
                 grace: Duration::ZERO,
             },
+            cluster,
             #[cfg(feature = "bug-injection")]
             bug: ServerBug::None,
         };
+        if let Some(m) = &mut server.cluster {
+            m.start(now);
+        }
         server.timers.insert((server.grace_until, Timer::GraceEnds));
         if server.config.read_only {
             // No write ownership is ever granted, so nothing to record.
@@ -445,6 +479,7 @@ impl Server {
                 }
                 Timer::RunStateRetry => self.record_run_state(!self.final_state_due()),
                 Timer::Farewell => self.farewell_over(now),
+                Timer::LeaveGiveUp => self.leave_given_up(now),
             }
         }
         self.run_ready(now);
@@ -463,7 +498,12 @@ impl Server {
 
     /// When [`Server::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|(t, _)| *t)
+        let timer = self.timers.first().map(|(t, _)| *t);
+        let member = self.cluster.as_ref().and_then(|m| m.poll_timeout());
+        match (timer, member) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next thing the adapter must do.
@@ -471,6 +511,7 @@ impl Server {
         self.events
             .pop_front()
             .or_else(|| self.disk.poll_request().map(ServerEvent::Store))
+            .or_else(|| self.poll_coordinator())
     }
 
     /// The next chunk of bytes to write to `conn`.
@@ -607,7 +648,15 @@ impl Server {
     fn release_grace_waiting(&mut self, now: Instant) {
         if !self.in_grace(now) {
             let waiting = std::mem::take(&mut self.grace_waiting);
-            self.ready.extend(waiting);
+            for id in waiting {
+                // In a cluster, a shard taken over has a grace of its own.
+                let file = self.ops.get(&id).and_then(|o| o.file);
+                if file.is_some_and(|f| self.shard_in_grace(now, f)) {
+                    self.grace_waiting.push(id);
+                } else {
+                    self.ready.push_back(id);
+                }
+            }
         }
     }
 

@@ -176,7 +176,8 @@ impl Server {
     /// Registers a page op and runs it as far as it goes right away, so that
     /// an op that needs no waiting replies in the order its request arrived.
     pub(super) fn start_page_op(&mut self, now: Instant, op: Op) -> OpId {
-        let waits_for_grace = op.kind.needs_write_ownership() && self.in_grace(now);
+        let waits_for_grace = op.kind.needs_write_ownership()
+            && (self.in_grace(now) || op.file.is_some_and(|f| self.shard_in_grace(now, f)));
         let id = self.register_op(op);
         if waits_for_grace {
             self.grace_waiting.push(id);
@@ -188,6 +189,7 @@ impl Server {
 
     /// Runs every operation that may make progress.
     pub(super) fn run_ready(&mut self, now: Instant) {
+        self.drive_cluster(now);
         loop {
             while let Some(id) = self.ready.pop_front() {
                 self.advance(now, id);
@@ -200,6 +202,7 @@ impl Server {
                 continue;
             }
             self.check_shutdown(now);
+            self.check_drains(now);
             if self.ready.is_empty() && !self.disk.start_marked() {
                 break;
             }
@@ -249,7 +252,7 @@ impl Server {
         let lock = op.lock.as_mut().expect("checked above");
         lock.next = next;
         lock.queued_on = queued_on;
-        self.send_revocations(now, Some(id), file, wanted);
+        self.send_revocations(now, super::revoke::RevWaiter::Op(id), file, wanted);
         let op = &self.ops[&id];
         let lock = op.lock();
         if lock.next == lock.end && lock.pending_revs == 0 {
@@ -367,6 +370,12 @@ impl Server {
         }
         op.executing = true;
         let kind = op.kind.clone();
+        // In a cluster: the shard is still served here, by the clock.
+        if let Some(file) = op.file
+            && let Err(f) = self.shard_check_file(now, file)
+        {
+            return self.fail_op(id, f);
+        }
         let writes = matches!(kind, OpKind::Atomic { .. } | OpKind::Shrink { .. });
         if writes && self.is_stopping() {
             return self.fail_op(

@@ -49,25 +49,32 @@ impl Server {
             Message::Unmap(m) => {
                 self.on_request(now, sid, m.req, false, |s, now| s.do_unmap(now, sid, m))
             }
-            Message::Fetch(m) => {
-                self.on_request(now, sid, m.req, true, |s, now| s.do_fetch(now, sid, m))
-            }
-            Message::WriteBack(m) => {
-                self.on_request(now, sid, m.req, false, |s, _| s.do_write_back(sid, m))
-            }
+            Message::Fetch(m) => self.on_request(now, sid, m.req, true, |s, now| {
+                s.mapping_served(now, sid, m.mapping)?;
+                s.do_fetch(now, sid, m)
+            }),
+            Message::WriteBack(m) => self.on_request(now, sid, m.req, false, |s, now| {
+                s.mapping_served(now, sid, m.mapping)?;
+                s.do_write_back(sid, m)
+            }),
+            // A sync writes nothing new: after a drain it finds this
+            // member's part durable; after a loss its session is gone.
             Message::Sync(m) => self.on_request(now, sid, m.req, true, |s, _| s.do_sync(sid, m)),
-            Message::Revalidate(m) => {
-                self.on_request(now, sid, m.req, true, |s, _| s.do_revalidate(sid, m))
-            }
-            Message::Refresh(m) => {
-                self.on_request(now, sid, m.req, true, |s, now| s.do_refresh(now, sid, m))
-            }
+            Message::Revalidate(m) => self.on_request(now, sid, m.req, true, |s, now| {
+                s.mapping_served(now, sid, m.mapping)?;
+                s.do_revalidate(sid, m)
+            }),
+            Message::Refresh(m) => self.on_request(now, sid, m.req, true, |s, now| {
+                s.mapping_served(now, sid, m.mapping)?;
+                s.do_refresh(now, sid, m)
+            }),
             Message::SetLen(m) => {
                 self.on_request(now, sid, m.req, false, |s, now| s.do_set_len(now, sid, m))
             }
-            Message::Atomic(m) => {
-                self.on_request(now, sid, m.req, false, |s, now| s.do_atomic(now, sid, m))
-            }
+            Message::Atomic(m) => self.on_request(now, sid, m.req, false, |s, now| {
+                s.mapping_served(now, sid, m.mapping)?;
+                s.do_atomic(now, sid, m)
+            }),
             other => Err(Failure::fatal(
                 ErrorCode::Protocol,
                 format!(
@@ -186,6 +193,20 @@ impl Server {
                     format!("mapping {id} does not exist in this session"),
                 )
             })
+    }
+
+    /// In a cluster: whether requests on `mapping` may be served here now
+    /// (its file's shard is); an unknown mapping is for the request to refuse.
+    fn mapping_served(
+        &self,
+        now: Instant,
+        sid: SessionId,
+        mapping: crate::protocol::WireMappingId,
+    ) -> Result<(), Failure> {
+        match self.sessions[&sid].mappings.get(&mapping) {
+            Some(m) => self.shard_check_file(now, m.file),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn require_write(&self, sid: SessionId, what: &str) -> Result<(), Failure> {

@@ -6,6 +6,7 @@ use crate::protocol::{
     ErrorCode, Invalidate, Message, PageNo, PagePatch, Recall, RevId, SessionId,
 };
 
+pub(crate) use super::cluster::RevWaiter;
 use super::ids::{FileId, OpId, RevKind};
 use super::{Failure, Server, ServerEvent, error_msg};
 
@@ -18,8 +19,8 @@ pub(crate) struct Revocation {
     pub(crate) first: PageNo,
     pub(crate) count: u32,
     pub(crate) kind: RevKind,
-    /// The operation waiting for it; `None` for shutdown recalls.
-    pub(crate) op: Option<OpId>,
+    /// Who waits for it.
+    pub(crate) waiter: RevWaiter,
 }
 
 impl Server {
@@ -28,7 +29,7 @@ impl Server {
     pub(super) fn send_revocations(
         &mut self,
         _now: Instant,
-        op: Option<OpId>,
+        waiter: RevWaiter,
         file: FileId,
         mut wanted: Vec<(SessionId, PageNo, RevKind)>,
     ) {
@@ -63,16 +64,17 @@ impl Server {
                     first,
                     count,
                     kind,
-                    op,
+                    waiter,
                 },
             );
-            match op {
-                Some(id) => {
+            match waiter {
+                RevWaiter::Op(id) => {
                     if let Some(l) = self.ops.get_mut(&id).and_then(|o| o.lock.as_mut()) {
                         l.pending_revs += 1;
                     }
                 }
-                None => self.shutdown_recall_sent(),
+                RevWaiter::Shutdown => self.shutdown_recall_sent(),
+                RevWaiter::Drain(shard) => self.drain_revocation_sent(shard),
             }
             self.send(target, &revocation_msg(rev, handle, first, count, kind));
         }
@@ -222,9 +224,10 @@ impl Server {
             }
         }
         self.maybe_forget_handle(sid, r.file);
-        match r.op {
-            Some(id) => self.revocation_done_for(id),
-            None => self.shutdown_recall_done(),
+        match r.waiter {
+            RevWaiter::Op(id) => self.revocation_done_for(id),
+            RevWaiter::Shutdown => self.shutdown_recall_done(),
+            RevWaiter::Drain(shard) => self.drain_revocation_done(shard),
         }
         self.forget_file_if_unused(r.file);
     }
@@ -246,7 +249,7 @@ impl Server {
             }
         }
         for (fid, w) in per_file {
-            self.send_revocations(now, None, fid, w);
+            self.send_revocations(now, RevWaiter::Shutdown, fid, w);
         }
     }
 

@@ -59,7 +59,17 @@ impl Server {
     /// `shutdown`): no new sessions, every dirty page is recalled and every
     /// file synced, every client gets a `Goodbye`, and
     /// [`ServerEvent::ShutdownComplete`] follows.
+    ///
+    /// A cluster member first leaves the cluster: every shard it owns is
+    /// drained and handed over (docs/CLUSTER.md, section 3).
     pub fn begin_shutdown(&mut self, now: Instant) {
+        if !self.leave_cluster_first(now) {
+            self.begin_local_shutdown(now);
+        }
+    }
+
+    /// The shutdown of this server's own state (after a cluster leave).
+    pub(super) fn begin_local_shutdown(&mut self, now: Instant) {
         if self.shutdown.is_none() {
             self.shutdown = Some(Shutdown {
                 stage: Stage::Recalling,

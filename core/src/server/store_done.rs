@@ -22,6 +22,7 @@ impl Server {
         match done.purpose {
             Purpose::OpenFor(op) => self.op_opened(now, op, result),
             Purpose::ReadFor(op) => self.op_read(
+                now,
                 op,
                 result.and_then(|d| match d {
                     StoreDone::Read(b) => Ok(b),
@@ -44,7 +45,10 @@ impl Server {
                 }
                 match op {
                     Some(op) => self.sync_done(op),
-                    None => self.shutdown_sync_done(now, id),
+                    None => {
+                        self.shutdown_sync_done(now, id);
+                        self.drain_sync_done(id);
+                    }
                 }
                 self.forget_file_if_unused(file);
             }

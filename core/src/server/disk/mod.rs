@@ -291,6 +291,27 @@ impl Disk {
         })
     }
 
+    /// Every session with bytes of the file not yet durable.
+    pub(crate) fn unsynced_writers(&self, id: FileId) -> Vec<SessionId> {
+        self.files
+            .get(&id)
+            .map_or_else(Vec::new, |f| f.unsynced.writers())
+    }
+
+    /// Gives the file up (a cluster member lost its shard): nothing more of
+    /// it is written, what waits to be is answered `error`, and its bytes not
+    /// yet durable are lost (they no longer keep it open).
+    pub(crate) fn abandon(&mut self, id: FileId, error: StoreError) {
+        let Some(f) = self.files.get_mut(&id) else {
+            return;
+        };
+        f.gone = Some(error.clone());
+        for r in f.queue.drain_waiting() {
+            self.early.push_back((r, Err(error.clone())));
+        }
+        self.mark(id);
+    }
+
     /// Forgets an idle file (closing its handle).
     pub(crate) fn forget(&mut self, id: FileId) {
         if let Some(f) = self.files.remove(&id)

@@ -316,6 +316,18 @@ impl Unsynced {
         self.pieces.values().any(|p| p.concerns(writer, live))
     }
 
+    /// Every session with bytes here not yet durable (its own, or covered).
+    pub(crate) fn writers(&self) -> Vec<SessionId> {
+        let mut w: Vec<SessionId> = self
+            .pieces
+            .values()
+            .flat_map(|p| std::iter::once(p.writer).chain(p.covers.iter().copied()))
+            .collect();
+        w.sort_unstable();
+        w.dedup();
+        w
+    }
+
     /// Any failure, for messages.
     pub(crate) fn any_failure(&self) -> Option<&StoreError> {
         self.pieces.values().find_map(|p| match &p.state {
