@@ -38,6 +38,12 @@ impl Server {
         self.bug = bug;
     }
 
+    /// Switches on a deliberate bug of the cluster member's shard ownership
+    /// (tests only; nothing without [`ServerConfig::cluster`](super::ServerConfig::cluster)).
+    pub fn inject_ownership_bug(&mut self, bug: crate::cluster::OwnershipBug) {
+        self.inject_member_bug(bug);
+    }
+
     /// [`ServerBug::SkipInvalidation`]: an exclusive fetch sends no
     /// invalidations (recalls of an owner still go out).
     pub(super) fn bug_skips_invalidations(&self, kind: &OpKind, wanted: &mut Wanted) {

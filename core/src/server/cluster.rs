@@ -133,6 +133,13 @@ impl Server {
         self.run_ready(now);
     }
 
+    #[cfg(feature = "bug-injection")]
+    pub(super) fn inject_member_bug(&mut self, bug: crate::cluster::OwnershipBug) {
+        if let Some(m) = &mut self.cluster {
+            m.machine.inject_bug(bug);
+        }
+    }
+
     /// The shards this member serves now, with their epochs (empty outside
     /// a cluster).
     pub fn held_shards(&self) -> Vec<(ShardId, i64)> {

@@ -11,6 +11,8 @@
 //! fail ([`MemStore::inject`]). Everything is deterministic: the same calls
 //! give the same run.
 
+mod coordinator;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ use crate::client::{
 use crate::protocol::{Message, check_frame, decode_body};
 use crate::server::{ConnId, InputStatus, Server, ServerConfig, ServerEvent};
 use crate::store::{MemStore, Store, StoreRequest};
+
+pub use coordinator::Coordination;
 
 /// Which way a frame travels.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -126,6 +130,9 @@ pub struct Cluster {
     pub check_invariants: bool,
     restarts: u64,
     seed: u64,
+    /// The coordinator, when the server is a cluster member
+    /// ([`ServerConfig::cluster`]).
+    pub coordination: Option<Coordination>,
 }
 
 /// A server over `store`, started at `now` with the run state the store has.
@@ -190,7 +197,11 @@ impl Cluster {
             check_invariants: true,
             restarts: 0,
             seed,
+            coordination: None,
         };
+        if c.server_config.cluster.is_some() {
+            c.coordination = Some(Coordination::new());
+        }
         c.flush();
         c
     }
@@ -236,12 +247,13 @@ impl Cluster {
     /// connection requests, until nothing more comes out.
     pub fn flush(&mut self) {
         loop {
-            let mut progress = false;
+            let mut progress = self.drive_coordination();
             while let Some(ev) = self.server.poll_event() {
                 progress = true;
                 match ev {
                     ServerEvent::Transmit(c) => self.drain_server(c),
                     ServerEvent::Store(req) => self.submit_store(req),
+                    ServerEvent::Coordinate { id, request } => self.coordinate(id, request),
                     ServerEvent::Close(c) => {
                         self.drain_server(c);
                         if let Some(&i) = self.by_conn.get(&c)
@@ -447,6 +459,9 @@ impl Cluster {
     /// The next moment anything happens.
     pub fn next_event_time(&self) -> Option<Instant> {
         let mut t = self.server.poll_timeout();
+        if let Some(at) = self.coordination.as_ref().and_then(|c| c.next_time()) {
+            t = Some(t.map_or(at, |t| t.min(at)));
+        }
         if let Some(((at, _), _)) = self.disk.first_key_value() {
             t = Some(t.map_or(*at, |t| t.min(*at)));
         }
