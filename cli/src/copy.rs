@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use rmmap_tokio::{Access, Client, MapOptions, OpError};
+use rmmap_tokio::{Access, ClusterClient, MapOptions, OpError};
 
+use crate::remote::members;
 use crate::secure::ClientSecurity;
 use crate::{CliError, Context};
 
@@ -29,7 +30,7 @@ pub(crate) struct Range {
 
 #[derive(Args, Debug)]
 pub(crate) struct CatArgs {
-    /// The server, host:port.
+    /// The server, host:port, or a cluster's members, host:port,host:port,...
     addr: String,
     /// The file, relative to the server's root.
     path: String,
@@ -41,7 +42,7 @@ pub(crate) struct CatArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct GetArgs {
-    /// The server, host:port.
+    /// The server, host:port, or a cluster's members, host:port,host:port,...
     addr: String,
     /// The remote file, relative to the server's root.
     path: String,
@@ -57,7 +58,7 @@ pub(crate) struct GetArgs {
 pub(crate) struct PutArgs {
     /// The local file to read.
     local: PathBuf,
-    /// The server, host:port.
+    /// The server, host:port, or a cluster's members, host:port,host:port,...
     addr: String,
     /// The remote file, relative to the server's root (created, with its
     /// directories, if missing).
@@ -71,7 +72,7 @@ pub(crate) struct PutArgs {
 }
 
 pub(crate) async fn cat(a: CatArgs) -> Result<ExitCode, CliError> {
-    let client = a.security.connect_tokio(&a.addr).await?;
+    let client = a.security.connect_tokio(&members(&a.addr)).await?;
     let mut out = std::io::stdout().lock();
     download(&client, &a.path, &a.range, &mut out, false).await?;
     out.flush().context(|| "writing to stdout".into())?;
@@ -80,7 +81,7 @@ pub(crate) async fn cat(a: CatArgs) -> Result<ExitCode, CliError> {
 }
 
 pub(crate) async fn get(a: GetArgs) -> Result<ExitCode, CliError> {
-    let client = a.security.connect_tokio(&a.addr).await?;
+    let client = a.security.connect_tokio(&members(&a.addr)).await?;
     let file =
         std::fs::File::create(&a.local).context(|| format!("creating {}", a.local.display()))?;
     let mut out = std::io::BufWriter::new(file);
@@ -98,7 +99,7 @@ pub(crate) async fn put(a: PutArgs) -> Result<ExitCode, CliError> {
         .metadata()
         .context(|| format!("reading {}", a.local.display()))?
         .len();
-    let client = a.security.connect_tokio(&a.addr).await?;
+    let client = a.security.connect_tokio(&members(&a.addr)).await?;
     let offset = match a.offset {
         Some(o) => o,
         None => {
@@ -162,7 +163,7 @@ pub(crate) async fn put(a: PutArgs) -> Result<ExitCode, CliError> {
 
 /// Copies a range of a remote file to `out`.
 async fn download(
-    client: &Client,
+    client: &ClusterClient,
     path: &str,
     range: &Range,
     out: &mut impl Write,
@@ -236,7 +237,7 @@ fn write_all_vectored(out: &mut impl Write, parts: &[Bytes]) -> std::io::Result<
 
 /// The length of a remote file, learned by mapping its first byte (an
 /// empty file cannot be mapped, which tells as much).
-async fn remote_len(client: &Client, path: &str) -> Result<u64, CliError> {
+async fn remote_len(client: &ClusterClient, path: &str) -> Result<u64, CliError> {
     match client.map(path, 0..1, Access::ReadOnly).await {
         Ok(m) => {
             let len = m.file_len();

@@ -2,6 +2,11 @@
 //! one (`--transport tokio|mio`): the same operations, awaited over Tokio,
 //! blocking over mio. The commands run one operation at a time on the main
 //! thread, so blocking there holds up nothing else.
+//!
+//! `ADDR` is one server, `host:port`, or the members of a cluster,
+//! `host:port,host:port,...`: the client connects to the first that
+//! answers and follows `moved` replies to the member that owns a file
+//! (docs/CLUSTER.md section 6).
 
 use std::ops::Range;
 use std::sync::mpsc;
@@ -24,10 +29,16 @@ pub(crate) enum Transport {
     Mio,
 }
 
-/// A connected client.
+/// The member addresses in `ADDR`: comma-separated, in order; one address
+/// is a single server.
+pub(crate) fn members(addr: &str) -> Vec<&str> {
+    addr.split(',').collect()
+}
+
+/// A connected client (one connection per member it has talked to).
 pub(crate) enum Remote {
-    Tokio(rmmap_tokio::Client),
-    Mio(rmmap_mio::Client),
+    Tokio(rmmap_tokio::ClusterClient),
+    Mio(rmmap_mio::ClusterClient),
 }
 
 /// A mapping made by a [`Remote`].
@@ -38,16 +49,18 @@ pub(crate) enum RemoteMapping {
 }
 
 impl Remote {
-    /// Connects (with the token and over TLS as `security` says) and
-    /// completes the first handshake.
+    /// Connects to the first member of `addr` that answers (with the
+    /// token and over TLS as `security` says) and completes the first
+    /// handshake.
     pub(crate) async fn connect(
         transport: Transport,
         addr: &str,
         security: &ClientSecurity,
     ) -> Result<Remote, CliError> {
+        let addrs = members(addr);
         Ok(match transport {
-            Transport::Tokio => Remote::Tokio(security.connect_tokio(addr).await?),
-            Transport::Mio => Remote::Mio(security.connect_mio(addr)?),
+            Transport::Tokio => Remote::Tokio(security.connect_tokio(&addrs).await?),
+            Transport::Mio => Remote::Mio(security.connect_mio(&addrs)?),
         })
     }
 
@@ -63,11 +76,9 @@ impl Remote {
         })
     }
 
-    /// Writes back what is dirty and ends the session, giving up after
-    /// `limit` (a server that is gone must not make the command hang).
-    /// Closes the client (syncing what it wrote first), giving up after
-    /// `limit`: a failed sync, a lost mapping or a server that does not
-    /// answer is an error.
+    /// Closes the client (syncing what it wrote first, on every member),
+    /// giving up after `limit`: a failed sync, a lost mapping or a server
+    /// that does not answer is an error.
     pub(crate) async fn close_within(&self, limit: Duration) -> Result<(), OpError> {
         let gone = || OpError::Disconnected(limit);
         match self {

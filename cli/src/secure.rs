@@ -69,25 +69,32 @@ impl ClientSecurity {
         }))
     }
 
-    /// Connects an rmmap-tokio client as these options say.
-    pub(crate) async fn connect_tokio(&self, addr: &str) -> Result<rmmap_tokio::Client, CliError> {
+    /// Connects an rmmap-tokio client of the members at `addrs` (the
+    /// first that answers; one address: a single server) as these options
+    /// say.
+    pub(crate) async fn connect_tokio(
+        &self,
+        addrs: &[&str],
+    ) -> Result<rmmap_tokio::ClusterClient, CliError> {
         let config = self.client_config()?;
+        let policy = rmmap_tokio::RedirectPolicy::default();
         Ok(match self.client_tls()? {
-            None => rmmap_tokio::Client::connect(addr, config).await?,
+            None => rmmap_tokio::ClusterClient::connect(addrs, config).await?,
             Some(tls) => {
                 let connector = rmmap_tokio::TlsConnector::new(tls);
-                rmmap_tokio::Client::connect_with(connector, addr, config).await?
+                rmmap_tokio::ClusterClient::connect_with(connector, addrs, config, policy).await?
             }
         })
     }
 
-    /// Connects an rmmap-mio client as these options say (blocking).
-    pub(crate) fn connect_mio(&self, addr: &str) -> Result<rmmap_mio::Client, CliError> {
+    /// Connects an rmmap-mio client of the members at `addrs` as these
+    /// options say (blocking).
+    pub(crate) fn connect_mio(&self, addrs: &[&str]) -> Result<rmmap_mio::ClusterClient, CliError> {
         let config = self.client_config()?;
-        Ok(match self.client_tls()? {
-            None => rmmap_mio::Client::connect(addr, config)?,
-            Some(tls) => rmmap_mio::Client::connect_tls(addr, config, tls)?,
-        })
+        let (tls, policy) = (self.client_tls()?, rmmap_mio::RedirectPolicy::default());
+        Ok(rmmap_mio::ClusterClient::connect_with(
+            addrs, config, tls, policy,
+        )?)
     }
 }
 

@@ -1,4 +1,5 @@
-//! `rmmap shell`: a scriptable client over one connection.
+//! `rmmap shell`: a scriptable client over one connection (one per member
+//! of a cluster).
 //!
 //! One command per line on stdin, exactly one response line per command on
 //! stdout, flushed at once, in order. Blank lines and lines starting with
@@ -45,7 +46,7 @@ use crate::secure::ClientSecurity;
 
 #[derive(Args, Debug)]
 pub(crate) struct ShellArgs {
-    /// The server, host:port.
+    /// The server, host:port, or a cluster's members, host:port,host:port,...
     addr: String,
     /// Read-write maps create missing files and extend short ones to cover
     /// the range.

@@ -11,7 +11,9 @@
 //!   blocking calls usable from any number of plain threads. Cache hits are
 //!   served on the caller's thread; everything else goes through one
 //!   background IO thread. Reconnection (with backoff) and session
-//!   resumption are automatic.
+//!   resumption are automatic. [`ClusterClient`] takes the addresses of a
+//!   cluster's members, keeps one [`Client`] per member and sends each
+//!   `Map` on to the member that owns the file (docs/CLUSTER.md).
 //! * [`EmbeddedClient`] is the same client without the thread: its socket is
 //!   registered in your `mio::Poll` under your token; you hand it events and
 //!   timeouts and poll its completions. The blocking [`Client`] is built on
@@ -73,11 +75,11 @@ mod link;
 mod server;
 mod wire;
 
-pub use client::{Access, Client, Mapping};
+pub use client::{Access, Client, ClusterClient, Mapping};
 pub use embedded::EmbeddedClient;
 pub use rmmap_core::client::{
     ClientConfig, ClientEvent, Completion, ConnectError, LostWrites, MapOptions, Mapped, MappingId,
-    OpError, OpId, Pending, SessionLossReason,
+    OpError, OpId, Pending, RedirectPolicy, SessionLossReason,
 };
 pub use rmmap_core::protocol::{AtomicOp, ErrorCode};
 pub use rmmap_secure::{ClientTls, ServerTls, Token};

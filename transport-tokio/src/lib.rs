@@ -6,6 +6,9 @@
 //!   hits are served on the caller's thread; everything else goes through a
 //!   background driver task that runs the core's drive loop. Reconnection and
 //!   session resumption are automatic.
+//! * [`ClusterClient::connect`] takes the addresses of a cluster's members
+//!   and keeps one [`Client`] per member, sending each `Map` on to the
+//!   member that owns the file (docs/CLUSTER.md).
 //! * [`Server::bind`] exports a directory ([`ServerConfig`]) until a
 //!   graceful [`Server::shutdown`].
 //! * On Linux, [`Client::map_memory`] maps a range into the address space
@@ -47,11 +50,13 @@ mod net;
 mod server;
 pub mod tls;
 
-pub use client::{Access, Client, ClientConfig, ClientEvent, ConnectError, Mapping};
+pub use client::{Access, Client, ClientConfig, ClientEvent, ClusterClient, ConnectError, Mapping};
 #[cfg(target_os = "linux")]
 pub use memory::{FaultMode, MemoryError, MemoryMapping, memory_support};
 pub use net::{Connector, Listener, TcpConnector};
-pub use rmmap_core::client::{LostWrites, MapOptions, MappingId, OpError, SessionLossReason};
+pub use rmmap_core::client::{
+    LostWrites, MapOptions, MappingId, OpError, RedirectPolicy, SessionLossReason,
+};
 pub use rmmap_core::protocol::{AtomicOp, ErrorCode};
 pub use rmmap_secure::{ClientTls, ServerTls, Token};
 pub use rmmap_store::ServerConfig;

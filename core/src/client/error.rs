@@ -215,6 +215,16 @@ pub enum OpError {
         /// The mapping it overlaps.
         other: MappingId,
     },
+    /// A cluster member named another as the owner of the file (`moved`),
+    /// and no connection to that member could be made. Kind
+    /// `connect_failed`.
+    #[error("cannot connect to {addr}, the member the request was sent on to: {reason}")]
+    Unreachable {
+        /// The member's address.
+        addr: String,
+        /// Why the connection failed.
+        reason: String,
+    },
     /// A bug in rmmap: a state the client should never reach. The message
     /// says what; please report it.
     #[error("internal error (a bug in rmmap; please report it): {0}")]
@@ -238,6 +248,7 @@ impl OpError {
             OpError::Closed(_) => "closed",
             OpError::Busy(_) => "busy",
             OpError::Unsupported(_) | OpError::Overlap { .. } => "unsupported",
+            OpError::Unreachable { .. } => "connect_failed",
             OpError::Internal(_) => "internal",
         }
     }

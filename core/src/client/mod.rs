@@ -35,6 +35,7 @@ mod memory;
 mod operations;
 mod ops;
 mod recovery;
+mod redirect;
 mod replies;
 mod requests;
 mod watch;
@@ -50,6 +51,9 @@ pub use config::ClientConfig;
 pub use error::{ConnectError, LossCause, LostWrites, OpError, SessionLossReason};
 pub use event::{ClientEvent, Event};
 pub use memory::MemoryBacking;
+pub use redirect::{
+    BadMemberAddr, MAX_MEMBER_ADDR_LEN, MemberAddr, NextTry, RedirectPolicy, Redirects,
+};
 
 use crate::Instant;
 

@@ -15,6 +15,7 @@
 
 mod driver;
 mod mapping;
+mod members;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -29,6 +30,7 @@ use rmmap_core::client::{
 use rmmap_secure::{ClientTls, random_seed};
 
 pub use mapping::Mapping;
+pub use members::ClusterClient;
 pub use rmmap_core::client::Access;
 
 use crate::clock::Clock;

@@ -14,6 +14,7 @@
 
 mod driver;
 mod mapping;
+mod members;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -24,6 +25,7 @@ use rmmap_secure::random_seed;
 use tokio::sync::{Notify, broadcast, oneshot};
 
 pub use mapping::Mapping;
+pub use members::ClusterClient;
 pub use rmmap_core::client::{Access, ClientConfig, ClientEvent, ConnectError};
 
 use crate::clock::Clock;

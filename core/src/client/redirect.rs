@@ -1,0 +1,390 @@
+//! Following a cluster's redirections: what a client does when a member
+//! answers a `Map` or `SetLen` with `moved` or `busy` (PROTOCOL.md
+//! section 9, CLUSTER.md sections 5 and 6).
+//!
+//! The adapters keep one connection per member and ask [`Redirects`] what
+//! to do with each failure: send the same request to another member
+//! ([`NextTry::SendTo`]), send it again to the same member later
+//! ([`NextTry::RetryAt`]), or report the error ([`NextTry::Fail`]). The decision
+//! is made here, once, for every adapter.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::Instant;
+use crate::protocol::ErrorCode;
+
+use super::OpError;
+
+/// The longest address a `moved` reply may carry, in bytes.
+pub const MAX_MEMBER_ADDR_LEN: usize = 255;
+
+/// A cluster member's advertised address as a `moved` reply names it:
+/// `host:port`, where the host is a DNS name, an IPv4 address, or an IPv6
+/// address in brackets, at most [`MAX_MEMBER_ADDR_LEN`] bytes, with nothing
+/// around it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemberAddr(String);
+
+/// Why a `moved` reply's address cannot be followed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadMemberAddr {
+    /// Nothing at all.
+    #[error("the address is empty")]
+    Empty,
+    /// Longer than [`MAX_MEMBER_ADDR_LEN`].
+    #[error("the address is {0} bytes long, more than {MAX_MEMBER_ADDR_LEN}")]
+    TooLong(usize),
+    /// No `:port` at the end.
+    #[error("the address has no :port")]
+    NoPort,
+    /// The port is not a number from 1 to 65535.
+    #[error("the port is not a number from 1 to 65535")]
+    BadPort,
+    /// The host is not a DNS name, an IPv4 address or a bracketed IPv6
+    /// address (spaces, control characters, a stray colon, ...).
+    #[error("the host is not a DNS name, an IPv4 address or an IPv6 address in brackets")]
+    BadHost,
+}
+
+impl MemberAddr {
+    /// Checks `s` as PROTOCOL.md section 9 describes a `moved` address.
+    pub fn parse(s: &str) -> Result<MemberAddr, BadMemberAddr> {
+        if s.is_empty() {
+            return Err(BadMemberAddr::Empty);
+        }
+        if s.len() > MAX_MEMBER_ADDR_LEN {
+            return Err(BadMemberAddr::TooLong(s.len()));
+        }
+        let (host, port) = s.rsplit_once(':').ok_or(BadMemberAddr::NoPort)?;
+        if port.is_empty() {
+            return Err(BadMemberAddr::NoPort);
+        }
+        // `u16::from_str` takes a leading `+`; a port is digits only.
+        if !port.bytes().all(|b| b.is_ascii_digit()) || !matches!(port.parse::<u16>(), Ok(1..)) {
+            return Err(BadMemberAddr::BadPort);
+        }
+        let host_ok = match host.strip_prefix('[') {
+            Some(rest) => rest
+                .strip_suffix(']')
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+            None => is_dns_name_or_ipv4(host),
+        };
+        if !host_ok {
+            return Err(BadMemberAddr::BadHost);
+        }
+        Ok(MemberAddr(s.to_owned()))
+    }
+
+    /// The address, as the member advertised it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MemberAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Letters, digits, `-`, `_` and dots, in non-empty labels (an IPv4
+/// address is such a name too).
+fn is_dns_name_or_ipv4(host: &str) -> bool {
+    !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// How far a client follows a cluster's redirections.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct RedirectPolicy {
+    /// `moved` replies followed for one request; the next one is reported.
+    /// Default 4: more than that means ownership keeps moving.
+    pub max_redirects: u32,
+    /// How long one request keeps asking again while members answer `busy`
+    /// (no owner known yet: ownership is in motion). Default 2 s.
+    pub busy_patience: Duration,
+    /// The first wait after a `busy`; it doubles per retry, up to
+    /// `busy_backoff_max`. Default 20 ms.
+    pub busy_backoff: Duration,
+    /// The longest wait between two retries. Default 250 ms.
+    pub busy_backoff_max: Duration,
+}
+
+impl Default for RedirectPolicy {
+    fn default() -> Self {
+        RedirectPolicy {
+            max_redirects: 4,
+            busy_patience: Duration::from_secs(2),
+            busy_backoff: Duration::from_millis(20),
+            busy_backoff_max: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What to do with a request's failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NextTry {
+    /// Send the same request to this member, on the client's connection to
+    /// it (opened if there is none).
+    SendTo(MemberAddr),
+    /// Send the same request to the same member again at this instant.
+    RetryAt(Instant),
+    /// Report this error: the request is over.
+    Fail(OpError),
+}
+
+/// One request's way through a cluster: how often it was moved, how long
+/// members have answered `busy`.
+///
+/// Make one per request ([`Redirects::new`]) and give it every failure
+/// ([`Redirects::on_error`]); a success ends it.
+#[derive(Clone, Debug)]
+pub struct Redirects {
+    policy: RedirectPolicy,
+    started: Instant,
+    redirects: u32,
+    retries: u32,
+    cluster: bool,
+}
+
+impl Redirects {
+    /// A request sent at `now`. `cluster` says whether the client knows it
+    /// talks to a cluster (it was given several addresses, or has been told
+    /// `moved`): only then does `busy` mean that ownership is in motion and
+    /// is retried; a single server's `busy` is reported at once, as ever.
+    pub fn new(policy: RedirectPolicy, now: Instant, cluster: bool) -> Self {
+        Redirects {
+            policy,
+            started: now,
+            redirects: 0,
+            retries: 0,
+            cluster,
+        }
+    }
+
+    /// `moved` replies followed so far.
+    pub fn redirects(&self) -> u32 {
+        self.redirects
+    }
+
+    /// Whether the request has learned that it talks to a cluster.
+    pub fn in_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// The request failed with `error` at `now`: what next.
+    pub fn on_error(&mut self, now: Instant, error: OpError) -> NextTry {
+        let OpError::Server { code, message } = &error else {
+            return NextTry::Fail(error);
+        };
+        match code {
+            ErrorCode::Moved => {
+                self.cluster = true;
+                let addr = match MemberAddr::parse(message) {
+                    Ok(a) => a,
+                    Err(why) => {
+                        return NextTry::Fail(OpError::Server {
+                            code: ErrorCode::Moved,
+                            message: format!(
+                                "the member answered moved without an address to go to ({why}): {:?}",
+                                shown(message)
+                            ),
+                        });
+                    }
+                };
+                if self.redirects >= self.policy.max_redirects {
+                    return NextTry::Fail(error);
+                }
+                self.redirects += 1;
+                NextTry::SendTo(addr)
+            }
+            ErrorCode::Busy if self.cluster => {
+                let give_up = self.started + self.policy.busy_patience;
+                if now >= give_up {
+                    return NextTry::Fail(error);
+                }
+                let wait = self
+                    .policy
+                    .busy_backoff
+                    .saturating_mul(1u32 << self.retries.min(16))
+                    .min(self.policy.busy_backoff_max);
+                self.retries += 1;
+                NextTry::RetryAt((now + wait).min(give_up))
+            }
+            _ => NextTry::Fail(error),
+        }
+    }
+}
+
+/// At most 64 characters of what a peer sent, for an error message.
+fn shown(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moved(to: &str) -> OpError {
+        OpError::Server {
+            code: ErrorCode::Moved,
+            message: to.into(),
+        }
+    }
+
+    fn busy() -> OpError {
+        OpError::Server {
+            code: ErrorCode::Busy,
+            message: "no owner yet".into(),
+        }
+    }
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_duration(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn addresses_of_every_allowed_form_are_followed() {
+        for a in [
+            "member-1.example.com:7878",
+            "localhost:1",
+            "10.0.0.7:65535",
+            "[::1]:7878",
+            "[2001:db8::17]:443",
+            "node_3:7878",
+        ] {
+            assert_eq!(MemberAddr::parse(a).map(|m| m.to_string()), Ok(a.into()));
+        }
+        let longest = format!("{}:7878", "a".repeat(MAX_MEMBER_ADDR_LEN - 5));
+        assert!(MemberAddr::parse(&longest).is_ok());
+    }
+
+    #[test]
+    fn addresses_with_anything_around_them_are_refused() {
+        use BadMemberAddr::*;
+        let too_long = format!("{}:7878", "a".repeat(MAX_MEMBER_ADDR_LEN - 4));
+        for (a, why) in [
+            ("", Empty),
+            (too_long.as_str(), TooLong(MAX_MEMBER_ADDR_LEN + 1)),
+            ("host", NoPort),
+            ("host:", NoPort),
+            ("host:0", BadPort),
+            ("host:65536", BadPort),
+            ("host:+80", BadPort),
+            ("host:80 ", BadPort),
+            (" host:80", BadHost),
+            ("host:80\n", BadPort),
+            ("ho st:80", BadHost),
+            (":80", BadHost),
+            ("::1:80", BadHost),
+            ("[::1]x:80", BadHost),
+            ("[not-an-ip]:80", BadHost),
+            ("a..b:80", BadHost),
+            ("host.:80", BadHost),
+            ("tcp://host:80", BadHost),
+            ("h\u{e9}te:80", BadHost),
+        ] {
+            assert_eq!(MemberAddr::parse(a), Err(why), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn moved_sends_the_request_to_the_named_member() {
+        let mut r = Redirects::new(RedirectPolicy::default(), at(0), false);
+        assert_eq!(
+            r.on_error(at(1), moved("b:2")),
+            NextTry::SendTo(MemberAddr::parse("b:2").unwrap())
+        );
+        assert_eq!(r.redirects(), 1);
+        assert!(r.in_cluster());
+    }
+
+    #[test]
+    fn moved_more_than_the_bound_is_reported_unchanged() {
+        let policy = RedirectPolicy::default();
+        let mut r = Redirects::new(policy, at(0), true);
+        for i in 0..policy.max_redirects {
+            let to = format!("m{i}:1");
+            assert_eq!(
+                r.on_error(at(0), moved(&to)),
+                NextTry::SendTo(MemberAddr::parse(&to).unwrap())
+            );
+        }
+        assert_eq!(
+            r.on_error(at(0), moved("m9:1")),
+            NextTry::Fail(moved("m9:1"))
+        );
+    }
+
+    #[test]
+    fn moved_to_an_address_that_is_not_one_fails_saying_why() {
+        let mut r = Redirects::new(RedirectPolicy::default(), at(0), true);
+        let NextTry::Fail(OpError::Server { code, message }) = r.on_error(at(0), moved("b 2"))
+        else {
+            panic!("an address with a space must not be followed");
+        };
+        assert_eq!(code, ErrorCode::Moved);
+        assert!(message.contains("no :port"), "{message}");
+        assert_eq!(r.redirects(), 0);
+    }
+
+    #[test]
+    fn busy_from_a_single_server_is_reported_at_once() {
+        let mut r = Redirects::new(RedirectPolicy::default(), at(0), false);
+        assert_eq!(r.on_error(at(0), busy()), NextTry::Fail(busy()));
+    }
+
+    #[test]
+    fn busy_after_a_moved_is_retried_with_growing_waits() {
+        let mut r = Redirects::new(RedirectPolicy::default(), at(0), false);
+        assert!(matches!(
+            r.on_error(at(0), moved("b:2")),
+            NextTry::SendTo(_)
+        ));
+        assert_eq!(r.on_error(at(10), busy()), NextTry::RetryAt(at(30)));
+        assert_eq!(r.on_error(at(30), busy()), NextTry::RetryAt(at(70)));
+        assert_eq!(r.on_error(at(70), busy()), NextTry::RetryAt(at(150)));
+        assert_eq!(r.on_error(at(150), busy()), NextTry::RetryAt(at(310)));
+        assert_eq!(r.on_error(at(310), busy()), NextTry::RetryAt(at(560)));
+    }
+
+    #[test]
+    fn busy_is_retried_for_at_most_the_patience_in_all() {
+        let policy = RedirectPolicy::default();
+        let mut r = Redirects::new(policy, at(0), true);
+        let mut now = at(0);
+        let mut tries = 0;
+        while let NextTry::RetryAt(next) = r.on_error(now, busy()) {
+            assert!(next > now && next <= at(2000), "{next:?}");
+            now = next;
+            tries += 1;
+            assert!(tries < 100, "retries without end");
+        }
+        assert_eq!(now, at(2000));
+        assert_eq!(r.on_error(now, busy()), NextTry::Fail(busy()));
+    }
+
+    #[test]
+    fn other_failures_are_reported_as_they_are() {
+        let mut r = Redirects::new(RedirectPolicy::default(), at(0), true);
+        let not_found = OpError::Server {
+            code: ErrorCode::NotFound,
+            message: "no such file".into(),
+        };
+        assert_eq!(
+            r.on_error(at(0), not_found.clone()),
+            NextTry::Fail(not_found)
+        );
+        assert_eq!(
+            r.on_error(at(0), OpError::OutcomeUnknown),
+            NextTry::Fail(OpError::OutcomeUnknown)
+        );
+    }
+}

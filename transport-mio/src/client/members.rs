@@ -1,0 +1,222 @@
+//! A blocking client of a cluster: one [`Client`] per member, and `Map` /
+//! `SetLen` sent on to the member that owns the file (CLUSTER.md
+//! section 6).
+//!
+//! Where to go next is the core's decision ([`Redirects`]); this file only
+//! opens connections and sleeps.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rmmap_core::client::{
+    ClientConfig, ConnectError, MapOptions, NextTry, OpError, RedirectPolicy, Redirects,
+};
+use rmmap_secure::ClientTls;
+
+use super::{Access, Client, Mapping};
+use crate::clock::Clock;
+
+/// A blocking client of an rmmap cluster: a list of member addresses, and
+/// one [`Client`] (one connection, one session) per member it has talked
+/// to, opened when first needed and kept.
+///
+/// [`ClusterClient::map`], [`ClusterClient::map_with`] and
+/// [`ClusterClient::set_len`] ask the first member; a member that does not
+/// own the file's shard answers `moved` with the owner's address, and the
+/// same request goes there (at most [`RedirectPolicy::max_redirects`]
+/// times). While no member owns the shard (`busy` from a cluster) the
+/// request is asked again after a short sleep, for at most
+/// [`RedirectPolicy::busy_patience`]. A [`Mapping`] lives on the
+/// connection to the member that answered it.
+///
+/// With one address and a single server, it behaves as that server's
+/// [`Client`]: a single server never answers `moved`, and its `busy` is
+/// reported at once. Cheap to clone.
+#[derive(Clone)]
+pub struct ClusterClient {
+    inner: Arc<Members>,
+}
+
+impl std::fmt::Debug for ClusterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterClient")
+            .field("first", &self.inner.first)
+            .field("connected", &self.connected())
+            .finish()
+    }
+}
+
+struct Members {
+    config: ClientConfig,
+    tls: Option<ClientTls>,
+    policy: RedirectPolicy,
+    /// The member that answered first: every request starts there.
+    first: String,
+    /// Given several addresses: a `busy` means that ownership is in motion
+    /// from the start.
+    several: bool,
+    /// One connection per member address.
+    connections: Mutex<BTreeMap<String, Client>>,
+    clock: Clock,
+}
+
+impl ClusterClient {
+    /// Connects over TCP to the first of `addrs` (`host:port` each) that
+    /// answers, in order, and completes the handshake. Fails with the last
+    /// member's error if none does (or if `addrs` is empty).
+    pub fn connect<A: AsRef<str>>(addrs: &[A], config: ClientConfig) -> Result<Self, ConnectError> {
+        Self::connect_with(addrs, config, None, RedirectPolicy::default())
+    }
+
+    /// Like [`ClusterClient::connect`], over TLS when `tls` is given (for
+    /// every member, as [`Client::connect_tls`]), and with `policy`.
+    pub fn connect_with<A: AsRef<str>>(
+        addrs: &[A],
+        config: ClientConfig,
+        tls: Option<ClientTls>,
+        policy: RedirectPolicy,
+    ) -> Result<Self, ConnectError> {
+        let mut failure = ConnectError::Io {
+            addr: String::new(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no member address was given",
+            ),
+        };
+        for addr in addrs {
+            let addr = addr.as_ref();
+            match Client::start(addr, config.clone(), tls.clone(), None) {
+                Ok(client) => {
+                    let inner = Members {
+                        config,
+                        tls,
+                        policy,
+                        first: addr.to_owned(),
+                        several: addrs.len() > 1,
+                        connections: Mutex::new(BTreeMap::from([(addr.to_owned(), client)])),
+                        clock: Clock::new(),
+                    };
+                    return Ok(ClusterClient {
+                        inner: Arc::new(inner),
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(addr, error = %e, "member did not answer; trying the next");
+                    failure = e;
+                }
+            }
+        }
+        Err(failure)
+    }
+
+    /// The connection to the member that answered first.
+    pub fn first(&self) -> Client {
+        self.connection(&self.inner.first)
+            .expect("the first member's connection is made before the client exists")
+    }
+
+    /// The connection to the member at `addr`, if one has been made.
+    pub fn connection(&self, addr: &str) -> Option<Client> {
+        self.lock().get(addr).cloned()
+    }
+
+    /// The addresses of the members connected to, in order.
+    pub fn connected(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Maps `range` of the file at `path` on the member that owns it (see
+    /// [`Client::map`]).
+    pub fn map(&self, path: &str, range: Range<u64>, access: Access) -> Result<Mapping, OpError> {
+        let opts = MapOptions {
+            access,
+            create: false,
+        };
+        self.map_with(path, range, opts)
+    }
+
+    /// Maps with options on the member that owns the file (see
+    /// [`Client::map_with`]).
+    pub fn map_with(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        opts: MapOptions,
+    ) -> Result<Mapping, OpError> {
+        self.follow(|c| c.map_with(path, range.clone(), opts))
+    }
+
+    /// Sets the length of the file at `path` on the member that owns it
+    /// (see [`Client::set_len`]).
+    pub fn set_len(&self, path: &str, len: u64, create: bool) -> Result<u64, OpError> {
+        self.follow(|c| c.set_len(path, len, create))
+    }
+
+    /// Closes every member's connection (see [`Client::close`]); the first
+    /// failure is reported, after all have been closed.
+    pub fn close(&self) -> Result<(), OpError> {
+        let clients: Vec<Client> = self.lock().values().cloned().collect();
+        let mut result = Ok(());
+        for c in clients {
+            let r = c.close();
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+
+    /// Runs `op` on the first member, then wherever the core's
+    /// [`Redirects`] says.
+    fn follow<T>(&self, mut op: impl FnMut(&Client) -> Result<T, OpError>) -> Result<T, OpError> {
+        let inner = &self.inner;
+        let mut redirects = Redirects::new(inner.policy, inner.clock.now(), inner.several);
+        let mut member = self.first();
+        loop {
+            let error = match op(&member) {
+                Ok(t) => return Ok(t),
+                Err(e) => e,
+            };
+            match redirects.on_error(inner.clock.now(), error) {
+                NextTry::SendTo(addr) => {
+                    tracing::debug!(to = %addr, "moved: sending the request on");
+                    member = self.open(addr.as_str())?;
+                }
+                NextTry::RetryAt(at) => {
+                    let wait = inner
+                        .clock
+                        .deadline(at)
+                        .saturating_duration_since(std::time::Instant::now());
+                    std::thread::sleep(wait);
+                }
+                NextTry::Fail(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The connection to `addr`, opened now if there is none.
+    fn open(&self, addr: &str) -> Result<Client, OpError> {
+        if let Some(c) = self.connection(addr) {
+            return Ok(c);
+        }
+        let inner = &self.inner;
+        // Opened without the lock; if another thread opened one meanwhile,
+        // theirs is kept and this one closes as it drops.
+        let client =
+            Client::start(addr, inner.config.clone(), inner.tls.clone(), None).map_err(|e| {
+                OpError::Unreachable {
+                    addr: addr.to_owned(),
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(self.lock().entry(addr.to_owned()).or_insert(client).clone())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Client>> {
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}

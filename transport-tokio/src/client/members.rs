@@ -1,0 +1,307 @@
+//! A client of a cluster: one [`Client`] per member, and `Map` / `SetLen`
+//! sent on to the member that owns the file (CLUSTER.md section 6).
+//!
+//! Where to go next is the core's decision ([`Redirects`]); this file only
+//! opens connections and waits.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use rmmap_core::client::{MapOptions, NextTry, OpError, RedirectPolicy, Redirects};
+use tokio::sync::OnceCell;
+
+use super::{Access, Client, ClientConfig, ConnectError, Mapping};
+use crate::clock::Clock;
+use crate::net::{Connector, TcpConnector};
+
+/// A client of an rmmap cluster: a list of member addresses, and one
+/// [`Client`] (one connection, one session) per member it has talked to,
+/// opened when first needed and kept.
+///
+/// [`ClusterClient::map`], [`ClusterClient::map_with`] and
+/// [`ClusterClient::set_len`] ask the first member; a member that does not
+/// own the file's shard answers `moved` with the owner's address, and the
+/// same request goes there (at most [`RedirectPolicy::max_redirects`]
+/// times). While no member owns the shard (`busy` from a cluster) the
+/// request is asked again after a short wait, for at most
+/// [`RedirectPolicy::busy_patience`]. A [`Mapping`] lives on the
+/// connection to the member that answered it.
+///
+/// With one address and a single server, it behaves as that server's
+/// [`Client`]: a single server never answers `moved`, and its `busy` is
+/// reported at once. Cheap to clone.
+#[derive(Clone)]
+pub struct ClusterClient {
+    inner: Arc<Members>,
+}
+
+impl std::fmt::Debug for ClusterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterClient")
+            .field("first", &self.inner.first)
+            .field("connected", &self.connected())
+            .finish()
+    }
+}
+
+/// Opens a member's connection: [`Client::connect_with`] over the
+/// connector the cluster client was made with.
+type Open = Box<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<Client, ConnectError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+struct Members {
+    open: Open,
+    policy: RedirectPolicy,
+    /// The member that answered first: every request starts there.
+    first: String,
+    /// Given several addresses: a `busy` means that ownership is in motion
+    /// from the start.
+    several: bool,
+    /// One connection per member address, opened once (a failed opening
+    /// leaves the cell empty for the next request to try again).
+    connections: Mutex<BTreeMap<String, Arc<OnceCell<Client>>>>,
+    clock: Clock,
+}
+
+impl ClusterClient {
+    /// Connects over TCP to the first of `addrs` (`host:port` each) that
+    /// answers, in order, and completes the handshake. Fails with the last
+    /// member's error if none does (or if `addrs` is empty).
+    pub async fn connect<A: AsRef<str>>(
+        addrs: &[A],
+        config: ClientConfig,
+    ) -> Result<Self, ConnectError> {
+        Self::connect_with(TcpConnector, addrs, config, RedirectPolicy::default()).await
+    }
+
+    /// Like [`ClusterClient::connect`], over any [`Connector`] (every
+    /// member's connection is opened with a clone of it) and with `policy`.
+    pub async fn connect_with<C: Connector + Clone, A: AsRef<str>>(
+        connector: C,
+        addrs: &[A],
+        config: ClientConfig,
+        policy: RedirectPolicy,
+    ) -> Result<Self, ConnectError> {
+        let mut failure = ConnectError::Io {
+            addr: String::new(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no member address was given",
+            ),
+        };
+        for addr in addrs {
+            let addr = addr.as_ref();
+            match Client::connect_with(connector.clone(), addr, config.clone()).await {
+                Ok(client) => {
+                    let cell = Arc::new(OnceCell::new_with(Some(client)));
+                    let open: Open = Box::new(move |addr: String| {
+                        let (connector, config) = (connector.clone(), config.clone());
+                        Box::pin(
+                            async move { Client::connect_with(connector, &addr, config).await },
+                        )
+                    });
+                    let inner = Members {
+                        open,
+                        policy,
+                        first: addr.to_owned(),
+                        several: addrs.len() > 1,
+                        connections: Mutex::new(BTreeMap::from([(addr.to_owned(), cell)])),
+                        clock: Clock::new(),
+                    };
+                    return Ok(ClusterClient {
+                        inner: Arc::new(inner),
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(addr, error = %e, "member did not answer; trying the next");
+                    failure = e;
+                }
+            }
+        }
+        Err(failure)
+    }
+
+    /// The connection to the member that answered first.
+    pub fn first(&self) -> Client {
+        self.connection(&self.inner.first)
+            .expect("the first member's connection is made before the client exists")
+    }
+
+    /// The connection to the member at `addr`, if one has been made.
+    pub fn connection(&self, addr: &str) -> Option<Client> {
+        let cell = self.lock().get(addr).cloned()?;
+        cell.get().cloned()
+    }
+
+    /// The addresses of the members connected to, in order.
+    pub fn connected(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, cell)| cell.initialized())
+            .map(|(addr, _)| addr.clone())
+            .collect()
+    }
+
+    /// Maps `range` of the file at `path` on the member that owns it (see
+    /// [`Client::map`]).
+    pub async fn map(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        access: Access,
+    ) -> Result<Mapping, OpError> {
+        let opts = MapOptions {
+            access,
+            create: false,
+        };
+        self.map_with(path, range, opts).await
+    }
+
+    /// Maps with options on the member that owns the file (see
+    /// [`Client::map_with`]).
+    pub async fn map_with(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        opts: MapOptions,
+    ) -> Result<Mapping, OpError> {
+        self.follow(|c| {
+            let range = range.clone();
+            async move { c.map_with(path, range, opts).await }
+        })
+        .await
+    }
+
+    /// Sets the length of the file at `path` on the member that owns it
+    /// (see [`Client::set_len`]).
+    pub async fn set_len(&self, path: &str, len: u64, create: bool) -> Result<u64, OpError> {
+        self.follow(|c| async move { c.set_len(path, len, create).await })
+            .await
+    }
+
+    /// Maps `range` of the file at `path` into memory on the member that
+    /// owns it (Linux; see [`Client::map_memory_with`]).
+    #[cfg(target_os = "linux")]
+    pub async fn map_memory_with(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        opts: MapOptions,
+    ) -> Result<crate::MemoryMapping, crate::MemoryError> {
+        self.follow(|c| {
+            let range = range.clone();
+            async move { c.map_memory_with(path, range, opts).await }
+        })
+        .await
+    }
+
+    /// Closes every member's connection (see [`Client::close`]); the first
+    /// failure is reported, after all have been closed.
+    pub async fn close(&self) -> Result<(), OpError> {
+        let clients: Vec<Client> = self
+            .lock()
+            .values()
+            .filter_map(|cell| cell.get().cloned())
+            .collect();
+        let mut result = Ok(());
+        for c in clients {
+            let r = c.close().await;
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+
+    /// Runs `op` on the first member, then wherever the core's
+    /// [`Redirects`] says.
+    async fn follow<T, E, F, Fut>(&self, mut op: F) -> Result<T, E>
+    where
+        E: Redirectable,
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut redirects = Redirects::new(
+            self.inner.policy,
+            self.inner.clock.now(),
+            self.inner.several,
+        );
+        let mut member = self.first();
+        loop {
+            let error = match op(member.clone()).await {
+                Ok(t) => return Ok(t),
+                Err(e) => match e.into_op() {
+                    Ok(op_error) => op_error,
+                    Err(other) => return Err(other),
+                },
+            };
+            match redirects.on_error(self.inner.clock.now(), error) {
+                NextTry::SendTo(addr) => {
+                    tracing::debug!(to = %addr, "moved: sending the request on");
+                    member = self.open(addr.as_str()).await.map_err(E::from_op)?;
+                }
+                NextTry::RetryAt(at) => {
+                    tokio::time::sleep_until(self.inner.clock.deadline(at)).await;
+                }
+                NextTry::Fail(e) => return Err(E::from_op(e)),
+            }
+        }
+    }
+
+    /// The connection to `addr`, opened now if there is none.
+    async fn open(&self, addr: &str) -> Result<Client, OpError> {
+        let cell = self.lock().entry(addr.to_owned()).or_default().clone();
+        cell.get_or_try_init(|| (self.inner.open)(addr.to_owned()))
+            .await
+            .cloned()
+            .map_err(|e| OpError::Unreachable {
+                addr: addr.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<OnceCell<Client>>>> {
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An operation's error that may be a member's `moved` or `busy`.
+trait Redirectable: Sized {
+    /// The [`OpError`] inside, or the error itself if it is another kind.
+    fn into_op(self) -> Result<OpError, Self>;
+    /// An [`OpError`] as this error.
+    fn from_op(e: OpError) -> Self;
+}
+
+impl Redirectable for OpError {
+    fn into_op(self) -> Result<OpError, Self> {
+        Ok(self)
+    }
+
+    fn from_op(e: OpError) -> Self {
+        e
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Redirectable for crate::MemoryError {
+    fn into_op(self) -> Result<OpError, Self> {
+        match self {
+            crate::MemoryError::Map(e) => Ok(e),
+            other => Err(other),
+        }
+    }
+
+    fn from_op(e: OpError) -> Self {
+        e.into()
+    }
+}
