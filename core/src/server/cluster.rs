@@ -269,6 +269,17 @@ impl Server {
         placement_answer(m.machine.shard_placement(now, shard), path.as_str())
     }
 
+    /// Whether `file`'s shard is held here now, draining or not.
+    pub(super) fn shard_check_file_held(&self, now: Instant, file: FileId) -> Result<(), Failure> {
+        let (Some(m), Some(shard)) = (&self.cluster, self.shard_of_file(file)) else {
+            return Ok(());
+        };
+        match m.machine.shard_placement(now, shard) {
+            Placement::Local(_) => Ok(()),
+            other => placement_answer(other, self.files.get(file).path.as_str()),
+        }
+    }
+
     /// Whether write ownership of `file` waits for its shard's takeover grace.
     pub(super) fn shard_in_grace(&self, now: Instant, file: FileId) -> bool {
         let (Some(m), Some(shard)) = (&self.cluster, self.shard_of_file(file)) else {

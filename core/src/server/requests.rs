@@ -53,8 +53,10 @@ impl Server {
                 s.mapping_served(now, sid, m.mapping)?;
                 s.do_fetch(now, sid, m)
             }),
+            // While its shard drains, an owner's write-back still lands:
+            // it crossed the drain's recall, which waits for it.
             Message::WriteBack(m) => self.on_request(now, sid, m.req, false, |s, now| {
-                s.mapping_served(now, sid, m.mapping)?;
+                s.mapping_writable_here(now, sid, m.mapping)?;
                 s.do_write_back(sid, m)
             }),
             // A sync writes nothing new: after a drain it finds this
@@ -205,6 +207,20 @@ impl Server {
     ) -> Result<(), Failure> {
         match self.sessions[&sid].mappings.get(&mapping) {
             Some(m) => self.shard_check_file(now, m.file),
+            None => Ok(()),
+        }
+    }
+
+    /// In a cluster: whether write-backs on `mapping` may land here now
+    /// (its file's shard is held here, draining or not).
+    fn mapping_writable_here(
+        &self,
+        now: Instant,
+        sid: SessionId,
+        mapping: crate::protocol::WireMappingId,
+    ) -> Result<(), Failure> {
+        match self.sessions[&sid].mappings.get(&mapping) {
+            Some(m) => self.shard_check_file_held(now, m.file),
             None => Ok(()),
         }
     }
