@@ -83,6 +83,10 @@ pub struct SimConfig {
     /// One operation in ten is a `wait_while` on a word (checked as a read
     /// of it). Off by default, so that every seed's run stays what it was.
     pub waits: bool,
+    /// The server is a cluster member beside another (docs/CLUSTER.md):
+    /// cut off from the coordinator now and then, handing shards over and
+    /// taking them back. Off by default.
+    pub member: bool,
 }
 
 impl Default for SimConfig {
@@ -98,6 +102,7 @@ impl Default for SimConfig {
             disk_faults: true,
             graceful_restarts: true,
             waits: false,
+            member: false,
             liveness_bound: Duration::from_secs(90),
             keep_trace: false,
             echo_trace: false,

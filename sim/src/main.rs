@@ -65,6 +65,11 @@ struct Args {
     /// off by default so that seeds replay as they always did.
     #[arg(long)]
     waits: bool,
+    /// The server is a cluster member beside another, against an in-memory
+    /// etcd: cut off from it now and then, handing shards over and taking
+    /// them back (docs/CLUSTER.md).
+    #[arg(long)]
+    member: bool,
     /// Network level: the real rmmap-tokio client and server over turmoil.
     #[arg(long)]
     net: bool,
@@ -102,6 +107,7 @@ fn config(args: &Args) -> Result<SimConfig, String> {
     cfg.disk_faults = !args.no_disk_faults;
     cfg.graceful_restarts = !args.no_graceful;
     cfg.waits = args.waits;
+    cfg.member = args.member;
     cfg.bug = match args.bug.as_deref() {
         None => None,
         Some(name) => Some(InjectedBug::parse(name).ok_or_else(|| {
@@ -191,7 +197,8 @@ fn main() -> ExitCode {
          {} cut short), {} client crashes, {} sessions lost; \
          disk: {} full periods, {} broken periods, {} short writes, {} failing fsyncs injected, \
          {} store operations failed of {} run, {} delayed, {} syncs failed on disk, \
-         {} torn cells at restarts; {} failing seed(s){}",
+         {} torn cells at restarts; membership: {} cuts from etcd, {} shard losses, {} joins and leaves; \
+         {} failing seed(s){}",
         args.start,
         n as f64 / secs,
         ops as f64 / secs,
@@ -215,6 +222,9 @@ fn main() -> ExitCode {
         s.store_delayed,
         s.syncs_failed_on_disk,
         s.torn_cells,
+        s.member_cuts,
+        s.member_losses,
+        s.member_moves,
         failed.len(),
         if failed.is_empty() {
             String::new()

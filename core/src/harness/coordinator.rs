@@ -25,6 +25,9 @@ pub struct Coordination {
     cut: bool,
     /// Other members: ownership machines only (a drain finishes at once).
     pub others: Vec<ShardOwnership>,
+    /// What the server's shard ownership reported, in order, for the test
+    /// to take.
+    pub events: Vec<OwnershipEvent>,
 }
 
 impl Coordination {
@@ -33,7 +36,13 @@ impl Coordination {
             mem: MemCoordinator::new(),
             cut: false,
             others: Vec::new(),
+            events: Vec::new(),
         }
+    }
+
+    /// The server died: its watches end with its connection.
+    pub(super) fn forget_server(&mut self) {
+        self.mem.cut_watches(SERVER);
     }
 
     /// The next moment a lease expires or another member has work.

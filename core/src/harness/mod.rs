@@ -254,6 +254,11 @@ impl Cluster {
                     ServerEvent::Transmit(c) => self.drain_server(c),
                     ServerEvent::Store(req) => self.submit_store(req),
                     ServerEvent::Coordinate { id, request } => self.coordinate(id, request),
+                    ServerEvent::Cluster(e) => {
+                        if let Some(c) = self.coordination.as_mut() {
+                            c.events.push(e);
+                        }
+                    }
                     ServerEvent::Close(c) => {
                         self.drain_server(c);
                         if let Some(&i) = self.by_conn.get(&c)
@@ -434,6 +439,11 @@ impl Cluster {
             self.store.crash();
         }
         self.restarts += 1;
+        // The dead server's watches die with it (its lease lives on until
+        // it runs out, as etcd's would).
+        if let Some(c) = self.coordination.as_mut() {
+            c.forget_server();
+        }
         self.server = start_server(
             &self.server_config,
             &self.store,

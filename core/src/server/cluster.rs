@@ -25,7 +25,10 @@
 //!   data of one not yet on the disk, ends (its client is told which
 //!   unsynced writes were lost, as after a lost session), and what of those
 //!   files is not on the disk is dropped, never written: another member may
-//!   own them now.
+//!   own them now. When that drops bytes acknowledged to a writer, the loss
+//!   is a crash of the member for them: it takes a new epoch and ends every
+//!   session, so every client resumes with `ServerRestarted` and reports
+//!   what it wrote since its last sync.
 //! - **Drain** (`DrainShard`: a planned move): every copy of the shard's
 //!   pages is revoked (owners give their dirty data back), the files are
 //!   synced, and only then is the shard reported drained. Mappings stay;
@@ -36,6 +39,8 @@
 //!   shards are then lost the unclean way, which is still safe.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use rand_core::Rng;
 
 use crate::Instant;
 use crate::cluster::{
@@ -66,6 +71,9 @@ struct Drain {
     revocations: usize,
     /// Its fsyncs not yet finished; `None` until they are sent.
     syncs: Option<BTreeSet<StoreId>>,
+    /// The disk refused some of the shard's data: sync again no sooner
+    /// than this (the disk writes it again meanwhile).
+    retry_at: Option<Instant>,
 }
 
 impl Membership {
@@ -319,9 +327,10 @@ impl Server {
                 sessions.insert(*sid);
             }
         }
+        let mut dropped = false;
         for &file in &files {
             let path = self.files.get(file).path.clone();
-            sessions.extend(self.disk.unsynced_writers(file));
+            dropped |= !self.disk.unsynced_writers(file).is_empty();
             self.disk.abandon(
                 file,
                 StoreError::Io(format!(
@@ -330,8 +339,24 @@ impl Server {
                 )),
             );
         }
+        if dropped {
+            // Bytes acknowledged and not yet on the disk are gone: for their
+            // writers this is a crash of the member, and they may be any
+            // session's, an expired one's too, whose client cannot be found
+            // by its session. So the member acts as a restarted server
+            // does: a new epoch, every session ended, and every client's
+            // resume answered `ServerRestarted`, after which it reports
+            // what it wrote since its last sync.
+            self.epoch = self.rng.next_u64() | 1;
+            sessions.extend(self.sessions.keys().copied());
+        }
+        let why = if dropped {
+            "the member lost the shard of a file with data not yet on the disk, as in a crash"
+        } else {
+            "the member lost the shard of a file it mapped"
+        };
         for sid in sessions {
-            self.end_session(now, sid, "the member lost the shard of a file it mapped");
+            self.end_session(now, sid, why);
         }
         for file in files {
             self.forget_file_if_unused(file);
@@ -347,6 +372,7 @@ impl Server {
                 epoch,
                 revocations: 0,
                 syncs: None,
+                retry_at: None,
             },
         );
         for file in self.files_of_shard(shard) {
@@ -366,6 +392,32 @@ impl Server {
             if !wanted.is_empty() {
                 self.send_revocations(now, RevWaiter::Drain(shard), file, wanted);
             }
+        }
+        // Operations waiting out the takeover grace will get no write
+        // ownership here, and the drain waits for every operation on the
+        // shard's files: they are answered busy (the client asks again, and
+        // is sent on once the shard is released).
+        let files = self.files_of_shard(shard);
+        let waiting: Vec<_> = self
+            .grace_waiting
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.ops
+                    .get(id)
+                    .and_then(|o| o.file)
+                    .is_some_and(|f| files.contains(&f))
+            })
+            .collect();
+        self.grace_waiting.retain(|id| !waiting.contains(id));
+        for id in waiting {
+            self.fail_op(
+                id,
+                Failure::new(
+                    ErrorCode::Busy,
+                    "the file is being handed over to another member; try again",
+                ),
+            );
         }
     }
 
@@ -399,7 +451,7 @@ impl Server {
         for (shard, epoch) in shards {
             let files = self.files_of_shard(shard);
             let d = &self.cluster.as_ref().expect("checked").drains[&shard];
-            if d.revocations > 0 {
+            if d.revocations > 0 || d.retry_at.is_some_and(|t| t > now) {
                 continue;
             }
             // Operations still running on the files (a write-back being
@@ -417,20 +469,29 @@ impl Server {
                     d.syncs = Some(syncs);
                 }
                 Some(s) if s.is_empty() => {
-                    let failed = files.iter().find_map(|f| self.disk.any_failure(*f));
-                    let m = self.cluster.as_mut().expect("checked");
-                    m.drains.remove(&shard);
-                    match failed {
-                        // The shard stays; its writers get the error at their
-                        // syncs, and it is lost the unclean way when the
-                        // member goes.
-                        Some(error) => self.events.push_back(ServerEvent::DiskTrouble {
-                            path: None,
-                            error: StoreError::Io(format!(
-                                "shard {shard} cannot be handed over: {error}"
-                            )),
-                        }),
-                        None => m.machine.handle_shard_drained(now, shard, epoch),
+                    match files.iter().find_map(|f| self.disk.any_failure(*f)) {
+                        // Not handed over with data the disk refused: the
+                        // disk writes it again, and the drain syncs again
+                        // after that (its writers get the error at their
+                        // syncs meanwhile). Should the member go first, the
+                        // shard is lost the unclean way.
+                        Some(error) => {
+                            self.events.push_back(ServerEvent::DiskTrouble {
+                                path: None,
+                                error: StoreError::Io(format!(
+                                    "shard {shard} cannot be handed over yet: {error}"
+                                )),
+                            });
+                            let d = self.drain_mut(shard);
+                            d.syncs = None;
+                            d.retry_at = Some(now + super::STORE_RETRY);
+                            self.schedule_store_retry(now);
+                        }
+                        None => {
+                            let m = self.cluster.as_mut().expect("checked");
+                            m.drains.remove(&shard);
+                            m.machine.handle_shard_drained(now, shard, epoch);
+                        }
                     }
                 }
                 _ => {}

@@ -190,12 +190,14 @@ impl Sim<'_> {
                 return true;
             }
             let now = self.cluster.now;
+            self.member_tick();
             let disk_change = self.disk.borrow().next_change(now);
             let stop = self
                 .parts
                 .iter()
                 .filter_map(|p| p.next_change(now))
                 .chain(disk_change)
+                .chain(self.member_next_change())
                 .fold(until, |a, b| a.min(b));
             let mut n = 0;
             while self.cluster.step(stop) {
@@ -228,6 +230,7 @@ impl Sim<'_> {
     /// record completions and events, keep mappings in shape.
     pub(super) fn after_step(&mut self) {
         self.steps += 1;
+        self.note_shard_losses();
         let now = self.cluster.now;
         for i in 0..self.parts.len() {
             self.parts[i].apply(&mut self.cluster, i, now);
@@ -350,6 +353,9 @@ impl Sim<'_> {
                     other => {
                         slot.state = SlotState::Idle;
                         slot.mapping = None;
+                        if self.cfg.member {
+                            slot.retry_at = Some(now + std::time::Duration::from_millis(100));
+                        }
                         self.trace
                             .line(format!("{now:?} c{i} map f{f} failed: {other:?}"));
                     }
@@ -462,6 +468,7 @@ impl Sim<'_> {
                 let slot = self.clients[i].slots[f].clone();
                 let client = &mut self.cluster.nodes[i].client;
                 match slot.state {
+                    SlotState::Idle if slot.retry_at.is_some_and(|t| t > now) => {}
                     SlotState::Idle => {
                         let len = self.layout.len(f);
                         if let Ok(op) =
@@ -482,6 +489,7 @@ impl Sim<'_> {
                                 self.clients[i].slots[f] = super::Slot {
                                     state: SlotState::Idle,
                                     mapping: None,
+                                    retry_at: None,
                                 };
                             }
                         }

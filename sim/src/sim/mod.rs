@@ -14,6 +14,7 @@ mod caches;
 mod disk;
 mod drive;
 mod faults;
+mod member;
 mod restarts;
 
 use std::cell::RefCell;
@@ -91,6 +92,12 @@ pub struct Stats {
     pub frames_duplicated: u64,
     /// Frames dropped with a cut.
     pub frames_cut: u64,
+    /// Times the server was cut off from the coordinator (`--member`).
+    pub member_cuts: u64,
+    /// Planned moves: member b joined or left (`--member`).
+    pub member_moves: u64,
+    /// Times the server lost its shards (`--member`).
+    pub member_losses: u64,
     /// Virtual time simulated.
     pub virtual_time: Duration,
 }
@@ -122,6 +129,9 @@ impl Stats {
         self.frames_delayed += o.frames_delayed;
         self.frames_duplicated += o.frames_duplicated;
         self.frames_cut += o.frames_cut;
+        self.member_cuts += o.member_cuts;
+        self.member_moves += o.member_moves;
+        self.member_losses += o.member_losses;
         self.virtual_time += o.virtual_time;
     }
 }
@@ -160,6 +170,9 @@ enum SlotState {
 struct Slot {
     state: SlotState,
     mapping: Option<MappingId>,
+    /// With `--member`: a map refused (`busy`, `moved`) is asked again no
+    /// sooner than this.
+    retry_at: Option<rmmap_core::Instant>,
 }
 
 #[derive(Clone, Debug)]
@@ -204,6 +217,8 @@ struct Sim<'a> {
     stopping: bool,
     stats: Stats,
     steps: u64,
+    /// With `--member`: the membership's faults.
+    member: member::Membership,
 }
 
 /// Runs one seed and checks its history.
@@ -228,6 +243,7 @@ impl<'a> Sim<'a> {
         let mut server = ServerConfig {
             page_size: cfg.page_size,
             lease: cfg.lease,
+            cluster: cfg.member.then(|| member::member_config("a", cfg.lease)),
             ..ServerConfig::default()
         };
         if cfg.faults && cfg.disk_faults && SimRng::new(seed, 4).chance(500) {
@@ -255,7 +271,8 @@ impl<'a> Sim<'a> {
             slots: vec![
                 Slot {
                     state: SlotState::Idle,
-                    mapping: None
+                    mapping: None,
+                    retry_at: None,
                 };
                 layout.pages.len()
             ],
@@ -286,6 +303,7 @@ impl<'a> Sim<'a> {
             stopping: false,
             stats: Stats::default(),
             steps: 0,
+            member: member::Membership::default(),
         };
         sim.inject_bugs();
         sim.trace.line(format!(
@@ -430,7 +448,9 @@ impl<'a> Sim<'a> {
                 }
             }
             _ => {
-                if self.cfg.disk_faults {
+                if self.cfg.member && self.rng.chance(500) {
+                    self.inject_member_fault();
+                } else if self.cfg.disk_faults {
                     self.inject_disk_fault();
                 }
             }
@@ -463,6 +483,12 @@ impl<'a> Sim<'a> {
             0..=24 => {
                 let (pm, max) = [(0, 0), (150, 30_000), (500, 300_000), (1000, 1_500_000)]
                     [self.rng.below(4) as usize];
+                // A member's storage writes must land within its margin.
+                let max = if self.cfg.member {
+                    max.min(member::MEMBER_MARGIN.as_micros() as u64 * 4 / 5)
+                } else {
+                    max
+                };
                 disk.slow_pm = pm;
                 disk.slow_max_us = max;
                 format!("slow: {pm} per mille of requests take up to {max}us")
@@ -543,6 +569,7 @@ impl<'a> Sim<'a> {
             f.cut_pm = 0;
         }
         self.disk.borrow_mut().heal(&self.cluster.store);
+        self.member_heal();
         self.after_step();
         self.settle("after the faults stopped");
     }

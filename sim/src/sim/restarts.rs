@@ -103,7 +103,11 @@ impl Sim<'_> {
         if slow {
             let mut disk = self.disk.borrow_mut();
             disk.slow_pm = 1000;
-            disk.slow_max_us = 400_000;
+            disk.slow_max_us = if self.cfg.member {
+                super::member::MEMBER_MARGIN.as_micros() as u64 * 4 / 5
+            } else {
+                400_000
+            };
         }
         let shapes = [
             Shape::PageStart(low + 1),
@@ -159,7 +163,7 @@ impl Sim<'_> {
     }
 
     /// A new server run begins with what the store holds now.
-    fn new_server_run(&mut self, crash: bool, graceful: bool) {
+    pub(super) fn new_server_run(&mut self, crash: bool, graceful: bool) {
         let now = self.cluster.now;
         self.segment += 1;
         let store = &self.cluster.store;
