@@ -1,14 +1,133 @@
 //! `rmmap cluster status`: who is in a cluster, and which shards each
-//! member owns at which fencing epoch, as etcd records it (docs/CLUSTER.md).
+//! member owns at which fencing epoch, as etcd records it (docs/CLUSTER.md);
+//! and the flags of `rmmap serve --cluster`, which make the server a member.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use rmmap_tokio::cluster::{ClusterView, EtcdCoordinator, ShardId, ShardKey};
+use rmmap_tokio::cluster::{ClusterConfig, ClusterView, EtcdCoordinator, ShardId, ShardKey};
 
 use crate::CliError;
+
+/// `rmmap serve --cluster ...`: serve as a member of a cluster.
+#[derive(Args, Debug)]
+pub(crate) struct ServeClusterArgs {
+    /// Serve as a member of the cluster coordinated by these etcd endpoints,
+    /// comma-separated (http://HOST:PORT[,...]): only the files of the
+    /// shards this member owns; the others are answered `moved` with their
+    /// owner's address (docs/CLUSTER.md). Every member exports the same
+    /// shared ROOT. Tokio transport only.
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    cluster: Vec<String>,
+    /// With --cluster: the address clients reach this member at, as `moved`
+    /// replies name it. Default: the address --listen bound.
+    #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
+    advertise: Option<String>,
+    /// With --cluster: this member's id, unique among live members and
+    /// stable across its restarts. Default: the advertised address.
+    #[arg(long, value_name = "ID", requires = "cluster")]
+    node_id: Option<String>,
+    /// With --cluster: shards the namespace is cut into; the same for
+    /// every member.
+    #[arg(long, default_value_t = 64)]
+    shards: u32,
+    /// With --cluster: the cluster's key prefix in etcd.
+    #[arg(long, default_value = "/rmmap/")]
+    cluster_prefix: String,
+    /// With --cluster: the TTL of the member's etcd lease, in milliseconds
+    /// (etcd counts whole seconds, rounded up). A member that is cut off
+    /// from etcd stops serving within this; its shards move after it.
+    #[arg(long, default_value_t = 5000)]
+    cluster_lease_ms: u64,
+    /// With --cluster: the time kept between the end of a member's serving
+    /// window and the earliest moment etcd could expire its lease, in
+    /// milliseconds (docs/CLUSTER.md, "The serving window").
+    #[arg(long, default_value_t = 1000)]
+    cluster_margin_ms: u64,
+}
+
+/// What makes a server a cluster member: its configuration and its etcd
+/// connection.
+pub(crate) struct Member {
+    config: ClusterConfig,
+    etcd: EtcdCoordinator,
+}
+
+impl ServeClusterArgs {
+    /// Whether `--cluster` was given.
+    pub(crate) fn requested(&self) -> bool {
+        !self.cluster.is_empty()
+    }
+
+    /// The member a server bound to `bound` with client lease
+    /// `client_lease` is, connected to etcd; `None` without `--cluster`.
+    pub(crate) async fn member(
+        &self,
+        bound: SocketAddr,
+        client_lease: Duration,
+    ) -> Result<Option<Member>, CliError> {
+        if !self.requested() {
+            return Ok(None);
+        }
+        let advertise = match &self.advertise {
+            Some(a) => a.clone(),
+            None if bound.ip().is_unspecified() => {
+                return Err(CliError::Cluster(format!(
+                    "--listen {bound} is no address a client can reach: \
+                     give --advertise HOST:PORT"
+                )));
+            }
+            None => bound.to_string(),
+        };
+        let node_id = self.node_id.clone().unwrap_or_else(|| advertise.clone());
+        let config = ClusterConfig {
+            prefix: self.cluster_prefix.clone(),
+            shards: self.shards,
+            lease_ttl: Duration::from_millis(self.cluster_lease_ms),
+            safety_margin: Duration::from_millis(self.cluster_margin_ms),
+            client_lease,
+            ..ClusterConfig::new(node_id, advertise)
+        };
+        config.validate().map_err(CliError::Cluster)?;
+        // A request slower than a keep-alive interval is no use.
+        let timeout = config
+            .keepalive_interval(config.lease_ttl)
+            .max(Duration::from_millis(500));
+        let etcd = EtcdCoordinator::connect(&self.cluster, timeout)
+            .await
+            .map_err(|e| CliError::Cluster(e.to_string()))?;
+        // The connection is made lazily: ask once, so that a wrong address
+        // fails here rather than leaving a member that serves nothing.
+        etcd.range(&config.prefix).await.map_err(|e| {
+            CliError::Cluster(format!(
+                "cannot reach etcd at {}: {e}",
+                self.cluster.join(",")
+            ))
+        })?;
+        Ok(Some(Member { config, etcd }))
+    }
+}
+
+impl Member {
+    /// Makes the server configured by `core` and `options` this member.
+    pub(crate) fn apply(
+        self,
+        core: &mut rmmap_core::server::ServerConfig,
+        options: &mut rmmap_tokio::ServeOptions,
+    ) {
+        tracing::info!(
+            node_id = %self.config.node_id,
+            advertise = %self.config.advertise,
+            shards = self.config.shards,
+            "joining the cluster"
+        );
+        core.cluster = Some(self.config);
+        options.coordinator = Some(self.etcd);
+    }
+}
 
 /// `rmmap cluster ...`
 #[derive(Args, Debug)]

@@ -1,6 +1,8 @@
 //! `rmmap serve`: export a directory, over rmmap-tokio (the default) or
 //! rmmap-mio (`--transport mio`); both print the same lines and shut down
-//! the same way on Ctrl-C or SIGTERM.
+//! the same way on Ctrl-C or SIGTERM. With `--cluster` (feature `cluster`,
+//! Tokio only) the server is a member of a cluster coordinated by etcd, and
+//! a shutdown first hands its shards over.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,10 +12,11 @@ use std::time::Duration;
 use clap::Args;
 use rmmap_tokio::ServerConfig;
 
+use crate::cluster::ServeClusterArgs;
 use crate::limits::LimitArgs;
 use crate::remote::Transport;
 use crate::secure::ServerSecurity;
-use crate::{CliError, DEFAULT_LISTEN};
+use crate::{CliError, Context, DEFAULT_LISTEN};
 
 #[derive(Args, Debug)]
 pub(crate) struct ServeArgs {
@@ -47,9 +50,18 @@ pub(crate) struct ServeArgs {
     limits: LimitArgs,
     #[command(flatten)]
     security: ServerSecurity,
+    #[command(flatten)]
+    cluster: ServeClusterArgs,
 }
 
 pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
+    if a.cluster.requested() && a.transport == Transport::Mio {
+        return Err(CliError::Cluster(
+            "the mio server cannot be a cluster member (the etcd client needs Tokio): \
+             drop --transport mio"
+                .into(),
+        ));
+    }
     a.limits.raise_open_file_limit();
     let mut config = ServerConfig::new(&a.root);
     // Before the page size, which fits the pages per request to the frame.
@@ -71,14 +83,33 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
     };
     match a.transport {
         Transport::Tokio => {
-            let options = rmmap_tokio::ServeOptions {
+            let mut options = rmmap_tokio::ServeOptions {
                 tls,
                 ..a.limits.tokio_options()
             };
-            let server = rmmap_tokio::Server::bind_with(&a.listen, config, options).await?;
+            // Bound here rather than by `Server::bind_with`: a cluster
+            // member advertises the address bound (port 0 included).
+            let store = config.open_store().map_err(rmmap_tokio::ServeError::from)?;
+            config
+                .core
+                .validate()
+                .map_err(rmmap_tokio::ServeError::from)?;
+            let listener = tokio::net::TcpListener::bind(&a.listen)
+                .await
+                .map_err(|source| rmmap_tokio::ServeError::Bind {
+                    addr: a.listen.clone(),
+                    source,
+                })?;
+            let bound = listener
+                .local_addr()
+                .context(|| format!("cannot read the address bound for {}", a.listen))?;
+            if let Some(member) = a.cluster.member(bound, config.core.lease).await? {
+                member.apply(&mut config.core, &mut options);
+            }
+            let server = rmmap_tokio::Server::serve(listener, config.core, store, options)?;
             announce(server.local_addr());
             stop_signal().await;
-            shutting_down();
+            shutting_down(a.cluster.requested());
             server.shutdown().await?;
         }
         Transport::Mio => {
@@ -89,7 +120,7 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
             let server = rmmap_mio::Server::bind_with(&a.listen, config, options)?;
             announce(server.local_addr());
             stop_signal().await;
-            shutting_down();
+            shutting_down(false);
             // Blocks this (main) thread only; the server has its own.
             server.shutdown()?;
         }
@@ -98,8 +129,13 @@ pub(crate) async fn run(a: ServeArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn shutting_down() {
-    eprintln!("rmmap: shutting down (recalling dirty pages, syncing files)");
+fn shutting_down(member: bool) {
+    let leave = if member {
+        "handing every shard over, then "
+    } else {
+        ""
+    };
+    eprintln!("rmmap: shutting down ({leave}recalling dirty pages, syncing files)");
 }
 
 /// Ctrl-C or SIGTERM.

@@ -83,6 +83,9 @@ impl ServerLoop {
         store: S,
         options: ServeOptions,
     ) -> Result<Self, ServeError> {
+        if config.cluster.is_some() {
+            return Err(ServeError::ClusterUnsupported);
+        }
         listener.set_nonblocking(true).map_err(ServeError::Start)?;
         let local_addr = listener.local_addr().map_err(ServeError::Start)?;
         let seed = match options.seed {
@@ -299,6 +302,11 @@ impl ServerLoop {
                     }
                     self.unwritten = unwritten;
                     self.shutdown_complete = true;
+                }
+                // Only a cluster member emits these, and `ServerLoop::new`
+                // refuses to be one.
+                ServerEvent::Coordinate { .. } | ServerEvent::Cluster(_) => {
+                    tracing::error!("a cluster event in a server that is no cluster member");
                 }
                 _ => {}
             }

@@ -97,6 +97,13 @@ pub enum ServeError {
     /// The store failed before the server could start.
     #[error("cannot read the export's run state: {0}")]
     Store(#[from] StoreError),
+    /// The configuration makes the server a cluster member: the mio server
+    /// cannot be one (the etcd client is Tokio-based); rmmap-tokio's can.
+    #[error(
+        "the mio server cannot serve as a cluster member (its etcd client needs Tokio): \
+         use the Tokio server (rmmap serve --transport tokio)"
+    )]
+    ClusterUnsupported,
     /// No random seed, no poll instance, or no thread for the loop.
     #[error("cannot start the server: {0}")]
     Start(io::Error),

@@ -34,6 +34,14 @@ pub struct EtcdCoordinator {
     timeout: Duration,
 }
 
+impl std::fmt::Debug for EtcdCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdCoordinator")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a watch task reports.
 pub(crate) enum WatchReport {
     /// Changes, in revision order.
@@ -184,7 +192,12 @@ impl EtcdCoordinator {
         };
         tokio::spawn(async move {
             loop {
-                match stream.message().await {
+                // The member is gone: stop watching now, not at the next change.
+                let message = tokio::select! {
+                    m = stream.message() => m,
+                    () = tx.closed() => return,
+                };
+                match message {
                     Ok(Some(r)) if !r.canceled() => {
                         let events: Vec<WatchEvent> = r
                             .events()

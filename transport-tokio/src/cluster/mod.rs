@@ -12,6 +12,7 @@
 mod etcd;
 mod member;
 
+pub(crate) use etcd::WatchReport;
 pub use etcd::{EtcdCoordinator, EtcdError};
 pub use member::{ClusterMember, MemberReport};
 pub use rmmap_core::cluster::{

@@ -8,6 +8,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use rmmap_core::cluster::{CoordResponse, OwnershipEvent};
 use rmmap_core::protocol::{FRAME_RESERVE_MAX, Outbox, frame_rest};
 use rmmap_core::server::{ConnId, InputStatus, Server, ServerEvent};
 use rmmap_core::store::{Store, StoreRequest};
@@ -16,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use super::channels::{ReadState, SharedWriter, ToCore};
+use super::coordinator::{Answer, Coordinator};
 use crate::clock::Clock;
 
 /// A writer gets at most this many bytes per batch; the rest waits in the
@@ -84,6 +86,9 @@ impl<S> Disk<S> {
 pub(super) struct CoreTask<S> {
     server: Server,
     disk: Disk<S>,
+    coordinator: Coordinator,
+    /// The last coordinator answer was a failure (for the log).
+    coordinator_failing: bool,
     clock: Clock,
     inbox: mpsc::Receiver<ToCore>,
     accept: AbortHandle,
@@ -98,6 +103,7 @@ impl<S: Store> CoreTask<S> {
     pub(super) fn new(
         server: Server,
         disk: Disk<S>,
+        coordinator: Coordinator,
         clock: Clock,
         inbox: mpsc::Receiver<ToCore>,
         accept: AbortHandle,
@@ -106,6 +112,8 @@ impl<S: Store> CoreTask<S> {
         CoreTask {
             server,
             disk,
+            coordinator,
+            coordinator_failing: false,
             clock,
             inbox,
             accept,
@@ -157,6 +165,7 @@ impl<S: Store> CoreTask<S> {
                 Some((id, result)) = self.disk.next_result() => {
                     self.server.handle_store_done(self.clock.now(), id, result);
                 }
+                Some(answer) = self.coordinator.next() => self.on_coordinator(answer),
                 _ = &mut shutdown, if deadline.is_none() => deadline = Some(self.begin_shutdown()),
                 msg = self.inbox.recv() => match msg {
                     Some(m) => self.on_message(m),
@@ -179,6 +188,31 @@ impl<S: Store> CoreTask<S> {
             clean,
             unwritten: self.unwritten,
         });
+    }
+
+    fn on_coordinator(&mut self, answer: Answer) {
+        let now = self.clock.now();
+        match answer {
+            Answer::Response(id, response) => {
+                // Logged when it starts and when it ends, not per retry.
+                match (&response, self.coordinator_failing) {
+                    (CoordResponse::Failed(e), false) => {
+                        tracing::warn!(%e, "the cluster's coordinator (etcd) failed; retrying");
+                        self.coordinator_failing = true;
+                    }
+                    (CoordResponse::Failed(_), true) | (_, false) => {}
+                    (_, true) => {
+                        tracing::info!("the cluster's coordinator (etcd) answers again");
+                        self.coordinator_failing = false;
+                    }
+                }
+                self.server.handle_coordinator_response(now, id, response);
+            }
+            Answer::WatchEvents(id, events) => {
+                self.server.handle_coordinator_watch(now, id, &events);
+            }
+            Answer::WatchEnded(id) => self.server.handle_coordinator_watch_ended(now, id),
+        }
     }
 
     fn begin_shutdown(&mut self) -> tokio::time::Instant {
@@ -290,6 +324,8 @@ impl<S: Store> CoreTask<S> {
                     tracing::info!(?session, %reason, "session ended");
                 }
                 ServerEvent::Store(req) => self.run_store(req),
+                ServerEvent::Coordinate { id, request } => self.coordinator.start(id, request),
+                ServerEvent::Cluster(event) => log_ownership(&event),
                 ServerEvent::DiskTrouble { path, error } => {
                     tracing::warn!(path = ?path, %error, "the disk failed; the data is kept in memory and written again");
                 }
@@ -383,6 +419,34 @@ impl<S: Store> CoreTask<S> {
         if self.conns.remove(&conn).is_some() {
             self.server.handle_disconnect(self.clock.now(), conn);
         }
+    }
+}
+
+/// A line in the log for what the shard ownership changed.
+fn log_ownership(event: &OwnershipEvent) {
+    match event {
+        OwnershipEvent::Registered { lease } => {
+            tracing::info!(lease = format_args!("{:x}", lease.0), "joined the cluster");
+        }
+        OwnershipEvent::ShardAcquired { shard, epoch, .. } => {
+            tracing::info!(%shard, epoch, "shard acquired");
+        }
+        OwnershipEvent::WritesAllowed { shard } => {
+            tracing::info!(%shard, "shard's takeover grace over: writes allowed");
+        }
+        OwnershipEvent::DrainShard { shard, epoch } => {
+            tracing::info!(%shard, epoch, "draining shard (handing it over)");
+        }
+        OwnershipEvent::ShardReleased { shard } => tracing::info!(%shard, "shard released"),
+        OwnershipEvent::ShardLost {
+            shard,
+            epoch,
+            reason,
+        } => tracing::warn!(%shard, epoch, ?reason, "shard lost"),
+        OwnershipEvent::Misconfigured { message } => {
+            tracing::error!(%message, "cluster misconfigured: serving nothing");
+        }
+        OwnershipEvent::Left => tracing::info!("left the cluster"),
     }
 }
 

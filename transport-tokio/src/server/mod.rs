@@ -36,6 +36,7 @@
 
 mod channels;
 mod conn;
+mod coordinator;
 mod core_task;
 
 use std::future::Future;
@@ -80,6 +81,12 @@ pub struct ServeOptions {
     /// Threads that run store requests. Default 4; 0 runs them one at a
     /// time on the core's task (reproducible, for simulations).
     pub disk_threads: usize,
+    /// The etcd connection of a cluster member: required when the
+    /// configuration's [`cluster`](rmmap_core::server::ServerConfig::cluster)
+    /// is set. Its requests run on the runtime that starts the server.
+    /// Default `None`.
+    #[cfg(feature = "cluster")]
+    pub coordinator: Option<crate::cluster::EtcdCoordinator>,
 }
 
 impl Default for ServeOptions {
@@ -92,6 +99,8 @@ impl Default for ServeOptions {
             seed: None,
             tls: None,
             disk_threads: 4,
+            #[cfg(feature = "cluster")]
+            coordinator: None,
         }
     }
 }
@@ -120,6 +129,11 @@ pub enum ServeError {
     /// The store failed before the server could start.
     #[error("cannot read the export's run state: {0}")]
     Store(#[from] StoreError),
+    /// The configuration makes the server a cluster member, and this
+    /// server cannot be one (no etcd connection, or a build without feature
+    /// `cluster`).
+    #[error("cannot serve as a cluster member: {0}")]
+    Cluster(String),
     /// No random seed, or no thread for the core.
     #[error("cannot start the server: {0}")]
     Start(io::Error),
@@ -200,6 +214,13 @@ impl Server {
             None => random_seed().map_err(ServeError::Start)?,
         };
         let write_timeout = options.write_timeout.unwrap_or(config.lease);
+        let coordinator = coordinator::Coordinator::new(&config, &options)?;
+        // Leaving the cluster comes first and may take up to two lease TTLs.
+        let shutdown_timeout = options.shutdown_timeout
+            + config
+                .cluster
+                .as_ref()
+                .map_or(Duration::ZERO, |c| c.lease_ttl * 2);
         let clock = Clock::new();
         let run_state = store.load_run_state()?;
         let core =
@@ -219,10 +240,11 @@ impl Server {
         let task = core_task::CoreTask::new(
             core,
             disk,
+            coordinator,
             clock,
             from_conns,
             accept.abort_handle(),
-            options.shutdown_timeout,
+            shutdown_timeout,
         );
         let run = task.run(shutdown_rx, done_tx);
         if options.dedicated_thread {
@@ -242,7 +264,7 @@ impl Server {
             local_addr,
             shutdown: Some(shutdown_tx),
             done: done_rx,
-            shutdown_timeout: options.shutdown_timeout,
+            shutdown_timeout,
         })
     }
 
@@ -252,7 +274,10 @@ impl Server {
     }
 
     /// Shuts down gracefully: stops accepting, recalls every dirty page,
-    /// syncs every file, says goodbye to every client, then stops.
+    /// syncs every file, says goodbye to every client, then stops. A
+    /// cluster member first leaves the cluster (hands every shard over);
+    /// that may add up to two lease TTLs to
+    /// [`ServeOptions::shutdown_timeout`].
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
