@@ -359,6 +359,8 @@ impl Server {
             self.end_session(now, sid, why);
         }
         for file in files {
+            // Its state here ends with the shard; a later open starts afresh.
+            self.files.detach(file);
             self.forget_file_if_unused(file);
         }
     }

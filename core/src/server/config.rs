@@ -166,6 +166,16 @@ impl ServerConfig {
         if self.max_inflight == 0 || self.max_mappings == 0 || self.max_sessions == 0 {
             return e("limits must be at least 1".into());
         }
+        if let Some(c) = &self.cluster {
+            // A takeover waits out the clients' leases: it must know them.
+            if c.client_lease < self.lease {
+                return e(format!(
+                    "the cluster's client lease {:?} is shorter than the server's lease {:?}",
+                    c.client_lease, self.lease
+                ));
+            }
+            c.validate().map_err(ConfigError)?;
+        }
         if self.output_soft_limit > self.output_hard_limit {
             return e("output soft limit is over the hard limit".into());
         }

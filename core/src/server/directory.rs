@@ -183,7 +183,22 @@ impl FileTable {
     /// Removes the file.
     pub(crate) fn remove(&mut self, id: FileId) {
         if let Some(f) = self.files.remove(&id) {
-            self.by_key.remove(&f.key);
+            self.detach_key(f.key, id);
+        }
+    }
+
+    /// The file stays until it is unused, but is no longer found by its
+    /// key: the next open of it gets a fresh entry (a cluster member that
+    /// lost the file's shard must not serve it from what it knew before).
+    pub(crate) fn detach(&mut self, id: FileId) {
+        if let Some(key) = self.files.get(&id).map(|f| f.key) {
+            self.detach_key(key, id);
+        }
+    }
+
+    fn detach_key(&mut self, key: FileKey, id: FileId) {
+        if self.by_key.get(&key) == Some(&id) {
+            self.by_key.remove(&key);
         }
     }
 }

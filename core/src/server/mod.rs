@@ -312,8 +312,10 @@ impl Server {
             m.start(now);
         }
         server.timers.insert((server.grace_until, Timer::GraceEnds));
-        if server.config.read_only {
-            // No write ownership is ever granted, so nothing to record.
+        if !server.records_run_state() {
+            // Read-only: no write ownership is ever granted, so nothing to
+            // record. A cluster member: the export is shared, and each
+            // shard taken over waits its own grace (docs/CLUSTER.md).
             server.recording.saved = true;
         } else {
             // A crash of this run must be covered by the next: its leases,
@@ -573,10 +575,17 @@ impl Server {
         // Record a new floor well before this run's is used up.
         if self.next_version + VERSION_BLOCK / 2 > self.recording.version_floor
             && !self.is_stopping()
+            && self.records_run_state()
         {
             self.record_run_state(true);
         }
         self.next_version
+    }
+
+    /// Whether this server records its run state in the export: not when
+    /// read-only, nor as a cluster member.
+    fn records_run_state(&self) -> bool {
+        !self.config.read_only && self.cluster.is_none()
     }
 
     /// Asks the store to record the run state: `running` while serving, or

@@ -261,7 +261,7 @@ impl Server {
         let sd = self.shutdown.as_mut().expect("stopping");
         sd.grace = grace;
         sd.stage = Stage::Recording;
-        if self.config.read_only {
+        if !self.records_run_state() {
             self.run_state_final_recorded();
         } else {
             self.record_run_state(false);

@@ -118,22 +118,25 @@ impl Sim<'_> {
             .count();
         if lost > 0 {
             let now = self.cluster.now;
-            self.trace
-                .line(format!("{now:?} member lost {lost} shard(s)"));
+            self.trace.line(format!(
+                "{now:?} member lost {lost} shard(s): a new run for the checker"
+            ));
             self.stats.member_losses += 1;
+            self.new_server_run(false, false);
             self.member.loss_pending = true;
         }
         // Writes handed to the store before the loss still land (the
         // safety margin covers them, and the simulated disk is kept faster
-        // than the margin in this mode): the image the new run starts from
-        // is the store's once they have.
+        // than the margin in this mode; nothing of the lost files is served
+        // before a takeover grace): the image the new run starts from is
+        // the store's once they have.
         if self.member.loss_pending && self.cluster.disk_busy() == 0 {
             self.member.loss_pending = false;
             let now = self.cluster.now;
             self.trace.line(format!(
-                "{now:?} the store is quiet: a new run for the checker"
+                "{now:?} the store is quiet: the new run's image taken"
             ));
-            self.new_server_run(false, false);
+            self.retake_restart_image();
         }
     }
 

@@ -166,11 +166,7 @@ impl Sim<'_> {
     pub(super) fn new_server_run(&mut self, crash: bool, graceful: bool) {
         let now = self.cluster.now;
         self.segment += 1;
-        let store = &self.cluster.store;
-        let disk = cell_values(&self.history.cells, |f| store.contents(&Layout::path(f)));
-        let durable = cell_values(&self.history.cells, |f| {
-            store.durable_contents(&Layout::path(f))
-        });
+        let (disk, durable) = self.store_images();
         self.stats.torn_cells +=
             disk.values().filter(|v| torn_halves(**v).is_some()).count() as u64;
         let seq = self.next_seq();
@@ -184,6 +180,26 @@ impl Sim<'_> {
         });
         self.inject_bugs();
         self.after_step();
+    }
+
+    /// What the store holds now, written and durable, cell by cell.
+    fn store_images(&self) -> (BTreeMap<Cell, u64>, BTreeMap<Cell, u64>) {
+        let store = &self.cluster.store;
+        let disk = cell_values(&self.history.cells, |f| store.contents(&Layout::path(f)));
+        let durable = cell_values(&self.history.cells, |f| {
+            store.durable_contents(&Layout::path(f))
+        });
+        (disk, durable)
+    }
+
+    /// The last run begins from what the store holds now (writes in flight
+    /// at its start have landed).
+    pub(super) fn retake_restart_image(&mut self) {
+        let (disk, durable) = self.store_images();
+        if let Some(r) = self.history.restarts.last_mut() {
+            r.disk = disk;
+            r.durable = durable;
+        }
     }
 
     /// What the disk's durable image holds, for the cells of `file`.
