@@ -486,11 +486,13 @@ impl Disk {
             .collect()
     }
 
-    /// Files with unsynced bytes.
+    /// Files with unsynced bytes that can still be synced (not those that
+    /// can no longer be reached: a sync of one fails at once, and a
+    /// shutdown asking again would never finish).
     pub(crate) fn unsynced_files(&self) -> Vec<FileId> {
         self.files
             .iter()
-            .filter(|(_, f)| !f.unsynced.is_empty())
+            .filter(|(_, f)| !f.unsynced.is_empty() && f.gone.is_none())
             .map(|(id, _)| *id)
             .collect()
     }
