@@ -154,6 +154,10 @@ impl Connection {
         self.session.as_ref().map(|s| s.id)
     }
 
+    pub(crate) fn session_epoch(&self) -> Option<u64> {
+        self.session.as_ref().map(|s| s.epoch)
+    }
+
     /// What the server said in its last `Welcome`.
     pub(crate) fn params(&self) -> Option<&Params> {
         self.params.as_ref()

@@ -215,6 +215,17 @@ impl Client {
         self.conn.is_ready()
     }
 
+    /// The session the server gave this client last (tests and logs: the
+    /// same number names another session after the server restarted).
+    pub fn session_id(&self) -> Option<crate::protocol::SessionId> {
+        self.conn.session_id()
+    }
+
+    /// The epoch of the server run that gave that session.
+    pub fn session_epoch(&self) -> Option<u64> {
+        self.conn.session_epoch()
+    }
+
     /// The length of a mapping.
     pub fn mapping_len(&self, mapping: MappingId) -> Option<u64> {
         self.mappings.get(mapping).map(|m| m.len)

@@ -341,6 +341,11 @@ impl Server {
         self.sessions.len()
     }
 
+    /// Whether session `sid` is alive here.
+    pub fn has_session(&self, sid: SessionId) -> bool {
+        self.sessions.contains_key(&sid)
+    }
+
     /// Open connections.
     pub fn connection_count(&self) -> usize {
         self.conns.len()

@@ -124,6 +124,20 @@ impl Sim<'_> {
             self.stats.member_losses += 1;
             self.new_server_run(false, false);
             self.member.loss_pending = true;
+            // Unlike a restart, a loss ends only the sessions on the lost
+            // shards (or every session, when it dropped acknowledged data):
+            // a session the member kept belongs to the new run, with
+            // nothing of the lost files in its cache.
+            for i in self.live() {
+                let n = &self.cluster.nodes[i];
+                let server = &self.cluster.server;
+                if n.client.session_epoch() == Some(server.epoch())
+                    && n.client.session_id().is_some_and(|s| server.has_session(s))
+                {
+                    let inc = self.clients[i].incarnation;
+                    self.history.inc_segment.insert((i, inc), self.segment);
+                }
+            }
         }
         // Writes handed to the store before the loss still land (the
         // safety margin covers them, and the simulated disk is kept faster
