@@ -95,6 +95,18 @@ impl Membership {
     }
 }
 
+/// What a request does with a file's shard, for the placement check.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ShardUse {
+    /// Grants pages or writes: only while the shard is served here and not
+    /// draining.
+    Grant,
+    /// Lands data the client owns (a write-back): while the shard is held
+    /// here, draining or not (it crossed the drain's recall, which waits
+    /// for it).
+    Land,
+}
+
 /// Who is waiting for a revocation.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RevWaiter {
@@ -268,23 +280,20 @@ impl Server {
         self.shard_check_path(now, full.as_str())
     }
 
-    /// May a request on open file `file` be served here now?
-    pub(super) fn shard_check_file(&self, now: Instant, file: FileId) -> Result<(), Failure> {
+    /// May a request on open file `file` be served here now, for `use_`?
+    pub(super) fn shard_check_file(
+        &self,
+        now: Instant,
+        file: FileId,
+        use_: ShardUse,
+    ) -> Result<(), Failure> {
         let (Some(m), Some(shard)) = (&self.cluster, self.shard_of_file(file)) else {
             return Ok(());
         };
-        let path = self.files.get(file).path.clone();
-        placement_answer(m.machine.shard_placement(now, shard), path.as_str())
-    }
-
-    /// Whether `file`'s shard is held here now, draining or not.
-    pub(super) fn shard_check_file_held(&self, now: Instant, file: FileId) -> Result<(), Failure> {
-        let (Some(m), Some(shard)) = (&self.cluster, self.shard_of_file(file)) else {
-            return Ok(());
-        };
+        let path = self.files.get(file).path.as_str();
         match m.machine.shard_placement(now, shard) {
-            Placement::Local(_) => Ok(()),
-            other => placement_answer(other, self.files.get(file).path.as_str()),
+            Placement::Local(_) if use_ == ShardUse::Land => Ok(()),
+            other => placement_answer(other, path),
         }
     }
 

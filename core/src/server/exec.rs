@@ -198,7 +198,7 @@ impl Server {
             Err(e) => return self.fail_op(id, store_failure(&path, e)),
         };
         // In a cluster: the read may have outlasted the serving window.
-        if let Err(f) = self.shard_check_file(now, file) {
+        if let Err(f) = self.shard_check_file(now, file, super::cluster::ShardUse::Grant) {
             return self.fail_op(id, f);
         }
         match self.ops[&id].kind.clone() {

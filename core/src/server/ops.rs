@@ -372,7 +372,7 @@ impl Server {
         let kind = op.kind.clone();
         // In a cluster: the shard is still served here, by the clock.
         if let Some(file) = op.file
-            && let Err(f) = self.shard_check_file(now, file)
+            && let Err(f) = self.shard_check_file(now, file, super::cluster::ShardUse::Grant)
         {
             return self.fail_op(id, f);
         }

@@ -7,6 +7,7 @@ use crate::path::ExportPath;
 use crate::protocol::{ErrorCode, Message, Pong, ReqId, SessionId};
 use crate::store::{RUN_STATE_NAME, StoreError};
 
+use super::cluster::ShardUse;
 use super::session::MappingEntry;
 use super::{ConnId, Failure, Server, error_msg};
 
@@ -50,31 +51,31 @@ impl Server {
                 self.on_request(now, sid, m.req, false, |s, now| s.do_unmap(now, sid, m))
             }
             Message::Fetch(m) => self.on_request(now, sid, m.req, true, |s, now| {
-                s.mapping_served(now, sid, m.mapping)?;
+                s.mapping_served(now, sid, m.mapping, ShardUse::Grant)?;
                 s.do_fetch(now, sid, m)
             }),
             // While its shard drains, an owner's write-back still lands:
             // it crossed the drain's recall, which waits for it.
             Message::WriteBack(m) => self.on_request(now, sid, m.req, false, |s, now| {
-                s.mapping_writable_here(now, sid, m.mapping)?;
+                s.mapping_served(now, sid, m.mapping, ShardUse::Land)?;
                 s.do_write_back(sid, m)
             }),
             // A sync writes nothing new: after a drain it finds this
             // member's part durable; after a loss its session is gone.
             Message::Sync(m) => self.on_request(now, sid, m.req, true, |s, _| s.do_sync(sid, m)),
             Message::Revalidate(m) => self.on_request(now, sid, m.req, true, |s, now| {
-                s.mapping_served(now, sid, m.mapping)?;
+                s.mapping_served(now, sid, m.mapping, ShardUse::Grant)?;
                 s.do_revalidate(sid, m)
             }),
             Message::Refresh(m) => self.on_request(now, sid, m.req, true, |s, now| {
-                s.mapping_served(now, sid, m.mapping)?;
+                s.mapping_served(now, sid, m.mapping, ShardUse::Grant)?;
                 s.do_refresh(now, sid, m)
             }),
             Message::SetLen(m) => {
                 self.on_request(now, sid, m.req, false, |s, now| s.do_set_len(now, sid, m))
             }
             Message::Atomic(m) => self.on_request(now, sid, m.req, false, |s, now| {
-                s.mapping_served(now, sid, m.mapping)?;
+                s.mapping_served(now, sid, m.mapping, ShardUse::Grant)?;
                 s.do_atomic(now, sid, m)
             }),
             other => Err(Failure::fatal(
@@ -197,30 +198,18 @@ impl Server {
             })
     }
 
-    /// In a cluster: whether requests on `mapping` may be served here now
-    /// (its file's shard is); an unknown mapping is for the request to refuse.
+    /// In a cluster: whether a request on `mapping` may be served here now
+    /// (its file's shard is, as `use_` needs it); an unknown mapping is for
+    /// the request to refuse.
     fn mapping_served(
         &self,
         now: Instant,
         sid: SessionId,
         mapping: crate::protocol::WireMappingId,
+        use_: ShardUse,
     ) -> Result<(), Failure> {
         match self.sessions[&sid].mappings.get(&mapping) {
-            Some(m) => self.shard_check_file(now, m.file),
-            None => Ok(()),
-        }
-    }
-
-    /// In a cluster: whether write-backs on `mapping` may land here now
-    /// (its file's shard is held here, draining or not).
-    fn mapping_writable_here(
-        &self,
-        now: Instant,
-        sid: SessionId,
-        mapping: crate::protocol::WireMappingId,
-    ) -> Result<(), Failure> {
-        match self.sessions[&sid].mappings.get(&mapping) {
-            Some(m) => self.shard_check_file_held(now, m.file),
+            Some(m) => self.shard_check_file(now, m.file, use_),
             None => Ok(()),
         }
     }
