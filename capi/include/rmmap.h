@@ -359,6 +359,11 @@ enum rmmap_error rmmap_options_set_give_up_ms(struct rmmap_options *options, uin
  * background (sessions resume, requests apply exactly once). `options`
  * may be NULL for the defaults.
  *
+ * `addr` may also list the members of a cluster, `"host:port,host:port"`
+ * (docs/CLUSTER.md): the client connects to the first that answers, and a
+ * map or set-length that a member sends on (`moved`) goes to the member
+ * that owns the file, on one connection per member.
+ *
  * On success `*client` is a new client. Ownership: the caller owns it and
  * must end it with `rmmap_close`; `addr` and `options` are only read
  * during the call (free the options when you like).

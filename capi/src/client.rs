@@ -5,7 +5,10 @@ use std::ffi::{CStr, c_char};
 use std::path::Path;
 use std::time::Duration;
 
-use rmmap_tokio::{Client, ClientConfig, ClientTls, ConnectError, TlsConnector, Token};
+use rmmap_tokio::{
+    ClientConfig, ClientTls, ClusterClient as Client, ConnectError, RedirectPolicy, TlsConnector,
+    Token,
+};
 
 use crate::boundary::status;
 use crate::error::{Failure, rmmap_error};
@@ -54,9 +57,12 @@ impl rmmap_options {
         self.config.give_up_after = (ms > 0).then(|| Duration::from_millis(ms));
     }
 
-    /// Connects to `addr` (`host:port`): the first connection and handshake
-    /// must succeed within the connect timeout.
+    /// Connects to `addr` (`host:port`, or the members of a cluster
+    /// `host:port,host:port,...`: the first that answers, and each file's
+    /// owner when a member sends a map on): the first connection and
+    /// handshake must succeed within the connect timeout.
     pub(crate) async fn connect(&self, addr: &str) -> Result<Client, Failure> {
+        let members: Vec<&str> = addr.split(',').collect();
         let timeout = self.config.handshake_timeout;
         let too_slow = || {
             Failure::new(
@@ -70,9 +76,10 @@ impl rmmap_options {
         let connecting = async {
             match &self.tls {
                 Some(tls) => {
-                    Client::connect_with(TlsConnector::new(tls.clone()), addr, config).await
+                    let tls = TlsConnector::new(tls.clone());
+                    Client::connect_with(tls, &members, config, RedirectPolicy::default()).await
                 }
-                None => Client::connect(addr, config).await,
+                None => Client::connect(&members, config).await,
             }
         };
         // The client gives up on a connection that takes longer than the
@@ -293,6 +300,11 @@ unsafe fn options_mut<'a>(p: *mut rmmap_options) -> Result<&'a mut rmmap_options
 /// handshake; later losses of the connection are repaired in the
 /// background (sessions resume, requests apply exactly once). `options`
 /// may be NULL for the defaults.
+///
+/// `addr` may also list the members of a cluster, `"host:port,host:port"`
+/// (docs/CLUSTER.md): the client connects to the first that answers, and a
+/// map or set-length that a member sends on (`moved`) goes to the member
+/// that owns the file, on one connection per member.
 ///
 /// On success `*client` is a new client. Ownership: the caller owns it and
 /// must end it with `rmmap_close`; `addr` and `options` are only read

@@ -17,7 +17,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rmmap_tokio::{Access, Client, MapOptions};
+use rmmap_tokio::{Access, ClusterClient as Client, MapOptions};
 
 use crate::boundary::posix;
 use crate::client::{c_str, rmmap_options};

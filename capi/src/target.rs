@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 
-use rmmap_tokio::{Access, AtomicOp, Client, MapOptions, Mapping, OpError};
+use rmmap_tokio::{Access, AtomicOp, ClusterClient as Client, MapOptions, Mapping, OpError};
 
 use crate::error::Failure;
 

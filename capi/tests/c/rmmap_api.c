@@ -1,6 +1,8 @@
 /* The full API of rmmap.h: options, mapping kinds, reads, writes, sync, set
  * length, the remote atomics, memory mappings as pointers, every error code
- * it can meet, two clients on their own connections seeing each other.
+ * it can meet, two clients on their own connections seeing each other (the
+ * second given a list of addresses whose first does not answer, as a
+ * client of a cluster is).
  *
  * usage: rmmap_api PORT CLOSED_PORT
  * data.bin: 10000 bytes, byte i = i % 251. */
@@ -10,9 +12,10 @@
 
 int main(int argc, char **argv) {
     CHECK(argc == 3);
-    char addr[64], closed[64], buf[256];
+    char addr[64], closed[64], members[160], buf[256];
     snprintf(addr, sizeof addr, "127.0.0.1:%s", argv[1]);
     snprintf(closed, sizeof closed, "127.0.0.1:%s", argv[2]);
+    snprintf(members, sizeof members, "%s,%s", closed, addr);
 
     rmmap_options *o = rmmap_options_new();
     CHECK(o != NULL);
@@ -23,7 +26,7 @@ int main(int argc, char **argv) {
     FAILS(rmmap_options_set_tls_ca_file(o, NULL), RMMAP_INVALID_ARGUMENT);
     rmmap_client *c, *c2, *none = NULL;
     OK(rmmap_connect(addr, o, &c));
-    OK(rmmap_connect(addr, NULL, &c2));
+    OK(rmmap_connect(members, NULL, &c2));
     rmmap_options_free(o);
     FAILS(rmmap_connect(closed, NULL, &none), RMMAP_CONNECT_FAILED);
     CHECK(none == NULL);
