@@ -302,3 +302,25 @@ async fn a_moved_to_a_member_out_of_reach_says_which() {
     assert_eq!(e.kind(), "connect_failed", "{e}");
     assert!(e.to_string().contains(&down), "{e}");
 }
+
+#[tokio::test]
+async fn a_member_that_went_down_is_passed_over_for_the_next() {
+    let first = TestServer::start(|c| c).await;
+    let second = TestServer::start(|c| c).await;
+    second.put("f.bin", b"second");
+    let cluster = connect(&[&first.addr, &second.addr]).await;
+    assert_eq!(cluster.connected(), vec![first.addr.clone()]);
+    // The member every request started at goes away.
+    within(10, first.server.shutdown()).await.unwrap();
+    within(10, async {
+        while cluster.first().is_connected() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // A map goes to the next member of the list instead of waiting.
+    let m = within(10, cluster.map("f.bin", 0..6, Access::ReadOnly))
+        .await
+        .unwrap();
+    assert_eq!(&m.read_bytes(0, 6).await.unwrap()[..], b"second");
+}

@@ -152,6 +152,8 @@ pub struct Redirects {
     redirects: u32,
     retries: u32,
     cluster: bool,
+    /// Members found down, or that sent the request on, for this request.
+    tried: Vec<String>,
 }
 
 impl Redirects {
@@ -166,7 +168,33 @@ impl Redirects {
             redirects: 0,
             retries: 0,
             cluster,
+            tried: Vec::new(),
         }
+    }
+
+    /// The member at `member` answered the request with `moved`: a member
+    /// found down later is not handed the request back to it.
+    pub fn sent_on_by(&mut self, member: &str) {
+        if !self.tried.iter().any(|d| d == member) {
+            self.tried.push(member.to_owned());
+        }
+    }
+
+    /// The member at `down` cannot carry the request now (its connection
+    /// is lost, or cannot be opened): the next of `members` (the addresses
+    /// the client was given, in order) not yet tried for this request, to
+    /// start over from. `None` once every member was tried: the request
+    /// then waits for `down` to come back, as a single server's client
+    /// does. A member that died takes its shards' ownership with it only
+    /// when its etcd lease runs out, so the others may send the request
+    /// back to it (`moved`) until then; the client reports that failure.
+    pub fn fail_over<'a>(&mut self, down: &str, members: &'a [String]) -> Option<&'a str> {
+        self.sent_on_by(down);
+        let next = members
+            .iter()
+            .find(|m| !self.tried.iter().any(|d| d == *m))?;
+        self.cluster = true;
+        Some(next.as_str())
     }
 
     /// `moved` replies followed so far.
@@ -237,6 +265,23 @@ mod tests {
             code: ErrorCode::Moved,
             message: to.into(),
         }
+    }
+
+    #[test]
+    fn a_member_down_hands_the_request_to_the_next_once_each() {
+        let members: Vec<String> = ["a:1", "b:1", "c:1"].map(String::from).to_vec();
+        let mut r = Redirects::new(RedirectPolicy::default(), Instant::ZERO, false);
+        assert_eq!(r.fail_over("a:1", &members), Some("b:1"));
+        assert!(r.in_cluster(), "a list of members is a cluster");
+        assert_eq!(r.fail_over("b:1", &members), Some("c:1"));
+        // Moved back to a (its lease has not run out yet): down already.
+        assert_eq!(r.fail_over("a:1", &members), Some("c:1"));
+        assert_eq!(r.fail_over("c:1", &members), None);
+        // A member outside the list (named by moved) counts too, and one
+        // that sent the request on is not handed it back.
+        let mut r = Redirects::new(RedirectPolicy::default(), Instant::ZERO, true);
+        r.sent_on_by("a:1");
+        assert_eq!(r.fail_over("x:1", &members), Some("b:1"));
     }
 
     fn busy() -> OpError {

@@ -53,6 +53,9 @@ struct Members {
     policy: RedirectPolicy,
     /// The member that answered first: every request starts there.
     first: String,
+    /// Every address given, in order: where a request goes when the member
+    /// it was on is down.
+    addrs: Vec<String>,
     /// Given several addresses: a `busy` means that ownership is in motion
     /// from the start.
     several: bool,
@@ -93,6 +96,7 @@ impl ClusterClient {
                         tls,
                         policy,
                         first: addr.to_owned(),
+                        addrs: addrs.iter().map(|a| a.as_ref().to_owned()).collect(),
                         several: addrs.len() > 1,
                         connections: Mutex::new(BTreeMap::from([(addr.to_owned(), client)])),
                         clock: Clock::new(),
@@ -172,7 +176,7 @@ impl ClusterClient {
     fn follow<T>(&self, mut op: impl FnMut(&Client) -> Result<T, OpError>) -> Result<T, OpError> {
         let inner = &self.inner;
         let mut redirects = Redirects::new(inner.policy, inner.clock.now(), inner.several);
-        let mut member = self.first();
+        let (mut at, mut member) = self.reach(&mut redirects, inner.first.clone())?;
         loop {
             let error = match op(&member) {
                 Ok(t) => return Ok(t),
@@ -181,7 +185,8 @@ impl ClusterClient {
             match redirects.on_error(inner.clock.now(), error) {
                 NextTry::SendTo(addr) => {
                     tracing::debug!(to = %addr, "moved: sending the request on");
-                    member = self.open(addr.as_str())?;
+                    redirects.sent_on_by(&at);
+                    (at, member) = self.reach(&mut redirects, addr.as_str().to_owned())?;
                 }
                 NextTry::RetryAt(at) => {
                     let wait = inner
@@ -191,6 +196,44 @@ impl ClusterClient {
                     std::thread::sleep(wait);
                 }
                 NextTry::Fail(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The connection to send a request on, starting at `at`: its own if it
+    /// is up, else the next member of the list that is, as the core's
+    /// [`Redirects::fail_over`] names them. When none is up, the connection
+    /// to `at` if there is one (the request waits for it, as a single
+    /// server's client does), else `at`'s connect error.
+    fn reach(
+        &self,
+        redirects: &mut Redirects,
+        mut at: String,
+    ) -> Result<(String, Client), OpError> {
+        let mut waiting: Option<(String, Client)> = None;
+        let mut first_error: Option<OpError> = None;
+        loop {
+            match self.open(&at) {
+                Ok(c) if c.is_connected() => return Ok((at, c)),
+                Ok(c) => {
+                    waiting.get_or_insert((at.clone(), c));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+            match redirects.fail_over(&at, &self.inner.addrs) {
+                Some(next) => {
+                    tracing::debug!(down = %at, to = next, "member down: trying the next");
+                    at = next.to_owned();
+                }
+                None => {
+                    return match (waiting, first_error) {
+                        (Some(w), _) => Ok(w),
+                        (None, Some(e)) => Err(e),
+                        (None, None) => unreachable!("a member was tried"),
+                    };
+                }
             }
         }
     }

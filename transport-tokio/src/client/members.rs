@@ -60,6 +60,9 @@ struct Members {
     policy: RedirectPolicy,
     /// The member that answered first: every request starts there.
     first: String,
+    /// Every address given, in order: where a request goes when the member
+    /// it was on is down.
+    addrs: Vec<String>,
     /// Given several addresses: a `busy` means that ownership is in motion
     /// from the start.
     several: bool,
@@ -110,6 +113,7 @@ impl ClusterClient {
                         open,
                         policy,
                         first: addr.to_owned(),
+                        addrs: addrs.iter().map(|a| a.as_ref().to_owned()).collect(),
                         several: addrs.len() > 1,
                         connections: Mutex::new(BTreeMap::from([(addr.to_owned(), cell)])),
                         clock: Clock::new(),
@@ -220,7 +224,8 @@ impl ClusterClient {
     }
 
     /// Runs `op` on the first member, then wherever the core's
-    /// [`Redirects`] says.
+    /// [`Redirects`] says: on to the member a `moved` names, and past a
+    /// member that is down to the next of the list.
     async fn follow<T, E, F, Fut>(&self, mut op: F) -> Result<T, E>
     where
         E: Redirectable,
@@ -232,7 +237,11 @@ impl ClusterClient {
             self.inner.clock.now(),
             self.inner.several,
         );
-        let mut member = self.first();
+        let first = self.inner.first.clone();
+        let (mut at, mut member) = self
+            .reach(&mut redirects, first)
+            .await
+            .map_err(E::from_op)?;
         loop {
             let error = match op(member.clone()).await {
                 Ok(t) => return Ok(t),
@@ -244,12 +253,54 @@ impl ClusterClient {
             match redirects.on_error(self.inner.clock.now(), error) {
                 NextTry::SendTo(addr) => {
                     tracing::debug!(to = %addr, "moved: sending the request on");
-                    member = self.open(addr.as_str()).await.map_err(E::from_op)?;
+                    redirects.sent_on_by(&at);
+                    (at, member) = self
+                        .reach(&mut redirects, addr.as_str().to_owned())
+                        .await
+                        .map_err(E::from_op)?;
                 }
                 NextTry::RetryAt(at) => {
                     tokio::time::sleep_until(self.inner.clock.deadline(at)).await;
                 }
                 NextTry::Fail(e) => return Err(E::from_op(e)),
+            }
+        }
+    }
+
+    /// The connection to send a request on, starting at `at`: its own if it
+    /// is up, else the next member of the list that is, as the core's
+    /// [`Redirects::fail_over`] names them. When none is up, the connection
+    /// to `at` if there is one (the request waits for it, as a single
+    /// server's client does), else `at`'s connect error.
+    async fn reach(
+        &self,
+        redirects: &mut Redirects,
+        mut at: String,
+    ) -> Result<(String, Client), OpError> {
+        let mut waiting: Option<(String, Client)> = None;
+        let mut first_error: Option<OpError> = None;
+        loop {
+            match self.open(&at).await {
+                Ok(c) if c.is_connected() => return Ok((at, c)),
+                Ok(c) => {
+                    waiting.get_or_insert((at.clone(), c));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+            match redirects.fail_over(&at, &self.inner.addrs) {
+                Some(next) => {
+                    tracing::debug!(down = %at, to = next, "member down: trying the next");
+                    at = next.to_owned();
+                }
+                None => {
+                    return match (waiting, first_error) {
+                        (Some(c), _) => Ok(c),
+                        (None, Some(e)) => Err(e),
+                        (None, None) => unreachable!("a member was tried"),
+                    };
+                }
             }
         }
     }
