@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cluster_common::gate::Gate;
+use cluster_common::proxy::Proxy;
 use cluster_common::{
     Etcd, Member, SHARDS, Scene, TTL, listed, map_at, owner_of, rmmap, serving_window, settled,
     status, takeover_grace,
@@ -242,9 +242,10 @@ fn a_member_cut_off_from_etcd_stops_serving_before_its_shards_are_taken() {
             return;
         };
         let scene = Scene::new();
-        let gate = Gate::start(&etcd.url);
+        let gate = Proxy::start(etcd.url.trim_start_matches("http://"));
+        let gate_url = format!("http://{}", gate.addr);
         let ids = ["a", "b", "c"];
-        let members = cluster(&etcd, &scene, &ids, &[("c", &gate.url)]).await;
+        let members = cluster(&etcd, &scene, &ids, &[("c", &gate_url)]).await;
         let coordinator = etcd.coordinator().await;
         let cut_member = &members[2];
         let name = file_of("c", &ids, "cut");
@@ -255,7 +256,7 @@ fn a_member_cut_off_from_etcd_stops_serving_before_its_shards_are_taken() {
         // Polled in turn, every 10 ms: the cut member (does it serve the
         // file?) and etcd (does another member own its shard?).
         let cut = Instant::now();
-        gate.cut();
+        gate.mute();
         let mut last_served = None;
         let mut stopped = None;
         // The start of the last etcd read that still showed no other owner:

@@ -3,78 +3,23 @@
 //! shard under exactly one of them with its epoch. Skipped with a message
 //! without the `etcd` binary (Debian: `etcd-server`).
 
-use std::process::{Child, Command, Stdio};
+mod cluster_common;
+
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
-use rmmap_tokio::cluster::{ClusterConfig, ClusterMember, EtcdCoordinator, OwnershipEvent};
-
-/// etcd and its data dir, both gone on drop.
-struct Etcd(Child, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use cluster_common::Etcd;
+use rmmap_tokio::cluster::{ClusterConfig, ClusterMember, OwnershipEvent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_lists_the_members_and_every_shard_with_its_epoch() {
-    if Command::new("etcd").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: no `etcd` binary on PATH (Debian: apt-get install etcd-server)");
+    let Some(etcd_process) = Etcd::start("rmmap cluster status") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (c, p) = (port(), port());
-    let (url, peer) = (
-        format!("http://127.0.0.1:{c}"),
-        format!("http://127.0.0.1:{p}"),
-    );
-    let child = Command::new("etcd")
-        .args(["--name", "s", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("s={peer}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _etcd = Etcd(child, dir);
-    let started = Instant::now();
-    let etcd = loop {
-        if let Ok(e) =
-            EtcdCoordinator::connect(std::slice::from_ref(&url), Duration::from_secs(1)).await
-            && e.range("/").await.is_ok()
-        {
-            break e;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "etcd never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let url = etcd_process.url.clone();
+    let etcd = etcd_process.coordinator().await;
+    let started = Instant::now();
     let mut members = Vec::new();
     for id in ["a", "b"] {
         let config = ClusterConfig {

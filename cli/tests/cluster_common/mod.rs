@@ -1,6 +1,7 @@
 //! Scaffolding of the cluster tests (`cluster_serve`, `cluster_failover`): a
 //! real etcd on loopback ([`Etcd`]), `rmmap serve --cluster` members as
-//! processes ([`Member`]), a forwarder to etcd that can be cut ([`Gate`]),
+//! processes ([`Member`]), a forwarder to etcd that can be muted
+//! ([`proxy::Proxy`], shared with `common`),
 //! and waits on what etcd records ([`settled`]).
 //!
 //! Its own module, not `common`: it needs the `cluster` feature, which the
@@ -8,7 +9,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-pub mod gate;
+#[path = "../common/proxy.rs"]
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -157,7 +159,7 @@ pub struct Member {
 
 impl Member {
     /// Starts member `id` of the cluster whose etcd is at `etcd` (etcd
-    /// itself, or a [`Gate`](gate::Gate) to it), with the short timings
+    /// itself, or a [`Proxy`](proxy::Proxy) to it), with the short timings
     /// above.
     pub fn start(id: &'static str, root: &Path, etcd: &str, logs: &Path) -> Member {
         let log = logs.join(format!("{id}.log"));
