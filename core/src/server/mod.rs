@@ -659,17 +659,21 @@ impl Server {
         }
     }
 
+    /// Whether write ownership of `file` must wait now: for the restart
+    /// grace (and this run's state to be recorded), or, in a cluster, for
+    /// the takeover grace of the file's shard.
+    pub(crate) fn writes_wait(&self, now: Instant, file: Option<ids::FileId>) -> bool {
+        self.in_grace(now) || file.is_some_and(|f| self.shard_in_grace(now, f))
+    }
+
     fn release_grace_waiting(&mut self, now: Instant) {
-        if !self.in_grace(now) {
-            let waiting = std::mem::take(&mut self.grace_waiting);
-            for id in waiting {
-                // In a cluster, a shard taken over has a grace of its own.
-                let file = self.ops.get(&id).and_then(|o| o.file);
-                if file.is_some_and(|f| self.shard_in_grace(now, f)) {
-                    self.grace_waiting.push(id);
-                } else {
-                    self.ready.push_back(id);
-                }
+        let waiting = std::mem::take(&mut self.grace_waiting);
+        for id in waiting {
+            let file = self.ops.get(&id).and_then(|o| o.file);
+            if self.writes_wait(now, file) {
+                self.grace_waiting.push(id);
+            } else {
+                self.ready.push_back(id);
             }
         }
     }

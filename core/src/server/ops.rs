@@ -176,8 +176,7 @@ impl Server {
     /// Registers a page op and runs it as far as it goes right away, so that
     /// an op that needs no waiting replies in the order its request arrived.
     pub(super) fn start_page_op(&mut self, now: Instant, op: Op) -> OpId {
-        let waits_for_grace = op.kind.needs_write_ownership()
-            && (self.in_grace(now) || op.file.is_some_and(|f| self.shard_in_grace(now, f)));
+        let waits_for_grace = op.kind.needs_write_ownership() && self.writes_wait(now, op.file);
         let id = self.register_op(op);
         if waits_for_grace {
             self.grace_waiting.push(id);
