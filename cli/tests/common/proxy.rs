@@ -4,6 +4,9 @@
 //! held silent) until [`Proxy::heal`] drops every connection (their streams
 //! lost bytes) and forwards again.
 
+// Shared by path with other crates' tests, which use only part of it.
+#![allow(dead_code)]
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
