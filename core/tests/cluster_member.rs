@@ -228,3 +228,70 @@ fn cut_off(bug: Option<OwnershipBug>) {
     let disk = store.contents(&f).unwrap();
     assert_eq!(c.read(1, again, 0, 6).unwrap(), disk[..6]);
 }
+
+/// A mapping leaving its member (`Client::hand_over`, CLUSTER.md section
+/// 6): after a `moved` it reports only what is still dirty here; after the
+/// member was lost, also the pages written since their last sync; either
+/// way once, and nothing of it is written back to the old member later.
+#[test]
+fn a_mapping_handed_over_says_once_what_it_lost_and_leaves_nothing_behind() {
+    use rmmap_core::client::{LossCause, SessionLossReason};
+    let store = MemStore::new();
+    let mut c = alone(&store);
+    let f = file_of("a", &["a"]);
+    let m = c.map(0, &f, 0, 4 * PAGE, rw_create()).unwrap();
+    c.write(0, m, 0, b"synced").unwrap();
+    c.sync(0, m).unwrap();
+    // Page 1 written back (a reader recalled it; the member confirmed the
+    // recall's answer) and not synced; page 2 written and still dirty in
+    // the client's cache. (A recall answer not yet confirmed is named as
+    // lost too: it may not have arrived.)
+    c.write(0, m, PAGE, b"written back").unwrap();
+    let r = c.map(1, &f, PAGE, PAGE, MapOptions::read_only()).unwrap();
+    assert_eq!(&c.read(1, r, 0, 12).unwrap()[..], b"written back");
+    c.write(0, m, 2 * PAGE, b"dirty here").unwrap();
+    c.run_for(Duration::from_millis(500));
+
+    // Handed over cleanly (moved): only the dirty page is named.
+    let now = c.now;
+    let lost = c.nodes[0].client.hand_over(now, m, false).unwrap();
+    let lost = lost.expect("the dirty page is lost");
+    assert_eq!(lost.pages, vec![2], "{lost}");
+    assert_eq!(lost.dirty_pages, 1);
+    assert!(
+        !lost.unsynced_writes,
+        "a handover loses no synced data: {lost}"
+    );
+    // Told once.
+    let again = c.nodes[0].client.hand_over(now, m, true).unwrap();
+    assert_eq!(again, None, "reported twice");
+    // Nothing of it reaches the member: not by write-back, not by the
+    // unmap's sync.
+    let _ = c.unmap(0, m);
+    c.run_for(Duration::from_secs(2));
+    let on_disk = store.contents(&f).unwrap();
+    assert_eq!(
+        &on_disk[2 * PAGE as usize..2 * PAGE as usize + 10],
+        &[0; 10]
+    );
+
+    // The member lost: the pages written since their last sync are named
+    // as well.
+    let m = c.map(0, &f, 0, 4 * PAGE, rw_create()).unwrap();
+    c.write(0, m, 3 * PAGE, b"unsynced").unwrap();
+    let r3 = c
+        .map(1, &f, 3 * PAGE, PAGE, MapOptions::read_only())
+        .unwrap();
+    assert_eq!(&c.read(1, r3, 0, 8).unwrap()[..], b"unsynced");
+    c.run_for(Duration::from_millis(500));
+    let now = c.now;
+    let lost = c.nodes[0].client.hand_over(now, m, true).unwrap().unwrap();
+    assert_eq!(
+        lost.cause,
+        LossCause::Session(SessionLossReason::MemberLost),
+        "{lost}"
+    );
+    assert!(lost.unsynced_writes, "{lost}");
+    assert_eq!(&*lost.unsynced_pages, &[3], "{lost}");
+    assert!(lost.pages.is_empty(), "written back: {lost}");
+}

@@ -14,6 +14,11 @@ pub enum SessionLossReason {
     /// The client was out of touch longer than its lease and the server
     /// ended the session: dirty pages it had not written back are gone.
     LeaseExpired,
+    /// The cluster member serving the file stopped serving it without
+    /// handing it over (it died, or was cut off from etcd past its lease),
+    /// and another member serves it now: writes that member had not synced
+    /// may be gone, as after a server restart.
+    MemberLost,
 }
 
 impl fmt::Display for SessionLossReason {
@@ -22,6 +27,9 @@ impl fmt::Display for SessionLossReason {
             SessionLossReason::ServerRestarted => "the server restarted",
             SessionLossReason::LeaseExpired => {
                 "the lease ran out while the client was out of touch"
+            }
+            SessionLossReason::MemberLost => {
+                "the cluster member serving the file stopped serving it; another member serves it now"
             }
         })
     }

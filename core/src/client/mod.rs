@@ -28,6 +28,7 @@ mod error;
 mod event;
 mod files;
 mod flush;
+mod handover;
 mod input;
 mod lifecycle;
 mod mappings;
@@ -52,7 +53,7 @@ pub use error::{ConnectError, LossCause, LostWrites, OpError, SessionLossReason}
 pub use event::{ClientEvent, Event};
 pub use memory::MemoryBacking;
 pub use redirect::{
-    BadMemberAddr, MAX_MEMBER_ADDR_LEN, MemberAddr, NextTry, RedirectPolicy, Redirects,
+    BadMemberAddr, MAX_MEMBER_ADDR_LEN, MemberAddr, MemberLeft, NextTry, RedirectPolicy, Redirects,
 };
 
 use crate::Instant;

@@ -115,6 +115,12 @@ pub struct RedirectPolicy {
     pub busy_backoff: Duration,
     /// The longest wait between two retries. Default 250 ms.
     pub busy_backoff_max: Duration,
+    /// Given several members: how long an operation waits for a member
+    /// whose connection is down before the client asks the others where
+    /// the file lives now (a member that died is replaced by another
+    /// owner, which the client finds only by asking). The client's
+    /// `give_up_after` still bounds the whole wait. Default 1 s.
+    pub member_patience: Duration,
 }
 
 impl Default for RedirectPolicy {
@@ -124,6 +130,7 @@ impl Default for RedirectPolicy {
             busy_patience: Duration::from_secs(2),
             busy_backoff: Duration::from_millis(20),
             busy_backoff_max: Duration::from_millis(250),
+            member_patience: Duration::from_secs(1),
         }
     }
 }
@@ -154,6 +161,9 @@ pub struct Redirects {
     cluster: bool,
     /// Members found down, or that sent the request on, for this request.
     tried: Vec<String>,
+    /// A member's connection down ends the request at this instant (the
+    /// client's `give_up_after` from the start); `None`: never.
+    give_up: Option<Instant>,
 }
 
 impl Redirects {
@@ -169,7 +179,16 @@ impl Redirects {
             retries: 0,
             cluster,
             tried: Vec::new(),
+            give_up: None,
         }
+    }
+
+    /// Bounds the time the request waits for members that are down: with
+    /// `Some(d)`, a request whose member is down after `d` from its start
+    /// fails; with `None` (the default) it keeps asking.
+    pub fn give_up_after(mut self, d: Option<Duration>) -> Self {
+        self.give_up = d.map(|d| self.started + d);
+        self
     }
 
     /// The member at `member` answered the request with `moved`: a member
@@ -197,6 +216,17 @@ impl Redirects {
         Some(next.as_str())
     }
 
+    /// The member to ask after `at` answered `busy`: the next of `members`
+    /// (the addresses the client was given), in a circle. A member that
+    /// let a shard go may not learn its next owner (it is leaving); the
+    /// others do. `at` itself when it is the only one.
+    pub fn after_busy<'a>(&self, at: &'a str, members: &'a [String]) -> &'a str {
+        match members.iter().position(|m| m == at) {
+            Some(i) => members[(i + 1) % members.len()].as_str(),
+            None => members.first().map_or(at, |m| m.as_str()),
+        }
+    }
+
     /// `moved` replies followed so far.
     pub fn redirects(&self) -> u32 {
         self.redirects
@@ -209,6 +239,19 @@ impl Redirects {
 
     /// The request failed with `error` at `now`: what next.
     pub fn on_error(&mut self, now: Instant, error: OpError) -> NextTry {
+        if let OpError::Disconnected(_) = error {
+            // The member waited for is down (a member's connection gives up
+            // after `member_patience`): ask every member again, from the
+            // start of the list, a little later; one of them may own the
+            // file now.
+            if !self.cluster || self.give_up.is_some_and(|g| now >= g) {
+                return NextTry::Fail(error);
+            }
+            self.tried.clear();
+            self.redirects = 0;
+            let wait = self.policy.busy_backoff_max;
+            return NextTry::RetryAt(self.give_up.map_or(now + wait, |g| (now + wait).min(g)));
+        }
         let OpError::Server { code, message } = &error else {
             return NextTry::Fail(error);
         };
@@ -251,6 +294,47 @@ impl Redirects {
     }
 }
 
+/// How an operation's error on a mapping shows that the mapping's member
+/// no longer serves its file, as a cluster client sees it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum MemberLeft {
+    /// The member answered `moved`: it handed the file over (a planned
+    /// move recalls and syncs first). Map the range on the owner and run
+    /// the operation there; nothing was lost.
+    HandedOver,
+    /// The member's connection is down: ask the others where the file
+    /// lives; if another member serves it, the member stopped serving it
+    /// without a handover, and the mapping leaves it with what it may have
+    /// lost ([`super::SessionLossReason::MemberLost`]).
+    Unreachable,
+    /// The member came back without the file: the session's loss was
+    /// reported by this error, and mapping the range again there was
+    /// answered `moved`. Map it on the owner for the next operation.
+    LostThenMoved,
+}
+
+impl MemberLeft {
+    /// What `error`, from an operation on a mapping of a cluster member,
+    /// says about that member, if anything.
+    pub fn of(error: &OpError) -> Option<MemberLeft> {
+        match error {
+            OpError::Server {
+                code: ErrorCode::Moved,
+                ..
+            } => Some(MemberLeft::HandedOver),
+            OpError::Disconnected(_) => Some(MemberLeft::Unreachable),
+            OpError::SessionLost(l)
+                if l.remap_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(&format!("{}: ", ErrorCode::Moved))) =>
+            {
+                Some(MemberLeft::LostThenMoved)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// At most 64 characters of what a peer sent, for an error message.
 fn shown(s: &str) -> String {
     s.chars().take(64).collect()
@@ -282,6 +366,62 @@ mod tests {
         let mut r = Redirects::new(RedirectPolicy::default(), Instant::ZERO, true);
         r.sent_on_by("a:1");
         assert_eq!(r.fail_over("x:1", &members), Some("b:1"));
+    }
+
+    #[test]
+    fn busy_members_are_asked_in_a_circle() {
+        let members: Vec<String> = ["a:1", "b:1", "c:1"].map(String::from).to_vec();
+        let r = Redirects::new(RedirectPolicy::default(), Instant::ZERO, true);
+        assert_eq!(r.after_busy("a:1", &members), "b:1");
+        assert_eq!(r.after_busy("c:1", &members), "a:1");
+        assert_eq!(r.after_busy("x:1", &members), "a:1");
+        assert_eq!(r.after_busy("x:1", &[]), "x:1");
+    }
+
+    #[test]
+    fn a_member_down_is_asked_about_again_until_the_give_up() {
+        let d = OpError::Disconnected(Duration::from_secs(1));
+        // A single server: reported at once, as ever.
+        let mut r = Redirects::new(RedirectPolicy::default(), at(0), false);
+        assert_eq!(r.on_error(at(1000), d.clone()), NextTry::Fail(d.clone()));
+        // A cluster: asked again (every member anew) until the bound.
+        let mut r = Redirects::new(RedirectPolicy::default(), at(0), true)
+            .give_up_after(Some(Duration::from_secs(3)));
+        r.sent_on_by("a:1");
+        assert_eq!(r.on_error(at(1000), d.clone()), NextTry::RetryAt(at(1250)));
+        let members: Vec<String> = ["a:1", "b:1"].map(String::from).to_vec();
+        assert_eq!(r.fail_over("b:1", &members), Some("a:1"), "tried anew");
+        assert_eq!(r.on_error(at(2900), d.clone()), NextTry::RetryAt(at(3000)));
+        assert_eq!(r.on_error(at(3000), d.clone()), NextTry::Fail(d));
+    }
+
+    #[test]
+    fn errors_that_say_a_member_let_a_file_go() {
+        assert_eq!(MemberLeft::of(&moved("b:1")), Some(MemberLeft::HandedOver));
+        assert_eq!(
+            MemberLeft::of(&OpError::Disconnected(Duration::ZERO)),
+            Some(MemberLeft::Unreachable)
+        );
+        assert_eq!(MemberLeft::of(&busy()), None);
+        let lost = |remap_error: Option<&str>| {
+            OpError::SessionLost(super::super::LostWrites {
+                path: "f".into(),
+                cause: super::super::LossCause::Session(
+                    super::super::SessionLossReason::LeaseExpired,
+                ),
+                dirty_pages: 0,
+                unsynced_writes: false,
+                remap_error: remap_error.map(Into::into),
+                pages: Vec::new(),
+                unsynced_pages: Box::default(),
+            })
+        };
+        assert_eq!(
+            MemberLeft::of(&lost(Some("moved: b:1"))),
+            Some(MemberLeft::LostThenMoved)
+        );
+        assert_eq!(MemberLeft::of(&lost(Some("not_found: f"))), None);
+        assert_eq!(MemberLeft::of(&lost(None)), None);
     }
 
     fn busy() -> OpError {

@@ -1,0 +1,112 @@
+//! A mapping that leaves this connection for another cluster member
+//! (CLUSTER.md section 6): what it lost here, said once, and nothing of
+//! it left behind to be written back later.
+//!
+//! The adapter's cluster client decides when: the member answered a
+//! request of the mapping with `moved` (a planned move: the member
+//! recalled and synced everything before it let go, so nothing is lost
+//! beyond pages still dirty here, which a recall leaves none of), or the
+//! member is out of reach while another member serves the file (it died,
+//! or was cut off past its etcd lease: what it held and had not synced may
+//! be gone, as after a server restart). It then maps the same range on the
+//! owner and unmaps this one.
+
+use crate::Instant;
+
+use super::cache::PageState;
+use super::error::{LossCause, LostWrites, SessionLossReason};
+use super::mappings::MappingStatus;
+use super::{Client, MappingId, OpError};
+
+impl Client {
+    /// Takes `mapping` off this member: returns what it lost here (`None`
+    /// when nothing), and forgets its changes not yet written back so that
+    /// nothing of it reaches this member later. With `member_lost` the
+    /// member stopped serving the file without handing it over, and the
+    /// writes since the mapping's last sync are named as possibly lost
+    /// ([`SessionLossReason::MemberLost`]); without it (a `moved` answer)
+    /// only pages still dirty here are.
+    ///
+    /// A loss already pending on the mapping (not yet reported) is
+    /// returned with it. The mapping stays until unmapped, with nothing
+    /// unsynced and its cached copies dropped; operations still waiting on
+    /// it are woken to fail. A memory mapping cannot leave (its memory is
+    /// this connection's): [`OpError::Unsupported`].
+    pub fn hand_over(
+        &mut self,
+        _now: Instant,
+        mapping: MappingId,
+        member_lost: bool,
+    ) -> Result<Option<LostWrites>, OpError> {
+        let m = self.mappings.get(mapping).ok_or(OpError::UnknownMapping)?;
+        if m.memory.is_some() {
+            return Err(OpError::Unsupported(
+                "a memory mapping stays on the member that mapped it",
+            ));
+        }
+        let ps = self.conn.page_size().unwrap_or(4096);
+        let (a, b) = m.pages(ps);
+        let (file, writable) = (m.file, m.writable);
+        let mut lost = match &m.status {
+            MappingStatus::Lost(l) => Some(l.clone()),
+            _ => None,
+        };
+        let fresh = |path: &str| LostWrites {
+            path: path.to_owned(),
+            cause: LossCause::Session(SessionLossReason::MemberLost),
+            dirty_pages: 0,
+            unsynced_writes: false,
+            remap_error: None,
+            pages: Vec::new(),
+            unsynced_pages: Box::default(),
+        };
+        // Pages written here and not confirmed written back: gone from the
+        // member's point of view whatever happened to it.
+        let mut dirty = Vec::new();
+        if let Some(file) = file {
+            self.cache.update_range(file, a..b, |q, pg| {
+                if writable && (pg.dirty.is_some() || pg.writebacks > 0) {
+                    dirty.push(q);
+                }
+                pg.dirty = None;
+                pg.writebacks = 0;
+                pg.state = PageState::Invalid;
+                pg.data = super::cache::PageData::None;
+            });
+            if writable {
+                dirty.extend(
+                    self.requests
+                        .unconfirmed_recalled_pages()
+                        .into_iter()
+                        .filter(|(f, q)| *f == file && (a..b).contains(q))
+                        .map(|(_, q)| q),
+                );
+            }
+        }
+        dirty.sort_unstable();
+        dirty.dedup();
+        let m = self.mappings.get_mut(mapping).expect("looked up above");
+        if !dirty.is_empty() {
+            let l = lost.get_or_insert_with(|| fresh(&m.path));
+            l.dirty_pages += dirty.len() as u64;
+            l.pages.extend(dirty);
+            l.pages.sort_unstable();
+            l.pages.dedup();
+        }
+        if member_lost && m.has_unsynced() {
+            let l = lost.get_or_insert_with(|| fresh(&m.path));
+            l.unsynced_writes = true;
+            l.unsynced_pages = m.unsynced_pages().unwrap_or_default().into();
+        }
+        // Told now: neither this member's next session nor the unmap says
+        // it again.
+        m.synced_all();
+        if m.is_lost() {
+            m.status = MappingStatus::Reopening { req: None };
+        }
+        let waiters = std::mem::take(&mut m.waiters);
+        self.ops.wake_all_of(waiters);
+        self.fail_mapping_ops(mapping, OpError::MappingClosed);
+        Ok(lost)
+    }
+}
