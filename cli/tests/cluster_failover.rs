@@ -2,14 +2,16 @@
 //! (docs/CLUSTER.md sections 3, 4, 7), with the timings of cluster_serve.rs:
 //! a 2 s etcd lease (TTL), a 0.3 s margin, a 1 s client lease.
 //!
-//! - a SIGKILLed owner's file is read again, exactly as it was synced, within
-//!   two leases and the takeover grace, and written again within one lease,
-//!   the grace and a few seconds;
+//! - a mapping on a SIGKILLed owner goes on at the new owner: one operation
+//!   reports the writes the owner had not synced, the file reads exactly as
+//!   synced within two leases and the takeover grace, and the mapping writes
+//!   again within one lease, the grace and a few seconds;
 //! - a member cut off from etcd stops serving its files within its serving
 //!   window, before any other member owns its shards, and owns shards again
 //!   once it reaches etcd;
-//! - a planned leave (SIGTERM) lets the next owner take writes without the
-//!   grace, and loses nothing written before it.
+//! - a planned leave (SIGTERM) moves the leaving member's mappings to the
+//!   next owner, which takes their writes without the grace; nothing written
+//!   before it is lost, and no loss is reported.
 //!
 //! Each test prints its figures (`eprintln`, see `--nocapture`). The tests
 //! run one at a time: three clusters at once on two cores would blur them.
@@ -29,7 +31,9 @@ use cluster_common::{
     status, takeover_grace,
 };
 use rmmap_core::cluster::{desired_owner, shard_of};
-use rmmap_tokio::{Access, Client, ClientConfig, ErrorCode, OpError};
+use rmmap_tokio::{
+    Access, ClientConfig, ClusterClient, ErrorCode, LossCause, OpError, SessionLossReason,
+};
 
 /// One test at a time (see the module docs).
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -104,29 +108,6 @@ fn cat(addrs: &str, path: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Retries `op` every 20 ms until it succeeds or `limit` has passed since
-/// `from`; returns its value and when it succeeded, or panics with its last
-/// error.
-async fn until_ok<T>(
-    from: Instant,
-    limit: Duration,
-    what: &str,
-    mut op: impl FnMut() -> Result<T, String>,
-) -> (T, Duration) {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match op() {
-            Ok(v) => return (v, from.elapsed()),
-            Err(e) => assert!(
-                from.elapsed() < limit,
-                "{what} still failing {limit:?} later ({tries} tries): {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -134,7 +115,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 #[test]
-fn a_sigkilled_owners_files_are_read_then_written_again_within_the_bounds() {
+fn a_sigkilled_owners_mappings_go_on_at_the_new_owner_within_the_bounds() {
     serially(async {
         let Some(etcd) = Etcd::start("failover after SIGKILL") else {
             return;
@@ -153,18 +134,25 @@ fn a_sigkilled_owners_files_are_read_then_written_again_within_the_bounds() {
         let v1 = pattern(3 * 4096, 1);
         let put = put_at(&scene, &all, &name, 0, &v1);
         assert!(put.is_ok(), "put through {all}: {put:?}");
-        let client = Client::connect(&members[0].addr, ClientConfig::default())
+        // A client of the cluster, its mapping on the owner, a.
+        let addrs: Vec<&str> = all.split(',').collect();
+        let client = ClusterClient::connect(&addrs, ClientConfig::default())
             .await
             .unwrap();
         let m = client
             .map(&name, 0..v1.len() as u64, Access::ReadWrite)
             .await
             .unwrap();
+        let on_a = client.connection(&members[0].addr).unwrap();
+        assert!(m.client().same_connection(&on_a), "mapped on a");
         let v2 = pattern(6000, 2);
         m.write(3000, &v2).await.unwrap();
         m.sync().await.unwrap();
         let mut synced = v1.clone();
         synced[3000..9000].copy_from_slice(&v2);
+        // Written and never synced, on file page 2 only: the page the
+        // client must be told it may have lost.
+        m.write(9500, b"never synced").await.unwrap();
 
         // Its owner, as etcd and `rmmap cluster status` record it.
         assert_eq!(owner_of(&coordinator, shard).await.as_deref(), Some("a"));
@@ -172,39 +160,74 @@ fn a_sigkilled_owners_files_are_read_then_written_again_within_the_bounds() {
         let line = text.lines().find(|l| l.starts_with("member a ")).unwrap();
         assert!(line.contains(&format!(" {shard}@")), "{text}");
 
-        // `all` lists the dead member first: the CLI must get past it.
         let killed = Instant::now();
         members[0].kill();
-        // Shared copies are served as soon as a member owns the shard:
-        // kill → etcd expires the lease (TTL after the last keep-alive it
-        // got, checked about every 0.5 s) → the desired owner acquires →
-        // reads at once. Asserted: within 2·TTL + grace (5.3 s).
+        // The same mapping goes on. Reads may be served from its cache
+        // while the client's lease lasts; a sync needs the member: its
+        // connection to a is down for the member patience (1 s), the client
+        // asks b and c, which send it back to a until a's lease runs out at
+        // etcd (TTL after its last keep-alive), then the new owner maps the
+        // range and one operation reports what a may have lost.
+        // Asserted: the first sync answered within 2·TTL + grace (5.3 s).
         let read_bound = 2 * TTL + takeover_grace();
-        let (got, read_after) =
-            until_ok(killed, read_bound, "cat after SIGKILL", || cat(&all, &name)).await;
-        assert!(
-            got == synced,
-            "cat through {all} after SIGKILL: not the synced bytes"
+        let mut reports = Vec::new();
+        let mut others = Vec::new();
+        let answered_after = loop {
+            match m.sync().await {
+                Ok(()) => break killed.elapsed(),
+                Err(OpError::SessionLost(l)) => reports.push(l),
+                Err(e) => others.push(e.kind()),
+            }
+            assert!(
+                killed.elapsed() < read_bound,
+                "no sync {read_bound:?} after SIGKILL; {reports:?}, {others:?}"
+            );
+        };
+        assert_eq!(reports.len(), 1, "told once: {reports:?}, {others:?}");
+        let lost = &reports[0];
+        assert_eq!(
+            lost.cause,
+            LossCause::Session(SessionLossReason::MemberLost),
+            "{lost}"
         );
+        assert!(lost.unsynced_writes, "{lost}");
+        assert_eq!(&*lost.unsynced_pages, &[2], "{lost}");
+        // Not yet written back, page 2 is named as lost outright.
+        assert!(lost.pages.iter().all(|&q| q == 2), "{lost}");
+        // Everything synced reads back, from the new owner; page 2 beyond
+        // the synced bytes holds what a kept of the unsynced write, all or
+        // nothing of it.
+        let mut got = vec![0; v1.len()];
+        m.read(0, &mut got).await.unwrap();
+        let read_after = killed.elapsed();
+        assert!(got[..9500] == synced[..9500], "synced bytes after SIGKILL");
+        let kept = &got[9500..9512];
+        assert!(
+            kept == b"never synced" || kept == &synced[9500..9512],
+            "the unsynced write torn: {kept:?}"
+        );
+        synced[9500..9512].copy_from_slice(kept);
+        assert!(!m.client().same_connection(&on_a), "moved off a");
         // Writes wait the takeover grace, client_lease·(1 + ρ) + m, from
-        // the acquire. Asserted: kill → first synced write within TTL +
-        // grace + 3 s of slack (6.3 s).
+        // the acquire. Asserted: kill → first synced write through the same
+        // mapping within TTL + grace + 3 s of slack (6.3 s).
         let write_bound = TTL + takeover_grace() + Duration::from_secs(3);
         let v3 = pattern(100, 3);
-        let (_, write_after) = until_ok(killed, write_bound, "put after SIGKILL", || {
-            put_at(&scene, &all, &name, 8000, &v3)
-        })
-        .await;
+        m.write(8000, &v3).await.unwrap();
+        m.sync().await.unwrap();
+        let write_after = killed.elapsed();
+        assert!(write_after < write_bound, "{write_after:?}");
         synced[8000..8100].copy_from_slice(&v3);
         let new_owner = owner_of(&coordinator, shard).await;
         assert_eq!(new_owner.as_deref(), desired_owner(["b", "c"], shard));
+        // `all` lists the dead member first: the CLI gets past it.
         let got = cat(&all, &name).unwrap();
         assert!(got == synced, "cat after the write: not the synced bytes");
-        drop(client);
+        drop((m, on_a, client));
         eprintln!(
-            "FIGURES sigkill: kill -> first read {read_after:?} (bound {read_bound:?}), \
-             kill -> first synced write {write_after:?} (bound {write_bound:?}); \
-             TTL {TTL:?}, grace {:?}",
+            "FIGURES sigkill: kill -> the dead member's mapping answered at the new owner \
+             {answered_after:?}, read {read_after:?} (bound {read_bound:?}), kill -> first synced write through it {write_after:?} \
+             (bound {write_bound:?}); TTL {TTL:?}, grace {:?}; errors on the way: {others:?}",
             takeover_grace()
         );
     });
@@ -353,24 +376,44 @@ fn a_planned_leave_moves_writes_without_the_takeover_grace() {
 
         // Being written when the SIGTERM comes: the drain recalls the
         // page, dirty and never synced by its writer.
-        let writer = Client::connect(&members[0].addr, ClientConfig::default())
+        let addrs: Vec<&str> = all.split(',').collect();
+        let writer = ClusterClient::connect(&addrs, ClientConfig::default())
             .await
             .unwrap();
         let m = writer
             .map(&name, 0..v1.len() as u64, Access::ReadWrite)
             .await
             .unwrap();
+        let on_a = writer.connection(&members[0].addr).unwrap();
+        assert!(m.client().same_connection(&on_a), "mapped on a");
         m.write(100, b"written, never synced").await.unwrap();
         let mut expect = v1.clone();
         expect[100..121].copy_from_slice(b"written, never synced");
 
+        // The same mapping writes on through the new owner, and is told of
+        // no loss: the drain recalled its page and synced it.
         let left = Instant::now();
         members[0].signal_term();
         let v2 = pattern(200, 6);
-        let (_, write_after) = until_ok(left, 2 * TTL, "put after SIGTERM", || {
-            put_at(&scene, &survivors, &name, 8192, &v2)
-        })
-        .await;
+        let mut errors = Vec::new();
+        let write_after = loop {
+            match m.write(8192, &v2).await {
+                Ok(()) => match m.sync().await {
+                    Ok(()) => break left.elapsed(),
+                    Err(e) => errors.push(e),
+                },
+                Err(e) => errors.push(e),
+            }
+            assert!(
+                left.elapsed() < 2 * TTL,
+                "no write after SIGTERM: {errors:?}"
+            );
+        };
+        assert!(
+            !errors.iter().any(|e| matches!(e, OpError::SessionLost(_))),
+            "a loss reported for a planned leave: {errors:?}"
+        );
+        assert!(!m.client().same_connection(&on_a), "moved off a");
         expect[8192..8392].copy_from_slice(&v2);
         let exit = members[0].terminate(Duration::from_secs(10)).await;
         assert!(exit.success(), "{exit}: {}", members[0].log());
@@ -384,14 +427,15 @@ fn a_planned_leave_moves_writes_without_the_takeover_grace() {
         let grace = takeover_grace();
         assert!(
             write_after < grace / 2,
-            "first write {write_after:?} after SIGTERM; the grace is {grace:?}"
+            "first write {write_after:?} after SIGTERM; the grace is {grace:?}; {errors:?}"
         );
-        drop(writer);
+        drop((m, on_a, writer));
         let got = cat(&survivors, &name).unwrap();
         assert!(got == expect, "cat after the leave: not what was written");
         eprintln!(
-            "FIGURES leave: SIGTERM -> first synced write on the new owner {write_after:?} \
-             (grace {grace:?})"
+            "FIGURES leave: SIGTERM -> first synced write on the new owner through the \
+             leaving member's mapping {write_after:?} (grace {grace:?}); errors on the way: {:?}",
+            errors.iter().map(|e| e.kind()).collect::<Vec<_>>()
         );
     });
 }

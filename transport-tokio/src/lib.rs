@@ -55,7 +55,7 @@ pub use client::{Access, Client, ClientConfig, ClientEvent, ClusterClient, Conne
 pub use memory::{FaultMode, MemoryError, MemoryMapping, memory_support};
 pub use net::{Connector, Listener, TcpConnector};
 pub use rmmap_core::client::{
-    LostWrites, MapOptions, MappingId, OpError, RedirectPolicy, SessionLossReason,
+    LossCause, LostWrites, MapOptions, MappingId, OpError, RedirectPolicy, SessionLossReason,
 };
 pub use rmmap_core::protocol::{AtomicOp, ErrorCode};
 pub use rmmap_secure::{ClientTls, ServerTls, Token};

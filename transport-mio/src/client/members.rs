@@ -175,7 +175,8 @@ impl ClusterClient {
     /// [`Redirects`] says.
     fn follow<T>(&self, mut op: impl FnMut(&Client) -> Result<T, OpError>) -> Result<T, OpError> {
         let inner = &self.inner;
-        let mut redirects = Redirects::new(inner.policy, inner.clock.now(), inner.several);
+        let mut redirects = Redirects::new(inner.policy, inner.clock.now(), inner.several)
+            .give_up_after(inner.config.give_up_after);
         let (mut at, mut member) = self.reach(&mut redirects, inner.first.clone())?;
         loop {
             let error = match op(&member) {

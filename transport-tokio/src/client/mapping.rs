@@ -1,17 +1,25 @@
 //! A mapped byte range of a remote file.
+//!
+//! A [`Mapping`] made through a [`ClusterClient`] follows its file when the
+//! cluster moves it to another member (CLUSTER.md section 6): it maps the
+//! same range on the owner and runs the operation there, after telling the
+//! application once what the move lost (`homed.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rmmap_core::client::{Mapped, MappingId, OpError};
+use rmmap_core::client::{Mapped, MappingId, OpError, Redirects};
 use rmmap_core::protocol::AtomicOp;
 
+use super::homed::{Again, Home};
 use super::{Client, Shared};
 
-struct MappingInner {
-    client: Client,
-    mapped: Mapped,
+/// One mapping on one connection: what a [`Mapping`] runs its operations
+/// on.
+pub(crate) struct MappingInner {
+    pub(crate) client: Client,
+    pub(crate) mapped: Mapped,
 }
 
 impl Drop for MappingInner {
@@ -31,9 +39,22 @@ impl Drop for MappingInner {
 /// span any number of pages. Every range is checked before anything is
 /// allocated for it. Cheap to clone; the range is unmapped when the last
 /// clone is dropped (or by [`Mapping::unmap`]).
+///
+/// Made by a [`ClusterClient`](super::ClusterClient), it moves with its
+/// file from member to member (every clone with it); a move that may have
+/// lost writes fails one operation with [`OpError::SessionLost`] naming
+/// them (cause [`SessionLossReason::MemberLost`](rmmap_core::client::SessionLossReason::MemberLost)).
 #[derive(Clone)]
 pub struct Mapping {
-    inner: Arc<MappingInner>,
+    at: At,
+}
+
+#[derive(Clone)]
+enum At {
+    /// On one connection for good.
+    Fixed(Arc<MappingInner>),
+    /// On whichever member serves the file.
+    Homed(Arc<Home>),
 }
 
 impl std::fmt::Debug for Mapping {
@@ -45,25 +66,74 @@ impl std::fmt::Debug for Mapping {
     }
 }
 
+impl MappingInner {
+    fn shared(&self) -> &Shared {
+        self.client.shared()
+    }
+}
+
 impl Mapping {
     pub(crate) fn new(client: Client, mapped: Mapped) -> Self {
         Mapping {
-            inner: Arc::new(MappingInner { client, mapped }),
+            at: At::Fixed(Arc::new(MappingInner { client, mapped })),
         }
     }
 
-    fn shared(&self) -> &Shared {
-        self.inner.client.shared()
+    pub(crate) fn homed(home: Home) -> Self {
+        Mapping {
+            at: At::Homed(Arc::new(home)),
+        }
     }
 
-    /// The mapping's id, as named in [`ClientEvent::SessionLost`](super::ClientEvent::SessionLost).
+    /// The mapping on the connection that carries it now.
+    fn current(&self) -> Arc<MappingInner> {
+        match &self.at {
+            At::Fixed(m) => m.clone(),
+            At::Homed(h) => h.current(),
+        }
+    }
+
+    /// After `e` from an operation on `at`: `Ok(())` to run it again (on
+    /// the member that serves the file now), else the error to report.
+    async fn after(
+        &self,
+        at: &Arc<MappingInner>,
+        e: OpError,
+        again: Again,
+        way: &mut Option<Redirects>,
+    ) -> Result<(), OpError> {
+        match &self.at {
+            At::Fixed(_) => Err(e),
+            At::Homed(h) => h.after(at, e, again, way).await,
+        }
+    }
+
+    /// The mapping on its one connection, if it never moves (as every
+    /// mapping a [`Client`] makes).
+    pub(crate) fn into_fixed(self) -> Option<Arc<MappingInner>> {
+        match self.at {
+            At::Fixed(m) => Some(m),
+            At::Homed(_) => None,
+        }
+    }
+
+    /// The connection of a mapping that never moves (a memory mapping's).
+    pub(crate) fn fixed_client(&self) -> &Client {
+        match &self.at {
+            At::Fixed(m) => &m.client,
+            At::Homed(_) => unreachable!("memory mappings are made on one connection"),
+        }
+    }
+
+    /// The mapping's id on the connection that carries it now, as named
+    /// in [`ClientEvent::SessionLost`](super::ClientEvent::SessionLost).
     pub fn id(&self) -> MappingId {
-        self.inner.mapped.mapping
+        self.current().mapped.mapping
     }
 
     /// The mapping's length in bytes.
     pub fn len(&self) -> u64 {
-        self.inner.mapped.len
+        self.current().mapped.len
     }
 
     /// Whether the mapping is empty (never: the server refuses empty ones).
@@ -71,53 +141,73 @@ impl Mapping {
         self.len() == 0
     }
 
-    /// The file's length when it was mapped.
+    /// The file's length when it was mapped (again, after a move).
     pub fn file_len(&self) -> u64 {
-        self.inner.mapped.file_len
+        self.current().mapped.file_len
     }
 
-    /// The client this mapping belongs to.
-    pub fn client(&self) -> &Client {
-        &self.inner.client
+    /// The client (the connection to one member) that carries the mapping
+    /// now.
+    pub fn client(&self) -> Client {
+        self.current().client.clone()
     }
 
     /// Serves a read from the cache without waiting: `Ok(true)` when `buf`
     /// was filled, `Ok(false)` when the pages are not all cached (use
     /// [`Mapping::read`]).
     pub fn try_read(&self, offset: u64, buf: &mut [u8]) -> Result<bool, OpError> {
-        let id = self.id();
-        self.shared()
-            .with(|c, now| c.try_read(now, id, offset, buf))
+        let at = self.current();
+        let id = at.mapped.mapping;
+        at.shared().with(|c, now| c.try_read(now, id, offset, buf))
     }
 
     /// Serves a write from the cache without waiting: `Ok(true)` when every
     /// page it touches is held exclusively and the write is done.
     pub fn try_write(&self, offset: u64, data: &[u8]) -> Result<bool, OpError> {
-        let id = self.id();
-        self.shared()
+        let at = self.current();
+        let id = at.mapped.mapping;
+        at.shared()
             .with(|c, now| c.try_write(now, id, offset, data))
     }
 
     /// Fills `buf` with the bytes at `offset`.
     pub async fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), OpError> {
-        let id = self.id();
-        let pages = self
-            .shared()
-            .run(|c, now| c.read_into(now, id, offset, buf))
-            .await?;
-        pages.copy_into(buf)
+        let mut way = None;
+        loop {
+            let at = self.current();
+            let id = at.mapped.mapping;
+            let r = match at
+                .shared()
+                .run(|c, now| c.read_into(now, id, offset, buf))
+                .await
+            {
+                Ok(pages) => pages.copy_into(buf),
+                Err(e) => Err(e),
+            };
+            match r {
+                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
+                ok => return ok,
+            }
+        }
     }
 
     /// The `len` bytes at `offset` as slices of the cached pages, in order,
     /// without copying them (for writing them out with vectored IO, as
     /// `rmmap cat` and `get` do).
     pub async fn read_slices(&self, offset: u64, len: u64) -> Result<Vec<Bytes>, OpError> {
-        let id = self.id();
-        let slices = self
-            .shared()
-            .run(|c, now| c.read_pages(now, id, offset, len))
-            .await?
-            .into_slices();
+        let mut way = None;
+        let slices = loop {
+            let at = self.current();
+            let id = at.mapped.mapping;
+            match at
+                .shared()
+                .run(|c, now| c.read_pages(now, id, offset, len))
+                .await
+            {
+                Ok(pages) => break pages.into_slices(),
+                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
+            }
+        };
         let got: u64 = slices.iter().map(|b| b.len() as u64).sum();
         if got != len {
             return Err(OpError::Internal(format!(
@@ -129,34 +219,69 @@ impl Mapping {
 
     /// The `len` bytes at `offset`.
     pub async fn read_bytes(&self, offset: u64, len: u64) -> Result<Bytes, OpError> {
-        let id = self.id();
-        self.shared()
-            .run(|c, now| c.read_bytes(now, id, offset, len))
-            .await
+        let mut way = None;
+        loop {
+            let at = self.current();
+            let id = at.mapped.mapping;
+            match at
+                .shared()
+                .run(|c, now| c.read_bytes(now, id, offset, len))
+                .await
+            {
+                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
+                ok => return ok,
+            }
+        }
     }
 
     /// Writes `data` at `offset`. When it returns, every later read by any
     /// client sees it.
     pub async fn write(&self, offset: u64, data: &[u8]) -> Result<(), OpError> {
-        let id = self.id();
-        self.shared()
-            .run(|c, now| c.write_from(now, id, offset, data))
-            .await
+        let mut way = None;
+        loop {
+            let at = self.current();
+            let id = at.mapped.mapping;
+            match at
+                .shared()
+                .run(|c, now| c.write_from(now, id, offset, data))
+                .await
+            {
+                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
+                ok => return ok,
+            }
+        }
     }
 
     /// Like [`Mapping::write`], taking the bytes without copying them.
     pub async fn write_bytes(&self, offset: u64, data: Bytes) -> Result<(), OpError> {
-        let id = self.id();
-        self.shared()
-            .run(|c, now| c.write_bytes(now, id, offset, data))
-            .await
+        let mut way = None;
+        loop {
+            let at = self.current();
+            let id = at.mapped.mapping;
+            let d = data.clone();
+            match at
+                .shared()
+                .run(|c, now| c.write_bytes(now, id, offset, d))
+                .await
+            {
+                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
+                ok => return ok,
+            }
+        }
     }
 
     /// Makes every write completed so far on this mapping durable on the
     /// server (fsync).
     pub async fn sync(&self) -> Result<(), OpError> {
-        let id = self.id();
-        self.shared().run(|c, now| c.sync(now, id)).await
+        let mut way = None;
+        loop {
+            let at = self.current();
+            let id = at.mapped.mapping;
+            match at.shared().run(|c, now| c.sync(now, id)).await {
+                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
+                ok => return ok,
+            }
+        }
     }
 
     /// Runs an atomic operation at the server on the 64-bit little-endian
@@ -164,10 +289,20 @@ impl Mapping {
     /// value and whether the operation applied (false when a
     /// compare-exchange found another value).
     pub async fn atomic(&self, offset: u64, op: AtomicOp) -> Result<(u64, bool), OpError> {
-        let id = self.id();
-        self.shared()
-            .run(|c, now| c.atomic(now, id, offset, op))
-            .await
+        let mut way = None;
+        loop {
+            let at = self.current();
+            let id = at.mapped.mapping;
+            match at
+                .shared()
+                .run(|c, now| c.atomic(now, id, offset, op))
+                .await
+            {
+                // Sent and unanswered, it may have applied: not run again.
+                Err(e) => self.after(&at, e, Again::IfRefused, &mut way).await?,
+                ok => return ok,
+            }
+        }
     }
 
     /// Waits until the little-endian 64-bit word at `offset` (8-byte
@@ -181,16 +316,26 @@ impl Mapping {
         current: u64,
         timeout: Duration,
     ) -> Result<Option<u64>, OpError> {
-        let id = self.id();
-        self.shared()
-            .run(|c, now| c.wait_while(now, id, offset, current, timeout))
-            .await
+        let mut way = None;
+        loop {
+            let at = self.current();
+            let id = at.mapped.mapping;
+            match at
+                .shared()
+                .run(|c, now| c.wait_while(now, id, offset, current, timeout))
+                .await
+            {
+                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
+                ok => return ok,
+            }
+        }
     }
 
     /// Writes back the mapping's dirty pages and ends it, for every clone:
     /// their operations fail with `unmapped` from now on.
     pub async fn unmap(self) -> Result<(), OpError> {
-        let id = self.id();
-        self.shared().run(|c, now| c.unmap(now, id)).await
+        let at = self.current();
+        let id = at.mapped.mapping;
+        at.shared().run(|c, now| c.unmap(now, id)).await
     }
 }

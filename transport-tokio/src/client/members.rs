@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use rmmap_core::client::{MapOptions, NextTry, OpError, RedirectPolicy, Redirects};
 use tokio::sync::OnceCell;
 
+use super::homed::Home;
+use super::mapping::MappingInner;
 use super::{Access, Client, ClientConfig, ConnectError, Mapping};
 use crate::clock::Clock;
 use crate::net::{Connector, TcpConnector};
@@ -27,8 +29,17 @@ use crate::net::{Connector, TcpConnector};
 /// same request goes there (at most [`RedirectPolicy::max_redirects`]
 /// times). While no member owns the shard (`busy` from a cluster) the
 /// request is asked again after a short wait, for at most
-/// [`RedirectPolicy::busy_patience`]. A [`Mapping`] lives on the
-/// connection to the member that answered it.
+/// [`RedirectPolicy::busy_patience`].
+///
+/// A [`Mapping`] lives on the connection to the member that serves its
+/// file, and follows the file when it moves: a member that answers
+/// `moved` for it handed the file over, and the mapping goes on at the
+/// owner with nothing lost; a member whose connection stays down for
+/// [`RedirectPolicy::member_patience`] is asked about through the others,
+/// and if another member serves the file now, the mapping goes on there
+/// after one operation has failed with [`OpError::SessionLost`] naming the
+/// writes the lost member had not synced. The client's `give_up_after`
+/// bounds the whole wait.
 ///
 /// With one address and a single server, it behaves as that server's
 /// [`Client`]: a single server never answers `moved`, and its `busy` is
@@ -64,8 +75,10 @@ struct Members {
     /// it was on is down.
     addrs: Vec<String>,
     /// Given several addresses: a `busy` means that ownership is in motion
-    /// from the start.
+    /// from the start, and a member down may have been replaced.
     several: bool,
+    /// The application's bound on waiting for a member that is down.
+    give_up: Option<std::time::Duration>,
     /// One connection per member address, opened once (a failed opening
     /// leaves the cell empty for the next request to try again).
     connections: Mutex<BTreeMap<String, Arc<OnceCell<Client>>>>,
@@ -98,6 +111,15 @@ impl ClusterClient {
                 "no member address was given",
             ),
         };
+        let give_up = config.give_up_after;
+        let mut config = config;
+        if addrs.len() > 1 {
+            // A member's connection gives up early, for the others to be
+            // asked where its files live; the request keeps asking for as
+            // long as the application's own bound lets it.
+            config.give_up_after =
+                Some(give_up.map_or(policy.member_patience, |g| g.min(policy.member_patience)));
+        }
         for addr in addrs {
             let addr = addr.as_ref();
             match Client::connect_with(connector.clone(), addr, config.clone()).await {
@@ -115,6 +137,7 @@ impl ClusterClient {
                         first: addr.to_owned(),
                         addrs: addrs.iter().map(|a| a.as_ref().to_owned()).collect(),
                         several: addrs.len() > 1,
+                        give_up,
                         connections: Mutex::new(BTreeMap::from([(addr.to_owned(), cell)])),
                         clock: Clock::new(),
                     };
@@ -175,11 +198,51 @@ impl ClusterClient {
         range: Range<u64>,
         opts: MapOptions,
     ) -> Result<Mapping, OpError> {
-        self.follow(|c| {
-            let range = range.clone();
-            async move { c.map_with(path, range, opts).await }
-        })
-        .await
+        let first = self.map_on_owner(path, range.clone(), opts).await?;
+        Ok(Mapping::homed(Home::new(
+            first,
+            self.clone(),
+            path,
+            range,
+            opts,
+        )))
+    }
+
+    /// Maps `range` of `path` on the member that owns it, on that
+    /// connection for good.
+    pub(crate) async fn map_on_owner(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        opts: MapOptions,
+    ) -> Result<Arc<MappingInner>, OpError> {
+        let m = self
+            .follow(|c| {
+                let range = range.clone();
+                async move { c.map_with(path, range, opts).await }
+            })
+            .await?;
+        Ok(m.into_fixed()
+            .expect("a member's client maps on its connection"))
+    }
+
+    /// A request's way through the cluster, from now.
+    pub(crate) fn redirects(&self) -> Redirects {
+        Redirects::new(self.inner.policy, self.now(), self.inner.several)
+            .give_up_after(self.inner.give_up)
+    }
+
+    pub(crate) fn now(&self) -> rmmap_core::Instant {
+        self.inner.clock.now()
+    }
+
+    pub(crate) async fn sleep_until(&self, when: rmmap_core::Instant) {
+        tokio::time::sleep_until(self.inner.clock.deadline(when)).await;
+    }
+
+    /// Whether the client was given several member addresses.
+    pub(crate) fn several(&self) -> bool {
+        self.inner.several
     }
 
     /// Sets the length of the file at `path` on the member that owns it
@@ -232,14 +295,10 @@ impl ClusterClient {
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut redirects = Redirects::new(
-            self.inner.policy,
-            self.inner.clock.now(),
-            self.inner.several,
-        );
+        let mut redirects = self.redirects();
         let first = self.inner.first.clone();
         let (mut at, mut member) = self
-            .reach(&mut redirects, first)
+            .reach(&mut redirects, first.clone())
             .await
             .map_err(E::from_op)?;
         loop {
@@ -259,8 +318,16 @@ impl ClusterClient {
                         .await
                         .map_err(E::from_op)?;
                 }
-                NextTry::RetryAt(at) => {
-                    tokio::time::sleep_until(self.inner.clock.deadline(at)).await;
+                NextTry::RetryAt(when) => {
+                    tokio::time::sleep_until(self.inner.clock.deadline(when)).await;
+                    // Down: ask the members again, in order; busy: ask
+                    // the next one (a member that let the file go may not
+                    // learn who has it).
+                    let next = match member.is_connected() {
+                        false => first.clone(),
+                        true => redirects.after_busy(&at, &self.inner.addrs).to_owned(),
+                    };
+                    (at, member) = self.reach(&mut redirects, next).await.map_err(E::from_op)?;
                 }
                 NextTry::Fail(e) => return Err(E::from_op(e)),
             }

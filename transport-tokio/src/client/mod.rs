@@ -13,6 +13,7 @@
 //! wait.
 
 mod driver;
+mod homed;
 mod mapping;
 mod members;
 
@@ -249,6 +250,11 @@ impl Client {
     /// Whether the handshake has completed on the current connection.
     pub fn is_connected(&self) -> bool {
         self.shared().lock().client.is_connected()
+    }
+
+    /// Whether `other` is this connection (or a clone of it).
+    pub fn same_connection(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.handle, &other.handle)
     }
 
     /// The server's page size, once connected.

@@ -517,7 +517,7 @@ impl MemoryMapping {
 
     /// The client this mapping belongs to.
     pub fn client(&self) -> &Client {
-        self.mapping.client()
+        self.mapping.fixed_client()
     }
 
     /// The file's length when it was mapped.

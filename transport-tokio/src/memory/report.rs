@@ -65,7 +65,7 @@ impl MemoryMapping {
             return Err(e);
         }
         if self.state.has_filled() {
-            let _lock = self.mapping.client().shared().lock();
+            let _lock = self.mapping.fixed_client().shared().lock();
             self.state.drop_filled();
         }
         let before = self.state.failures();

@@ -1,0 +1,173 @@
+//! A cluster client's mapping that follows its file from member to member
+//! (CLUSTER.md section 6). Whether an error means that the member let the
+//! file go, and what the mapping lost there, are the core's decisions
+//! ([`MemberLeft`], `Client::hand_over`); this file maps the range again
+//! on the owner and swaps the connection under the handle.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use rmmap_core::client::{MapOptions, MemberLeft, NextTry, OpError, Redirects};
+use rmmap_core::protocol::ErrorCode;
+
+use super::ClusterClient;
+use super::mapping::MappingInner;
+
+/// Whether an operation that failed may run again on the new owner.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Again {
+    /// Yes: it changed nothing at the member it failed at.
+    Yes,
+    /// Only if the member refused it (`moved`): an atomic sent to a member
+    /// that went out of reach may have applied there.
+    IfRefused,
+}
+
+/// Where a cluster mapping lives now, and how to map it again.
+pub(crate) struct Home {
+    current: Mutex<Arc<MappingInner>>,
+    /// One move at a time; operations that failed on the old member wait
+    /// for it and run on the new one.
+    moving: tokio::sync::Mutex<()>,
+    cluster: ClusterClient,
+    path: String,
+    range: Range<u64>,
+    opts: MapOptions,
+}
+
+impl Home {
+    pub(crate) fn new(
+        first: Arc<MappingInner>,
+        cluster: ClusterClient,
+        path: &str,
+        range: Range<u64>,
+        opts: MapOptions,
+    ) -> Self {
+        Home {
+            current: Mutex::new(first),
+            moving: tokio::sync::Mutex::new(()),
+            cluster,
+            path: path.to_owned(),
+            range,
+            opts,
+        }
+    }
+
+    pub(crate) fn current(&self) -> Arc<MappingInner> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// An operation on `at` failed with `e`: `Ok(())` to run it again on
+    /// the mapping's member now, else the error to report (the loss of a
+    /// move, once, or `e`). `way` is the operation's way through the
+    /// cluster so far (made here at its first failure): a member's `busy`
+    /// (its file being handed over) is waited out as a `Map`'s is.
+    pub(crate) async fn after(
+        &self,
+        at: &Arc<MappingInner>,
+        e: OpError,
+        again: Again,
+        way: &mut Option<Redirects>,
+    ) -> Result<(), OpError> {
+        if matches!(
+            &e,
+            OpError::Server {
+                code: ErrorCode::Busy,
+                ..
+            }
+        ) && self.cluster.several()
+        {
+            let way = way.get_or_insert_with(|| self.cluster.redirects());
+            return match way.on_error(self.cluster.now(), e.clone()) {
+                NextTry::RetryAt(when) => {
+                    self.cluster.sleep_until(when).await;
+                    // Handed over by now, perhaps: asked of the cluster.
+                    self.move_if_elsewhere(at, MemberLeft::HandedOver, Again::Yes, e)
+                        .await
+                }
+                NextTry::Fail(e) => Err(e),
+                NextTry::SendTo(_) => unreachable!("busy is waited out or reported"),
+            };
+        }
+        let Some(left) = MemberLeft::of(&e) else {
+            return if self.moved_from(at) { Ok(()) } else { Err(e) };
+        };
+        self.move_if_elsewhere(at, left, again, e).await
+    }
+
+    /// Whether the mapping moved off `at` (another operation moved it).
+    fn moved_from(&self, at: &Arc<MappingInner>) -> bool {
+        !Arc::ptr_eq(at, &self.current())
+    }
+
+    /// Maps the range on the member that serves the file now and, if that
+    /// is not `at`'s member, moves the mapping there (`left` says why `at`
+    /// failed with `e`).
+    async fn move_if_elsewhere(
+        &self,
+        at: &Arc<MappingInner>,
+        left: MemberLeft,
+        again: Again,
+        e: OpError,
+    ) -> Result<(), OpError> {
+        let _turn = self.moving.lock().await;
+        let may_run_again = match again {
+            Again::Yes => true,
+            Again::IfRefused => left != MemberLeft::Unreachable,
+        };
+        if self.moved_from(at) {
+            // Moved by another operation while this one failed on the old
+            // member.
+            return if may_run_again { Ok(()) } else { Err(e) };
+        }
+        if left == MemberLeft::Unreachable && !self.cluster.several() {
+            // One address: there is nobody else to ask.
+            return Err(e);
+        }
+        let moved = match self
+            .cluster
+            .map_on_owner(&self.path, self.range.clone(), self.opts)
+            .await
+        {
+            Ok(m) => m,
+            Err(why) => {
+                tracing::debug!(path = %self.path, error = %why, "the file's owner cannot be reached");
+                return Err(e);
+            }
+        };
+        if moved.client.same_connection(&at.client) {
+            // The member serves the file still (it came back): go on there
+            // with the mapping it had.
+            drop(moved);
+            return match left {
+                MemberLeft::LostThenMoved => Err(e),
+                _ if may_run_again => Ok(()),
+                _ => Err(e),
+            };
+        }
+        let id = at.mapped.mapping;
+        let member_lost = left == MemberLeft::Unreachable;
+        let lost = match at
+            .client
+            .shared()
+            .with(|c, now| c.hand_over(now, id, member_lost))
+        {
+            Ok(lost) => lost,
+            Err(OpError::UnknownMapping) => None,
+            Err(other) => return Err(other),
+        };
+        tracing::debug!(path = %self.path, ?left, lost = lost.is_some(), "the mapping moved to the file's owner");
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = moved;
+        at.client.shared().wake_driver();
+        match (left, lost) {
+            // `e` is the report of what was lost.
+            (MemberLeft::LostThenMoved, _) => Err(e),
+            (_, Some(lost)) => Err(OpError::SessionLost(lost)),
+            (_, None) if may_run_again => Ok(()),
+            (_, None) => Err(e),
+        }
+    }
+}
