@@ -300,3 +300,33 @@ fn operations_fail_with_disconnected_when_the_server_stays_away() {
         rmmap_core::client::Completion::Read(Bytes::from_static(&[0; 4]))
     );
 }
+
+/// A cluster member's client (`member_patience`) gives up on a member that
+/// stays away after the patience, for its cluster client to ask the
+/// others, while the application's bound (`give_up_after`) is longer.
+#[test]
+fn a_member_clients_operations_give_up_after_the_member_patience() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; PAGE as usize]);
+    let cfg = ClientConfig {
+        give_up_after: Some(Duration::from_secs(30)),
+        member_patience: Some(Duration::from_secs(1)),
+        ..ClientConfig::default()
+    };
+    let mut c = Cluster::with_clients(config(1000), store, vec![cfg], 5);
+    c.settle();
+    let m = c.map(0, "f", 0, PAGE, MapOptions::read_only()).unwrap();
+    c.nodes[0].unreachable = true;
+    c.cut(0);
+    let started = c.now;
+    let op = c.nodes[0].client.read(started, m, 0, 4).unwrap();
+    let r = c
+        .wait(0, op, Duration::from_secs(5))
+        .expect("the read gives up within the patience, not the 30 s bound");
+    match r {
+        Err(OpError::Disconnected(waited)) => {
+            assert!(waited < Duration::from_secs(3), "{waited:?}")
+        }
+        other => panic!("expected disconnected, got {other:?}"),
+    }
+}

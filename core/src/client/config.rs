@@ -41,6 +41,13 @@ pub struct ClientConfig {
     /// disconnected this long (it keeps trying to reconnect). Default 30 s;
     /// `None` waits forever.
     pub give_up_after: Option<Duration>,
+    /// A member of a cluster (the client was given several): operations
+    /// other than a memory mapping's faults fail with `Disconnected` after
+    /// this long disconnected (at most `give_up_after`), for the cluster
+    /// client to ask the other members where the file lives; faults wait
+    /// `give_up_after`, as they cannot be sent elsewhere. Default `None`
+    /// (one server: everything waits `give_up_after`).
+    pub member_patience: Option<Duration>,
     /// Most application operations pending at once. Default 4096.
     pub max_pending_ops: usize,
     /// Most requests in flight (the server's limit applies too). Default 256.
@@ -61,6 +68,7 @@ impl Default for ClientConfig {
             reconnect_max: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
             give_up_after: Some(Duration::from_secs(30)),
+            member_patience: None,
             max_pending_ops: 4096,
             max_inflight: 256,
         }

@@ -106,12 +106,19 @@ impl Client {
             Tick::TimedOut => self.lost_connection(now, true),
             Tick::Nothing => {}
         }
-        if let (Some(since), Some(limit)) =
-            (self.conn.disconnected_since(), self.config.give_up_after)
-            && now >= since + limit
-        {
+        if let Some(since) = self.conn.disconnected_since() {
             let waited = now - since;
-            let ops: Vec<_> = self.ops.ids();
+            let ops: Vec<_> = self
+                .ops
+                .ids()
+                .into_iter()
+                .filter(|op| {
+                    self.ops
+                        .get(*op)
+                        .and_then(|o| self.give_up_limit(o))
+                        .is_some_and(|limit| waited >= limit)
+                })
+                .collect();
             for op in ops {
                 self.complete(op, Err(OpError::Disconnected(waited)));
             }
@@ -122,10 +129,13 @@ impl Client {
     /// When [`Client::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conn = self.conn.next_tick(&self.config);
-        let give_up = match (self.conn.disconnected_since(), self.config.give_up_after) {
-            (Some(since), Some(limit)) if !self.ops.is_empty() => Some(since + limit),
-            _ => None,
-        };
+        let give_up = self.conn.disconnected_since().and_then(|since| {
+            let ids = self.ops.ids();
+            let limits = ids
+                .iter()
+                .filter_map(|op| self.ops.get(*op).and_then(|o| self.give_up_limit(o)));
+            limits.min().map(|l| since + l)
+        });
         // Pages in memory must leave it when the lease view ends.
         let memory = if self.cache.some_installed() {
             self.conn.lease_until()

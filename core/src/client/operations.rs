@@ -128,10 +128,6 @@ impl Operations {
         self.ops.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
     /// Takes a new operation, due a step at once, unless `limit` are in
     /// progress already (no limit with `None`).
     pub(crate) fn admit(&mut self, kind: OpKind, limit: Option<usize>) -> Result<OpId, OpError> {

@@ -42,7 +42,7 @@ impl Client {
         let Some(mut op) = self.ops.take(id) else {
             return;
         };
-        let r = if self.gave_up(now) && !matches!(op, OpKind::Close { .. }) {
+        let r = if self.gave_up(now, &op) && !matches!(op, OpKind::Close { .. }) {
             let since = self
                 .conn
                 .disconnected_since()
@@ -125,8 +125,19 @@ impl Client {
         }
     }
 
-    fn gave_up(&self, now: Instant) -> bool {
-        matches!((self.conn.disconnected_since(), self.config.give_up_after), (Some(s), Some(l)) if now >= s + l)
+    fn gave_up(&self, now: Instant, op: &OpKind) -> bool {
+        matches!((self.conn.disconnected_since(), self.give_up_limit(op)), (Some(s), Some(l)) if now >= s + l)
+    }
+
+    /// How long `op` waits for a lost connection: a memory mapping's fault
+    /// `give_up_after`, any other operation of a cluster member's client
+    /// its `member_patience` at most (see [`super::ClientConfig`]).
+    pub(crate) fn give_up_limit(&self, op: &OpKind) -> Option<std::time::Duration> {
+        let all = self.config.give_up_after;
+        match (op, self.config.member_patience) {
+            (OpKind::Fault { .. }, _) | (_, None) => all,
+            (_, Some(p)) => Some(all.map_or(p, |a| a.min(p))),
+        }
     }
 
     // ---- requests ----

@@ -116,9 +116,9 @@ impl ClusterClient {
         if addrs.len() > 1 {
             // A member's connection gives up early, for the others to be
             // asked where its files live; the request keeps asking for as
-            // long as the application's own bound lets it.
-            config.give_up_after =
-                Some(give_up.map_or(policy.member_patience, |g| g.min(policy.member_patience)));
+            // long as the application's own bound lets it. Memory faults,
+            // which cannot go elsewhere, wait the whole bound.
+            config.member_patience = Some(policy.member_patience);
         }
         for addr in addrs {
             let addr = addr.as_ref();
