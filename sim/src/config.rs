@@ -16,15 +16,22 @@ pub enum InjectedBug {
     /// The server answers a `Refresh` as if every carried copy matched, so
     /// a client keeps bytes of an earlier run that the restart changed.
     RefreshTrustsDigests,
+    /// The server, a cluster member (`--member`), keeps serving its shards
+    /// after its etcd lease is lost, beside the member that takes them.
+    MemberServesAfterLeaseLoss,
 }
 
 impl InjectedBug {
     /// Every bug, with its command-line name.
-    pub const ALL: [(&'static str, InjectedBug); 4] = [
+    pub const ALL: [(&'static str, InjectedBug); 5] = [
         ("skip-invalidation", InjectedBug::SkipInvalidation),
         ("client-ignores-lease", InjectedBug::ClientIgnoresLease),
         ("ignore-store-errors", InjectedBug::IgnoreStoreErrors),
         ("refresh-trusts-digests", InjectedBug::RefreshTrustsDigests),
+        (
+            "member-serves-after-lease-loss",
+            InjectedBug::MemberServesAfterLeaseLoss,
+        ),
     ];
 
     /// The command-line name.

@@ -197,7 +197,8 @@ fn main() -> ExitCode {
          {} cut short), {} client crashes, {} sessions lost; \
          disk: {} full periods, {} broken periods, {} short writes, {} failing fsyncs injected, \
          {} store operations failed of {} run, {} delayed, {} syncs failed on disk, \
-         {} torn cells at restarts; membership: {} cuts from etcd, {} shard losses, {} joins and leaves; \
+         {} torn cells at restarts; membership: {} cuts from etcd, {} shard losses, {} joins and leaves, \
+         {} writes by member b; \
          {} failing seed(s){}",
         args.start,
         n as f64 / secs,
@@ -225,6 +226,7 @@ fn main() -> ExitCode {
         s.member_cuts,
         s.member_losses,
         s.member_moves,
+        s.member_writes,
         failed.len(),
         if failed.is_empty() {
             String::new()

@@ -1,5 +1,11 @@
 //! `--member`: the server is a cluster member (docs/CLUSTER.md) beside a
-//! second member, "b", that owns shards but serves nothing. Faults of the
+//! second member, "b", that owns shards and serves them to one writer of
+//! its own: while b may grant writes of a shard (it holds it, and the
+//! takeover grace has passed), that writer writes a cell of one of its
+//! files and syncs it, straight to the shared store, and the write joins
+//! the history as an operation of one more client. A server that serves a
+//! shard it no longer owns then shows a stale read or a lost write to the
+//! linearizability checker. Faults of the
 //! membership: the server is cut off from the coordinator for a while
 //! (sometimes longer than its etcd lease: it loses its shards, ends the
 //! sessions on them and takes them again with the takeover grace), and
@@ -11,7 +17,11 @@
 use std::time::Duration;
 
 use rmmap_core::Instant;
-use rmmap_core::cluster::{ClusterConfig, OwnershipEvent};
+use rmmap_core::client::MappingId;
+use rmmap_core::cluster::{ClusterConfig, OwnershipEvent, Placement};
+
+use crate::history::{OpKind, OpRecord, Outcome, encode_value};
+use crate::workload::Layout;
 
 use super::Sim;
 use super::faults::partition_length;
@@ -35,6 +45,15 @@ pub(super) struct Membership {
     /// The server lost shards and the store still runs writes it issued
     /// before: the checker's new run begins once they have landed.
     loss_pending: bool,
+    /// Writes by b's writer so far (numbers its values).
+    b_writes: u64,
+}
+
+impl Membership {
+    /// Whether b is a member (its writer may have shards to write to).
+    pub(super) fn b_may_write(&self) -> bool {
+        self.b.is_some()
+    }
 }
 
 /// The cluster configuration of a member of the simulation.
@@ -79,6 +98,72 @@ impl Sim<'_> {
             _ => return,
         }
         self.after_step();
+    }
+
+    /// b's writer writes one cell of a file whose shard b may grant writes
+    /// of now, and syncs it: a write of client `clients` (one more than the
+    /// simulated clients), completed at once.
+    pub(super) fn b_writes(&mut self) {
+        let (Some(b), Some(c)) = (self.member.b, self.cluster.coordination.as_ref()) else {
+            return;
+        };
+        let now = self.cluster.now;
+        let files: Vec<usize> = (0..self.layout.pages.len())
+            .filter(|&f| {
+                matches!(
+                    c.others[b].placement(now, &Layout::path(f)),
+                    Placement::Local(l) if !l.draining && now >= l.writes_from
+                )
+            })
+            .collect();
+        if files.is_empty() {
+            return;
+        }
+        let file = files[self.rng.below(files.len() as u64) as usize];
+        let cells: Vec<_> = self
+            .history
+            .cells
+            .iter()
+            .copied()
+            .filter(|c| c.file == file)
+            .collect();
+        let cell = cells[self.rng.below(cells.len() as u64) as usize];
+        let writer = self.cfg.clients;
+        let value = encode_value(writer, self.member.b_writes, 0);
+        self.member.b_writes += 1;
+        let path = Layout::path(file);
+        let store = &self.cluster.store;
+        let mut bytes = store.contents(&path).unwrap_or_default();
+        let at = cell.offset as usize;
+        if bytes.len() < at + 8 {
+            return;
+        }
+        bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        // Written and synced: the file as it is now is durable.
+        store.insert(&path, bytes);
+        let (invoke_seq, complete_seq) = (self.next_seq(), self.next_seq());
+        let rec = OpRecord {
+            id: self.history.ops.len(),
+            client: writer,
+            incarnation: 0,
+            end_incarnation: 0,
+            segment: self.segment,
+            end_segment: self.segment,
+            mapping: MappingId(0),
+            invoke_at: now,
+            complete_at: Some(now),
+            invoke_seq,
+            complete_seq: Some(complete_seq),
+            kind: OpKind::Write {
+                cells: vec![(cell, value)],
+            },
+            outcome: Outcome::Ok,
+            read: Vec::new(),
+            applied: false,
+        };
+        self.trace.line(format!("member b's writer: {rec}"));
+        self.stats.member_writes += 1;
+        self.history.ops.push(rec);
     }
 
     fn b_leaves(&mut self) {

@@ -98,6 +98,8 @@ pub struct Stats {
     pub member_moves: u64,
     /// Times the server lost its shards (`--member`).
     pub member_losses: u64,
+    /// Writes by member b's writer (`--member`).
+    pub member_writes: u64,
     /// Virtual time simulated.
     pub virtual_time: Duration,
 }
@@ -132,6 +134,7 @@ impl Stats {
         self.member_cuts += o.member_cuts;
         self.member_moves += o.member_moves;
         self.member_losses += o.member_losses;
+        self.member_writes += o.member_writes;
         self.virtual_time += o.virtual_time;
     }
 }
@@ -336,6 +339,10 @@ impl<'a> Sim<'a> {
                 .cluster
                 .server
                 .inject_bug(rmmap_core::server::ServerBug::RefreshTrustsDigests),
+            Some(InjectedBug::MemberServesAfterLeaseLoss) => self
+                .cluster
+                .server
+                .inject_ownership_bug(rmmap_core::cluster::OwnershipBug::ServeAfterLeaseLoss),
             None => {}
         }
     }
@@ -365,7 +372,10 @@ impl<'a> Sim<'a> {
                 self.inject_fault();
             }
             if self.rng.chance(600) {
-                if let Some(i) = self.pick_live() {
+                if self.member.b_may_write() && self.rng.chance(300) {
+                    // Member b's writer is one more client.
+                    self.b_writes();
+                } else if let Some(i) = self.pick_live() {
                     self.issue(i);
                 }
             } else {
