@@ -78,8 +78,8 @@ mod wire;
 pub use client::{Access, Client, ClusterClient, Mapping};
 pub use embedded::EmbeddedClient;
 pub use rmmap_core::client::{
-    ClientConfig, ClientEvent, Completion, ConnectError, LostWrites, MapOptions, Mapped, MappingId,
-    OpError, OpId, Pending, RedirectPolicy, SessionLossReason,
+    ClientConfig, ClientEvent, Completion, ConnectError, LossCause, LostWrites, MapOptions, Mapped,
+    MappingId, OpError, OpId, Pending, RedirectPolicy, SessionLossReason,
 };
 pub use rmmap_core::protocol::{AtomicOp, ErrorCode};
 pub use rmmap_secure::{ClientTls, ServerTls, Token};

@@ -1,16 +1,23 @@
 //! The blocking client of a cluster follows `moved` (PROTOCOL.md section 9,
 //! CLUSTER.md section 6), against a fake member (`common/fake_member.rs`)
-//! beside an ordinary server that owns the files.
+//! beside an ordinary server that owns the files; and its mappings move off
+//! a member that went silent.
 
 #[path = "common/fake_member.rs"]
 mod fake_member;
+// The plain-thread proxy of the command's tests.
+#[path = "../../cli/tests/common/proxy.rs"]
+#[allow(unreachable_pub)]
+mod proxy;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fake_member::FakeMember;
+use proxy::Proxy;
 use rmmap_mio::{
-    Access, ClientConfig, ClusterClient, ErrorCode, OpError, RedirectPolicy, Server, ServerConfig,
+    Access, ClientConfig, ClusterClient, ErrorCode, LossCause, OpError, RedirectPolicy, Server,
+    ServerConfig, SessionLossReason,
 };
 
 fn owner() -> (Server, String, tempfile::TempDir) {
@@ -89,4 +96,73 @@ fn busy_is_asked_again_in_a_cluster_and_reported_at_once_otherwise() {
     let m = cluster.map("f.bin", 0..1, Access::ReadOnly).unwrap();
     assert_eq!(&m.read_bytes(0, 1).unwrap()[..], b"x");
     assert_eq!(fake.asked(), 3);
+}
+
+/// A mapping whose member goes silent moves to the member that serves the
+/// file now, after one operation said what the silent one had not synced
+/// (here two ordinary servers over one directory stand for two members,
+/// the first behind a proxy that stops forwarding).
+#[test]
+fn a_mapping_moves_off_a_member_that_went_silent_and_says_what_it_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.bin"), vec![0u8; 8192]).unwrap();
+    let serve = || {
+        let config = ServerConfig::new(dir.path())
+            .lease(Duration::from_secs(2))
+            .restart_grace(Some(Duration::ZERO));
+        let server = Server::bind("127.0.0.1:0", config).unwrap();
+        let addr = server.local_addr().to_string();
+        (server, addr)
+    };
+    let ((_a, a), (_b, b)) = (serve(), serve());
+    let via = Proxy::start(&a);
+    let cluster = ClusterClient::connect(&[&via.addr, &b], ClientConfig::default()).unwrap();
+    let m = cluster.map("f.bin", 0..8192, Access::ReadWrite).unwrap();
+    let on_a = cluster.connection(&via.addr).unwrap();
+    assert!(m.client().same_connection(&on_a));
+    m.write(0, b"synced").unwrap();
+    m.sync().unwrap();
+    m.write(4096, b"never synced").unwrap();
+
+    via.mute();
+    let started = std::time::Instant::now();
+    let mut reports = Vec::new();
+    let mut got = vec![0u8; 8192];
+    loop {
+        match m.read(0, &mut got) {
+            Ok(()) => break,
+            Err(OpError::SessionLost(l)) => reports.push(l),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{reports:?}");
+    }
+    // Reads may come from the cache while the lease lasts; a sync needs
+    // the member.
+    m.sync()
+        .or_else(|e| match e {
+            OpError::SessionLost(l) => {
+                reports.push(l);
+                m.sync()
+            }
+            e => Err(e),
+        })
+        .unwrap();
+    assert_eq!(reports.len(), 1, "told once: {reports:?}");
+    let l = &reports[0];
+    assert_eq!(
+        l.cause,
+        LossCause::Session(SessionLossReason::MemberLost),
+        "{l}"
+    );
+    assert_eq!(&*l.unsynced_pages, &[1], "{l}");
+    assert!(!m.client().same_connection(&on_a), "moved to b");
+    m.read(0, &mut got).unwrap();
+    assert_eq!(&got[..6], b"synced");
+    m.write(0, b"SYNCED").unwrap();
+    m.sync().unwrap();
+    assert_eq!(
+        &std::fs::read(dir.path().join("f.bin")).unwrap()[..6],
+        b"SYNCED"
+    );
+    eprintln!("moved after {:?}", started.elapsed());
 }

@@ -53,7 +53,8 @@ pub use error::{ConnectError, LossCause, LostWrites, OpError, SessionLossReason}
 pub use event::{ClientEvent, Event};
 pub use memory::MemoryBacking;
 pub use redirect::{
-    BadMemberAddr, MAX_MEMBER_ADDR_LEN, MemberAddr, MemberLeft, NextTry, RedirectPolicy, Redirects,
+    Again, BadMemberAddr, MAX_MEMBER_ADDR_LEN, MemberAddr, MemberLeft, NextTry, RedirectPolicy,
+    Redirects,
 };
 
 use crate::Instant;

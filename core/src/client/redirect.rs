@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::Instant;
 use crate::protocol::ErrorCode;
 
-use super::OpError;
+use super::{LostWrites, OpError};
 
 /// The longest address a `moved` reply may carry, in bytes.
 pub const MAX_MEMBER_ADDR_LEN: usize = 255;
@@ -313,7 +313,61 @@ pub enum MemberLeft {
     LostThenMoved,
 }
 
+/// Whether an operation that failed on a member may run again elsewhere.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Again {
+    /// Yes: failing, it changed nothing at the member (reads, writes into
+    /// the client's cache, syncs, waits).
+    Yes,
+    /// Only if the member refused it: an atomic sent to a member that went
+    /// out of reach may have applied there.
+    IfRefused,
+}
+
 impl MemberLeft {
+    /// Whether an operation (`again`) that failed this way may run again.
+    pub fn may_run_again(self, again: Again) -> bool {
+        again == Again::Yes || self != MemberLeft::Unreachable
+    }
+
+    /// The operation failed with `e` (`left`, if it says the member let
+    /// the file go) after another operation had moved the mapping already:
+    /// `Ok(())` to run it on the new member, else the error to report.
+    pub fn after_moved_elsewhere(
+        left: Option<MemberLeft>,
+        e: OpError,
+        again: Again,
+    ) -> Result<(), OpError> {
+        match left {
+            Some(l) if !l.may_run_again(again) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The member serves the file still (it came back, or took the file
+    /// back): the mapping stays. `Ok(())` to run the operation again
+    /// there, else the error to report (a loss report is made once).
+    pub fn stayed(self, e: OpError, again: Again) -> Result<(), OpError> {
+        match self {
+            MemberLeft::LostThenMoved => Err(e),
+            _ if self.may_run_again(again) => Ok(()),
+            _ => Err(e),
+        }
+    }
+
+    /// The mapping moved to another member, losing `lost` there
+    /// (`Client::hand_over`'s answer): the loss is reported once, by this
+    /// operation; with nothing lost it runs again if it may.
+    pub fn moved(self, e: OpError, lost: Option<LostWrites>, again: Again) -> Result<(), OpError> {
+        match (self, lost) {
+            // `e` is the report of what was lost.
+            (MemberLeft::LostThenMoved, _) => Err(e),
+            (_, Some(lost)) => Err(OpError::SessionLost(lost)),
+            (_, None) if self.may_run_again(again) => Ok(()),
+            (_, None) => Err(e),
+        }
+    }
+
     /// What `error`, from an operation on a mapping of a cluster member,
     /// says about that member, if anything.
     pub fn of(error: &OpError) -> Option<MemberLeft> {
@@ -393,6 +447,51 @@ mod tests {
         assert_eq!(r.fail_over("b:1", &members), Some("a:1"), "tried anew");
         assert_eq!(r.on_error(at(2900), d.clone()), NextTry::RetryAt(at(3000)));
         assert_eq!(r.on_error(at(3000), d.clone()), NextTry::Fail(d));
+    }
+
+    #[test]
+    fn what_an_operation_does_after_its_member_let_the_file_go() {
+        use MemberLeft::*;
+        let e = OpError::Disconnected(Duration::ZERO);
+        let lost = super::super::LostWrites {
+            path: "f".into(),
+            cause: super::super::LossCause::Session(super::super::SessionLossReason::MemberLost),
+            dirty_pages: 0,
+            unsynced_writes: true,
+            remap_error: None,
+            pages: Vec::new(),
+            unsynced_pages: vec![2].into(),
+        };
+        // An atomic sent to a member out of reach is not run again.
+        assert_eq!(
+            Unreachable.stayed(e.clone(), Again::IfRefused),
+            Err(e.clone())
+        );
+        assert_eq!(Unreachable.stayed(e.clone(), Again::Yes), Ok(()));
+        assert_eq!(HandedOver.stayed(e.clone(), Again::IfRefused), Ok(()));
+        assert_eq!(LostThenMoved.stayed(e.clone(), Again::Yes), Err(e.clone()));
+        // A move that lost writes says so, once, whatever the operation.
+        assert_eq!(
+            Unreachable.moved(e.clone(), Some(lost.clone()), Again::Yes),
+            Err(OpError::SessionLost(lost.clone()))
+        );
+        assert_eq!(HandedOver.moved(e.clone(), None, Again::IfRefused), Ok(()));
+        assert_eq!(
+            Unreachable.moved(e.clone(), None, Again::IfRefused),
+            Err(e.clone())
+        );
+        assert_eq!(
+            LostThenMoved.moved(e.clone(), None, Again::Yes),
+            Err(e.clone())
+        );
+        assert_eq!(
+            MemberLeft::after_moved_elsewhere(Some(Unreachable), e.clone(), Again::IfRefused),
+            Err(e.clone())
+        );
+        assert_eq!(
+            MemberLeft::after_moved_elsewhere(None, e.clone(), Again::IfRefused),
+            Ok(())
+        );
     }
 
     #[test]

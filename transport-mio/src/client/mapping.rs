@@ -1,17 +1,21 @@
-//! A mapped byte range of a remote file.
+//! A mapped byte range of a remote file; made by a cluster client, it
+//! follows its file from member to member (`homed.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rmmap_core::client::{Mapped, MappingId, OpError};
+use rmmap_core::client::{Again, Mapped, MappingId, OpError, Redirects};
 use rmmap_core::protocol::AtomicOp;
 
+use super::homed::Home;
 use super::{Client, Shared};
 
-struct MappingInner {
-    client: Client,
-    mapped: Mapped,
+/// One mapping on one connection: what a [`Mapping`] runs its operations
+/// on.
+pub(crate) struct MappingInner {
+    pub(crate) client: Client,
+    pub(crate) mapped: Mapped,
 }
 
 impl Drop for MappingInner {
@@ -24,6 +28,12 @@ impl Drop for MappingInner {
     }
 }
 
+impl MappingInner {
+    fn shared(&self) -> &Shared {
+        self.client.shared()
+    }
+}
+
 /// A byte range of a remote file, mapped coherently: every read sees the
 /// latest completed write to each page, by any client.
 ///
@@ -31,9 +41,22 @@ impl Drop for MappingInner {
 /// span any number of pages. Every range is checked before anything is
 /// allocated for it. Cheap to clone; the range is unmapped when the last
 /// clone is dropped (or by [`Mapping::unmap`]).
+///
+/// Made by a [`ClusterClient`](super::ClusterClient), it moves with its
+/// file from member to member (every clone with it); a move that may have
+/// lost writes fails one operation with [`OpError::SessionLost`] naming
+/// them (cause `SessionLossReason::MemberLost`).
 #[derive(Clone)]
 pub struct Mapping {
-    inner: Arc<MappingInner>,
+    at: At,
+}
+
+#[derive(Clone)]
+enum At {
+    /// On one connection for good.
+    Fixed(Arc<MappingInner>),
+    /// On whichever member serves the file.
+    Homed(Arc<Home>),
 }
 
 impl std::fmt::Debug for Mapping {
@@ -45,25 +68,72 @@ impl std::fmt::Debug for Mapping {
     }
 }
 
+/// Runs `$op` (an expression of the mapping `at` and its id) on the
+/// mapping's member now, again on the next one after a move (`$again`).
+macro_rules! on_member {
+    ($self:ident, $again:expr, |$at:ident, $id:ident| $op:expr) => {{
+        let mut way = None;
+        loop {
+            let $at = $self.current();
+            let $id = $at.mapped.mapping;
+            match $op {
+                Err(e) => $self.after(&$at, e, $again, &mut way)?,
+                ok => break ok,
+            }
+        }
+    }};
+}
+
 impl Mapping {
     pub(crate) fn new(client: Client, mapped: Mapped) -> Self {
         Mapping {
-            inner: Arc::new(MappingInner { client, mapped }),
+            at: At::Fixed(Arc::new(MappingInner { client, mapped })),
         }
     }
 
-    fn shared(&self) -> &Shared {
-        self.inner.client.shared()
+    pub(crate) fn homed(home: Home) -> Self {
+        Mapping {
+            at: At::Homed(Arc::new(home)),
+        }
     }
 
-    /// The mapping's id, as named in [`ClientEvent::SessionLost`](crate::ClientEvent::SessionLost).
+    /// The mapping on its one connection, if it never moves.
+    pub(crate) fn into_fixed(self) -> Option<Arc<MappingInner>> {
+        match self.at {
+            At::Fixed(m) => Some(m),
+            At::Homed(_) => None,
+        }
+    }
+
+    fn current(&self) -> Arc<MappingInner> {
+        match &self.at {
+            At::Fixed(m) => m.clone(),
+            At::Homed(h) => h.current(),
+        }
+    }
+
+    fn after(
+        &self,
+        at: &Arc<MappingInner>,
+        e: OpError,
+        again: Again,
+        way: &mut Option<Redirects>,
+    ) -> Result<(), OpError> {
+        match &self.at {
+            At::Fixed(_) => Err(e),
+            At::Homed(h) => h.after(at, e, again, way),
+        }
+    }
+
+    /// The mapping's id on the connection that carries it now, as named
+    /// in [`ClientEvent::SessionLost`](crate::ClientEvent::SessionLost).
     pub fn id(&self) -> MappingId {
-        self.inner.mapped.mapping
+        self.current().mapped.mapping
     }
 
     /// The mapping's length in bytes.
     pub fn len(&self) -> u64 {
-        self.inner.mapped.len
+        self.current().mapped.len
     }
 
     /// Whether the mapping is empty (never: the server refuses empty ones).
@@ -71,69 +141,73 @@ impl Mapping {
         self.len() == 0
     }
 
-    /// The file's length when it was mapped.
+    /// The file's length when it was mapped (again, after a move).
     pub fn file_len(&self) -> u64 {
-        self.inner.mapped.file_len
+        self.current().mapped.file_len
     }
 
-    /// The client this mapping belongs to.
-    pub fn client(&self) -> &Client {
-        &self.inner.client
+    /// The client (the connection to one member) that carries the mapping
+    /// now.
+    pub fn client(&self) -> Client {
+        self.current().client.clone()
     }
 
     /// Serves a read from the cache without waiting: `Ok(true)` when `buf`
     /// was filled, `Ok(false)` when the pages are not all cached (use
     /// [`Mapping::read`]).
     pub fn try_read(&self, offset: u64, buf: &mut [u8]) -> Result<bool, OpError> {
-        let id = self.id();
-        self.shared()
-            .with(|c, now| c.try_read(now, id, offset, buf))
+        let at = self.current();
+        let id = at.mapped.mapping;
+        at.shared().with(|c, now| c.try_read(now, id, offset, buf))
     }
 
     /// Serves a write from the cache without waiting: `Ok(true)` when every
     /// page it touches is held exclusively and the write is done.
     pub fn try_write(&self, offset: u64, data: &[u8]) -> Result<bool, OpError> {
-        let id = self.id();
-        self.shared()
+        let at = self.current();
+        let id = at.mapped.mapping;
+        at.shared()
             .with(|c, now| c.try_write(now, id, offset, data))
     }
 
     /// Fills `buf` with the bytes at `offset`.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), OpError> {
-        let id = self.id();
-        let pages = self
+        on_member!(self, Again::Yes, |at, id| at
             .shared()
-            .run(|c, now| c.read_into(now, id, offset, buf))?;
-        pages.copy_into(buf)
+            .run(|c, now| c.read_into(now, id, offset, buf))
+            .and_then(|pages| pages.copy_into(buf)))
     }
 
     /// The `len` bytes at `offset`.
     pub fn read_bytes(&self, offset: u64, len: u64) -> Result<Bytes, OpError> {
-        let id = self.id();
-        self.shared()
-            .run(|c, now| c.read_bytes(now, id, offset, len))
+        on_member!(self, Again::Yes, |at, id| at
+            .shared()
+            .run(|c, now| c.read_bytes(now, id, offset, len)))
     }
 
     /// Writes `data` at `offset`. When it returns, every later read by any
     /// client sees it.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), OpError> {
-        let id = self.id();
-        self.shared()
-            .run(|c, now| c.write_from(now, id, offset, data))
+        on_member!(self, Again::Yes, |at, id| at
+            .shared()
+            .run(|c, now| c.write_from(now, id, offset, data)))
     }
 
     /// Like [`Mapping::write`], taking the bytes without copying them.
     pub fn write_bytes(&self, offset: u64, data: Bytes) -> Result<(), OpError> {
-        let id = self.id();
-        self.shared()
-            .run(|c, now| c.write_bytes(now, id, offset, data))
+        on_member!(self, Again::Yes, |at, id| {
+            let data = data.clone();
+            at.shared()
+                .run(|c, now| c.write_bytes(now, id, offset, data))
+        })
     }
 
     /// Makes every write completed so far on this mapping durable on the
     /// server (fsync).
     pub fn sync(&self) -> Result<(), OpError> {
-        let id = self.id();
-        self.shared().run(|c, now| c.sync(now, id))
+        on_member!(self, Again::Yes, |at, id| at
+            .shared()
+            .run(|c, now| c.sync(now, id)))
     }
 
     /// Runs an atomic operation at the server on the 64-bit little-endian
@@ -141,8 +215,10 @@ impl Mapping {
     /// value and whether the operation applied (false when a
     /// compare-exchange found another value).
     pub fn atomic(&self, offset: u64, op: AtomicOp) -> Result<(u64, bool), OpError> {
-        let id = self.id();
-        self.shared().run(|c, now| c.atomic(now, id, offset, op))
+        // Sent and unanswered, it may have applied: not run again.
+        on_member!(self, Again::IfRefused, |at, id| at
+            .shared()
+            .run(|c, now| c.atomic(now, id, offset, op)))
     }
 
     /// Waits until the little-endian 64-bit word at `offset` (8-byte
@@ -156,15 +232,16 @@ impl Mapping {
         current: u64,
         timeout: Duration,
     ) -> Result<Option<u64>, OpError> {
-        let id = self.id();
-        self.shared()
-            .run(|c, now| c.wait_while(now, id, offset, current, timeout))
+        on_member!(self, Again::Yes, |at, id| at
+            .shared()
+            .run(|c, now| c.wait_while(now, id, offset, current, timeout)))
     }
 
     /// Writes back the mapping's dirty pages and ends it, for every clone:
     /// their operations fail with `unmapped` from now on.
     pub fn unmap(self) -> Result<(), OpError> {
-        let id = self.id();
-        self.shared().run(|c, now| c.unmap(now, id))
+        let at = self.current();
+        let id = at.mapped.mapping;
+        at.shared().run(|c, now| c.unmap(now, id))
     }
 }

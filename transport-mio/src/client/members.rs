@@ -14,6 +14,8 @@ use rmmap_core::client::{
 };
 use rmmap_secure::ClientTls;
 
+use super::homed::Home;
+use super::mapping::MappingInner;
 use super::{Access, Client, Mapping};
 use crate::clock::Clock;
 
@@ -27,8 +29,15 @@ use crate::clock::Clock;
 /// same request goes there (at most [`RedirectPolicy::max_redirects`]
 /// times). While no member owns the shard (`busy` from a cluster) the
 /// request is asked again after a short sleep, for at most
-/// [`RedirectPolicy::busy_patience`]. A [`Mapping`] lives on the
-/// connection to the member that answered it.
+/// [`RedirectPolicy::busy_patience`].
+///
+/// A [`Mapping`] lives on the connection to the member that serves its
+/// file, and follows the file when it moves, as rmmap-tokio's does
+/// (CLUSTER.md section 6): after `moved` or `busy` (a handover) with nothing
+/// reported; after the member's connection stayed down for
+/// [`RedirectPolicy::member_patience`] while another member serves the
+/// file, after one operation failed with [`OpError::SessionLost`] naming
+/// what the lost member had not synced.
 ///
 /// With one address and a single server, it behaves as that server's
 /// [`Client`]: a single server never answers `moved`, and its `busy` is
@@ -87,6 +96,12 @@ impl ClusterClient {
                 "no member address was given",
             ),
         };
+        let mut config = config;
+        if addrs.len() > 1 {
+            // A member's connection gives up early, for the others to be
+            // asked where its files live (`give_up_after` bounds the rest).
+            config.member_patience = Some(policy.member_patience);
+        }
         for addr in addrs {
             let addr = addr.as_ref();
             match Client::start(addr, config.clone(), tls.clone(), None) {
@@ -148,7 +163,51 @@ impl ClusterClient {
         range: Range<u64>,
         opts: MapOptions,
     ) -> Result<Mapping, OpError> {
-        self.follow(|c| c.map_with(path, range.clone(), opts))
+        let first = self.map_on_owner(path, range.clone(), opts)?;
+        Ok(Mapping::homed(Home::new(
+            first,
+            self.clone(),
+            path,
+            range,
+            opts,
+        )))
+    }
+
+    /// Maps `range` of `path` on the member that owns it, on that
+    /// connection for good.
+    pub(crate) fn map_on_owner(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        opts: MapOptions,
+    ) -> Result<Arc<MappingInner>, OpError> {
+        let m = self.follow(|c| c.map_with(path, range.clone(), opts))?;
+        Ok(m.into_fixed()
+            .expect("a member's client maps on its connection"))
+    }
+
+    /// Whether the client was given several member addresses.
+    pub(crate) fn several(&self) -> bool {
+        self.inner.several
+    }
+
+    /// A request's way through the cluster, from now.
+    pub(crate) fn redirects(&self) -> Redirects {
+        Redirects::new(self.inner.policy, self.now(), self.inner.several)
+            .give_up_after(self.inner.config.give_up_after)
+    }
+
+    pub(crate) fn now(&self) -> rmmap_core::Instant {
+        self.inner.clock.now()
+    }
+
+    pub(crate) fn sleep_until(&self, when: rmmap_core::Instant) {
+        let wait = self
+            .inner
+            .clock
+            .deadline(when)
+            .saturating_duration_since(std::time::Instant::now());
+        std::thread::sleep(wait);
     }
 
     /// Sets the length of the file at `path` on the member that owns it
@@ -175,8 +234,7 @@ impl ClusterClient {
     /// [`Redirects`] says.
     fn follow<T>(&self, mut op: impl FnMut(&Client) -> Result<T, OpError>) -> Result<T, OpError> {
         let inner = &self.inner;
-        let mut redirects = Redirects::new(inner.policy, inner.clock.now(), inner.several)
-            .give_up_after(inner.config.give_up_after);
+        let mut redirects = self.redirects();
         let (mut at, mut member) = self.reach(&mut redirects, inner.first.clone())?;
         loop {
             let error = match op(&member) {
@@ -189,12 +247,16 @@ impl ClusterClient {
                     redirects.sent_on_by(&at);
                     (at, member) = self.reach(&mut redirects, addr.as_str().to_owned())?;
                 }
-                NextTry::RetryAt(at) => {
-                    let wait = inner
-                        .clock
-                        .deadline(at)
-                        .saturating_duration_since(std::time::Instant::now());
-                    std::thread::sleep(wait);
+                NextTry::RetryAt(when) => {
+                    self.sleep_until(when);
+                    // Down: ask the members again, in order; busy: ask the
+                    // next one (a member that let the file go may not learn
+                    // who has it).
+                    let next = match member.is_connected() {
+                        false => inner.first.clone(),
+                        true => redirects.after_busy(&at, &inner.addrs).to_owned(),
+                    };
+                    (at, member) = self.reach(&mut redirects, next)?;
                 }
                 NextTry::Fail(e) => return Err(e),
             }

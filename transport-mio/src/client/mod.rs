@@ -14,6 +14,7 @@
 //! from the Tokio client is only how to wait.
 
 mod driver;
+mod homed;
 mod mapping;
 mod members;
 
@@ -247,6 +248,11 @@ impl Client {
             .unwrap_or_else(|e| e.into_inner())
             .push(tx);
         rx
+    }
+
+    /// Whether `other` is this connection (or a clone of it).
+    pub fn same_connection(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.handle, &other.handle)
     }
 
     /// Whether the handshake has completed on the current connection.

@@ -7,21 +7,11 @@
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use rmmap_core::client::{MapOptions, MemberLeft, NextTry, OpError, Redirects};
+use rmmap_core::client::{Again, MapOptions, MemberLeft, NextTry, OpError, Redirects};
 use rmmap_core::protocol::ErrorCode;
 
 use super::ClusterClient;
 use super::mapping::MappingInner;
-
-/// Whether an operation that failed may run again on the new owner.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Again {
-    /// Yes: it changed nothing at the member it failed at.
-    Yes,
-    /// Only if the member refused it (`moved`): an atomic sent to a member
-    /// that went out of reach may have applied there.
-    IfRefused,
-}
 
 /// Where a cluster mapping lives now, and how to map it again.
 pub(crate) struct Home {
@@ -93,7 +83,10 @@ impl Home {
             };
         }
         let Some(left) = MemberLeft::of(&e) else {
-            return if self.moved_from(at) { Ok(()) } else { Err(e) };
+            return match self.moved_from(at) {
+                true => MemberLeft::after_moved_elsewhere(None, e, again),
+                false => Err(e),
+            };
         };
         self.move_if_elsewhere(at, left, again, e).await
     }
@@ -114,14 +107,10 @@ impl Home {
         e: OpError,
     ) -> Result<(), OpError> {
         let _turn = self.moving.lock().await;
-        let may_run_again = match again {
-            Again::Yes => true,
-            Again::IfRefused => left != MemberLeft::Unreachable,
-        };
         if self.moved_from(at) {
             // Moved by another operation while this one failed on the old
             // member.
-            return if may_run_again { Ok(()) } else { Err(e) };
+            return MemberLeft::after_moved_elsewhere(Some(left), e, again);
         }
         if left == MemberLeft::Unreachable && !self.cluster.several() {
             // One address: there is nobody else to ask.
@@ -139,14 +128,10 @@ impl Home {
             }
         };
         if moved.client.same_connection(&at.client) {
-            // The member serves the file still (it came back): go on there
-            // with the mapping it had.
+            // The member serves the file still: go on there with the
+            // mapping it had.
             drop(moved);
-            return match left {
-                MemberLeft::LostThenMoved => Err(e),
-                _ if may_run_again => Ok(()),
-                _ => Err(e),
-            };
+            return left.stayed(e, again);
         }
         let id = at.mapped.mapping;
         let member_lost = left == MemberLeft::Unreachable;
@@ -162,12 +147,6 @@ impl Home {
         tracing::debug!(path = %self.path, ?left, lost = lost.is_some(), "the mapping moved to the file's owner");
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = moved;
         at.client.shared().wake_driver();
-        match (left, lost) {
-            // `e` is the report of what was lost.
-            (MemberLeft::LostThenMoved, _) => Err(e),
-            (_, Some(lost)) => Err(OpError::SessionLost(lost)),
-            (_, None) if may_run_again => Ok(()),
-            (_, None) => Err(e),
-        }
+        left.moved(e, lost, again)
     }
 }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rmmap_core::client::{Mapped, MappingId, OpError, Redirects};
+use rmmap_core::client::{Again, Mapped, MappingId, OpError, Redirects};
 use rmmap_core::protocol::AtomicOp;
 
-use super::homed::{Again, Home};
+use super::homed::Home;
 use super::{Client, Shared};
 
 /// One mapping on one connection: what a [`Mapping`] runs its operations
