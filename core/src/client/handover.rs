@@ -24,8 +24,9 @@ impl Client {
     /// nothing of it reaches this member later. With `member_lost` the
     /// member stopped serving the file without handing it over, and the
     /// writes since the mapping's last sync are named as possibly lost
-    /// ([`SessionLossReason::MemberLost`]); without it (a `moved` answer)
-    /// only pages still dirty here are.
+    /// ([`SessionLossReason::MemberLost`]), and so are the pages handed
+    /// back in recall answers it has not confirmed; without it (a `moved`
+    /// answer, a handover) only pages still dirty here are.
     ///
     /// A loss already pending on the mapping (not yet reported) is
     /// returned with it. The mapping stays until unmapped, with nothing
@@ -73,7 +74,11 @@ impl Client {
                 pg.state = PageState::Invalid;
                 pg.data = super::cache::PageData::None;
             });
-            if writable {
+            // Recall answers the member has not confirmed yet: after a
+            // handover it had them all (a drain waits for every answer
+            // before it syncs and lets go), after a loss they may not have
+            // arrived.
+            if writable && member_lost {
                 dirty.extend(
                     self.requests
                         .unconfirmed_recalled_pages()

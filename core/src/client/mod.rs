@@ -217,6 +217,12 @@ impl Client {
         self.conn.is_ready()
     }
 
+    /// Whether recall answers (with pages written here) wait for the
+    /// server to confirm them (tests and logs).
+    pub fn has_unconfirmed_recall_answers(&self) -> bool {
+        !self.requests.unconfirmed_recalled_pages().is_empty()
+    }
+
     /// The session the server gave this client last (tests and logs: the
     /// same number names another session after the server restarted).
     pub fn session_id(&self) -> Option<crate::protocol::SessionId> {
