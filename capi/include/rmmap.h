@@ -362,7 +362,12 @@ enum rmmap_error rmmap_options_set_give_up_ms(struct rmmap_options *options, uin
  * `addr` may also list the members of a cluster, `"host:port,host:port"`
  * (docs/CLUSTER.md): the client connects to the first that answers, and a
  * map or set-length that a member sends on (`moved`) goes to the member
- * that owns the file, on one connection per member.
+ * that owns the file, on one connection per member. A byte mapping
+ * follows its file when the cluster moves it: after a planned move
+ * nothing is reported; after its member died, one call on the mapping
+ * fails with `RMMAP_SESSION_LOST` naming the writes that member had not
+ * synced, and the next ones go to the new owner. A memory mapping stays
+ * on its member: unmap it and map again.
  *
  * On success `*client` is a new client. Ownership: the caller owns it and
  * must end it with `rmmap_close`; `addr` and `options` are only read

@@ -66,6 +66,22 @@ impl std::fmt::Debug for Mapping {
     }
 }
 
+/// Runs `$op` (an expression of the mapping `at` and its id) on the
+/// mapping's member now, again on the next one after a move (`$again`).
+macro_rules! on_member {
+    ($self:ident, $again:expr, |$at:ident, $id:ident| $op:expr) => {{
+        let mut way = None;
+        loop {
+            let $at = $self.current();
+            let $id = $at.mapped.mapping;
+            match $op {
+                Err(e) => $self.after(&$at, e, $again, &mut way).await?,
+                ok => break ok,
+            }
+        }
+    }};
+}
+
 impl MappingInner {
     fn shared(&self) -> &Shared {
         self.client.shared()
@@ -172,42 +188,25 @@ impl Mapping {
 
     /// Fills `buf` with the bytes at `offset`.
     pub async fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), OpError> {
-        let mut way = None;
-        loop {
-            let at = self.current();
-            let id = at.mapped.mapping;
-            let r = match at
-                .shared()
-                .run(|c, now| c.read_into(now, id, offset, buf))
-                .await
-            {
-                Ok(pages) => pages.copy_into(buf),
-                Err(e) => Err(e),
-            };
-            match r {
-                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
-                ok => return ok,
-            }
-        }
+        on_member!(self, Again::Yes, |at, id| match at
+            .shared()
+            .run(|c, now| c.read_into(now, id, offset, buf))
+            .await
+        {
+            Ok(pages) => pages.copy_into(buf),
+            Err(e) => Err(e),
+        })
     }
 
     /// The `len` bytes at `offset` as slices of the cached pages, in order,
     /// without copying them (for writing them out with vectored IO, as
     /// `rmmap cat` and `get` do).
     pub async fn read_slices(&self, offset: u64, len: u64) -> Result<Vec<Bytes>, OpError> {
-        let mut way = None;
-        let slices = loop {
-            let at = self.current();
-            let id = at.mapped.mapping;
-            match at
-                .shared()
-                .run(|c, now| c.read_pages(now, id, offset, len))
-                .await
-            {
-                Ok(pages) => break pages.into_slices(),
-                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
-            }
-        };
+        let slices = on_member!(self, Again::Yes, |at, id| at
+            .shared()
+            .run(|c, now| c.read_pages(now, id, offset, len))
+            .await)?
+        .into_slices();
         let got: u64 = slices.iter().map(|b| b.len() as u64).sum();
         if got != len {
             return Err(OpError::Internal(format!(
@@ -219,69 +218,38 @@ impl Mapping {
 
     /// The `len` bytes at `offset`.
     pub async fn read_bytes(&self, offset: u64, len: u64) -> Result<Bytes, OpError> {
-        let mut way = None;
-        loop {
-            let at = self.current();
-            let id = at.mapped.mapping;
-            match at
-                .shared()
-                .run(|c, now| c.read_bytes(now, id, offset, len))
-                .await
-            {
-                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
-                ok => return ok,
-            }
-        }
+        on_member!(self, Again::Yes, |at, id| at
+            .shared()
+            .run(|c, now| c.read_bytes(now, id, offset, len))
+            .await)
     }
 
     /// Writes `data` at `offset`. When it returns, every later read by any
     /// client sees it.
     pub async fn write(&self, offset: u64, data: &[u8]) -> Result<(), OpError> {
-        let mut way = None;
-        loop {
-            let at = self.current();
-            let id = at.mapped.mapping;
-            match at
-                .shared()
-                .run(|c, now| c.write_from(now, id, offset, data))
-                .await
-            {
-                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
-                ok => return ok,
-            }
-        }
+        on_member!(self, Again::Yes, |at, id| at
+            .shared()
+            .run(|c, now| c.write_from(now, id, offset, data))
+            .await)
     }
 
     /// Like [`Mapping::write`], taking the bytes without copying them.
     pub async fn write_bytes(&self, offset: u64, data: Bytes) -> Result<(), OpError> {
-        let mut way = None;
-        loop {
-            let at = self.current();
-            let id = at.mapped.mapping;
-            let d = data.clone();
-            match at
-                .shared()
-                .run(|c, now| c.write_bytes(now, id, offset, d))
+        on_member!(self, Again::Yes, |at, id| {
+            let data = data.clone();
+            at.shared()
+                .run(|c, now| c.write_bytes(now, id, offset, data))
                 .await
-            {
-                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
-                ok => return ok,
-            }
-        }
+        })
     }
 
     /// Makes every write completed so far on this mapping durable on the
     /// server (fsync).
     pub async fn sync(&self) -> Result<(), OpError> {
-        let mut way = None;
-        loop {
-            let at = self.current();
-            let id = at.mapped.mapping;
-            match at.shared().run(|c, now| c.sync(now, id)).await {
-                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
-                ok => return ok,
-            }
-        }
+        on_member!(self, Again::Yes, |at, id| at
+            .shared()
+            .run(|c, now| c.sync(now, id))
+            .await)
     }
 
     /// Runs an atomic operation at the server on the 64-bit little-endian
@@ -289,20 +257,11 @@ impl Mapping {
     /// value and whether the operation applied (false when a
     /// compare-exchange found another value).
     pub async fn atomic(&self, offset: u64, op: AtomicOp) -> Result<(u64, bool), OpError> {
-        let mut way = None;
-        loop {
-            let at = self.current();
-            let id = at.mapped.mapping;
-            match at
-                .shared()
-                .run(|c, now| c.atomic(now, id, offset, op))
-                .await
-            {
-                // Sent and unanswered, it may have applied: not run again.
-                Err(e) => self.after(&at, e, Again::IfRefused, &mut way).await?,
-                ok => return ok,
-            }
-        }
+        // Sent and unanswered, it may have applied: not run again.
+        on_member!(self, Again::IfRefused, |at, id| at
+            .shared()
+            .run(|c, now| c.atomic(now, id, offset, op))
+            .await)
     }
 
     /// Waits until the little-endian 64-bit word at `offset` (8-byte
@@ -316,19 +275,10 @@ impl Mapping {
         current: u64,
         timeout: Duration,
     ) -> Result<Option<u64>, OpError> {
-        let mut way = None;
-        loop {
-            let at = self.current();
-            let id = at.mapped.mapping;
-            match at
-                .shared()
-                .run(|c, now| c.wait_while(now, id, offset, current, timeout))
-                .await
-            {
-                Err(e) => self.after(&at, e, Again::Yes, &mut way).await?,
-                ok => return ok,
-            }
-        }
+        on_member!(self, Again::Yes, |at, id| at
+            .shared()
+            .run(|c, now| c.wait_while(now, id, offset, current, timeout))
+            .await)
     }
 
     /// Writes back the mapping's dirty pages and ends it, for every clone:
