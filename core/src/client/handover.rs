@@ -13,7 +13,6 @@
 
 use crate::Instant;
 
-use super::cache::PageState;
 use super::error::{LossCause, LostWrites, SessionLossReason};
 use super::mappings::MappingStatus;
 use super::{Client, MappingId, OpError};
@@ -66,13 +65,16 @@ impl Client {
         let mut dirty = Vec::new();
         if let Some(file) = file {
             self.cache.update_range(file, a..b, |q, pg| {
+                if pg.installed.is_some() {
+                    // In the memory of a memory mapping of the same file,
+                    // which stays here and leaves it its own way.
+                    return;
+                }
                 if writable && (pg.dirty.is_some() || pg.writebacks > 0) {
                     dirty.push(q);
                 }
-                pg.dirty = None;
+                pg.invalidate();
                 pg.writebacks = 0;
-                pg.state = PageState::Invalid;
-                pg.data = super::cache::PageData::None;
             });
             // Recall answers the member has not confirmed yet: after a
             // handover it had them all (a drain waits for every answer
