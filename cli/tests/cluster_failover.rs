@@ -391,7 +391,9 @@ fn a_planned_leave_moves_writes_without_the_takeover_grace() {
         expect[100..121].copy_from_slice(b"written, never synced");
 
         // The same mapping writes on through the new owner, and is told of
-        // no loss: the drain recalled its page and synced it.
+        // no loss: the drain recalled its page and synced it. Writes that
+        // reach a before its drain begins are drained with the rest; the
+        // figure is the first synced write through the new owner.
         let left = Instant::now();
         members[0].signal_term();
         let v2 = pattern(200, 6);
@@ -399,21 +401,21 @@ fn a_planned_leave_moves_writes_without_the_takeover_grace() {
         let write_after = loop {
             match m.write(8192, &v2).await {
                 Ok(()) => match m.sync().await {
-                    Ok(()) => break left.elapsed(),
+                    Ok(()) if !m.client().same_connection(&on_a) => break left.elapsed(),
+                    Ok(()) => tokio::time::sleep(Duration::from_millis(5)).await,
                     Err(e) => errors.push(e),
                 },
                 Err(e) => errors.push(e),
             }
             assert!(
                 left.elapsed() < 2 * TTL,
-                "no write after SIGTERM: {errors:?}"
+                "no write through the new owner after SIGTERM: {errors:?}"
             );
         };
         assert!(
             !errors.iter().any(|e| matches!(e, OpError::SessionLost(_))),
             "a loss reported for a planned leave: {errors:?}"
         );
-        assert!(!m.client().same_connection(&on_a), "moved off a");
         expect[8192..8392].copy_from_slice(&v2);
         let exit = members[0].terminate(Duration::from_secs(10)).await;
         assert!(exit.success(), "{exit}: {}", members[0].log());

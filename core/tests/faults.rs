@@ -330,3 +330,30 @@ fn a_member_clients_operations_give_up_after_the_member_patience() {
         other => panic!("expected disconnected, got {other:?}"),
     }
 }
+
+/// A cluster member's client whose member says goodbye (it left the
+/// cluster, its files handed over) fails what waits for it at once, for
+/// its cluster client to find the new owners, instead of waiting out the
+/// member patience.
+#[test]
+fn a_member_clients_operations_give_up_at_once_when_the_member_says_goodbye() {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; 4 * PAGE as usize]);
+    let cfg = ClientConfig {
+        give_up_after: Some(Duration::from_secs(30)),
+        member_patience: Some(Duration::from_secs(10)),
+        ..ClientConfig::default()
+    };
+    let mut c = Cluster::with_clients(config(1000), store, vec![cfg], 5);
+    c.settle();
+    let m = c.map(0, "f", 0, 4 * PAGE, MapOptions::read_only()).unwrap();
+    // The read's fetch waits in the link; the member shuts down.
+    c.hold(0, Direction::ToServer, true);
+    let op = c.nodes[0].client.read(c.now, m, 3 * PAGE, 4).unwrap();
+    c.server.begin_shutdown(c.now);
+    c.flush();
+    let r = c
+        .wait(0, op, Duration::from_secs(2))
+        .expect("the read gives up on the goodbye, not after the 10 s patience");
+    assert!(matches!(r, Err(OpError::Disconnected(_))), "{r:?}");
+}

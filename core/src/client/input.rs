@@ -11,7 +11,7 @@ use crate::protocol::{ErrorCode, Message, ResumeStatus, Welcome, decode_frame};
 
 use super::connection::Tick;
 use super::error::SessionLossReason;
-use super::{Client, ClientEvent, ConnectError, Event, OpError};
+use super::{Client, ClientEvent, ConnectError, Event, OpError, OpKind};
 
 impl Client {
     /// The connection asked for by [`Event::Connect`] is open.
@@ -301,6 +301,26 @@ impl Client {
         self.withdraw_all_memory();
         self.conn.reset_backoff();
         self.lost_connection(now, true);
+        if self.config.member_patience.is_some() {
+            // A cluster member going away has left the cluster (its
+            // shards were handed over first): what waits for it gives up
+            // now, not after the patience, for the cluster client to find
+            // the files' new owners. Faults wait as ever.
+            let leaving: Vec<_> = self
+                .ops
+                .ids()
+                .into_iter()
+                .filter(|op| {
+                    !matches!(
+                        self.ops.get(*op),
+                        Some(OpKind::Fault { .. } | OpKind::Close { .. })
+                    )
+                })
+                .collect();
+            for op in leaving {
+                self.complete(op, Err(OpError::Disconnected(std::time::Duration::ZERO)));
+            }
+        }
         // After the connection's queue was dropped: the adapter writes it
         // before it closes the socket (see `Event::Disconnect`).
         self.conn.push(&Message::Bye);
