@@ -281,3 +281,104 @@ fn a_lost_session_is_reported_to_one_fault_then_the_memory_mapping_goes_on() {
     store(&mut c, 0, a, &ma, 3, 9).unwrap();
     assert_eq!(load(&mut c, 1, b, &mb, 3).unwrap(), 9);
 }
+
+/// A memory mapping that leaves its member (a cluster move) names the
+/// pages stored into and not written back, takes every page out of the
+/// memory and lets go of it: nothing of it is written back to this member
+/// afterwards, and nothing this member does reaches the memory again.
+#[test]
+fn a_memory_mapping_handed_over_names_its_stores_and_leaves_its_memory() {
+    let (mut c, store_, [(a, ma), (b, mb)]) = setup(2000);
+    store(&mut c, 0, a, &ma, 3, 1).unwrap();
+    let op = c.nodes[0].client.sync(c.now, a).unwrap();
+    c.wait(0, op, Duration::from_secs(5)).unwrap().unwrap();
+    // Stored into since the sync: page 0 again, and page 2.
+    store(&mut c, 0, a, &ma, 4, 2).unwrap();
+    store(&mut c, 0, a, &ma, 2 * PAGE, 3).unwrap();
+    let now = c.now;
+    let lost = c.nodes[0].client.hand_over(now, a, true).unwrap();
+    let lost = lost.expect("the stores since the sync are lost");
+    assert_eq!(lost.pages, vec![0, 2], "{lost}");
+    assert!(lost.unsynced_writes, "{lost}");
+    assert_eq!(&*lost.unsynced_pages, &[0, 2], "{lost}");
+    {
+        let m = ma.0.lock().unwrap();
+        assert!(m.pages.iter().all(Option::is_none), "pages left in memory");
+        assert!(m.failed.is_none(), "{:?}", m.failed);
+    }
+    // Told once.
+    assert_eq!(c.nodes[0].client.hand_over(now, a, true).unwrap(), None);
+    // The other client writes page 0: client 0's member does not reach
+    // the memory it let go of (a page installed there now would be a copy
+    // no protocol keeps coherent).
+    store(&mut c, 1, b, &mb, 5, 9).unwrap();
+    c.run_for(Duration::from_millis(500));
+    let zaps = ma.0.lock().unwrap().zaps;
+    let _ = c.unmap(0, a);
+    c.run_for(Duration::from_secs(2));
+    let m = ma.0.lock().unwrap();
+    assert!(m.pages.iter().all(Option::is_none));
+    assert_eq!(m.zaps, zaps, "the unmap touched the memory");
+    drop(m);
+    // Nothing stored after the sync reached the file.
+    let on_disk = store_.contents("f").unwrap();
+    assert_eq!((on_disk[3], on_disk[4], on_disk[2 * PAGE]), (1, 0, 0));
+}
+
+/// A memory mapping that follows its file (a cluster client's) gives up a
+/// fault on an unreachable member after the member patience, for its
+/// cluster client to move it; one that stays waits the longer bound.
+#[test]
+fn a_memory_mapping_that_follows_its_file_gives_up_faults_after_the_member_patience() {
+    use rmmap_core::client::ClientConfig;
+    for follows in [true, false] {
+        let store = MemStore::new();
+        store.insert("f", vec![0u8; 4 * PAGE]);
+        let config = ServerConfig {
+            page_size: PAGE as u32,
+            max_frame: 1 << 20,
+            lease: Duration::from_millis(1000),
+            ..ServerConfig::default()
+        };
+        let cfg = ClientConfig {
+            give_up_after: Some(Duration::from_secs(30)),
+            member_patience: Some(Duration::from_secs(1)),
+            ..ClientConfig::default()
+        };
+        let mut c = Cluster::with_clients(config, store, vec![cfg], 5);
+        c.settle();
+        let mem = FakeMemory::new(4);
+        let now = c.now;
+        let op = c.nodes[0]
+            .client
+            .map_memory(
+                now,
+                "f",
+                0..4 * PAGE as u64,
+                MapOptions::read_write(),
+                Box::new(mem.clone()),
+            )
+            .unwrap();
+        let Some(Ok(Completion::Mapped { mapping, .. })) = c.wait(0, op, Duration::from_secs(5))
+        else {
+            panic!("memory map failed")
+        };
+        if follows {
+            c.nodes[0].client.follow_file(mapping).unwrap();
+        }
+        c.nodes[0].unreachable = true;
+        c.cut(0);
+        let op = c.nodes[0]
+            .client
+            .memory_fault(c.now, mapping, 1, false)
+            .unwrap();
+        let r = c.wait(0, op, Duration::from_secs(5));
+        match (follows, r) {
+            (true, Some(Err(OpError::Disconnected(waited)))) => {
+                assert!(waited < Duration::from_secs(3), "{waited:?}")
+            }
+            (false, None) => {}
+            (_, other) => panic!("follows {follows}: {other:?}"),
+        }
+    }
+}

@@ -72,7 +72,25 @@ impl Client {
         opts: MapOptions,
     ) -> Result<Pending<Mapped>, OpError> {
         let (offset, len) = map_range(&range)?;
-        self.map_inner(now, path, offset, len, opts, None)
+        self.map_inner(now, path, offset, len, opts, None, true)
+    }
+
+    /// Maps `range` of `path` read-only only to learn whether this member
+    /// serves the file: a cluster client's question before it moves a
+    /// memory mapping of the range here, or keeps it here. Unlike
+    /// [`Client::map`], a memory mapping of the range on this connection
+    /// does not refuse it ([`OpError::Overlap`]). Nothing may be read or
+    /// written through it: unmap it once it is answered (the pages of the
+    /// memory mapping stay, as they do when any overlapping mapping ends).
+    pub fn probe_map(
+        &mut self,
+        now: Instant,
+        path: &str,
+        range: Range<u64>,
+    ) -> Result<Pending<Mapped>, OpError> {
+        let (offset, len) = map_range(&range)?;
+        let opts = MapOptions::read_only();
+        self.map_inner(now, path, offset, len, opts, None, false)
     }
 
     /// Maps `range` of the file at `path` into memory the adapter owns (see
@@ -105,6 +123,7 @@ impl Client {
             len,
             opts,
             Some(super::memory::Memory(backing)),
+            true,
         )
     }
 
@@ -139,6 +158,7 @@ impl Client {
         r.map(Pending::fault_resolved)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn map_inner(
         &mut self,
         now: Instant,
@@ -147,6 +167,7 @@ impl Client {
         len: u64,
         opts: MapOptions,
         memory: Option<super::memory::Memory>,
+        refuse_overlap: bool,
     ) -> Result<Pending<Mapped>, OpError> {
         if let Some(f) = self.conn.failed() {
             return Err(OpError::Closed(f.to_owned()));
@@ -157,6 +178,7 @@ impl Client {
         if let Some(other) = self
             .mappings
             .memory_overlap(path, offset, len, memory.is_some())
+            .filter(|_| refuse_overlap)
         {
             return Err(OpError::Overlap {
                 path: path.to_owned(),

@@ -30,8 +30,13 @@ impl Client {
     /// A loss already pending on the mapping (not yet reported) is
     /// returned with it. The mapping stays until unmapped, with nothing
     /// unsynced and its cached copies dropped; operations still waiting on
-    /// it are woken to fail. A memory mapping cannot leave (its memory is
-    /// this connection's): [`OpError::Unsupported`].
+    /// it are woken to fail.
+    ///
+    /// A memory mapping leaves its memory behind: its pages are taken out
+    /// (their stores captured first, so that a page written here and not
+    /// written back is named), and the backing is dropped, so that nothing
+    /// here touches the memory again; the adapter gives the memory to the
+    /// mapping on the new member, where the next access faults.
     pub fn hand_over(
         &mut self,
         _now: Instant,
@@ -39,14 +44,15 @@ impl Client {
         member_lost: bool,
     ) -> Result<Option<LostWrites>, OpError> {
         let m = self.mappings.get(mapping).ok_or(OpError::UnknownMapping)?;
-        if m.memory.is_some() {
-            return Err(OpError::Unsupported(
-                "a memory mapping stays on the member that mapped it",
-            ));
-        }
         let ps = self.conn.page_size().unwrap_or(4096);
         let (a, b) = m.pages(ps);
-        let (file, writable) = (m.file, m.writable);
+        let (file, writable, memory) = (m.file, m.writable, m.memory.is_some());
+        if let (Some(file), true) = (file, memory) {
+            self.withdraw_range(file, a, b, |_| true);
+            let m = self.mappings.get_mut(mapping).expect("looked up above");
+            m.memory = None;
+        }
+        let m = self.mappings.get(mapping).expect("looked up above");
         let mut lost = match &m.status {
             MappingStatus::Lost(l) => Some(l.clone()),
             _ => None,

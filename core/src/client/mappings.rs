@@ -74,6 +74,9 @@ pub(crate) struct MappingState {
     pub(crate) write_window: AheadWindow,
     /// The memory of a memory mapping.
     pub(crate) memory: Option<super::memory::Memory>,
+    /// The adapter moves the mapping, memory and all, to the member that
+    /// serves its file when this one stops ([`super::Client::follow_file`]).
+    pub(crate) follows_file: bool,
 }
 
 impl MappingState {
@@ -109,6 +112,7 @@ impl MappingState {
             write_window: AheadWindow::new(initial_window),
             file_len: 0,
             memory,
+            follows_file: false,
         }
     }
 

@@ -233,6 +233,19 @@ impl Client {
         })
     }
 
+    /// Marks memory mapping `mapping` as one the adapter moves with its
+    /// file to another cluster member ([`Client::hand_over`]): its faults
+    /// then give up on a lost connection after `member_patience`, as other
+    /// operations do, instead of `give_up_after`.
+    pub fn follow_file(&mut self, mapping: MappingId) -> Result<(), OpError> {
+        let m = self
+            .mappings
+            .get_mut(mapping)
+            .ok_or(OpError::UnknownMapping)?;
+        m.follows_file = true;
+        Ok(())
+    }
+
     /// Tells the backing of `mapping` that it failed for good.
     pub(crate) fn fail_memory(&mut self, mapping: MappingId, error: &OpError) {
         if let Some(b) = self.backing(mapping) {

@@ -130,12 +130,15 @@ impl Client {
     }
 
     /// How long `op` waits for a lost connection: a memory mapping's fault
-    /// `give_up_after`, any other operation of a cluster member's client
-    /// its `member_patience` at most (see [`super::ClientConfig`]).
+    /// `give_up_after` (unless the mapping follows its file), any other
+    /// operation of a cluster member's client its `member_patience` at
+    /// most (see [`super::ClientConfig`]).
     pub(crate) fn give_up_limit(&self, op: &OpKind) -> Option<std::time::Duration> {
         let all = self.config.give_up_after;
+        let stays = |m: &MappingId| self.mappings.get(*m).is_none_or(|m| !m.follows_file);
         match (op, self.config.member_patience) {
-            (OpKind::Fault { .. }, _) | (_, None) => all,
+            (_, None) => all,
+            (OpKind::Fault { mapping, .. }, _) if stays(mapping) => all,
             (_, Some(p)) => Some(all.map_or(p, |a| a.min(p))),
         }
     }
