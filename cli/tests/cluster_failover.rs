@@ -11,7 +11,11 @@
 //!   once it reaches etcd;
 //! - a planned leave (SIGTERM) moves the leaving member's mappings to the
 //!   next owner, which takes their writes without the grace; nothing written
-//!   before it is lost, and no loss is reported.
+//!   before it is lost, and no loss is reported;
+//! - a memory mapping does the same at the same address: after SIGKILL one
+//!   access reports the store the owner had not written back, the next
+//!   read the new owner's bytes; after SIGTERM stores go on through the new
+//!   owner with nothing reported.
 //!
 //! Each test prints its figures (`eprintln`, see `--nocapture`). The tests
 //! run one at a time: three clusters at once on two cores would blur them.
@@ -32,7 +36,8 @@ use cluster_common::{
 };
 use rmmap_core::cluster::{desired_owner, shard_of};
 use rmmap_tokio::{
-    Access, ClientConfig, ClusterClient, ErrorCode, LossCause, OpError, SessionLossReason,
+    Access, ClientConfig, ClusterClient, ErrorCode, LossCause, MapOptions, MemoryMapping, OpError,
+    SessionLossReason, memory_support,
 };
 
 /// One test at a time (see the module docs).
@@ -438,6 +443,174 @@ fn a_planned_leave_moves_writes_without_the_takeover_grace() {
             "FIGURES leave: SIGTERM -> first synced write on the new owner through the \
              leaving member's mapping {write_after:?} (grace {grace:?}); errors on the way: {:?}",
             errors.iter().map(|e| e.kind()).collect::<Vec<_>>()
+        );
+    });
+}
+
+/// A cluster client's memory mapping of `name`, read-write over `len`
+/// bytes, on the member that owns it; `None` (with a message) where this
+/// machine has no userfaultfd.
+async fn memory_map(client: &ClusterClient, name: &str, len: u64) -> Option<MemoryMapping> {
+    if let Err(e) = memory_support() {
+        eprintln!("SKIPPED memory mappings in a cluster: {e}");
+        return None;
+    }
+    let opts = MapOptions {
+        access: Access::ReadWrite,
+        create: false,
+    };
+    Some(client.map_memory_with(name, 0..len, opts).await.unwrap())
+}
+
+/// The little-endian word at `offset` of `data`.
+fn word(data: &[u8], offset: usize) -> u64 {
+    u64::from_le_bytes(data[offset..offset + 8].try_into().unwrap())
+}
+
+#[test]
+fn a_sigkilled_owners_memory_mapping_moves_and_names_its_lost_stores() {
+    serially(async {
+        let Some(etcd) = Etcd::start("a memory mapping after SIGKILL") else {
+            return;
+        };
+        let scene = Scene::new();
+        let ids = ["a", "b", "c"];
+        let mut members = cluster(&etcd, &scene, &ids, &[]).await;
+        let name = file_of("a", &ids, "memory-killed");
+        let all = listed(&[&members[0], &members[1], &members[2]]);
+        let v1 = pattern(3 * 4096, 7);
+        assert!(put_at(&scene, &all, &name, 0, &v1).is_ok());
+        let addrs: Vec<&str> = all.split(',').collect();
+        let client = ClusterClient::connect(&addrs, ClientConfig::default())
+            .await
+            .unwrap();
+        let Some(mm) = memory_map(&client, &name, v1.len() as u64).await else {
+            return;
+        };
+        let on_a = client.connection(&members[0].addr).unwrap();
+        assert!(mm.client().same_connection(&on_a), "mapped on a");
+        // Stored and synced on page 0; stored and never synced on page 2.
+        mm.store(8, &0x5157_u64.to_le()).unwrap();
+        mm.sync().await.unwrap();
+        mm.store(2 * 4096 + 16, &0xdead_u64.to_le()).unwrap();
+
+        let killed = Instant::now();
+        members[0].kill();
+        // Loads go on from memory while the client's lease lasts, then
+        // fault; the fault gives up on a after the member patience, the
+        // cluster client finds the new owner once a's etcd lease is gone,
+        // and the mapping moves there with its memory: one access reports
+        // the store a may have lost, and the next read the new owner's.
+        let bound = 2 * TTL + takeover_grace();
+        let mut reports = Vec::new();
+        let mut others = Vec::new();
+        let moved_after = loop {
+            match mm.load::<u64>(8) {
+                Ok(v) if !mm.client().same_connection(&on_a) => {
+                    assert_eq!(u64::from_le(v), 0x5157, "the synced store");
+                    break killed.elapsed();
+                }
+                Ok(v) => assert_eq!(u64::from_le(v), 0x5157),
+                Err(OpError::SessionLost(l)) => reports.push(l),
+                Err(e) => others.push(e.kind()),
+            }
+            assert!(
+                killed.elapsed() < bound,
+                "the memory mapping did not move within {bound:?}: {reports:?}, {others:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(reports.len(), 1, "told once: {reports:?}, {others:?}");
+        let lost = &reports[0];
+        assert_eq!(
+            lost.cause,
+            LossCause::Session(SessionLossReason::MemberLost),
+            "{lost}"
+        );
+        assert_eq!(&*lost.unsynced_pages, &[2], "{lost}");
+        assert_eq!(lost.pages, vec![2], "never written back: {lost}");
+        assert!(others.is_empty(), "errors besides the report: {others:?}");
+        assert_eq!(mm.failure(), None);
+        // The page a lost reads as the file has it; stores go on through
+        // the new owner and reach the file.
+        let page2 = u64::from_le(mm.load::<u64>(2 * 4096 + 16).unwrap());
+        assert_eq!(page2, word(&v1, 2 * 4096 + 16), "the lost store read back");
+        mm.store(4096, &0x0b0e_u64.to_le()).unwrap();
+        mm.sync().await.unwrap();
+        let write_after = killed.elapsed();
+        let got = cat(&all, &name).unwrap();
+        assert_eq!(
+            (word(&got, 8), word(&got, 4096)),
+            (0x5157, 0x0b0e),
+            "the file after the move"
+        );
+        drop((mm, on_a, client));
+        eprintln!(
+            "FIGURES memory sigkill: kill -> the memory mapping read at the new owner \
+             {moved_after:?} (bound {bound:?}), -> first synced store through it {write_after:?}"
+        );
+    });
+}
+
+#[test]
+fn a_planned_leave_moves_a_memory_mapping_without_a_loss() {
+    serially(async {
+        let Some(etcd) = Etcd::start("a memory mapping in a planned leave") else {
+            return;
+        };
+        let scene = Scene::new();
+        let ids = ["a", "b", "c"];
+        let mut members = cluster(&etcd, &scene, &ids, &[]).await;
+        let name = file_of("a", &ids, "memory-leaving");
+        let all = listed(&[&members[0], &members[1], &members[2]]);
+        let survivors = listed(&[&members[1], &members[2]]);
+        let v1 = pattern(4 * 4096, 8);
+        assert!(put_at(&scene, &all, &name, 0, &v1).is_ok());
+        let addrs: Vec<&str> = all.split(',').collect();
+        let client = ClusterClient::connect(&addrs, ClientConfig::default())
+            .await
+            .unwrap();
+        let Some(mm) = memory_map(&client, &name, v1.len() as u64).await else {
+            return;
+        };
+        let on_a = client.connection(&members[0].addr).unwrap();
+        assert!(mm.client().same_connection(&on_a), "mapped on a");
+        // Stored, never synced: the drain recalls it.
+        mm.store(24, &0x1eaf_u64.to_le()).unwrap();
+
+        let left = Instant::now();
+        members[0].signal_term();
+        let mut errors = Vec::new();
+        let mut n = 0u64;
+        let moved_after = loop {
+            n += 1;
+            match mm.store(2 * 4096, &n.to_le()) {
+                Ok(()) => match mm.sync().await {
+                    Ok(()) if !mm.client().same_connection(&on_a) => break left.elapsed(),
+                    Ok(()) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    Err(e) => errors.push(e),
+                },
+                Err(e) => errors.push(e),
+            }
+            assert!(
+                left.elapsed() < 2 * TTL,
+                "no store through the new owner after SIGTERM: {errors:?}"
+            );
+        };
+        assert!(errors.is_empty(), "a planned leave showed: {errors:?}");
+        assert_eq!(u64::from_le(mm.load::<u64>(24).unwrap()), 0x1eaf);
+        let exit = members[0].terminate(Duration::from_secs(10)).await;
+        assert!(exit.success(), "{exit}: {}", members[0].log());
+        drop((mm, on_a, client));
+        let got = cat(&survivors, &name).unwrap();
+        assert_eq!(
+            (word(&got, 24), word(&got, 2 * 4096)),
+            (0x1eaf, n),
+            "the file after the leave"
+        );
+        eprintln!(
+            "FIGURES memory leave: SIGTERM -> first synced store through the new owner \
+             {moved_after:?} after {n} stores"
         );
     });
 }

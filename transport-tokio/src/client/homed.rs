@@ -12,6 +12,8 @@ use rmmap_core::protocol::ErrorCode;
 
 use super::ClusterClient;
 use super::mapping::MappingInner;
+#[cfg(target_os = "linux")]
+use crate::memory::MemoryState;
 
 /// Where a cluster mapping lives now, and how to map it again.
 pub(crate) struct Home {
@@ -23,6 +25,9 @@ pub(crate) struct Home {
     path: String,
     range: Range<u64>,
     opts: MapOptions,
+    /// A memory mapping's memory, which moves with it.
+    #[cfg(target_os = "linux")]
+    memory: Option<Arc<MemoryState>>,
 }
 
 impl Home {
@@ -40,7 +45,60 @@ impl Home {
             path: path.to_owned(),
             range,
             opts,
+            #[cfg(target_os = "linux")]
+            memory: None,
         }
+    }
+
+    /// The mapping is a memory mapping over `state`: a move maps the
+    /// memory on the new member.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn with_memory(self, state: Arc<MemoryState>) -> Self {
+        Home {
+            memory: Some(state),
+            ..self
+        }
+    }
+
+    /// The range mapped on the member that serves the file: the mapping
+    /// to move to, or for a memory mapping a probe of that member (the
+    /// memory goes there only once it is known to be another member).
+    async fn find_owner(&self) -> Result<Arc<MappingInner>, OpError> {
+        let (path, range) = (&self.path, self.range.clone());
+        #[cfg(target_os = "linux")]
+        if self.memory.is_some() {
+            return self.cluster.probe_owner(path, range).await;
+        }
+        self.cluster.map_on_owner(path, range, self.opts).await
+    }
+
+    /// The mapping on the member `probe` (a plain mapping of the range
+    /// there) is on: `probe` itself, or for a memory mapping the memory
+    /// mapped there in its place.
+    async fn moved_to(&self, probe: Arc<MappingInner>) -> Result<Arc<MappingInner>, String> {
+        #[cfg(target_os = "linux")]
+        if let Some(state) = &self.memory {
+            let client = probe.client.clone();
+            // Unmapped first: a memory mapping may overlap nothing else
+            // of the file on its connection.
+            let id = probe.mapped.mapping;
+            client
+                .shared()
+                .run(|c, now| c.unmap(now, id))
+                .await
+                .map_err(|e| e.to_string())?;
+            drop(probe);
+            return client
+                .map_backed(&self.path, self.range.clone(), self.opts, state)
+                .await
+                .and_then(|m| {
+                    let id = m.mapped.mapping;
+                    client.shared().with(|c, _| c.follow_file(id))?;
+                    Ok(m)
+                })
+                .map_err(|e| e.to_string());
+        }
+        Ok(probe)
     }
 
     pub(crate) fn current(&self) -> Arc<MappingInner> {
@@ -116,11 +174,7 @@ impl Home {
             // One address: there is nobody else to ask.
             return Err(e);
         }
-        let moved = match self
-            .cluster
-            .map_on_owner(&self.path, self.range.clone(), self.opts)
-            .await
-        {
+        let moved = match self.find_owner().await {
             Ok(m) => m,
             Err(why) => {
                 tracing::debug!(path = %self.path, error = %why, "the file's owner cannot be reached");
@@ -133,6 +187,13 @@ impl Home {
             drop(moved);
             return left.stayed(e, again);
         }
+        let moved = match self.moved_to(moved).await {
+            Ok(m) => m,
+            Err(why) => {
+                tracing::debug!(path = %self.path, error = %why, "mapping the memory on the file's owner failed");
+                return Err(e);
+            }
+        };
         let id = at.mapped.mapping;
         let member_lost = left == MemberLeft::Unreachable;
         let lost = match at

@@ -95,6 +95,12 @@ impl Mapping {
         }
     }
 
+    pub(crate) fn fixed(inner: Arc<MappingInner>) -> Self {
+        Mapping {
+            at: At::Fixed(inner),
+        }
+    }
+
     pub(crate) fn homed(home: Home) -> Self {
         Mapping {
             at: At::Homed(Arc::new(home)),
@@ -102,7 +108,7 @@ impl Mapping {
     }
 
     /// The mapping on the connection that carries it now.
-    fn current(&self) -> Arc<MappingInner> {
+    pub(crate) fn current(&self) -> Arc<MappingInner> {
         match &self.at {
             At::Fixed(m) => m.clone(),
             At::Homed(h) => h.current(),
@@ -124,20 +130,30 @@ impl Mapping {
         }
     }
 
+    /// Whether the mapping follows its file from member to member.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn follows_file(&self) -> bool {
+        matches!(self.at, At::Homed(_))
+    }
+
+    /// A memory fault (or a copy's faults) on `at` failed with `e`:
+    /// `Ok(())` to fault again on the member that serves the file now,
+    /// else the error the fault fails with (a move's loss, once, or `e`).
+    #[cfg(target_os = "linux")]
+    pub(crate) async fn after_fault(
+        &self,
+        at: &Arc<MappingInner>,
+        e: OpError,
+    ) -> Result<(), OpError> {
+        self.after(at, e, Again::Yes, &mut None).await
+    }
+
     /// The mapping on its one connection, if it never moves (as every
     /// mapping a [`Client`] makes).
     pub(crate) fn into_fixed(self) -> Option<Arc<MappingInner>> {
         match self.at {
             At::Fixed(m) => Some(m),
             At::Homed(_) => None,
-        }
-    }
-
-    /// The connection of a mapping that never moves (a memory mapping's).
-    pub(crate) fn fixed_client(&self) -> &Client {
-        match &self.at {
-            At::Fixed(m) => &m.client,
-            At::Homed(_) => unreachable!("memory mappings are made on one connection"),
         }
     }
 

@@ -226,6 +226,25 @@ impl ClusterClient {
             .expect("a member's client maps on its connection"))
     }
 
+    /// Asks the cluster which member serves `range` of `path`: a
+    /// [`Client::probe_map`] of it on that member (a memory mapping of the
+    /// range on the way does not refuse it), for the caller to unmap.
+    #[cfg(target_os = "linux")]
+    pub(crate) async fn probe_owner(
+        &self,
+        path: &str,
+        range: Range<u64>,
+    ) -> Result<Arc<MappingInner>, OpError> {
+        let m = self
+            .follow(|c| {
+                let range = range.clone();
+                async move { c.probe_map(path, range).await }
+            })
+            .await?;
+        Ok(m.into_fixed()
+            .expect("a member's client maps on its connection"))
+    }
+
     /// A request's way through the cluster, from now.
     pub(crate) fn redirects(&self) -> Redirects {
         Redirects::new(self.inner.policy, self.now(), self.inner.several)
@@ -253,7 +272,11 @@ impl ClusterClient {
     }
 
     /// Maps `range` of the file at `path` into memory on the member that
-    /// owns it (Linux; see [`Client::map_memory_with`]).
+    /// owns it (Linux; see [`Client::map_memory_with`]). Like a
+    /// [`Mapping`], it follows its file from member to member, memory and
+    /// all (CLUSTER.md section 6): its pages leave memory and fault in
+    /// again from the new owner; a move that may have lost stores is
+    /// reported once, through a fault, naming the pages.
     #[cfg(target_os = "linux")]
     pub async fn map_memory_with(
         &self,
@@ -263,7 +286,7 @@ impl ClusterClient {
     ) -> Result<crate::MemoryMapping, crate::MemoryError> {
         self.follow(|c| {
             let range = range.clone();
-            async move { c.map_memory_with(path, range, opts).await }
+            async move { c.map_memory_on(path, range, opts, Some(self)).await }
         })
         .await
     }

@@ -25,7 +25,9 @@ use rmmap_core::client::{Completion, IntoStarted, MapOptions, OpError, OpId, Pen
 use rmmap_secure::random_seed;
 use tokio::sync::{Notify, broadcast, oneshot};
 
+pub(crate) use homed::Home;
 pub use mapping::Mapping;
+pub(crate) use mapping::MappingInner;
 pub use members::ClusterClient;
 pub use rmmap_core::client::{Access, ClientConfig, ClientEvent, ConnectError};
 
@@ -288,6 +290,22 @@ impl Client {
         let m = self
             .shared()
             .run(|c, now| c.map(now, path, range, opts))
+            .await?;
+        Ok(Mapping::new(self.clone(), m))
+    }
+
+    /// Asks this member whether it serves `range` of `path` with a
+    /// read-only mapping that a memory mapping of the range here does not
+    /// refuse (see `rmmap_core::client::Client::probe_map`): nothing is
+    /// read or written through it.
+    pub(crate) async fn probe_map(
+        &self,
+        path: &str,
+        range: Range<u64>,
+    ) -> Result<Mapping, OpError> {
+        let m = self
+            .shared()
+            .run(|c, now| c.probe_map(now, path, range))
             .await?;
         Ok(Mapping::new(self.clone(), m))
     }

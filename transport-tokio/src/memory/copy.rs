@@ -32,6 +32,7 @@ use std::ops::Range;
 use rmmap_core::client::OpError;
 
 use super::MemoryMapping;
+use crate::client::MappingInner;
 
 /// Pages copied per step (and held under the lock): one remote `iovec`
 /// each.
@@ -99,7 +100,8 @@ impl MemoryMapping {
             let step = end - at;
             let copied = if kernel && contended < CONTENDED_ROUNDS {
                 let r = {
-                    let _held = self.client().shared().lock();
+                    let client = self.client();
+                    let _held = client.shared().lock();
                     // SAFETY: `local + done .. + step` lies in the caller's
                     // buffer (done + step <= len), `base + at .. + step` in
                     // the region, which lives as long as `self`.
@@ -142,19 +144,36 @@ impl MemoryMapping {
     /// would, but reports a failure as an error.
     async fn fault_in(&self, range: Range<u64>, write: bool) -> Result<(), OpError> {
         let page = self.page_size() as u64;
-        let (id, shared) = (self.id(), self.client().shared());
-        let mut waiting = Vec::new();
-        for index in range.start / page..range.end.div_ceil(page) {
-            let (pending, rx, _) =
-                shared.register(|c, now| c.memory_fault(now, id, index, write))?;
-            waiting.push((pending, rx));
+        loop {
+            // On the member the mapping is on now; after a failure there,
+            // again wherever it moved (a cluster client's mapping).
+            let at = self.mapping.current();
+            match fault_in_at(&at, page, range.clone(), write).await {
+                Err(e) => self.mapping.after_fault(&at, e).await?,
+                Ok(()) => return Ok(()),
+            }
         }
-        shared.wake_driver();
-        for (pending, rx) in waiting {
-            pending.finish(rx.await.unwrap_or_else(|_| Err(shared.stopped())))?;
-        }
-        Ok(())
     }
+}
+
+/// Brings the pages of `range` into memory through the mapping `at`.
+async fn fault_in_at(
+    at: &MappingInner,
+    page: u64,
+    range: Range<u64>,
+    write: bool,
+) -> Result<(), OpError> {
+    let (id, shared) = (at.mapped.mapping, at.client.shared());
+    let mut waiting = Vec::new();
+    for index in range.start / page..range.end.div_ceil(page) {
+        let (pending, rx, _) = shared.register(|c, now| c.memory_fault(now, id, index, write))?;
+        waiting.push((pending, rx));
+    }
+    shared.wake_driver();
+    for (pending, rx) in waiting {
+        pending.finish(rx.await.unwrap_or_else(|_| Err(shared.stopped())))?;
+    }
+    Ok(())
 }
 
 /// Copies `len` bytes between `local` and this process's memory at

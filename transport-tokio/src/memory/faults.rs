@@ -23,14 +23,14 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rmmap_core::client::{Completion, MappingId, OpError, Pending};
+use rmmap_core::client::{Completion, OpError, Pending};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use super::FaultMode;
 use super::backing::MemoryState;
 use super::uffd::{EventFd, Fault, PAGEFAULT_FLAG_WRITE, send_sigbus};
-use crate::client::Shared;
+use crate::client::{Mapping, MappingInner, Shared};
 
 /// Longest a fault resolved without the network waits for the driver to
 /// collect its completion.
@@ -86,10 +86,18 @@ impl Watchdog {
 
 /// What a fault thread works with.
 pub(crate) struct FaultContext {
-    pub(crate) shared: Arc<Shared>,
+    /// The mapping, on the member that serves its file now (a cluster
+    /// client's moves there with its memory).
+    pub(crate) mapping: Mapping,
     pub(crate) state: Arc<MemoryState>,
-    pub(crate) mapping: MappingId,
     pub(crate) runtime: tokio::runtime::Handle,
+}
+
+impl FaultContext {
+    /// The client state of the connection the mapping is on now.
+    fn shared(&self) -> Arc<Shared> {
+        self.mapping.current().client.shared().clone()
+    }
 }
 
 /// The running fault thread; stopped and joined on drop.
@@ -146,7 +154,7 @@ impl FaultThread {
             .abort_handle();
         let w = wake.clone();
         let join = std::thread::Builder::new()
-            .name(format!("rmmap-fault-{}", ctx.mapping.0))
+            .name(format!("rmmap-fault-{}", ctx.mapping.id().0))
             .spawn(move || run(&ctx, &w))?;
         Ok(FaultThread {
             wake,
@@ -172,6 +180,47 @@ struct Outstanding {
     rx: oneshot::Receiver<Result<Completion, OpError>>,
     fault: Fault,
     index: u64,
+    /// The mapping it was handed to (on that member).
+    at: Arc<MappingInner>,
+}
+
+/// A fault of a mapping that follows its file, failed on one member,
+/// waiting for the mapping to move (or to be told it stays).
+struct Moving {
+    rx: oneshot::Receiver<Result<(), OpError>>,
+    fault: Fault,
+    index: u64,
+}
+
+/// Faults that failed and what became of them.
+#[derive(Default)]
+struct Failed {
+    moving: Vec<Moving>,
+}
+
+impl Failed {
+    /// A fault on `at` failed with `error`: delivered, or, for a mapping
+    /// that follows its file, first handed to the cluster client, which
+    /// moves the mapping if its member let the file go (and says once
+    /// what it lost there) and lets the fault run again.
+    fn fault_failed(
+        &mut self,
+        ctx: &FaultContext,
+        fault: Fault,
+        index: u64,
+        at: Arc<MappingInner>,
+        error: OpError,
+    ) {
+        if !ctx.mapping.follows_file() {
+            return deliver(ctx, fault, index, error);
+        }
+        let (tx, rx) = oneshot::channel();
+        let mapping = ctx.mapping.clone();
+        ctx.runtime.spawn(async move {
+            let _ = tx.send(mapping.after_fault(&at, error).await);
+        });
+        self.moving.push(Moving { rx, fault, index });
+    }
 }
 
 fn run(ctx: &FaultContext, wake: &Arc<Wakeup>) {
@@ -180,11 +229,15 @@ fn run(ctx: &FaultContext, wake: &Arc<Wakeup>) {
     let waker = Waker::from(wake.clone());
     let mut buf = vec![0u8; 32 * 64];
     let mut outstanding: Vec<Outstanding> = Vec::new();
+    let mut failed = Failed::default();
+    // Faults to hand to the core (again, after a move) on the next turn.
+    let mut again: Vec<Fault> = Vec::new();
     // Since when faults resolved without waking the driver wait for it.
     let mut uncollected: Option<Instant> = None;
     let mut watchdog = Watchdog::default();
     loop {
         let timeout = match uncollected.map(|t| COLLECT.saturating_sub(t.elapsed())) {
+            _ if !again.is_empty() => Some(Duration::ZERO),
             None if !outstanding.is_empty() => Some(PROBE),
             t => t,
         };
@@ -206,20 +259,7 @@ fn run(ctx: &FaultContext, wake: &Arc<Wakeup>) {
         }
         if woke.faults {
             match ctx.state.region.read_faults(&mut buf) {
-                Ok(faults) => {
-                    for f in faults {
-                        if let Some((o, needs_driver)) = on_fault(ctx, wake, f) {
-                            if needs_driver {
-                                // Its turn routes every completion queued.
-                                ctx.shared.wake_driver();
-                                uncollected = None;
-                            } else {
-                                uncollected.get_or_insert_with(Instant::now);
-                            }
-                            outstanding.push(o);
-                        }
-                    }
-                }
+                Ok(faults) => again.extend(faults),
                 Err(e) => {
                     tracing::error!(error = %e, "reading userfaultfd events");
                     fail_mapping(ctx, format!("reading its faults failed: {e}"));
@@ -227,14 +267,27 @@ fn run(ctx: &FaultContext, wake: &Arc<Wakeup>) {
                 }
             }
         }
+        for f in std::mem::take(&mut again) {
+            if let Some((o, needs_driver)) = on_fault(ctx, wake, f, &mut failed) {
+                if needs_driver {
+                    // Its turn routes every completion queued.
+                    o.at.client.shared().wake_driver();
+                    uncollected = None;
+                } else {
+                    uncollected.get_or_insert_with(Instant::now);
+                }
+                outstanding.push(o);
+            }
+        }
         if uncollected.is_some_and(|t| t.elapsed() >= COLLECT) {
             // Let the driver route the completions of the faults resolved
             // on the spot (and recompute its deadlines).
-            ctx.shared.wake_driver();
+            ctx.shared().wake_driver();
             uncollected = None;
         }
         let gone = wake.runtime_gone.load(Ordering::Acquire);
         let mut cx = Context::from_waker(&waker);
+        let mut done = Vec::new();
         outstanding.retain_mut(|o| match Pin::new(&mut o.rx).poll(&mut cx) {
             Poll::Pending if !gone => true,
             Poll::Pending => {
@@ -243,11 +296,38 @@ fn run(ctx: &FaultContext, wake: &Arc<Wakeup>) {
                 false
             }
             Poll::Ready(r) => {
-                resolved(ctx, o, r);
+                let r = r.unwrap_or_else(|_| Err(o.at.client.shared().stopped()));
+                if let Err(e) = resolved(ctx, o, r) {
+                    done.push((o.fault, o.index, o.at.clone(), e));
+                }
                 false
             }
         });
-        if watchdog.stalled(&ctx.shared, !outstanding.is_empty()) {
+        for (fault, index, at, e) in done {
+            failed.fault_failed(ctx, fault, index, at, e);
+        }
+        // Faults that waited for a move: run again (next turn, at once),
+        // on the member the mapping is on now, or failed. Polled last, so
+        // that every one waiting is woken for.
+        failed
+            .moving
+            .retain_mut(|m| match Pin::new(&mut m.rx).poll(&mut cx) {
+                Poll::Pending if !gone => true,
+                Poll::Ready(Ok(Ok(()))) => {
+                    again.push(m.fault);
+                    false
+                }
+                Poll::Ready(Ok(Err(e))) => {
+                    deliver(ctx, m.fault, m.index, e);
+                    false
+                }
+                Poll::Pending | Poll::Ready(Err(_)) => {
+                    let e = OpError::Closed("the client's runtime shut down".into());
+                    deliver(ctx, m.fault, m.index, e);
+                    false
+                }
+            });
+        if watchdog.stalled(&ctx.shared(), !outstanding.is_empty()) {
             tracing::error!("{DRIVER_STALLED}");
             for o in outstanding.drain(..) {
                 deliver(ctx, o.fault, o.index, OpError::Unsupported(DRIVER_STALLED));
@@ -262,7 +342,12 @@ fn run(ctx: &FaultContext, wake: &Arc<Wakeup>) {
 
 /// Hands one fault to the core: the fault waiting for its completion, and
 /// whether the driver must be woken now (a request is waiting to go out).
-fn on_fault(ctx: &FaultContext, wake: &Wakeup, f: Fault) -> Option<(Outstanding, bool)> {
+fn on_fault(
+    ctx: &FaultContext,
+    wake: &Wakeup,
+    f: Fault,
+    failed: &mut Failed,
+) -> Option<(Outstanding, bool)> {
     let region = &ctx.state.region;
     let Some(off) = (f.addr as usize)
         .checked_sub(region.base())
@@ -279,9 +364,12 @@ fn on_fault(ctx: &FaultContext, wake: &Wakeup, f: Fault) -> Option<(Outstanding,
         return None;
     }
     loop {
-        let registered = ctx
-            .shared
-            .register(|c, now| c.memory_fault(now, ctx.mapping, index, write));
+        let at = ctx.mapping.current();
+        let id = at.mapped.mapping;
+        let registered = at
+            .client
+            .shared()
+            .register(|c, now| c.memory_fault(now, id, index, write));
         match registered {
             Ok((pending, rx, needs_driver)) => {
                 return Some((
@@ -290,51 +378,51 @@ fn on_fault(ctx: &FaultContext, wake: &Wakeup, f: Fault) -> Option<(Outstanding,
                         rx,
                         fault: f,
                         index,
+                        at,
                     },
                     needs_driver,
                 ));
             }
             // Too many operations pending: the backlog drains by itself.
             Err(OpError::Busy(_)) => {
-                ctx.shared.wake_driver();
+                at.client.shared().wake_driver();
                 std::thread::sleep(COLLECT);
             }
             Err(e) => {
-                deliver(ctx, f, index, e);
+                failed.fault_failed(ctx, f, index, at, e);
                 return None;
             }
         }
     }
 }
 
-/// A fault completed (or the driver dropped it when it stopped).
+/// A fault completed (or the driver dropped it when it stopped): the
+/// error it failed with, if it did.
 fn resolved(
     ctx: &FaultContext,
     o: &Outstanding,
-    r: Result<Result<Completion, OpError>, oneshot::error::RecvError>,
-) {
-    let r = r.unwrap_or_else(|_| Err(ctx.shared.stopped()));
-    match o.pending.finish(r) {
-        Ok(()) => {
-            // The core installed or unprotected the page, which woke the
-            // thread; waking again covers a page that was already there.
-            if !ctx.state.region.failed() {
-                let _ = ctx.state.region.wake(Some(o.index));
-            }
-            // The mapping works again: pages of zeros put in for earlier
-            // failed faults leave, so the next access to them fetches.
-            if ctx.state.has_filled() {
-                let _lock = ctx.shared.lock();
-                ctx.state.drop_filled();
-            }
-        }
-        Err(e) => deliver(ctx, o.fault, o.index, e),
+    r: Result<Completion, OpError>,
+) -> Result<(), OpError> {
+    o.pending.finish(r)?;
+    // The core installed or unprotected the page, which woke the thread;
+    // waking again covers a page that was already there.
+    if !ctx.state.region.failed() {
+        let _ = ctx.state.region.wake(Some(o.index));
     }
+    // The mapping works again: pages of zeros put in for earlier failed
+    // faults leave, so the next access to them fetches.
+    if ctx.state.has_filled() {
+        let shared = ctx.shared();
+        let _lock = shared.lock();
+        ctx.state.drop_filled();
+    }
+    Ok(())
 }
 
 fn fail_mapping(ctx: &FaultContext, why: String) {
     // Under the lock, like every call the core makes on the backing.
-    let _lock = ctx.shared.lock();
+    let shared = ctx.shared();
+    let _lock = shared.lock();
     ctx.state
         .fail(OpError::Closed(format!("the memory mapping broke: {why}")));
 }
@@ -348,7 +436,8 @@ fn fail_mapping(ctx: &FaultContext, why: String) {
 fn deliver(ctx: &FaultContext, f: Fault, index: u64, error: OpError) {
     if ctx.state.mode() == FaultMode::Report {
         tracing::debug!(%error, addr = f.addr, "memory fault failed: reported");
-        let _lock = ctx.shared.lock();
+        let shared = ctx.shared();
+        let _lock = shared.lock();
         ctx.state.report(index, error);
         return;
     }

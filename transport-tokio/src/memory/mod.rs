@@ -69,6 +69,11 @@
 //!   `OpError::SessionLost` naming the pages) is what `checked` returns,
 //!   once. A graceful restart loses nothing and reports nothing: threads
 //!   wait in their faults until the next run serves the pages.
+//! * A mapping made by a [`ClusterClient`] **moves with its file** to the
+//!   member that serves it (CLUSTER.md section 6), at the same address:
+//!   its pages leave memory and fault in again from the new owner. A
+//!   planned move reports nothing; a member that died is reported as a
+//!   lost session (cause `MemberLost`), once, as above.
 //!
 //! So a program does its loads and stores inside `checked` and treats an
 //! `Err` as "what this closure read or wrote did not count"; code outside
@@ -221,8 +226,9 @@ use rmmap_core::client::{MapOptions, MappingId, OpError, range_len};
 use rmmap_core::protocol::AtomicOp;
 use tokio::runtime::RuntimeFlavor;
 
-use crate::client::{Access, Client, Mapping};
-use backing::{MemoryState, UffdMemory};
+use crate::client::{Access, Client, ClusterClient, Home, Mapping, MappingInner};
+pub(crate) use backing::MemoryState;
+use backing::UffdMemory;
 use faults::{FaultContext, FaultThread};
 pub use report::FaultMode;
 use uffd::{
@@ -400,6 +406,19 @@ impl Client {
         range: Range<u64>,
         opts: MapOptions,
     ) -> Result<MemoryMapping, MemoryError> {
+        self.map_memory_on(path, range, opts, None).await
+    }
+
+    /// Maps memory on this connection; with `cluster`, the mapping
+    /// follows its file to the member that serves it (CLUSTER.md section
+    /// 6), memory and all.
+    pub(crate) async fn map_memory_on(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        opts: MapOptions,
+        cluster: Option<&ClusterClient>,
+    ) -> Result<MemoryMapping, MemoryError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| MemoryError::Runtime)?;
         if runtime.runtime_flavor() == RuntimeFlavor::CurrentThread {
             return Err(MemoryError::Runtime);
@@ -413,7 +432,6 @@ impl Client {
             return Err(MemoryError::PageSize { server, os });
         }
         let len = range_len(&range)?;
-        let (start, end) = (range.start, range.end);
         if len == 0 {
             return Err(OpError::Unsupported("a memory mapping cannot be empty").into());
         }
@@ -433,28 +451,19 @@ impl Client {
         let (region, exclusive) = Region::new(uffd, region_len, server as usize, writable)
             .map_err(|e| MemoryError::os("mapping and registering memory", e))?;
         let state = Arc::new(MemoryState::new(region));
-        let backing = Box::new(UffdMemory::new(state.clone()));
-        let mapped = self
-            .shared()
-            .run(|c, now| c.map_memory(now, path, range, opts, backing))
-            .await?;
-        let mapping = mapped.mapping;
-        let handle = Mapping::new(self.clone(), mapped);
-        if let Some(other) = self.shared().with(|c, _| c.memory_overlap(mapping)) {
-            // Dropping the handle unmaps the range in the background; no
-            // page was installed, as no one could have faulted on it.
-            drop(handle);
-            return Err(MemoryError::Overlap {
-                path: path.to_owned(),
-                start,
-                end,
-                other,
-            });
-        }
+        let first = self.map_backed(path, range.clone(), opts, &state).await?;
+        let handle = match cluster {
+            None => Mapping::fixed(first),
+            Some(cluster) => {
+                let id = first.mapped.mapping;
+                self.shared().with(|c, _| c.follow_file(id))?;
+                let home = Home::new(first, cluster.clone(), path, range, opts);
+                Mapping::homed(home.with_memory(state.clone()))
+            }
+        };
         let faults = FaultThread::start(FaultContext {
-            shared: self.shared().clone(),
+            mapping: handle.clone(),
             state: state.clone(),
-            mapping,
             runtime,
         })
         .map_err(|e| MemoryError::os("starting the fault thread", e))?;
@@ -467,6 +476,43 @@ impl Client {
             writable,
             kernel_faults_fail: opened != Opened::Syscall,
         })
+    }
+}
+
+impl Client {
+    /// Maps `range` of `path` on this connection with `state`'s memory
+    /// behind it (a new memory mapping, or one moving here from another
+    /// member), refused if it overlaps another mapping of the file here.
+    pub(crate) async fn map_backed(
+        &self,
+        path: &str,
+        range: Range<u64>,
+        opts: MapOptions,
+        state: &Arc<MemoryState>,
+    ) -> Result<Arc<MappingInner>, MemoryError> {
+        let (start, end) = (range.start, range.end);
+        let backing = Box::new(UffdMemory::new(state.clone()));
+        let mapped = self
+            .shared()
+            .run(|c, now| c.map_memory(now, path, range, opts, backing))
+            .await?;
+        let mapping = mapped.mapping;
+        let inner = Arc::new(MappingInner {
+            client: self.clone(),
+            mapped,
+        });
+        if let Some(other) = self.shared().with(|c, _| c.memory_overlap(mapping)) {
+            // Dropping it unmaps the range in the background; no page was
+            // installed, as no one could have faulted on it.
+            drop(inner);
+            return Err(MemoryError::Overlap {
+                path: path.to_owned(),
+                start,
+                end,
+                other,
+            });
+        }
+        Ok(inner)
     }
 }
 
@@ -515,9 +561,10 @@ impl MemoryMapping {
         self.mapping.id()
     }
 
-    /// The client this mapping belongs to.
-    pub fn client(&self) -> &Client {
-        self.mapping.fixed_client()
+    /// The client (the connection to one member) that carries this
+    /// mapping now.
+    pub fn client(&self) -> Client {
+        self.mapping.client()
     }
 
     /// The file's length when it was mapped.

@@ -65,7 +65,8 @@ impl MemoryMapping {
             return Err(e);
         }
         if self.state.has_filled() {
-            let _lock = self.mapping.fixed_client().shared().lock();
+            let client = self.mapping.client();
+            let _lock = client.shared().lock();
             self.state.drop_filled();
         }
         let before = self.state.failures();
