@@ -366,8 +366,10 @@ enum rmmap_error rmmap_options_set_give_up_ms(struct rmmap_options *options, uin
  * follows its file when the cluster moves it: after a planned move
  * nothing is reported; after its member died, one call on the mapping
  * fails with `RMMAP_SESSION_LOST` naming the writes that member had not
- * synced, and the next ones go to the new owner. A memory mapping stays
- * on its member: unmap it and map again.
+ * synced, and the next ones go to the new owner. A memory mapping
+ * (`RMMAP_MAP_MEMORY`) moves the same way, at the same address: after a
+ * member died, one access raises SIGBUS (`SI_QUEUE`) for the lost writes,
+ * and retried it reads the new owner's bytes.
  *
  * On success `*client` is a new client. Ownership: the caller owns it and
  * must end it with `rmmap_close`; `addr` and `options` are only read
