@@ -311,6 +311,11 @@ pub enum MemberLeft {
     /// reported by this error, and mapping the range again there was
     /// answered `moved`. Map it on the owner for the next operation.
     LostThenMoved,
+    /// The member answered `busy`, to a client of a cluster: the file is
+    /// being handed over (to a member the leaving one may never learn).
+    /// Wait it out as a `Map`'s `busy` is ([`Redirects::on_error`]), then
+    /// ask the cluster where the file lives; the operation changed nothing.
+    HandingOver,
 }
 
 /// Whether an operation that failed on a member may run again elsewhere.
@@ -369,9 +374,15 @@ impl MemberLeft {
     }
 
     /// What `error`, from an operation on a mapping of a cluster member,
-    /// says about that member, if anything.
-    pub fn of(error: &OpError) -> Option<MemberLeft> {
+    /// says about that member, if anything; `in_cluster`: the client was
+    /// given several members (a lone server's `busy` is its own answer,
+    /// reported as it is).
+    pub fn of(error: &OpError, in_cluster: bool) -> Option<MemberLeft> {
         match error {
+            OpError::Server {
+                code: ErrorCode::Busy,
+                ..
+            } if in_cluster => Some(MemberLeft::HandingOver),
             OpError::Server {
                 code: ErrorCode::Moved,
                 ..
@@ -496,12 +507,19 @@ mod tests {
 
     #[test]
     fn errors_that_say_a_member_let_a_file_go() {
-        assert_eq!(MemberLeft::of(&moved("b:1")), Some(MemberLeft::HandedOver));
         assert_eq!(
-            MemberLeft::of(&OpError::Disconnected(Duration::ZERO)),
+            MemberLeft::of(&moved("b:1"), true),
+            Some(MemberLeft::HandedOver)
+        );
+        assert_eq!(
+            MemberLeft::of(&OpError::Disconnected(Duration::ZERO), true),
             Some(MemberLeft::Unreachable)
         );
-        assert_eq!(MemberLeft::of(&busy()), None);
+        // A busy member hands the file over, in a cluster; a lone server's
+        // busy is reported.
+        assert_eq!(MemberLeft::of(&busy(), true), Some(MemberLeft::HandingOver));
+        assert_eq!(MemberLeft::of(&busy(), false), None);
+        assert!(MemberLeft::HandingOver.may_run_again(Again::IfRefused));
         let lost = |remap_error: Option<&str>| {
             OpError::SessionLost(super::super::LostWrites {
                 path: "f".into(),
@@ -516,11 +534,11 @@ mod tests {
             })
         };
         assert_eq!(
-            MemberLeft::of(&lost(Some("moved: b:1"))),
+            MemberLeft::of(&lost(Some("moved: b:1")), true),
             Some(MemberLeft::LostThenMoved)
         );
-        assert_eq!(MemberLeft::of(&lost(Some("not_found: f"))), None);
-        assert_eq!(MemberLeft::of(&lost(None)), None);
+        assert_eq!(MemberLeft::of(&lost(Some("not_found: f")), true), None);
+        assert_eq!(MemberLeft::of(&lost(None), true), None);
     }
 
     fn busy() -> OpError {

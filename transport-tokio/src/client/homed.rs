@@ -8,7 +8,6 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use rmmap_core::client::{Again, MapOptions, MemberLeft, NextTry, OpError, Redirects};
-use rmmap_core::protocol::ErrorCode;
 
 use super::ClusterClient;
 use super::mapping::MappingInner;
@@ -120,14 +119,13 @@ impl Home {
         again: Again,
         way: &mut Option<Redirects>,
     ) -> Result<(), OpError> {
-        if matches!(
-            &e,
-            OpError::Server {
-                code: ErrorCode::Busy,
-                ..
-            }
-        ) && self.cluster.several()
-        {
+        let Some(left) = MemberLeft::of(&e, self.cluster.several()) else {
+            return match self.moved_from(at) {
+                true => MemberLeft::after_moved_elsewhere(None, e, again),
+                false => Err(e),
+            };
+        };
+        if left == MemberLeft::HandingOver {
             let way = way.get_or_insert_with(|| self.cluster.redirects());
             return match way.on_error(self.cluster.now(), e.clone()) {
                 NextTry::RetryAt(when) => {
@@ -140,12 +138,6 @@ impl Home {
                 NextTry::SendTo(_) => unreachable!("busy is waited out or reported"),
             };
         }
-        let Some(left) = MemberLeft::of(&e) else {
-            return match self.moved_from(at) {
-                true => MemberLeft::after_moved_elsewhere(None, e, again),
-                false => Err(e),
-            };
-        };
         self.move_if_elsewhere(at, left, again, e).await
     }
 
