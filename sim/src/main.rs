@@ -108,6 +108,20 @@ fn config(args: &Args) -> Result<SimConfig, String> {
     cfg.graceful_restarts = !args.no_graceful;
     cfg.waits = args.waits;
     cfg.member = args.member;
+    // History values name at most 15 clients; with `--member`, b's writer
+    // is one of them.
+    let most = if cfg.member { 14 } else { 15 };
+    if cfg.clients > most {
+        return Err(format!(
+            "--clients {}: at most {most}{} (history values name 15 clients)",
+            cfg.clients,
+            if cfg.member {
+                " with --member, whose member b writes as one more"
+            } else {
+                ""
+            }
+        ));
+    }
     cfg.bug = match args.bug.as_deref() {
         None => None,
         Some(name) => Some(InjectedBug::parse(name).ok_or_else(|| {
