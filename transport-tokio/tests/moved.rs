@@ -42,9 +42,11 @@ impl FakeMember {
         let addr = listener.local_addr().unwrap().to_string();
         let asked = Arc::new(AtomicUsize::new(0));
         let (counter, script) = (asked.clone(), Arc::new(script));
+        // Its own server run: a client tells members apart by their epochs.
+        let epoch = u64::from(listener.local_addr().unwrap().port()) << 1 | 1;
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, counter.clone(), script.clone()));
+                tokio::spawn(serve(stream, counter.clone(), script.clone(), epoch));
             }
         });
         FakeMember { addr, asked }
@@ -59,6 +61,7 @@ async fn serve(
     mut stream: TcpStream,
     asked: Arc<AtomicUsize>,
     script: Arc<dyn Fn(usize) -> Answer + Send + Sync>,
+    epoch: u64,
 ) {
     let mut buf = BytesMut::new();
     loop {
@@ -76,7 +79,7 @@ async fn serve(
                 status: ResumeStatus::New,
                 session: SessionId(1),
                 token: [9; 16],
-                epoch: 1,
+                epoch,
                 page_size: 4096,
                 lease_ms: 10_000,
                 max_frame: 4 << 20,
@@ -161,6 +164,33 @@ async fn a_map_answered_moved_is_made_on_the_named_member() {
     expected.sort();
     assert_eq!(connected, expected);
     drop((m, again));
+    within(10, cluster.close()).await.unwrap();
+}
+
+/// One connection per member: a `moved` that names a member connected
+/// already under another spelling of its address reaches it on that
+/// connection (the same server run, told by its epoch).
+#[tokio::test]
+async fn a_member_named_under_another_spelling_is_reached_on_its_connection() {
+    let owner = TestServer::start(|c| c).await;
+    owner.put("f.bin", b"owned elsewhere");
+    let port = owner.addr.rsplit(':').next().unwrap().to_owned();
+    let spellings = [owner.addr.clone(), format!("localhost:{port}")];
+    let fake = FakeMember::start(move |n| Answer::Moved(spellings[n.min(1)].clone())).await;
+    let cluster = connect(&[&fake.addr]).await;
+    let first = within(10, cluster.map("f.bin", 0..5, Access::ReadOnly))
+        .await
+        .unwrap();
+    let second = within(10, cluster.map("f.bin", 5..10, Access::ReadOnly))
+        .await
+        .unwrap();
+    assert_eq!(fake.asked(), 2, "both maps were sent on");
+    assert!(
+        first.client().same_connection(&second.client()),
+        "two connections to one member"
+    );
+    assert_eq!(&second.read_bytes(0, 5).await.unwrap()[..], b" else");
+    drop((first, second));
     within(10, cluster.close()).await.unwrap();
 }
 

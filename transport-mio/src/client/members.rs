@@ -219,7 +219,13 @@ impl ClusterClient {
     /// Closes every member's connection (see [`Client::close`]); the first
     /// failure is reported, after all have been closed.
     pub fn close(&self) -> Result<(), OpError> {
-        let clients: Vec<Client> = self.lock().values().cloned().collect();
+        let mut clients: Vec<Client> = Vec::new();
+        for c in self.lock().values() {
+            // A member reached under two spellings: one connection.
+            if !clients.iter().any(|o| o.same_connection(c)) {
+                clients.push(c.clone());
+            }
+        }
         let mut result = Ok(());
         for c in clients {
             let r = c.close();
@@ -316,7 +322,20 @@ impl ClusterClient {
                     reason: e.to_string(),
                 }
             })?;
-        Ok(self.lock().entry(addr.to_owned()).or_insert(client).clone())
+        let mut connections = self.lock();
+        // Another spelling of a member connected already: its connection
+        // (one per member); this one closes as it drops.
+        let same = connections
+            .values()
+            .find(|c| client.same_server(c))
+            .cloned();
+        if same.is_some() {
+            tracing::debug!(addr, "another address of a member connected already");
+        }
+        Ok(connections
+            .entry(addr.to_owned())
+            .or_insert(same.unwrap_or(client))
+            .clone())
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Client>> {

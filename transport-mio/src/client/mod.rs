@@ -255,6 +255,14 @@ impl Client {
         Arc::ptr_eq(&self.handle, &other.handle)
     }
 
+    /// Whether `other` talks to the same server run as this connection
+    /// (its epoch, 64 random bits, is the same): the same member, whatever
+    /// address each was given.
+    pub(crate) fn same_server(&self, other: &Client) -> bool {
+        let epoch = |c: &Client| c.shared().lock().client.session_epoch();
+        matches!((epoch(self), epoch(other)), (Some(a), Some(b)) if a == b)
+    }
+
     /// Whether the handshake has completed on the current connection.
     pub fn is_connected(&self) -> bool {
         self.shared().lock().client.is_connected()

@@ -116,8 +116,9 @@ impl ClusterClient {
         if addrs.len() > 1 {
             // A member's connection gives up early, for the others to be
             // asked where its files live; the request keeps asking for as
-            // long as the application's own bound lets it. Memory faults,
-            // which cannot go elsewhere, wait the whole bound.
+            // long as the application's own bound lets it. The faults of
+            // a memory mapping made on one member's connection, which
+            // cannot go elsewhere, wait the whole bound.
             config.member_patience = Some(policy.member_patience);
         }
         for addr in addrs {
@@ -294,11 +295,13 @@ impl ClusterClient {
     /// Closes every member's connection (see [`Client::close`]); the first
     /// failure is reported, after all have been closed.
     pub async fn close(&self) -> Result<(), OpError> {
-        let clients: Vec<Client> = self
-            .lock()
-            .values()
-            .filter_map(|cell| cell.get().cloned())
-            .collect();
+        let mut clients: Vec<Client> = Vec::new();
+        for c in self.lock().values().filter_map(|cell| cell.get()) {
+            // A member reached under two spellings: one connection.
+            if !clients.iter().any(|o| o.same_connection(c)) {
+                clients.push(c.clone());
+            }
+        }
         let mut result = Ok(());
         for c in clients {
             let r = c.close().await;
@@ -395,16 +398,35 @@ impl ClusterClient {
         }
     }
 
-    /// The connection to `addr`, opened now if there is none.
+    /// The connection to `addr`, opened now if there is none. An address
+    /// that turns out to reach a member connected under another spelling
+    /// shares that connection (one connection per member): the new one is
+    /// closed.
     async fn open(&self, addr: &str) -> Result<Client, OpError> {
         let cell = self.lock().entry(addr.to_owned()).or_default().clone();
-        cell.get_or_try_init(|| (self.inner.open)(addr.to_owned()))
-            .await
-            .cloned()
-            .map_err(|e| OpError::Unreachable {
-                addr: addr.to_owned(),
-                reason: e.to_string(),
-            })
+        cell.get_or_try_init(|| async {
+            let opened = (self.inner.open)(addr.to_owned()).await?;
+            let same = self
+                .lock()
+                .values()
+                .filter_map(|c| c.get())
+                .find(|c| opened.same_server(c))
+                .cloned();
+            match same {
+                Some(same) => {
+                    tracing::debug!(addr, "another address of a member connected already");
+                    let _ = opened.close().await;
+                    Ok::<Client, ConnectError>(same)
+                }
+                None => Ok(opened),
+            }
+        })
+        .await
+        .cloned()
+        .map_err(|e| OpError::Unreachable {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<OnceCell<Client>>>> {
