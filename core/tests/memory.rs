@@ -382,3 +382,35 @@ fn a_memory_mapping_that_follows_its_file_gives_up_faults_after_the_member_patie
         }
     }
 }
+
+/// A probe (a cluster client asking a member whether it serves a range)
+/// is not refused by a memory mapping of the range, as a map is, and its
+/// end leaves the memory mapping's pages where they are.
+#[test]
+fn a_probe_of_a_memory_mapped_range_is_answered_and_leaves_the_memory_alone() {
+    let (mut c, _, [(a, ma), _]) = setup(2000);
+    store(&mut c, 0, a, &ma, 3, 7).unwrap();
+    let now = c.now;
+    let refused = c.nodes[0]
+        .client
+        .map(now, "f", 0..PAGE as u64, MapOptions::read_only());
+    assert!(
+        matches!(refused, Err(OpError::Overlap { .. })),
+        "{refused:?}"
+    );
+    let op = c.nodes[0]
+        .client
+        .probe_map(now, "f", 0..PAGE as u64)
+        .unwrap();
+    let Some(Ok(Completion::Mapped { mapping: probe, .. })) = c.wait(0, op, Duration::from_secs(5))
+    else {
+        panic!("the probe was not answered")
+    };
+    let zaps = ma.0.lock().unwrap().zaps;
+    let op = c.nodes[0].client.unmap(c.now, probe).unwrap();
+    c.wait(0, op, Duration::from_secs(5)).unwrap().unwrap();
+    c.run_for(Duration::from_millis(500));
+    let m = ma.0.lock().unwrap();
+    assert_eq!(m.zaps, zaps, "the probe's end took pages out of memory");
+    assert_eq!(m.pages[0].as_ref().map(|p| p.0[3]), Some(7));
+}
