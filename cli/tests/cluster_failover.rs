@@ -36,8 +36,8 @@ use cluster_common::{
 };
 use rmmap_core::cluster::{desired_owner, shard_of};
 use rmmap_tokio::{
-    Access, ClientConfig, ClusterClient, ErrorCode, LossCause, MapOptions, MemoryMapping, OpError,
-    SessionLossReason, memory_support,
+    Access, Client, ClientConfig, ClusterClient, ErrorCode, LossCause, MapOptions, MemoryMapping,
+    OpError, SessionLossReason, memory_support,
 };
 
 /// One test at a time (see the module docs).
@@ -467,6 +467,52 @@ fn word(data: &[u8], offset: usize) -> u64 {
     u64::from_le_bytes(data[offset..offset + 8].try_into().unwrap())
 }
 
+/// Three members, a file that `a` owns (`pages` pages of pattern `seed`),
+/// and a cluster client's memory mapping of all of it, on `a`.
+struct MemoryOnA {
+    members: Vec<Member>,
+    name: String,
+    /// Every member's address, `a` first.
+    all: String,
+    v1: Vec<u8>,
+    client: ClusterClient,
+    mm: MemoryMapping,
+    on_a: Client,
+}
+
+/// [`MemoryOnA`] with its file named after `stem`; `None` (with a
+/// message) where this machine has no userfaultfd.
+async fn memory_on_a(
+    etcd: &Etcd,
+    scene: &Scene,
+    stem: &str,
+    pages: usize,
+    seed: u8,
+) -> Option<MemoryOnA> {
+    let ids = ["a", "b", "c"];
+    let members = cluster(etcd, scene, &ids, &[]).await;
+    let name = file_of("a", &ids, stem);
+    let all = listed(&[&members[0], &members[1], &members[2]]);
+    let v1 = pattern(pages * 4096, seed);
+    assert!(put_at(scene, &all, &name, 0, &v1).is_ok());
+    let addrs: Vec<&str> = all.split(',').collect();
+    let client = ClusterClient::connect(&addrs, ClientConfig::default())
+        .await
+        .unwrap();
+    let mm = memory_map(&client, &name, v1.len() as u64).await?;
+    let on_a = client.connection(&members[0].addr).unwrap();
+    assert!(mm.client().same_connection(&on_a), "mapped on a");
+    Some(MemoryOnA {
+        members,
+        name,
+        all,
+        v1,
+        client,
+        mm,
+        on_a,
+    })
+}
+
 #[test]
 fn a_sigkilled_owners_memory_mapping_moves_and_names_its_lost_stores() {
     serially(async {
@@ -474,21 +520,18 @@ fn a_sigkilled_owners_memory_mapping_moves_and_names_its_lost_stores() {
             return;
         };
         let scene = Scene::new();
-        let ids = ["a", "b", "c"];
-        let mut members = cluster(&etcd, &scene, &ids, &[]).await;
-        let name = file_of("a", &ids, "memory-killed");
-        let all = listed(&[&members[0], &members[1], &members[2]]);
-        let v1 = pattern(3 * 4096, 7);
-        assert!(put_at(&scene, &all, &name, 0, &v1).is_ok());
-        let addrs: Vec<&str> = all.split(',').collect();
-        let client = ClusterClient::connect(&addrs, ClientConfig::default())
-            .await
-            .unwrap();
-        let Some(mm) = memory_map(&client, &name, v1.len() as u64).await else {
+        let Some(MemoryOnA {
+            mut members,
+            name,
+            all,
+            v1,
+            client,
+            mm,
+            on_a,
+        }) = memory_on_a(&etcd, &scene, "memory-killed", 3, 7).await
+        else {
             return;
         };
-        let on_a = client.connection(&members[0].addr).unwrap();
-        assert!(mm.client().same_connection(&on_a), "mapped on a");
         // Stored and synced on page 0; stored and never synced on page 2.
         mm.store(8, &0x5157_u64.to_le()).unwrap();
         mm.sync().await.unwrap();
@@ -559,22 +602,18 @@ fn a_planned_leave_moves_a_memory_mapping_without_a_loss() {
             return;
         };
         let scene = Scene::new();
-        let ids = ["a", "b", "c"];
-        let mut members = cluster(&etcd, &scene, &ids, &[]).await;
-        let name = file_of("a", &ids, "memory-leaving");
-        let all = listed(&[&members[0], &members[1], &members[2]]);
-        let survivors = listed(&[&members[1], &members[2]]);
-        let v1 = pattern(4 * 4096, 8);
-        assert!(put_at(&scene, &all, &name, 0, &v1).is_ok());
-        let addrs: Vec<&str> = all.split(',').collect();
-        let client = ClusterClient::connect(&addrs, ClientConfig::default())
-            .await
-            .unwrap();
-        let Some(mm) = memory_map(&client, &name, v1.len() as u64).await else {
+        let Some(MemoryOnA {
+            mut members,
+            name,
+            client,
+            mm,
+            on_a,
+            ..
+        }) = memory_on_a(&etcd, &scene, "memory-leaving", 4, 8).await
+        else {
             return;
         };
-        let on_a = client.connection(&members[0].addr).unwrap();
-        assert!(mm.client().same_connection(&on_a), "mapped on a");
+        let survivors = listed(&[&members[1], &members[2]]);
         // Stored, never synced: the drain recalls it.
         mm.store(24, &0x1eaf_u64.to_le()).unwrap();
 
