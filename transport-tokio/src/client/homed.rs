@@ -120,6 +120,10 @@ impl Home {
         way: &mut Option<Redirects>,
     ) -> Result<(), OpError> {
         let Some(left) = MemberLeft::of(&e, self.cluster.several()) else {
+            // A move under way (the mapping handed over on `at`, not yet
+            // swapped in) is waited for: an operation that reached the old
+            // mapping in between failed because of it, and runs again.
+            let _turn = self.moving.lock().await;
             return match self.moved_from(at) {
                 true => MemberLeft::after_moved_elsewhere(None, e, again),
                 false => Err(e),
