@@ -71,9 +71,9 @@ impl Home {
         self.cluster.map_on_owner(path, range, self.opts).await
     }
 
-    /// The mapping on the member `probe` (a plain mapping of the range
-    /// there) is on: `probe` itself, or for a memory mapping the memory
-    /// mapped there in its place.
+    /// What the mapping moves to on the member that `probe` (the range
+    /// mapped there by [`Home::find_owner`]) reached: `probe` itself, or
+    /// for a memory mapping the memory mapped there in the probe's place.
     async fn moved_to(&self, probe: Arc<MappingInner>) -> Result<Arc<MappingInner>, String> {
         #[cfg(target_os = "linux")]
         if let Some(state) = &self.memory {
