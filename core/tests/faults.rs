@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rmmap_core::client::{
-    ClientConfig, ClientEvent, Event, LossCause, MapOptions, OpError, SessionLossReason,
+    ClientConfig, ClientEvent, Event, LossCause, MapOptions, MappingId, OpError, SessionLossReason,
 };
 use rmmap_core::harness::{Cluster, Direction, Verdict};
 use rmmap_core::protocol::{AtomicOp, Message};
@@ -261,17 +261,26 @@ fn a_crash_names_the_pages_written_since_the_last_sync() {
     assert_eq!(&c.read(0, m, 0, 4).unwrap()[..], b"kept");
 }
 
+/// One client configured with `cfg`, settled, with file `f` of `pages`
+/// pages mapped read-only.
+fn one_client_mapping(cfg: ClientConfig, pages: u64) -> (Cluster, MappingId) {
+    let store = MemStore::new();
+    store.insert("f", vec![0u8; (pages * PAGE) as usize]);
+    let mut c = Cluster::with_clients(config(1000), store, vec![cfg], 5);
+    c.settle();
+    let m = c
+        .map(0, "f", 0, pages * PAGE, MapOptions::read_only())
+        .unwrap();
+    (c, m)
+}
+
 #[test]
 fn operations_fail_with_disconnected_when_the_server_stays_away() {
-    let store = MemStore::new();
-    store.insert("f", vec![0u8; PAGE as usize]);
     let cfg = ClientConfig {
         give_up_after: Some(Duration::from_secs(3)),
         ..ClientConfig::default()
     };
-    let mut c = Cluster::with_clients(config(1000), store, vec![cfg], 5);
-    c.settle();
-    let m = c.map(0, "f", 0, PAGE, MapOptions::read_only()).unwrap();
+    let (mut c, m) = one_client_mapping(cfg, 1);
     c.nodes[0].unreachable = true;
     c.cut(0);
     let now = c.now;
@@ -306,16 +315,12 @@ fn operations_fail_with_disconnected_when_the_server_stays_away() {
 /// others, while the application's bound (`give_up_after`) is longer.
 #[test]
 fn a_member_clients_operations_give_up_after_the_member_patience() {
-    let store = MemStore::new();
-    store.insert("f", vec![0u8; PAGE as usize]);
     let cfg = ClientConfig {
         give_up_after: Some(Duration::from_secs(30)),
         member_patience: Some(Duration::from_secs(1)),
         ..ClientConfig::default()
     };
-    let mut c = Cluster::with_clients(config(1000), store, vec![cfg], 5);
-    c.settle();
-    let m = c.map(0, "f", 0, PAGE, MapOptions::read_only()).unwrap();
+    let (mut c, m) = one_client_mapping(cfg, 1);
     c.nodes[0].unreachable = true;
     c.cut(0);
     let started = c.now;
@@ -337,16 +342,12 @@ fn a_member_clients_operations_give_up_after_the_member_patience() {
 /// member patience.
 #[test]
 fn a_member_clients_operations_give_up_at_once_when_the_member_says_goodbye() {
-    let store = MemStore::new();
-    store.insert("f", vec![0u8; 4 * PAGE as usize]);
     let cfg = ClientConfig {
         give_up_after: Some(Duration::from_secs(30)),
         member_patience: Some(Duration::from_secs(10)),
         ..ClientConfig::default()
     };
-    let mut c = Cluster::with_clients(config(1000), store, vec![cfg], 5);
-    c.settle();
-    let m = c.map(0, "f", 0, 4 * PAGE, MapOptions::read_only()).unwrap();
+    let (mut c, m) = one_client_mapping(cfg, 4);
     // The read's fetch waits in the link; the member shuts down.
     c.hold(0, Direction::ToServer, true);
     let op = c.nodes[0].client.read(c.now, m, 3 * PAGE, 4).unwrap();

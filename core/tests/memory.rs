@@ -116,6 +116,26 @@ fn store(
     }
 }
 
+/// Client `i` maps the 4 pages of "f" into a fake memory, read-write.
+fn map_all(c: &mut Cluster, i: usize) -> (MappingId, FakeMemory) {
+    let mem = FakeMemory::new(4);
+    let now = c.now;
+    let op = c.nodes[i]
+        .client
+        .map_memory(
+            now,
+            "f",
+            0..4 * PAGE as u64,
+            MapOptions::read_write(),
+            Box::new(mem.clone()),
+        )
+        .unwrap();
+    let Some(Ok(Completion::Mapped { mapping, .. })) = c.wait(i, op, Duration::from_secs(5)) else {
+        panic!("memory map failed")
+    };
+    (mapping, mem)
+}
+
 fn setup(lease_ms: u64) -> (Cluster, MemStore, [(MappingId, FakeMemory); 2]) {
     let store = MemStore::new();
     store.insert("f", vec![0u8; 4 * PAGE]);
@@ -127,26 +147,7 @@ fn setup(lease_ms: u64) -> (Cluster, MemStore, [(MappingId, FakeMemory); 2]) {
     };
     let mut c = Cluster::new(config, store.clone(), 2, 9);
     c.settle();
-    let mut maps = Vec::new();
-    for i in 0..2 {
-        let mem = FakeMemory::new(4);
-        let now = c.now;
-        let op = c.nodes[i]
-            .client
-            .map_memory(
-                now,
-                "f",
-                0..4 * PAGE as u64,
-                MapOptions::read_write(),
-                Box::new(mem.clone()),
-            )
-            .unwrap();
-        let Some(Ok(Completion::Mapped { mapping, .. })) = c.wait(i, op, Duration::from_secs(5))
-        else {
-            panic!("memory map failed")
-        };
-        maps.push((mapping, mem));
-    }
+    let maps: Vec<(MappingId, FakeMemory)> = (0..2).map(|i| map_all(&mut c, i)).collect();
     let maps: [(MappingId, FakeMemory); 2] = maps.try_into().unwrap_or_else(|_| unreachable!());
     (c, store, maps)
 }
@@ -347,22 +348,7 @@ fn a_memory_mapping_that_follows_its_file_gives_up_faults_after_the_member_patie
         };
         let mut c = Cluster::with_clients(config, store, vec![cfg], 5);
         c.settle();
-        let mem = FakeMemory::new(4);
-        let now = c.now;
-        let op = c.nodes[0]
-            .client
-            .map_memory(
-                now,
-                "f",
-                0..4 * PAGE as u64,
-                MapOptions::read_write(),
-                Box::new(mem.clone()),
-            )
-            .unwrap();
-        let Some(Ok(Completion::Mapped { mapping, .. })) = c.wait(0, op, Duration::from_secs(5))
-        else {
-            panic!("memory map failed")
-        };
+        let (mapping, _) = map_all(&mut c, 0);
         if follows {
             c.nodes[0].client.follow_file(mapping).unwrap();
         }
