@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::Instant;
 use crate::protocol::AtomicOp;
@@ -564,7 +564,7 @@ impl Client {
                 _ => return Ok(false),
             }
         }
-        self.apply_write(mapping, file, start, data);
+        self.apply_write(mapping, file, start, data, None);
         Ok(true)
     }
 
@@ -597,36 +597,32 @@ impl Client {
     }
 
     /// Copies `data` into exclusively held pages (checked by the caller).
+    /// With `shared` (the same bytes as `data`, as [`Bytes`]), a page the
+    /// write fills whole and that holds no data yet (an overwrite grant)
+    /// takes a slice of it instead of a copy: a streaming writer's bytes
+    /// are copied once, into the socket.
     pub(crate) fn apply_write(
         &mut self,
         mapping: MappingId,
         file: FileId,
         start: u64,
         data: &[u8],
+        shared: Option<&Bytes>,
     ) {
+        debug_assert!(shared.is_none_or(|b| b.len() == data.len()));
         let ps = self.conn.params().expect("connected").page_size;
-        // Pages this write fills whole and that hold no data yet (overwrite
-        // grants) take slices of one buffer: one allocation for the write
-        // instead of a zeroed one per page, then overwritten.
-        let whole = (start.div_ceil(ps)..(start + data.len() as u64) / ps)
-            .filter(|q| {
-                self.cache
-                    .get(file, *q)
-                    .is_some_and(|pg| !pg.data.is_some())
-            })
-            .count();
-        let mut block = BytesMut::with_capacity(if whole > 1 { whole * ps as usize } else { 0 });
         let mut pos = 0usize;
         while pos < data.len() {
             let abs = start + pos as u64;
             let (p, inp) = (abs / ps, (abs % ps) as usize);
             let n = (ps as usize - inp).min(data.len() - pos);
             let mut page = self.cache.get_mut(file, p).expect("checked exclusive");
-            if !page.data.is_some() && n == ps as usize && block.capacity() >= n {
-                block.extend_from_slice(&data[pos..pos + n]);
-                page.data = cache::PageData::Owned(block.split_to(n));
-            } else {
-                page.data.make_mut(ps as usize)[inp..inp + n].copy_from_slice(&data[pos..pos + n]);
+            match shared {
+                Some(b) if !page.data.is_some() && n == ps as usize => {
+                    page.data = cache::PageData::Shared(b.slice(pos..pos + n));
+                }
+                _ => page.data.make_mut(ps as usize)[inp..inp + n]
+                    .copy_from_slice(&data[pos..pos + n]),
             }
             page.mark_dirty(inp as u32, (inp + n) as u32);
             // Whoever waits for the page to change (`wait_while`) looks again.

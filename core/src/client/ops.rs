@@ -664,23 +664,18 @@ impl Client {
                 return Step::Pending;
             }
             let abs = start + *pos;
-            let (p, inp) = (abs / ps, abs % ps);
-            let n = (ps - inp).min(len - *pos);
-            let full = inp == 0 && n == ps;
-            let tick = self.cache.time();
-            let mut pg = self.cache.page(file, p);
-            if pg.state == PageState::Exclusive && (pg.data.is_some() || full) {
-                pg.touched = tick;
-                drop(pg);
-                self.apply_write(
-                    mapping,
-                    file,
-                    abs,
-                    &data[*pos as usize..(*pos + n) as usize],
-                );
-                *pos += n;
+            // The run of pages from here that the cache can take now goes
+            // in at once (one write-behind and write-ahead decision for
+            // the run, not one per page).
+            let ready = self.writable_run(file, abs, start + len);
+            if ready > abs {
+                let (a, b) = ((abs - start) as usize, (ready - start) as usize);
+                self.apply_write(mapping, file, abs, &data[a..b], Some(&data.slice(a..b)));
+                *pos = ready - start;
                 continue;
             }
+            let p = abs / ps;
+            let mut pg = self.cache.page(file, p);
             pg.waiters.insert(id);
             let in_flight = pg.fetch.is_some();
             drop(pg);
@@ -705,5 +700,27 @@ impl Client {
             return Step::Pending;
         }
         Step::Done(Ok(Completion::Written))
+    }
+
+    /// Where the run of bytes from `from` (up to `end`) that the cache can
+    /// take without waiting ends: pages held exclusively, with data or
+    /// written whole. Marks them used now.
+    fn writable_run(&mut self, file: FileId, from: u64, end: u64) -> u64 {
+        let ps = self.conn.params().expect("mapped").page_size;
+        let tick = self.cache.time();
+        let mut at = from;
+        while at < end {
+            let (p, inp) = (at / ps, at % ps);
+            let n = (ps - inp).min(end - at);
+            let full = inp == 0 && n == ps;
+            match self.cache.get_mut(file, p) {
+                Some(mut pg) if pg.state == PageState::Exclusive && (pg.data.is_some() || full) => {
+                    pg.touched = tick;
+                }
+                _ => break,
+            }
+            at += n;
+        }
+        at
     }
 }
