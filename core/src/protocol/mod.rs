@@ -17,7 +17,7 @@ pub use error_code::ErrorCode;
 pub use ids::*;
 pub use message::*;
 pub use outbox::{MAX_IOVECS, Outbox};
-pub use recv::{FRAME_RESERVE_MAX, READ_CHUNK, RETAIN_LIMIT, RecvBuffer, frame_rest};
+pub use recv::{FRAME_RESERVE_MAX, FrameCursor, READ_CHUNK, RETAIN_LIMIT, RecvBuffer, frame_rest};
 
 /// The protocol version this implementation speaks.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -55,6 +55,59 @@ pub fn frame_rest(received: &[u8]) -> usize {
     }
 }
 
+/// Where a stream of frames stands: how much of the frame under way has
+/// arrived and how much is still to come. An adapter whose reader hands
+/// pieces of the stream to another thread keeps one beside its read
+/// buffer, so that a frame arriving in pieces can be read into one
+/// allocation sized for all of it, and the pieces joined again without a
+/// copy ([`BytesMut::unsplit`]).
+#[derive(Debug, Default, Clone)]
+pub struct FrameCursor {
+    /// The length prefix as far as it has arrived.
+    prefix: [u8; 4],
+    /// Bytes of the frame under way received, its prefix included.
+    got: usize,
+    /// The frame's whole length, prefix included, once the prefix is in.
+    total: Option<usize>,
+}
+
+impl FrameCursor {
+    /// Moves past `data`, the next bytes of the stream.
+    pub fn advance(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let take = match self.total {
+                None => {
+                    let k = (4 - self.got).min(data.len());
+                    self.prefix[self.got..self.got + k].copy_from_slice(&data[..k]);
+                    if self.got + k == 4 {
+                        self.total = Some(u32::from_be_bytes(self.prefix) as usize + 4);
+                    }
+                    k
+                }
+                Some(total) => (total - self.got).min(data.len()),
+            };
+            self.got += take;
+            data = &data[take..];
+            if self.total == Some(self.got) {
+                *self = Self::default();
+            }
+        }
+    }
+
+    /// How many bytes of the frame under way have arrived (0 between
+    /// frames).
+    pub fn received(&self) -> usize {
+        self.got
+    }
+
+    /// How many bytes of the frame under way are still to come: 0 between
+    /// frames and while its length prefix is incomplete. The length is the
+    /// peer's claim, to be bounded by what the core accepts.
+    pub fn rest(&self) -> usize {
+        self.total.map_or(0, |t| t - self.got)
+    }
+}
+
 /// A connection's receive buffer.
 ///
 /// The drive loop calls [`make_room`](Self::make_room) before each read,
@@ -327,5 +380,40 @@ mod tests {
         assert!(held.iter().all(|f| f.len() == 4 + (1 << 20)));
         r.clear();
         assert_eq!(r.retired_bytes(), 0);
+    }
+
+    #[test]
+    fn frame_cursor_follows_frames_split_anywhere() {
+        // Three frames (bodies of 0, 5 and 70,000 bytes), fed in every
+        // split of a few sizes: the cursor's view after each piece matches
+        // the frames' boundaries.
+        let mut stream = Vec::new();
+        for len in [0usize, 5, 70_000] {
+            stream.extend_from_slice(&(len as u32).to_be_bytes());
+            stream.extend(std::iter::repeat_n(7u8, len));
+        }
+        let bounds = [4usize, 13, 13 + 70_004];
+        for piece in [1usize, 3, 4, 1000, 65_536, stream.len()] {
+            let mut c = FrameCursor::default();
+            let mut at = 0;
+            for chunk in stream.chunks(piece) {
+                c.advance(chunk);
+                at += chunk.len();
+                let start = bounds
+                    .iter()
+                    .rev()
+                    .find(|b| **b <= at)
+                    .copied()
+                    .unwrap_or(0);
+                let end = bounds.iter().find(|b| **b > at).copied();
+                assert_eq!(c.received(), at - start, "piece {piece} at {at}");
+                let prefix_in = at - start >= 4;
+                let want_rest = match end {
+                    Some(e) if prefix_in => e - at,
+                    _ => 0,
+                };
+                assert_eq!(c.rest(), want_rest, "piece {piece} at {at}");
+            }
+        }
     }
 }

@@ -397,6 +397,17 @@ impl Server {
         id
     }
 
+    /// The longest frame `conn` may send now (the handshake's bound until
+    /// its session is established, then `max_frame`): what an adapter may
+    /// reserve for a frame whose length prefix it has seen before the core
+    /// has.
+    pub fn frame_limit(&self, conn: ConnId) -> u32 {
+        match self.conns.get(&conn).map(|c| &c.state) {
+            Some(ConnState::Established(_)) => self.config.max_frame,
+            _ => HANDSHAKE_MAX_FRAME,
+        }
+    }
+
     /// Bytes arrived on `conn`. Whole frames are taken off the front of
     /// `buf`; a partial frame stays there for the next call.
     pub fn handle_input(&mut self, now: Instant, conn: ConnId, buf: &mut BytesMut) -> InputStatus {

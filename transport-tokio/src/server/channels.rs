@@ -13,7 +13,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Whether a connection's reader should read.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(super) enum ReadState {
-    Reading,
+    /// Read; a frame may be up to `frame_limit` bytes long (what the core
+    /// accepts now: the reader may size a buffer for one that long).
+    Reading { frame_limit: u32 },
     /// The core has too much output queued for it.
     Paused,
     /// The connection is closing.
@@ -29,7 +31,9 @@ pub(super) enum ToCore {
         ctl: watch::Sender<ReadState>,
         reply: oneshot::Sender<ConnId>,
     },
-    /// Bytes read from a connection.
+    /// Bytes read from a connection. Pieces of one frame come from one
+    /// allocation where the reader could size it (see `conn::read_loop`),
+    /// so the core joins them with [`BytesMut::unsplit`], without a copy.
     Input(ConnId, BytesMut),
     /// A connection's writer finished its batch.
     Drained(ConnId),
@@ -47,4 +51,11 @@ pub(super) type SharedWriter = Arc<Mutex<Pin<Box<dyn AsyncWrite + Send>>>>;
 
 pub(super) fn lock(w: &SharedWriter) -> std::sync::MutexGuard<'_, Pin<Box<dyn AsyncWrite + Send>>> {
     w.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether `next` starts where `inbox` ends in memory (a later piece the
+/// reader split off the same buffer), so that `unsplit` joins them without
+/// copying.
+pub(super) fn follows(inbox: &BytesMut, next: &BytesMut) -> bool {
+    inbox.as_ptr().wrapping_add(inbox.len()) == next.as_ptr()
 }

@@ -13,7 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::channels::{ReadState, SharedWriter, ToCore, lock};
-use rmmap_core::protocol::{Outbox, READ_CHUNK};
+use rmmap_core::protocol::{
+    FRAME_RESERVE_MAX, FrameCursor, HANDSHAKE_MAX_FRAME, Outbox, READ_CHUNK,
+};
 
 use crate::net::Listener;
 
@@ -63,7 +65,9 @@ pub(super) async fn accept_loop<L: Listener>(
         let (reader, writer) = tokio::io::split(stream);
         let writer: SharedWriter = Arc::new(Mutex::new(Box::pin(writer)));
         let (batches_tx, batches_rx) = mpsc::channel(1);
-        let (ctl_tx, ctl_rx) = watch::channel(ReadState::Reading);
+        let (ctl_tx, ctl_rx) = watch::channel(ReadState::Reading {
+            frame_limit: HANDSHAKE_MAX_FRAME,
+        });
         let (reply_tx, reply_rx) = oneshot::channel();
         let open = ToCore::Open {
             direct: writer.clone(),
@@ -98,6 +102,7 @@ async fn read_loop<S: AsyncRead>(
 ) {
     let mut buf = BytesMut::new();
     let mut want = FIRST_READ;
+    let mut frames = FrameCursor::default();
     loop {
         let state = *ctl.borrow_and_update();
         match state {
@@ -107,10 +112,8 @@ async fn read_loop<S: AsyncRead>(
                     return;
                 }
             }
-            ReadState::Reading => {
-                if buf.capacity() < want / 4 {
-                    buf.reserve(want);
-                }
+            ReadState::Reading { frame_limit } => {
+                make_room(&mut buf, &frames, want);
                 let room = buf.capacity() - buf.len();
                 // `biased`, so a simulated run replays exactly: a pause or
                 // close takes effect before more is read.
@@ -122,8 +125,11 @@ async fn read_loop<S: AsyncRead>(
                             if n == room {
                                 want = (want * 2).min(READ_CHUNK);
                             }
-                            if to_core.send(ToCore::Input(conn, buf.split())).await.is_err() {
-                                return;
+                            frames.advance(&buf[buf.len() - n..]);
+                            for piece in pieces(&mut buf, &frames, frame_limit, want) {
+                                if to_core.send(ToCore::Input(conn, piece)).await.is_err() {
+                                    return;
+                                }
                             }
                         }
                         _ => {
@@ -135,6 +141,46 @@ async fn read_loop<S: AsyncRead>(
             }
         }
     }
+}
+
+/// Makes room in `buf` for the next read: `want` bytes once little is left,
+/// except that the end of a frame that fits in what is left is read there
+/// (beside its start, see [`pieces`]).
+fn make_room(buf: &mut BytesMut, frames: &FrameCursor, want: usize) {
+    let finishing = frames.rest() > 0 && frames.rest() <= buf.capacity() - buf.len();
+    if buf.capacity() < want / 4 && !finishing {
+        buf.reserve(want);
+    }
+}
+
+/// Takes what was read out of `buf`, as one piece or two. When the frame
+/// under way started in `buf` and its rest, up to `frame_limit` (and
+/// [`FRAME_RESERVE_MAX`]), does not fit in what is left of the allocation,
+/// its start moves into a new allocation sized for all of it (a copy of
+/// one read at most), so that its later pieces land beside it and the core
+/// joins them without copying (a 1 MiB write-back frame read 64 KiB at a
+/// time was otherwise copied whole on the core thread).
+fn pieces(
+    buf: &mut BytesMut,
+    frames: &FrameCursor,
+    frame_limit: u32,
+    want: usize,
+) -> impl Iterator<Item = BytesMut> {
+    let (got, rest) = (frames.received(), frames.rest());
+    let fits = got + rest <= (frame_limit as usize).min(FRAME_RESERVE_MAX);
+    let before = if rest == 0 || rest <= buf.capacity() - buf.len() || got > buf.len() || !fits {
+        None
+    } else {
+        let start = buf.split_off(buf.len() - got);
+        let before = buf.split();
+        *buf = BytesMut::with_capacity((got + rest).max(want));
+        buf.extend_from_slice(&start);
+        Some(before)
+    };
+    [before, Some(buf.split())]
+        .into_iter()
+        .flatten()
+        .filter(|p| !p.is_empty())
 }
 
 /// Writes each batch the core hands over, says when it is done, and shuts
@@ -188,4 +234,68 @@ async fn write_loop(
 fn is_per_connection(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::channels::follows;
+    use super::*;
+
+    /// Feeds `stream` through `pieces` in reads of `read` bytes, joining
+    /// the pieces as the core task does and taking whole frames off the
+    /// front as the core does; returns how many bytes the joins copied.
+    fn copied_by_joins(stream: &[u8], read: usize, frame_limit: u32) -> usize {
+        let (mut buf, mut frames, mut inbox) =
+            (BytesMut::new(), FrameCursor::default(), BytesMut::new());
+        let (mut copied, mut seen) = (0, Vec::new());
+        let mut at = 0;
+        while at < stream.len() {
+            // As `read_loop` and `read_buf`: room made as there, a read
+            // takes at most the room left.
+            make_room(&mut buf, &frames, READ_CHUNK);
+            let n = (buf.capacity() - buf.len())
+                .min(read)
+                .min(stream.len() - at);
+            let chunk = &stream[at..at + n];
+            at += n;
+            buf.extend_from_slice(chunk);
+            frames.advance(chunk);
+            for piece in pieces(&mut buf, &frames, frame_limit, READ_CHUNK) {
+                if inbox.is_empty() {
+                    inbox = piece;
+                } else if follows(&inbox, &piece) {
+                    inbox.unsplit(piece);
+                } else {
+                    copied += piece.len();
+                    inbox.extend_from_slice(&piece);
+                }
+                while let Some(p) = inbox.first_chunk::<4>() {
+                    let total = u32::from_be_bytes(*p) as usize + 4;
+                    if inbox.len() < total {
+                        break;
+                    }
+                    seen.extend_from_slice(&inbox.split_to(total));
+                }
+            }
+        }
+        assert_eq!(seen, stream, "the core sees the stream as sent");
+        copied
+    }
+
+    fn frame(body: usize) -> Vec<u8> {
+        let mut f = (body as u32).to_be_bytes().to_vec();
+        f.extend((0..body).map(|i| i as u8));
+        f
+    }
+
+    #[test]
+    fn a_large_frame_read_in_pieces_is_joined_without_copies() {
+        let mut stream = frame(100);
+        stream.extend(frame(1 << 20));
+        stream.extend(frame(10));
+        assert_eq!(copied_by_joins(&stream, READ_CHUNK, 2 << 20), 0);
+        // A frame over what the core accepts gets no buffer sized for it:
+        // its pieces are copied (the core refuses it at its prefix anyway).
+        assert!(copied_by_joins(&stream, READ_CHUNK, 4096) > 0);
+    }
 }

@@ -16,7 +16,7 @@ use rmmap_store::{DiskPool, StoreResult};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
-use super::channels::{ReadState, SharedWriter, ToCore};
+use super::channels::{ReadState, SharedWriter, ToCore, follows};
 use super::coordinator::{Answer, Coordinator};
 use crate::clock::Clock;
 
@@ -252,6 +252,10 @@ impl<S: Store> CoreTask<S> {
                 };
                 if slot.inbox.is_empty() {
                     slot.inbox = bytes;
+                } else if follows(&slot.inbox, &bytes) {
+                    // The next piece of the same allocation: joined in
+                    // place.
+                    slot.inbox.unsplit(bytes);
                 } else {
                     if !slot.paused && !slot.closing {
                         // The rest of the frame at the front (its length
@@ -289,7 +293,9 @@ impl<S: Store> CoreTask<S> {
         };
         let status = self.server.handle_input(now, conn, &mut slot.inbox);
         let state = match status {
-            InputStatus::Consumed => ReadState::Reading,
+            InputStatus::Consumed => ReadState::Reading {
+                frame_limit: self.server.frame_limit(conn),
+            },
             InputStatus::Paused => ReadState::Paused,
             InputStatus::Closing => ReadState::Closed,
         };
