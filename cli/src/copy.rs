@@ -4,6 +4,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use clap::Args;
@@ -16,6 +17,10 @@ use crate::{CliError, Context};
 
 /// Bytes moved per read or write.
 const CHUNK: u64 = 1 << 20;
+
+/// How many chunks the local file's side of a copy may run ahead of the
+/// remote side (reading) or behind it (writing).
+const LOCAL_AHEAD: usize = 4;
 
 /// A byte range of a remote file.
 #[derive(Args, Debug)]
@@ -73,8 +78,14 @@ pub(crate) struct PutArgs {
 
 pub(crate) async fn cat(a: CatArgs) -> Result<ExitCode, CliError> {
     let client = a.security.connect_tokio(&members(&a.addr)).await?;
-    let mut out = std::io::stdout().lock();
-    download(&client, &a.path, &a.range, &mut out, false).await?;
+    let mut out = download(
+        &client,
+        &a.path,
+        &a.range,
+        (std::io::stdout(), "to stdout"),
+        false,
+    )
+    .await?;
     out.flush().context(|| "writing to stdout".into())?;
     let _ = client.close().await;
     Ok(ExitCode::SUCCESS)
@@ -84,8 +95,8 @@ pub(crate) async fn get(a: GetArgs) -> Result<ExitCode, CliError> {
     let client = a.security.connect_tokio(&members(&a.addr)).await?;
     let file =
         std::fs::File::create(&a.local).context(|| format!("creating {}", a.local.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    download(&client, &a.path, &a.range, &mut out, true).await?;
+    let out = (std::io::BufWriter::new(file), &*a.local.to_string_lossy());
+    let mut out = download(&client, &a.path, &a.range, out, true).await?;
     out.flush()
         .context(|| format!("writing {}", a.local.display()))?;
     let _ = client.close().await;
@@ -93,7 +104,7 @@ pub(crate) async fn get(a: GetArgs) -> Result<ExitCode, CliError> {
 }
 
 pub(crate) async fn put(a: PutArgs) -> Result<ExitCode, CliError> {
-    let mut file =
+    let file =
         std::fs::File::open(&a.local).context(|| format!("opening {}", a.local.display()))?;
     let len = file
         .metadata()
@@ -128,21 +139,16 @@ pub(crate) async fn put(a: PutArgs) -> Result<ExitCode, CliError> {
             .await
             .context(|| format!("mapping {}", a.path))?;
         let bar = progress(len);
+        let mut chunks = spawn_reader(file, len);
         let mut pos = 0;
         while pos < len {
-            let n = CHUNK.min(len - pos);
-            // Read into fresh capacity: no zero-filling of what the read
-            // overwrites at once.
-            let mut buf = Vec::with_capacity(n as usize);
-            (&mut file)
-                .take(n)
-                .read_to_end(&mut buf)
-                .and_then(|got| match got as u64 == n {
-                    true => Ok(()),
-                    false => Err(std::io::ErrorKind::UnexpectedEof.into()),
-                })
-                .context(|| format!("reading {}", a.local.display()))?;
-            m.write_bytes(pos, Bytes::from(buf))
+            let chunk = match chunks.recv().await {
+                Some(read) => read,
+                None => Err(std::io::ErrorKind::BrokenPipe.into()),
+            }
+            .context(|| format!("reading {}", a.local.display()))?;
+            let n = chunk.len() as u64;
+            m.write_bytes(pos, chunk)
                 .await
                 .context(|| format!("writing {}", a.path))?;
             pos += n;
@@ -161,14 +167,15 @@ pub(crate) async fn put(a: PutArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Copies a range of a remote file to `out`.
-async fn download(
+/// Copies a range of a remote file to `out` (named `out_name` in an error
+/// of it), and gives `out` back to be flushed.
+async fn download<W: Write + Send + 'static>(
     client: &ClusterClient,
     path: &str,
     range: &Range,
-    out: &mut impl Write,
+    (out, out_name): (W, &str),
     show_progress: bool,
-) -> Result<(), CliError> {
+) -> Result<W, CliError> {
     let len = match range.len {
         Some(l) => l,
         None => {
@@ -186,7 +193,7 @@ async fn download(
         }
     };
     if len == 0 {
-        return Ok(());
+        return Ok(out);
     }
     let end = range.offset.saturating_add(len);
     let m = client
@@ -198,6 +205,7 @@ async fn download(
     } else {
         ProgressBar::hidden()
     };
+    let (chunks, writer) = spawn_writer(out);
     let mut pos = 0;
     while pos < len {
         let n = CHUNK.min(len - pos);
@@ -205,13 +213,77 @@ async fn download(
             .read_slices(pos, n)
             .await
             .context(|| format!("reading {path}"))?;
-        write_all_vectored(out, &slices).context(|| "writing the output".into())?;
+        if chunks.send(slices).await.is_err() {
+            // The writer stopped on an error: reported below.
+            break;
+        }
         pos += n;
         bar.set_position(pos);
     }
+    drop(chunks);
+    let out = writer
+        .join()
+        .expect("the writer thread does not panic")
+        .context(|| format!("writing {out_name}"))?;
     bar.finish_and_clear();
     let _ = m.unmap().await;
-    Ok(())
+    Ok(out)
+}
+
+/// The local side of a download on a thread of its own: chunks sent to it
+/// are written to `out`, at most [`LOCAL_AHEAD`] behind. A blocking write
+/// on the runtime would hold up the connection's driver (a worker blocked
+/// in `write` is one that cannot run it), and on a thread the writing of
+/// one chunk overlaps the fetching of the next. The thread ends, giving
+/// `out` back, when the sender is dropped, or at the first error.
+fn spawn_writer<W: Write + Send + 'static>(
+    mut out: W,
+) -> (
+    tokio::sync::mpsc::Sender<Vec<Bytes>>,
+    JoinHandle<std::io::Result<W>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(LOCAL_AHEAD);
+    let thread = std::thread::spawn(move || {
+        while let Some(slices) = rx.blocking_recv() {
+            write_all_vectored(&mut out, &slices)?;
+        }
+        Ok(out)
+    });
+    (tx, thread)
+}
+
+/// The local side of an upload on a thread of its own: `len` bytes of
+/// `file` read a chunk at a time, at most [`LOCAL_AHEAD`] ahead of the
+/// remote side (for the same reasons as [`spawn_writer`]). A read that
+/// fails, or finds the file shorter than `len`, is the last item.
+fn spawn_reader(
+    mut file: std::fs::File,
+    len: u64,
+) -> tokio::sync::mpsc::Receiver<std::io::Result<Bytes>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(LOCAL_AHEAD);
+    std::thread::spawn(move || {
+        let mut pos = 0;
+        while pos < len {
+            let n = CHUNK.min(len - pos);
+            // Read into fresh capacity: no zero-filling of what the read
+            // overwrites at once.
+            let mut buf = Vec::with_capacity(n as usize);
+            let read =
+                (&mut file)
+                    .take(n)
+                    .read_to_end(&mut buf)
+                    .and_then(|got| match got as u64 == n {
+                        true => Ok(Bytes::from(buf)),
+                        false => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    });
+            let failed = read.is_err();
+            if tx.blocking_send(read).is_err() || failed {
+                return;
+            }
+            pos += n;
+        }
+    });
+    rx
 }
 
 /// Writes every byte of `parts`, in order, with as few `writev` calls as

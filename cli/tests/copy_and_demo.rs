@@ -82,6 +82,57 @@ fn put_creates_a_new_path_and_cat_and_get_read_it_back() {
 }
 
 #[test]
+fn copies_of_several_chunks_go_through_and_a_local_write_error_is_named() {
+    // 3.5 MiB: four chunks, the local side on its own thread.
+    let (dir, root) = root();
+    let server = Serve::start(&root, "127.0.0.1:0", &["--restart-grace-ms", "0"]);
+    let local = dir.path().join("big.bin");
+    let data: Vec<u8> = (0..(7u32 << 19)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&local, &data).unwrap();
+    let put = rmmap()
+        .arg("put")
+        .arg(&local)
+        .arg(&server.addr)
+        .arg("big.bin")
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    assert!(std::fs::read(root.join("big.bin")).unwrap() == data);
+
+    let cat = rmmap()
+        .args(["cat", &server.addr, "big.bin"])
+        .output()
+        .unwrap();
+    assert!(cat.status.success());
+    assert!(cat.stdout == data);
+    let back = dir.path().join("back.bin");
+    let get = rmmap()
+        .args(["get", &server.addr, "big.bin"])
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(get.status.success());
+    assert!(std::fs::read(&back).unwrap() == data);
+
+    // A local file that takes no bytes: the command fails and says which
+    // file and why, instead of reporting a copy.
+    let full = rmmap()
+        .args(["get", &server.addr, "big.bin", "/dev/full"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&full.stderr);
+    assert!(!full.status.success());
+    assert!(
+        err.contains("writing /dev/full") && err.contains("No space"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_demo_passes_and_says_so_last() {
     let out = rmmap().arg("demo").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
