@@ -156,9 +156,10 @@ pub(crate) async fn put(a: PutArgs) -> Result<ExitCode, CliError> {
         }
         m.sync().await.context(|| format!("syncing {}", a.path))?;
         bar.finish_and_clear();
-        m.unmap()
-            .await
-            .context(|| format!("unmapping {}", a.path))?;
+        // Synced: the close below ends the mapping with the session.
+        // Waiting for an unmap's answer would cost a round trip for
+        // nothing.
+        drop(m);
     }
     client
         .close()
@@ -226,7 +227,9 @@ async fn download<W: Write + Send + 'static>(
         .expect("the writer thread does not panic")
         .context(|| format!("writing {out_name}"))?;
     bar.finish_and_clear();
-    let _ = m.unmap().await;
+    // Read-only: the caller's close ends the mapping with the session (its
+    // unmap goes out without anyone waiting a round trip for it).
+    drop(m);
     Ok(out)
 }
 
@@ -308,14 +311,11 @@ fn write_all_vectored(out: &mut impl Write, parts: &[Bytes]) -> std::io::Result<
 }
 
 /// The length of a remote file, learned by mapping its first byte (an
-/// empty file cannot be mapped, which tells as much).
+/// empty file cannot be mapped, which tells as much). The probe's unmap
+/// goes out with the next request, not a round trip of its own.
 async fn remote_len(client: &ClusterClient, path: &str) -> Result<u64, CliError> {
     match client.map(path, 0..1, Access::ReadOnly).await {
-        Ok(m) => {
-            let len = m.file_len();
-            let _ = m.unmap().await;
-            Ok(len)
-        }
+        Ok(m) => Ok(m.file_len()),
         Err(e) if e.kind() == "out_of_range" => Ok(0),
         Err(e) => Err(CliError::Op {
             context: format!("opening {path}"),
