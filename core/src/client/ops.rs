@@ -206,6 +206,7 @@ impl Client {
 
     /// Asks for the pages from `from` up to `limit` (exclusive) that need
     /// `need`, in one fetch. `write` is the byte range a write will overwrite.
+    /// Returns where the fetch it sent ends (`from` when it sent none).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn request_pages(
         &mut self,
@@ -216,7 +217,7 @@ impl Client {
         limit: PageNo,
         exclusive: bool,
         write: Option<(u64, u64)>,
-    ) {
+    ) -> PageNo {
         let ps = self.conn.params().expect("mapped").page_size;
         let max = self.conn.params().expect("mapped").max_pages as u64;
         if self
@@ -224,13 +225,13 @@ impl Client {
             .get(file, from)
             .is_some_and(|p| p.fetch.is_some())
         {
-            return;
+            return from;
         }
         if !self.request_room() {
             if let Some(id) = id {
                 self.ops.wait_window(id);
             }
-            return;
+            return from;
         }
         let need_of = |cache: &super::cache::PageCache, q: PageNo| -> Option<Need> {
             let pg = cache.get(file, q);
@@ -262,7 +263,7 @@ impl Client {
             })
         };
         let Some(first_need) = need_of(&self.cache, from) else {
-            return;
+            return from;
         };
         let mut count = 1u64;
         while from + count < limit
@@ -302,6 +303,7 @@ impl Client {
         for q in from..from + count {
             self.cache.page(file, q).fetch = Some(req);
         }
+        from + count
     }
 
     /// Fetches ahead of a sequential reader, several fetches in flight.
@@ -395,13 +397,14 @@ impl Client {
             if to - p < max.min(window / 4).max(1) && limit < end {
                 break;
             }
-            match ahead {
+            let asked = match ahead {
                 Ahead::Read => self.request_pages(None, wire, file, p, to, false, None),
                 Ahead::Write => {
-                    self.request_pages(None, wire, file, p, to, true, Some((p * ps, to * ps)));
+                    self.request_pages(None, wire, file, p, to, true, Some((p * ps, to * ps)))
                 }
-            }
-            p += 1;
+            };
+            // Past the pages just asked for (held now), not through them.
+            p = asked.max(p + 1);
         }
         p
     }
@@ -535,7 +538,7 @@ impl Client {
             let (p, inp) = (abs / ps, (abs % ps) as usize);
             let n = (ps - inp as u64).min(len - *pos) as usize;
             let tick = self.cache.touch();
-            if !self.cache.get(file, p).is_some_and(|pg| pg.readable()) {
+            let Some(mut pg) = self.cache.get_mut(file, p).filter(|pg| pg.readable()) else {
                 if sequential && self.cache.get(file, p).is_some_and(|pg| pg.fetch.is_some()) {
                     // Read-ahead did not cover the round trip: widen it.
                     let max = self.window_cap();
@@ -548,8 +551,7 @@ impl Client {
                 self.cache.page(file, p).waiters.insert(id);
                 self.request_pages(Some(id), wire, file, p, end_page, false, None);
                 return Step::Pending;
-            }
-            let mut pg = self.cache.get_mut(file, p).expect("readable");
+            };
             pg.touched = tick;
             match (&mut *buf, &pg.data) {
                 // Within one page: hand out the page's own bytes.
