@@ -364,8 +364,8 @@ impl Client {
         if self.try_write(now, mapping, offset, data)? {
             return Ok(Started::Done(()));
         }
-        self.write(now, mapping, offset, Bytes::copy_from_slice(data))
-            .map(Started::Waiting)
+        let data = self.write_copies.copy(data);
+        self.write(now, mapping, offset, data).map(Started::Waiting)
     }
 
     /// Makes every write completed so far on this mapping durable.

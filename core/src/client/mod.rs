@@ -58,6 +58,7 @@ pub use redirect::{
 };
 
 use crate::Instant;
+use crate::protocol::WriteCopies;
 
 use cache::{FileId, PageCache};
 use connection::Connection;
@@ -158,6 +159,9 @@ pub struct Client {
     files: OpenFiles,
     /// Cached pages and their coherence state (`cache.rs`).
     cache: PageCache,
+    /// Where writes that must wait are copied (their pages become slices
+    /// of it), reused once the cache lets go of them.
+    write_copies: WriteCopies,
     /// Mappings and their status (`mappings.rs`).
     mappings: Mappings,
     /// Operations in progress and what wakes them (`operations.rs`; how
@@ -192,6 +196,7 @@ impl Client {
             requests: RequestLog::new(),
             files: OpenFiles::default(),
             cache: PageCache::default(),
+            write_copies: WriteCopies::default(),
             mappings: Mappings::default(),
             ops: Operations::default(),
             #[cfg(feature = "bug-injection")]

@@ -10,6 +10,7 @@ mod ids;
 mod message;
 mod outbox;
 mod recv;
+mod recycle;
 
 pub use decode::{DecodeError, check_frame, decode_body, decode_frame};
 pub use encode::ChunkQueue;
@@ -18,6 +19,7 @@ pub use ids::*;
 pub use message::*;
 pub use outbox::{MAX_IOVECS, Outbox};
 pub use recv::{FRAME_RESERVE_MAX, FrameCursor, READ_CHUNK, RETAIN_LIMIT, RecvBuffer, frame_rest};
+pub(crate) use recycle::WriteCopies;
 
 /// The protocol version this implementation speaks.
 pub const PROTOCOL_VERSION: u16 = 1;

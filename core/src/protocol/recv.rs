@@ -14,27 +14,18 @@
 //! [`RETAIN_LIMIT`] bytes of them) and, when it needs room for a large
 //! frame, reuses the oldest one that nothing points into any more.
 
-use std::collections::VecDeque;
-
 use bytes::BytesMut;
+
+pub use super::recycle::RETAIN_LIMIT;
+use super::recycle::Recycler;
 
 /// How much an adapter reads from a socket at once (the `chunk` of
 /// [`RecvBuffer::make_room`] and [`RecvBuffer::read_space`]): 64 KiB.
 pub const READ_CHUNK: usize = 64 * 1024;
 
-/// The most memory kept in retired buffers for reuse: 64 MiB, as much as a
-/// streaming reader's default cache holds anyway.
-pub const RETAIN_LIMIT: usize = 64 << 20;
-
 /// The largest frame [`RecvBuffer::make_room`] makes room for at once; a
 /// larger one (which the core refuses anyway) grows by reads.
 const ROOM_MAX: usize = 16 << 20;
-
-/// Buffers smaller than this are not worth keeping.
-const RETAIN_MIN: usize = 256 << 10;
-
-/// How many retired buffers are tried, oldest first, before allocating.
-const PROBES: usize = 8;
 
 /// The most an adapter reserves at once for the rest of a frame arriving in
 /// pieces ([`frame_rest`]): frames are at most the negotiated `max_frame`,
@@ -116,16 +107,15 @@ impl FrameCursor {
 #[derive(Debug, Default)]
 pub struct RecvBuffer {
     buf: BytesMut,
-    /// Buffers read into before, with the size each was allocated with;
-    /// the core may still hold pages that point into them.
-    retired: VecDeque<(BytesMut, usize)>,
+    /// Buffers read into before; the core may still hold pages that
+    /// point into them.
+    retired: Recycler,
     /// The allocation size of `buf` (0 until the first read).
     buf_size: usize,
     /// While a large frame is read in place ([`read_space`](Self::read_space)):
     /// how much of `buf` is received; the rest, up to `buf.len()`, is
     /// zero-filled room.
     fill: Option<usize>,
-    retired_bytes: usize,
 }
 
 impl RecvBuffer {
@@ -184,13 +174,12 @@ impl RecvBuffer {
         self.fill = None;
         self.buf.clear();
         self.retired.clear();
-        self.retired_bytes = 0;
     }
 
     /// Memory kept in retired buffers, whether or not the core still holds
     /// pages in them.
     pub fn retired_bytes(&self) -> usize {
-        self.retired_bytes
+        self.retired.retired_bytes()
     }
 
     /// How much room the next read wants: at least `chunk`, and, when the
@@ -230,40 +219,12 @@ impl RecvBuffer {
             return room;
         }
         let need = self.buf.len() + room;
-        let (mut next, size) = self
-            .take_reusable(need)
-            .unwrap_or_else(|| (BytesMut::with_capacity(need), need));
+        let (mut next, size) = self.retired.take(need);
         next.extend_from_slice(&self.buf);
-        let mut old = std::mem::replace(&mut self.buf, next);
+        let old = std::mem::replace(&mut self.buf, next);
         let old_size = std::mem::replace(&mut self.buf_size, size);
-        old.clear();
-        self.retire(old, old_size);
+        self.retired.retire(old, old_size);
         room
-    }
-
-    /// The oldest retired buffer (of the first few) that nothing points
-    /// into any more and that holds `need` bytes.
-    fn take_reusable(&mut self, need: usize) -> Option<(BytesMut, usize)> {
-        let probes = self.retired.len().min(PROBES);
-        let i = (0..probes).find(|&i| {
-            let (b, size) = &mut self.retired[i];
-            *size >= need && b.try_reclaim(need)
-        })?;
-        let (b, size) = self.retired.remove(i).expect("found above");
-        self.retired_bytes -= size;
-        Some((b, size))
-    }
-
-    fn retire(&mut self, buf: BytesMut, size: usize) {
-        if size < RETAIN_MIN {
-            return;
-        }
-        self.retired.push_back((buf, size));
-        self.retired_bytes += size;
-        while self.retired_bytes > RETAIN_LIMIT {
-            let (_, size) = self.retired.pop_front().expect("counted");
-            self.retired_bytes -= size;
-        }
     }
 }
 

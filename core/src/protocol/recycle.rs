@@ -1,0 +1,154 @@
+//! Buffers whose bytes live on as slices elsewhere (cached pages), kept
+//! when they are replaced and reused once nothing points into them: fresh
+//! memory costs a page fault per 4 KiB (and, in a virtual machine, a fault
+//! in the host too), which a stream of frames or writes would otherwise pay
+//! for every byte.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+
+/// The most memory kept in retired buffers for reuse: 64 MiB, as much as a
+/// streaming reader's default cache holds anyway.
+pub const RETAIN_LIMIT: usize = 64 << 20;
+
+/// Buffers smaller than this are not worth keeping.
+const RETAIN_MIN: usize = 256 << 10;
+
+/// How many retired buffers are tried, oldest first, before allocating.
+const PROBES: usize = 8;
+
+/// Retired buffers, oldest first, each with the size it was allocated with.
+#[derive(Debug, Default)]
+pub(crate) struct Recycler {
+    retired: VecDeque<(BytesMut, usize)>,
+    retired_bytes: usize,
+    /// Buffers allocated because none could be reused.
+    fresh: u64,
+}
+
+impl Recycler {
+    /// A buffer with room for `need` bytes: the oldest retired one (of the
+    /// first few) that nothing points into any more, else a fresh one of
+    /// `need` bytes; with the size it was allocated with.
+    pub(crate) fn take(&mut self, need: usize) -> (BytesMut, usize) {
+        let probes = self.retired.len().min(PROBES);
+        let found = (0..probes).find(|&i| {
+            let (b, size) = &mut self.retired[i];
+            *size >= need && b.try_reclaim(need)
+        });
+        match found {
+            Some(i) => {
+                let (b, size) = self.retired.remove(i).expect("found above");
+                self.retired_bytes -= size;
+                (b, size)
+            }
+            None => {
+                self.fresh += 1;
+                (BytesMut::with_capacity(need), need)
+            }
+        }
+    }
+
+    /// Keeps `buf` (allocated with `size` bytes; slices of it may still be
+    /// in use) for a later [`take`](Self::take), dropping the oldest kept
+    /// ones beyond [`RETAIN_LIMIT`].
+    pub(crate) fn retire(&mut self, mut buf: BytesMut, size: usize) {
+        if size < RETAIN_MIN {
+            return;
+        }
+        buf.clear();
+        self.retired.push_back((buf, size));
+        self.retired_bytes += size;
+        while self.retired_bytes > RETAIN_LIMIT {
+            let (_, size) = self.retired.pop_front().expect("counted");
+            self.retired_bytes -= size;
+        }
+    }
+
+    /// Forgets every retired buffer.
+    pub(crate) fn clear(&mut self) {
+        self.retired.clear();
+        self.retired_bytes = 0;
+    }
+
+    /// Memory kept, whether or not slices of it are still in use.
+    pub(crate) fn retired_bytes(&self) -> usize {
+        self.retired_bytes
+    }
+}
+
+/// Where a client's writes are copied when they must wait (the caller's
+/// slice cannot be kept): one buffer cut into a `Bytes` per write, replaced
+/// from a [`Recycler`] when full, so a streaming writer reuses the memory of
+/// pages already written back and dropped instead of taking fresh memory
+/// for every write.
+#[derive(Debug, Default)]
+pub(crate) struct WriteCopies {
+    current: BytesMut,
+    size: usize,
+    recycler: Recycler,
+}
+
+/// Writes shorter than this are copied into a buffer of their own (a small
+/// write's bytes would otherwise keep a whole shared buffer alive).
+const POOLED_MIN: usize = 64 << 10;
+
+/// The size of each shared buffer (or the write, if larger).
+const BUFFER_SIZE: usize = 4 << 20;
+
+impl WriteCopies {
+    /// `data`, copied.
+    pub(crate) fn copy(&mut self, data: &[u8]) -> bytes::Bytes {
+        if data.len() < POOLED_MIN {
+            return bytes::Bytes::copy_from_slice(data);
+        }
+        if self.current.capacity() < data.len() {
+            let (next, size) = self.recycler.take(data.len().max(BUFFER_SIZE));
+            let old = std::mem::replace(&mut self.current, next);
+            let old_size = std::mem::replace(&mut self.size, size);
+            self.recycler.retire(old, old_size);
+        }
+        self.current.extend_from_slice(data);
+        self.current.split().freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streaming_writer_reuses_buffers_its_copies_left() {
+        let mut w = WriteCopies::default();
+        let chunk = vec![7u8; 1 << 20];
+        // Up to 8 MiB of copies alive at once (a cache that drops pages
+        // behind the writer), 64 MiB written: two or three buffers, not
+        // sixteen.
+        let mut alive = std::collections::VecDeque::new();
+        for _ in 0..64 {
+            let b = w.copy(&chunk);
+            assert!(b[..] == chunk[..]);
+            alive.push_back(b);
+            if alive.len() > 8 {
+                alive.pop_front();
+            }
+        }
+        assert!(
+            w.recycler.fresh <= 3,
+            "{} buffers allocated",
+            w.recycler.fresh
+        );
+        // A small write is copied on its own.
+        assert_eq!(w.copy(b"small").as_ref(), b"small");
+    }
+
+    #[test]
+    fn a_buffer_is_not_reused_while_a_copy_in_it_is_alive() {
+        let mut w = WriteCopies::default();
+        let chunk = vec![1u8; 1 << 20];
+        let held: Vec<_> = (0..64).map(|_| w.copy(&chunk)).collect();
+        assert_eq!(w.recycler.fresh, 16, "every buffer is still in use");
+        assert!(held.iter().all(|b| b[..] == chunk[..]));
+    }
+}
