@@ -58,7 +58,7 @@ pub use redirect::{
 };
 
 use crate::Instant;
-use crate::protocol::WriteCopies;
+use crate::protocol::Chunks;
 
 use cache::{FileId, PageCache};
 use connection::Connection;
@@ -161,7 +161,7 @@ pub struct Client {
     cache: PageCache,
     /// Where writes that must wait are copied (their pages become slices
     /// of it), reused once the cache lets go of them.
-    write_copies: WriteCopies,
+    write_copies: Chunks,
     /// Mappings and their status (`mappings.rs`).
     mappings: Mappings,
     /// Operations in progress and what wakes them (`operations.rs`; how
@@ -196,7 +196,7 @@ impl Client {
             requests: RequestLog::new(),
             files: OpenFiles::default(),
             cache: PageCache::default(),
-            write_copies: WriteCopies::default(),
+            write_copies: Chunks::default(),
             mappings: Mappings::default(),
             ops: Operations::default(),
             #[cfg(feature = "bug-injection")]

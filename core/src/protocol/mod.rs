@@ -19,7 +19,7 @@ pub use ids::*;
 pub use message::*;
 pub use outbox::{MAX_IOVECS, Outbox};
 pub use recv::{FRAME_RESERVE_MAX, FrameCursor, READ_CHUNK, RETAIN_LIMIT, RecvBuffer, frame_rest};
-pub(crate) use recycle::WriteCopies;
+pub use recycle::Chunks;
 
 /// The protocol version this implementation speaks.
 pub const PROTOCOL_VERSION: u16 = 1;

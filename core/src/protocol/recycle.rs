@@ -78,39 +78,56 @@ impl Recycler {
     }
 }
 
-/// Where a client's writes are copied when they must wait (the caller's
-/// slice cannot be kept): one buffer cut into a `Bytes` per write, replaced
-/// from a [`Recycler`] when full, so a streaming writer reuses the memory of
-/// pages already written back and dropped instead of taking fresh memory
-/// for every write.
+/// Bytes cut one `Bytes` at a time from a buffer that is replaced from a
+/// [`Recycler`] when full: a stream of chunks whose bytes live on as cached
+/// pages (a client's writes, copied when they must wait; `rmmap put`'s
+/// chunks of the local file) reuses the memory of pages already written
+/// back and dropped instead of taking fresh memory for every chunk.
 #[derive(Debug, Default)]
-pub(crate) struct WriteCopies {
+pub struct Chunks {
     current: BytesMut,
     size: usize,
     recycler: Recycler,
 }
 
-/// Writes shorter than this are copied into a buffer of their own (a small
-/// write's bytes would otherwise keep a whole shared buffer alive).
+/// Chunks shorter than this are copied into a buffer of their own (a small
+/// one would otherwise keep a whole shared buffer alive).
 const POOLED_MIN: usize = 64 << 10;
 
-/// The size of each shared buffer (or the write, if larger).
+/// The size of each shared buffer (or the chunk, if larger).
 const BUFFER_SIZE: usize = 4 << 20;
 
-impl WriteCopies {
+impl Chunks {
     /// `data`, copied.
-    pub(crate) fn copy(&mut self, data: &[u8]) -> bytes::Bytes {
+    pub fn copy(&mut self, data: &[u8]) -> bytes::Bytes {
         if data.len() < POOLED_MIN {
             return bytes::Bytes::copy_from_slice(data);
         }
-        if self.current.capacity() < data.len() {
-            let (next, size) = self.recycler.take(data.len().max(BUFFER_SIZE));
+        self.room(data.len());
+        self.current.extend_from_slice(data);
+        self.current.split().freeze()
+    }
+
+    /// `len` bytes written by `fill` (into zeroed memory: whatever it does
+    /// not write stays zero).
+    pub fn fill<E>(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<bytes::Bytes, E> {
+        self.room(len);
+        self.current.resize(len, 0);
+        fill(&mut self.current[..])?;
+        Ok(self.current.split().freeze())
+    }
+
+    fn room(&mut self, len: usize) {
+        if self.current.capacity() < len {
+            let (next, size) = self.recycler.take(len.max(BUFFER_SIZE));
             let old = std::mem::replace(&mut self.current, next);
             let old_size = std::mem::replace(&mut self.size, size);
             self.recycler.retire(old, old_size);
         }
-        self.current.extend_from_slice(data);
-        self.current.split().freeze()
     }
 }
 
@@ -120,7 +137,7 @@ mod tests {
 
     #[test]
     fn a_streaming_writer_reuses_buffers_its_copies_left() {
-        let mut w = WriteCopies::default();
+        let mut w = Chunks::default();
         let chunk = vec![7u8; 1 << 20];
         // Up to 8 MiB of copies alive at once (a cache that drops pages
         // behind the writer), 64 MiB written: two or three buffers, not
@@ -141,11 +158,17 @@ mod tests {
         );
         // A small write is copied on its own.
         assert_eq!(w.copy(b"small").as_ref(), b"small");
+        let filled = w.fill(3 << 20, |b| {
+            b[0] = 9;
+            Ok::<(), ()>(())
+        });
+        let filled = filled.unwrap();
+        assert_eq!((filled.len(), filled[0], filled[1]), (3 << 20, 9, 0));
     }
 
     #[test]
     fn a_buffer_is_not_reused_while_a_copy_in_it_is_alive() {
-        let mut w = WriteCopies::default();
+        let mut w = Chunks::default();
         let chunk = vec![1u8; 1 << 20];
         let held: Vec<_> = (0..64).map(|_| w.copy(&chunk)).collect();
         assert_eq!(w.recycler.fresh, 16, "every buffer is still in use");
