@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Serve, rmmap, root};
+use common::{Serve, put, rmmap, root};
 
 #[test]
 fn put_creates_a_new_path_and_cat_and_get_read_it_back() {
@@ -13,18 +13,7 @@ fn put_creates_a_new_path_and_cat_and_get_read_it_back() {
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(&local, &data).unwrap();
 
-    let put = rmmap()
-        .arg("put")
-        .arg(&local)
-        .arg(&server.addr)
-        .arg("new/dir/copy.bin")
-        .output()
-        .unwrap();
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
+    put(&local, &server.addr, "new/dir/copy.bin");
     assert_eq!(std::fs::read(root.join("new/dir/copy.bin")).unwrap(), data);
 
     let cat = rmmap()
@@ -89,18 +78,7 @@ fn copies_of_several_chunks_go_through_and_a_local_write_error_is_named() {
     let local = dir.path().join("big.bin");
     let data: Vec<u8> = (0..(7u32 << 19)).map(|i| (i % 251) as u8).collect();
     std::fs::write(&local, &data).unwrap();
-    let put = rmmap()
-        .arg("put")
-        .arg(&local)
-        .arg(&server.addr)
-        .arg("big.bin")
-        .output()
-        .unwrap();
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
+    put(&local, &server.addr, "big.bin");
     assert!(std::fs::read(root.join("big.bin")).unwrap() == data);
 
     let cat = rmmap()

@@ -7,7 +7,7 @@ mod common;
 #[path = "../../transport-mio/tests/common/fake_member.rs"]
 mod fake_member;
 
-use common::{Serve, Shell, free_addr, rmmap, root};
+use common::{Serve, Shell, free_addr, put, rmmap, root};
 use fake_member::FakeMember;
 use rmmap_core::protocol::ErrorCode;
 
@@ -19,17 +19,7 @@ fn a_list_of_addresses_reaches_the_first_member_that_answers() {
     let local = dir.path().join("local.bin");
     std::fs::write(&local, b"listed").unwrap();
 
-    let put = rmmap()
-        .arg("put")
-        .arg(&local)
-        .args([&list, "f.bin"])
-        .output()
-        .unwrap();
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
+    put(&local, &list, "f.bin");
     let cat = rmmap().args(["cat", &list, "f.bin"]).output().unwrap();
     assert!(cat.status.success());
     assert_eq!(cat.stdout, b"listed");

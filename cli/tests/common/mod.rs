@@ -17,6 +17,21 @@ pub fn rmmap() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rmmap"))
 }
 
+/// `rmmap put LOCAL ADDR PATH`, which must succeed (its stderr otherwise).
+pub fn put(local: &Path, addr: &str, path: &str) {
+    let put = rmmap()
+        .arg("put")
+        .arg(local)
+        .args([addr, path])
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+}
+
 /// An `rmmap serve` process; killed (SIGKILL) when dropped.
 pub struct Serve {
     pub child: Child,
