@@ -78,9 +78,9 @@ impl Recycler {
     }
 }
 
-/// Bytes cut one `Bytes` at a time from a buffer that is replaced from a
-/// [`Recycler`] when full: a stream of chunks whose bytes live on as cached
-/// pages (a client's writes, copied when they must wait; `rmmap put`'s
+/// Bytes cut one `Bytes` at a time from a buffer that, when full, is
+/// replaced by a retired one nothing points into any more (or a fresh one):
+/// a stream of chunks whose bytes live on as cached pages (a client's writes, copied when they must wait; `rmmap put`'s
 /// chunks of the local file) reuses the memory of pages already written
 /// back and dropped instead of taking fresh memory for every chunk.
 #[derive(Debug, Default)]
