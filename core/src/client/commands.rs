@@ -564,7 +564,7 @@ impl Client {
                 _ => return Ok(false),
             }
         }
-        self.apply_write(mapping, file, start, data, None);
+        self.apply_write(mapping, file, start, Written::Copied(data));
         Ok(true)
     }
 
@@ -596,20 +596,18 @@ impl Client {
         Ok(Some((file, m_offset + offset, ps)))
     }
 
-    /// Copies `data` into exclusively held pages (checked by the caller).
-    /// With `shared` (the same bytes as `data`, as [`Bytes`]), a page the
-    /// write fills whole and that holds no data yet (an overwrite grant)
-    /// takes a slice of it instead of a copy: a streaming writer's bytes
-    /// are copied once, into the socket.
+    /// Puts `data` into exclusively held pages (checked by the caller):
+    /// copied, except that a page the write fills whole and that holds no
+    /// data yet (an overwrite grant) keeps a slice of [`Written::Shared`]
+    /// bytes, so a streaming writer's bytes are copied once, into the
+    /// socket.
     pub(crate) fn apply_write(
         &mut self,
         mapping: MappingId,
         file: FileId,
         start: u64,
-        data: &[u8],
-        shared: Option<&Bytes>,
+        data: Written<'_>,
     ) {
-        debug_assert!(shared.is_none_or(|b| b.len() == data.len()));
         let ps = self.conn.params().expect("connected").page_size;
         let mut pos = 0usize;
         while pos < data.len() {
@@ -617,8 +615,8 @@ impl Client {
             let (p, inp) = (abs / ps, (abs % ps) as usize);
             let n = (ps as usize - inp).min(data.len() - pos);
             let mut page = self.cache.get_mut(file, p).expect("checked exclusive");
-            match shared {
-                Some(b) if !page.data.is_some() && n == ps as usize => {
+            match &data {
+                Written::Shared(b) if !page.data.is_some() && n == ps as usize => {
                     page.data = cache::PageData::Shared(b.slice(pos..pos + n));
                 }
                 _ => page.data.make_mut(ps as usize)[inp..inp + n]
@@ -639,6 +637,25 @@ impl Client {
         if sequential {
             self.write_behind(mapping, file, start / ps);
             self.write_ahead(mapping, file, (start + data.len() as u64).div_ceil(ps));
+        }
+    }
+}
+
+/// The bytes of a write being applied to the cache.
+pub(crate) enum Written<'a> {
+    /// The caller's: copied into the pages.
+    Copied(&'a [u8]),
+    /// Kept by pages the write fills whole and that hold no data yet.
+    Shared(Bytes),
+}
+
+impl std::ops::Deref for Written<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Written::Copied(d) => d,
+            Written::Shared(b) => b,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::Instant;
 use crate::protocol::{Fetch, Map, Message, PageNo, ReqId, WireMappingId, fetch_flags, map_flags};
 
 use super::cache::{FileId, PageState};
+use super::commands::Written;
 use super::requests::{ReqKind, Request};
 use super::{Client, Completion, MappingId, MappingStatus, OpError, OpId, OpKind, ReadInto};
 
@@ -672,7 +673,7 @@ impl Client {
             let ready = self.writable_run(file, abs, start + len);
             if ready > abs {
                 let (a, b) = ((abs - start) as usize, (ready - start) as usize);
-                self.apply_write(mapping, file, abs, &data[a..b], Some(&data.slice(a..b)));
+                self.apply_write(mapping, file, abs, Written::Shared(data.slice(a..b)));
                 *pos = ready - start;
                 continue;
             }
